@@ -1,0 +1,198 @@
+"""App hooks for heroku-buildpack-python: bin/pre_compile and bin/post_compile in the app.
+
+The Python buildpack runs pip in another process that inherits nothing the hook exports, so
+pre_compile hands ssh over through a file git reads through `$HOME`: a marked `core.sshCommand`
+block in `$HOME/.gitconfig` with an absolute `ssh -F CONFIG` (OpenSSH would look for ~/.ssh/config
+in the passwd home, which differs from $HOME in build-in-app-dir builds). post_compile removes the
+key dir and the block, then scans the app and the cache.
+The hooks run from the app dir; a config var can shadow BUILD_DIR or CACHE_DIR in a hook's
+environment, so the app dir is `$PWD`. DEPLOY_KEY is read from `$ENV_DIR` as a file: the exported
+variable has lost its final newline.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import zipapp
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deploykey import blocks, build, config, keydir, output, scrub, sources
+from deploykey.errors import UserError
+from deploykey.install import Target
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+HOOKS = ("pre_compile", "post_compile")
+PYZ = "deploykey.pyz"
+ZIP_MAIN = "from deploykey.__main__ import entry\n\nentry()\n"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("HOME") or Path.home())
+
+
+def gitconfig() -> Path:
+    return _home() / ".gitconfig"
+
+
+def _env() -> sources.EnvSource:
+    env_dir = os.environ.get("ENV_DIR")
+    if not env_dir:
+        raise UserError("env::not-set", hook="app")
+    return sources.read(env_dir)
+
+
+def _cache_dir() -> Path | None:
+    cache = os.environ.get("CACHE_DIR")
+    return Path(cache).resolve() if cache and Path(cache).is_dir() else None
+
+
+def git_block(ssh_command: str) -> str:
+    value = ssh_command.replace("\\", "\\\\").replace('"', '\\"')
+    return f'[core]\n\tsshCommand = "{value}"\n'
+
+
+def pre_compile() -> int:
+    app_dir = Path.cwd().resolve()
+    env = _env()
+    settings = config.load(app_dir, env)
+    output.step("deploykey: ssh for pip with the deploy key")
+    _remove_previous()
+    plan = build.plan(
+        app_dir,
+        _cache_dir(),
+        env,
+        settings,
+        target=Target("off", "heroku-buildpack-python installs"),
+    )
+    cleanup = scrub.Cleanup()
+    with scrub.guarded(cleanup):
+        setup = build.open_ssh(plan, cleanup)
+        blocks.insert(gitconfig(), git_block(setup.command))
+        cleanup.actions.clear()  # success: pip runs after this hook
+    output.detail(f"git uses {setup.config} through core.sshCommand in {gitconfig()}")
+    output.detail("bin/post_compile removes the key and this setting after pip")
+    return 0
+
+
+def _key_dir_of(command: str) -> Path | None:
+    """The key dir named by `ssh -F DIR/ssh_config` in a command the kit wrote, if it is one of ours."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if "-F" not in words or words.index("-F") + 1 >= len(words):
+        return None
+    directory = Path(words[words.index("-F") + 1]).parent
+    bases = {base.resolve() for base in keydir.candidates()}
+    try:
+        info = directory.lstat()
+    except OSError:
+        return None
+    if (
+        directory.name.startswith(keydir.PREFIX)
+        and directory.parent.resolve() in bases
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+    ):
+        return directory
+    return None
+
+
+def _remove_previous() -> list[str]:
+    """Take out the block and key dir of an earlier pre_compile (a re-run, or no post_compile)."""
+    removed = []
+    body = blocks.remove(gitconfig())
+    if body is not None:
+        removed.append(f"the deploykey block in {gitconfig()}")
+        for line in body.splitlines():
+            if "sshCommand" in line:
+                value = (
+                    line.split("=", 1)[1]
+                    .strip()
+                    .strip('"')
+                    .replace('\\"', '"')
+                    .replace("\\\\", "\\")
+                )
+                directory = _key_dir_of(value)
+                if directory is not None:
+                    keydir.KeyDir(directory).remove()
+                    removed.append(f"the key dir {directory}")
+    handed = os.environ.get("GIT_SSH_COMMAND")
+    directory = _key_dir_of(handed) if handed else None
+    if directory is not None and directory.exists():
+        keydir.KeyDir(directory).remove()
+        removed.append(f"the key dir {directory} (handed over by the deploykey buildpack)")
+    return removed
+
+
+def post_compile() -> int:
+    app_dir = Path.cwd().resolve()
+    env = _env()
+    output.step("deploykey: removing the key and the ssh setting")
+    for what in _remove_previous() or ["nothing: no deploykey setup was found"]:
+        output.detail(f"removed {what}" if not what.startswith("nothing") else what)
+    key = build.read_key(env)
+    output.step("Checking the app and the cache for the key")
+    roots = [app_dir] + ([cache] if (cache := _cache_dir()) else [])
+    leak = build.leak_check(roots, key)
+    if leak is not None:
+        raise leak
+    return 0
+
+
+def kit_files() -> dict[str, bytes]:
+    """The package's files (sources, pinned host keys, hook scripts), for the zipapp."""
+    found: dict[str, bytes] = {}
+    package = resources.files("deploykey")
+
+    def collect(node: Traversable, prefix: str) -> None:
+        for child in node.iterdir():
+            name = f"{prefix}{child.name}"
+            if child.is_dir():
+                if child.name != "__pycache__":
+                    collect(child, name + "/")
+            elif not child.name.endswith(".pyc"):
+                found[name] = child.read_bytes()
+
+    collect(package, "deploykey/")
+    return found
+
+
+def write_hooks(app_dir: str, post_only: bool = False) -> int:
+    """Write bin/pre_compile, bin/post_compile and bin/deploykey.pyz into an app."""
+    bin_dir = Path(app_dir) / "bin"
+    files = kit_files()
+    names = ["post_compile"] if post_only else list(HOOKS)
+    for name in names:
+        existing = bin_dir / name
+        ours = files[f"deploykey/hooks/{name}"]
+        if existing.exists() and existing.read_bytes() != ours:
+            raise UserError("hooks::exists", path=existing, hook=name)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = bin_dir / name
+        target.write_bytes(files[f"deploykey/hooks/{name}"])
+        target.chmod(0o755)
+        output.detail(f"wrote {target}")
+    _write_zipapp(bin_dir / PYZ, files)
+    output.detail(f"wrote {bin_dir / PYZ} (the kit; its dependencies are fetched at build time)")
+    return 0
+
+
+def _write_zipapp(target: Path, files: dict[str, bytes]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as staging:
+        root = Path(staging, "app")
+        for name, data in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        (root / "__main__.py").write_text(ZIP_MAIN)
+        zipapp.create_archive(root, target, interpreter="/usr/bin/env python3", compressed=True)

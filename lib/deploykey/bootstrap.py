@@ -1,0 +1,123 @@
+"""Making the kit's own dependencies importable before anything else runs, outside the app dir.
+
+bin/* run with the build image's system python3, which has none of `sh`, `python-dotenv` and
+`pyyaml`. When one is missing, they are installed with that Python's pip into a private directory
+in the system temp dir (never the app, whose contents are released), reused by later runs on the same
+machine. Standard library only; this is the one place besides `run` that starts a process, because
+it installs `sh` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from deploykey import output
+from deploykey.childenv import child_env
+from deploykey.errors import UserError
+
+MINIMUM = (3, 10)
+# import name -> requirement (pyproject.toml lists the same ranges)
+REQUIREMENTS = {"sh": "sh>=2.0,<3", "dotenv": "python-dotenv>=1.0,<2", "yaml": "pyyaml>=6.0,<7"}
+# Commands that must stay fast and need no dependency (bin/detect runs on every push).
+WITHOUT_DEPENDENCIES = ("detect", "--version", "-h", "--help")
+
+
+def check_python() -> None:
+    if sys.version_info < MINIMUM:
+        error = UserError("python::too-old", python=sys.executable, version=sys.version.split()[0])
+        output.error(error)
+        sys.exit(error.exit_code)
+
+
+def missing() -> list[str]:
+    return [
+        requirement
+        for module, requirement in REQUIREMENTS.items()
+        if importlib.util.find_spec(module) is None
+    ]
+
+
+def deps_dir() -> Path:
+    configured = os.environ.get("DEPLOYKEY_DEPS_DIR")
+    if configured:
+        return Path(configured)
+    version = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", version)
+
+
+def ensure() -> None:
+    if not missing():
+        return
+    target = deps_dir()
+    _use(target)
+    if not missing():
+        return
+    try:
+        # The whole set: the directory replaces any earlier, partial one.
+        _install(target, list(REQUIREMENTS.values()))
+    except UserError as error:
+        output.error(error)
+        sys.exit(error.exit_code)
+    _use(target)
+
+
+def _use(target: Path) -> None:
+    if target.is_dir() and str(target) not in sys.path:
+        sys.path.insert(0, str(target))
+        importlib.invalidate_caches()
+
+
+def _private_parent(target: Path) -> None:
+    """The parent of the deps dir is ours alone: another user's planted copy would run as us."""
+    parent = target.parent
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = parent.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise UserError(
+            "deps::bootstrap",
+            packages=", ".join(REQUIREMENTS.values()),
+            detail=f"{parent} is not a private directory of this user.",
+            python=sys.executable,
+        )
+
+
+def _install(target: Path, requirements: list[str]) -> None:
+    output.step(f"Installing deploykey's dependencies ({', '.join(requirements)}) into {target}")
+    if not os.environ.get("DEPLOYKEY_DEPS_DIR"):
+        _private_parent(target)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--target",
+        str(staging),
+        "--no-input",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--quiet",
+        *requirements,
+    ]
+    result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        said = (result.stdout + result.stderr).strip().splitlines()
+        raise UserError(
+            "deps::bootstrap",
+            packages=", ".join(requirements),
+            detail="pip said: "
+            + (" ".join(said[-3:]) if said else f"exit status {result.returncode}"),
+            python=sys.executable,
+        )
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)

@@ -1,0 +1,145 @@
+"""The `deploykey` command line: a flat dispatch to one function per command, each returning an int.
+
+One handler renders every failure: a UserError with its wording (exit 1, or 2 for usage), an
+interruption after the scrub (128 + signal), anything else as a bug in the kit (exit 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from deploykey import __version__, output
+from deploykey.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UserError
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from deploykey import heroku
+
+    return heroku.detect(args.build_dir)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from deploykey import heroku
+
+    return heroku.compile(args.build_dir, args.cache_dir, args.env_dir, dry_run=args.dry_run)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from deploykey import heroku
+
+    return heroku.release(args.build_dir)
+
+
+def _pre_compile(_args: argparse.Namespace) -> int:
+    from deploykey import apphooks
+
+    return apphooks.pre_compile()
+
+
+def _post_compile(_args: argparse.Namespace) -> int:
+    from deploykey import apphooks
+
+    return apphooks.post_compile()
+
+
+def _hooks(args: argparse.Namespace) -> int:
+    from deploykey import apphooks
+
+    return apphooks.write_hooks(args.app_dir, post_only=args.post_compile_only)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError("usage", message=f"{self.prog}: {message}", command=self.prog)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(
+        prog="deploykey",
+        description="Private git dependencies in builds, with a deploy key that never ships.",
+    )
+    top.add_argument("--version", action="version", version=f"deploykey {__version__}")
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def add(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help_: str,
+        aliases: Sequence[str] = (),
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_, aliases=list(aliases))
+        sub.set_defaults(func=func)
+        return sub
+
+    sub = add(
+        "detect", _detect, "Heroku bin/detect: does this app fetch git dependencies over ssh?"
+    )
+    sub.add_argument("build_dir", metavar="BUILD_DIR")
+    sub = add(
+        "compile",
+        _compile,
+        "Heroku bin/compile: install with the deploy key, scrub, check for leaks.",
+    )
+    sub.add_argument("build_dir", metavar="BUILD_DIR")
+    sub.add_argument("cache_dir", metavar="CACHE_DIR")
+    sub.add_argument(
+        "env_dir", metavar="ENV_DIR", help="a directory of config var files, or a .env file"
+    )
+    sub.add_argument(
+        "--dry-run", action="store_true", help="validate and print the plan; write nothing"
+    )
+    sub = add("release", _release, "Heroku bin/release: print the release YAML.")
+    sub.add_argument("build_dir", metavar="BUILD_DIR")
+    add(
+        "pre-compile",
+        _pre_compile,
+        "App hook: set ssh up for heroku-buildpack-python's pip.",
+        ["pre_compile"],
+    )
+    add(
+        "post-compile",
+        _post_compile,
+        "App hook: remove the key and the ssh setting, check for leaks.",
+        ["post_compile"],
+    )
+    sub = add(
+        "hooks",
+        _hooks,
+        "Write bin/pre_compile, bin/post_compile and bin/deploykey.pyz into an app.",
+    )
+    sub.add_argument("app_dir", metavar="APP_DIR", nargs="?", default=".")
+    sub.add_argument(
+        "--post-compile-only",
+        action="store_true",
+        help="only the post_compile hook (buildpack users)",
+    )
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        result: int = args.func(args)
+        return result
+    except UserError as error:
+        output.error(error)
+        return error.exit_code
+    except Interrupted as interrupted:
+        output.error(UserError("build::interrupted", signal=interrupted.name))
+        return 128 + interrupted.signum
+    except KeyboardInterrupt:
+        output.error(UserError("build::interrupted", signal="SIGINT"))
+        return 130
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 3
+        output.bug(exc)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Settings: `deploykey.yml` in the app root (per-host ssh settings, no secrets) and DEPLOYKEY_* vars.
+
+A DEPLOYKEY_* setting is read from the kit's own environment first (a local run, a CI job, an
+earlier buildpack's export) and then from the platform's config vars (Heroku ENV_DIR): on Heroku,
+config vars never reach a buildpack's environment, only its env dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploykey import hosts
+from deploykey.errors import UserError
+from deploykey.sources import EnvSource
+
+CONFIG_FILE = "deploykey.yml"
+HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+HOST_FIELDS = ("hostname", "port", "user", "known_hosts")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    choices: tuple[str, ...] | None
+    meaning: str
+
+
+SETTINGS = (
+    Setting(
+        "DEPLOYKEY_INSTALL",
+        "auto",
+        ("auto", "python", "venv", "off"),
+        "Where requirements go. `python`: the Python an earlier buildpack put in `.heroku/python`; "
+        "`venv`: a virtual environment in the app; `off`: only set ssh up and hand it to the next "
+        "buildpack through `export`. `auto`: `python` when `.heroku/python` exists, else `off` on "
+        "Heroku (`STACK` set: heroku/python is expected to follow), else `venv`.",
+    ),
+    Setting(
+        "DEPLOYKEY_REQUIREMENTS",
+        "requirements.txt",
+        None,
+        "The requirements file to install, relative to the app dir.",
+    ),
+    Setting(
+        "DEPLOYKEY_APP_PATH",
+        "/app",
+        None,
+        "The path the app runs from; a virtual environment is built so that it works there.",
+    ),
+    Setting(
+        "DEPLOYKEY_VENV", ".venv", None, "The virtual environment's directory, relative to the app."
+    ),
+    Setting(
+        "DEPLOYKEY_DRY_RUN",
+        "0",
+        TRUE + FALSE[:-1],
+        "`1`: validate the key and print the plan; write nothing (same as `--dry-run`).",
+    ),
+)
+SETTING = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """How to reach one host named in requirements: where to connect and which host keys to trust."""
+
+    name: str
+    hostname: str | None = None
+    port: int | None = None
+    user: str | None = None
+    known_hosts: tuple[hosts.HostKey, ...] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.hostname or self.name}:{self.port or 22}"
+
+    def trusted(self) -> tuple[hosts.HostKey, ...]:
+        """The keys ssh will accept for this host: the configured ones, else the pinned ones."""
+        if self.known_hosts is not None:
+            return self.known_hosts
+        return hosts.pinned_for(self.name)
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, str]
+    hosts: Mapping[str, HostConfig]
+    config_file: Path | None
+
+    def get(self, name: str) -> str:
+        return self.values[name]
+
+    @property
+    def install(self) -> str:
+        return self.values["DEPLOYKEY_INSTALL"]
+
+    @property
+    def dry_run(self) -> bool:
+        return self.values["DEPLOYKEY_DRY_RUN"] in TRUE
+
+    def host(self, name: str) -> HostConfig:
+        return self.hosts.get(name) or HostConfig(name)
+
+
+def load(
+    app_dir: Path, env: EnvSource | None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    values = {setting.name: _value(setting, env, environ) for setting in SETTINGS}
+    config_file = app_dir / CONFIG_FILE
+    if config_file.is_file():
+        return Settings(values, _read_config(config_file), config_file)
+    return Settings(values, {}, None)
+
+
+def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) -> str:
+    raw = environ.get(setting.name)
+    if raw is None and env is not None:
+        raw = env.text(setting.name)
+    value = setting.default if raw is None or raw.strip() == "" else raw.strip()
+    if setting.choices is not None:
+        value = value.lower()
+        if value not in setting.choices:
+            raise UserError(
+                "config::setting",
+                name=setting.name,
+                value=raw,
+                choices=", ".join(setting.choices),
+                default=setting.default,
+            )
+    return value
+
+
+def _read_config(path: Path) -> dict[str, HostConfig]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "YAML syntax error"
+        raise UserError("config::invalid", path=path, detail=f"{problem}{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError("config::invalid", path=path, detail=str(exc)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError("config::invalid", path=path, detail="the top level must be a mapping")
+    unknown = sorted(set(map(str, data)) - {"hosts"})
+    if unknown:
+        raise UserError(
+            "config::invalid", path=path, detail=f"unknown key {unknown[0]!r} (known: hosts)"
+        )
+    section = data.get("hosts") or {}
+    if not isinstance(section, dict):
+        raise UserError(
+            "config::invalid", path=path, detail="`hosts` must map host names to settings"
+        )
+    return {str(name): _host(path, str(name), fields) for name, fields in section.items()}
+
+
+def _host(path: Path, name: str, fields: Any) -> HostConfig:
+    def invalid(detail: str) -> UserError:
+        return UserError("config::invalid", path=path, detail=f"hosts: {name}: {detail}")
+
+    if not HOST_NAME.match(name):
+        raise invalid("not a host name")
+    fields = fields or {}
+    if not isinstance(fields, dict):
+        raise invalid("must be a mapping of " + ", ".join(HOST_FIELDS))
+    unknown = sorted(set(map(str, fields)) - set(HOST_FIELDS))
+    if unknown:
+        raise invalid(f"unknown setting {unknown[0]!r} (known: {', '.join(HOST_FIELDS)})")
+    hostname, port, user = fields.get("hostname"), fields.get("port"), fields.get("user")
+    if hostname is not None and not (isinstance(hostname, str) and HOST_NAME.match(hostname)):
+        raise invalid("hostname must be a host name or an IP address")
+    if port is not None and not (
+        isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
+    ):
+        raise invalid("port must be a number from 1 to 65535")
+    if user is not None and not (isinstance(user, str) and re.match(r"^[A-Za-z0-9._-]+$", user)):
+        raise invalid("user must be a user name")
+    return HostConfig(
+        name, hostname, port, user, _known_hosts(name, fields.get("known_hosts"), invalid)
+    )
+
+
+def _known_hosts(name: str, entries: Any, invalid: Any) -> tuple[hosts.HostKey, ...] | None:
+    if entries is None:
+        return None
+    if isinstance(entries, str):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries:
+        raise invalid("known_hosts must be a list of host key lines")
+    keys = []
+    for index, entry in enumerate(entries, 1):
+        try:
+            keys.append(hosts.parse(str(entry), default_host=name))
+        except ValueError as exc:
+            raise UserError("host::known-hosts", host=name, index=index, detail=str(exc)) from None
+    return tuple(keys)

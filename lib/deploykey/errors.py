@@ -1,0 +1,285 @@
+"""Every user-facing failure, in one place: a title, why it happened, how to fix it.
+
+A failure is raised as ``UserError(slug, **facts)``; the facts are real values (paths, variable
+names, fingerprints), never key material. ``cli`` renders it once through ``output`` and maps it to
+an exit code: 1 user-fixable, 2 usage, 3 internal bug. This module imports nothing but the standard
+library so that the bootstrap can use it before the kit's dependencies are importable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_USER = 1
+EXIT_USAGE = 2
+EXIT_BUG = 3
+
+ISSUES_URL = "https://github.com/deploykey/deploykey/issues"
+
+
+@dataclass(frozen=True)
+class Problem:
+    title: str
+    why: str
+    fix: str
+    exit_code: int = EXIT_USER
+
+
+ROTATE = (
+    "Treat the key as exposed: create a new deploy key, add its public half to the repository, "
+    "replace the DEPLOY_KEY config var, then delete the old key on the git host."
+)
+
+PROBLEMS: dict[str, Problem] = {
+    "usage": Problem(
+        title="{message}",
+        why="The command line does not match what the command takes.",
+        fix="Run `{command} --help` for the usage.",
+        exit_code=EXIT_USAGE,
+    ),
+    "env::missing": Problem(
+        title="The env dir {path} does not exist",
+        why="deploykey reads DEPLOY_KEY from the platform's env dir (Heroku passes it as the third "
+        "argument of bin/compile) or from a .env file.",
+        fix="Pass an existing directory holding one file per config var, or a .env file.",
+    ),
+    "env::unreadable": Problem(
+        title="The env dir {path} cannot be read",
+        why="{reason}",
+        fix="Make {path} readable by the user running the build (uid {uid}).",
+    ),
+    "env::not-set": Problem(
+        title="ENV_DIR is not set in the {hook} hook",
+        why="heroku-buildpack-python runs app hooks with ENV_DIR pointing at the config vars; "
+        "deploykey reads DEPLOY_KEY from that directory as a file, because the exported variable "
+        "has lost the final newline OpenSSH needs.",
+        fix="Run the hook from heroku-buildpack-python, or set ENV_DIR to a directory (or .env file) "
+        "holding DEPLOY_KEY.",
+    ),
+    "key::missing": Problem(
+        title="No deploy key: {source} has no {name}",
+        why="deploykey needs the private half of a deploy key to fetch private git dependencies.",
+        fix="Create a key with `ssh-keygen -t ed25519 -N '' -f deploy_key`, add deploy_key.pub as a "
+        "read-only deploy key of the repository, then `heroku config:set "
+        '{name}="$(cat deploy_key)"`.',
+    ),
+    "key::empty": Problem(
+        title="{source} is empty",
+        why="The config var exists but holds no key.",
+        fix='Set it to the private key file\'s content: `heroku config:set {name}="$(cat deploy_key)"`.',
+    ),
+    "key::public": Problem(
+        title="{source} holds a public key, not a private key",
+        why="It starts with `{keytype}`: that is the .pub half ({fingerprint}). ssh needs the "
+        "private half to authenticate.",
+        fix="Set {name} to the content of the file without .pub (it starts with "
+        "`-----BEGIN OPENSSH PRIVATE KEY-----`); the .pub content goes to the repository's deploy "
+        "keys.",
+    ),
+    "key::putty": Problem(
+        title="{source} holds a PuTTY key (.ppk)",
+        why="OpenSSH cannot read PuTTY's key format.",
+        fix="Convert it: `puttygen key.ppk -O private-openssh -o deploy_key`, then set {name} to the "
+        "content of deploy_key.",
+    ),
+    "key::encrypted": Problem(
+        title="{source} is protected by a passphrase",
+        why="A build cannot type a passphrase: ssh would stop and wait for one, or fail.",
+        fix="Deploy keys for builds have no passphrase. Remove it from a copy with "
+        "`ssh-keygen -p -N '' -f deploy_key` (or create a new key with -N ''), then set {name} again.",
+    ),
+    "key::undecodable": Problem(
+        title="{source} is neither a private key nor base64 of one",
+        why="{detail}",
+        fix="Set {name} to the private key file's content (`$(cat deploy_key)`) or to its base64 "
+        "(`$(base64 -w0 deploy_key)`).",
+    ),
+    "key::truncated": Problem(
+        title="{source} holds an incomplete private key",
+        why="{detail} The value was probably cut when it was copied or pasted.",
+        fix="Set {name} again from the whole key file: `heroku config:set "
+        '{name}="$(cat deploy_key)"`.',
+    ),
+    "key::multiple": Problem(
+        title="{source} holds {count} private keys",
+        why="One config var carries one key; deploykey cannot guess which one to use.",
+        fix="Keep one key in {name}. For a second repository use another variable "
+        "(DEPLOY_KEY_<NAME>).",
+    ),
+    "key::dsa": Problem(
+        title="{source} holds a DSA key",
+        why="DSA keys are disabled in current OpenSSH and refused by GitHub, GitLab and Bitbucket.",
+        fix="Create an Ed25519 key: `ssh-keygen -t ed25519 -N '' -f deploy_key`.",
+    ),
+    "key::invalid": Problem(
+        title="ssh-keygen cannot read the key in {source}",
+        why="The value looks like a {format} private key but ssh-keygen said: {detail}",
+        fix="Check the key locally with `ssh-keygen -y -f deploy_key`; if that works, set {name} "
+        "from the file (`$(cat deploy_key)`) rather than by pasting.",
+    ),
+    "key::refused": Problem(
+        title="{host} refused the deploy key {fingerprint}",
+        why="The server answered: {detail}",
+        fix="Add the public half of this key (fingerprint {fingerprint}) as a deploy key of the "
+        "repository on {host}, or set the config var to the key that is registered there.",
+    ),
+    "key::wrong-repo": Problem(
+        title="The deploy key {fingerprint} cannot read {repo} on {host}",
+        why="The server answered `Repository not found`: GitHub deploy keys open exactly one "
+        "repository, and this key is registered for another one (or none).",
+        fix="Add this key's public half as a deploy key of {repo}, or use the key registered there.",
+    ),
+    "config::invalid": Problem(
+        title="{path} is not valid: {detail}",
+        why="deploykey.yml holds per-host settings (hostname, port, user, known_hosts).",
+        fix="Correct the file; see the README section `deploykey.yml`.",
+    ),
+    "config::setting": Problem(
+        title="{name}={value} is not a valid setting",
+        why="{name} takes one of: {choices}.",
+        fix="Set {name} to one of those values, or unset it for the default ({default}).",
+    ),
+    "host::unknown": Problem(
+        title="No trusted host key for {host}",
+        why="{where} fetches from {host}, and deploykey only trusts the pinned keys of github.com, "
+        "gitlab.com and bitbucket.org. It never trusts a host key on first use.",
+        fix="Add the host's key to deploykey.yml (get it from your git host's documentation or "
+        "`ssh-keyscan -t ed25519 {host}` run on a trusted network and checked against it):\n"
+        'hosts:\n  {host}:\n    known_hosts: ["{host} ssh-ed25519 AAAA..."]',
+    ),
+    "host::known-hosts": Problem(
+        title="deploykey.yml: the known_hosts entry {index} of {host} is not a host key",
+        why="{detail}",
+        fix='Write each entry as `HOST KEYTYPE BASE64`, e.g. "{host} ssh-ed25519 AAAAC3Nza...".',
+    ),
+    "host::mismatch": Problem(
+        title="Host key verification failed for {host}",
+        why="The server at {address} showed a host key{offered} that is not one of the trusted "
+        "keys for {host}: {expected}. Either the host rotated its key (GitHub did on 2023-03-24, "
+        "Bitbucket in June 2023) or something is intercepting the connection.",
+        fix="Check the host's published fingerprints. If the host really rotated its key, update "
+        "deploykey; to trust another key for this host, list it under `hosts: {host}: "
+        "known_hosts:` in deploykey.yml. Never turn host key checking off.",
+    ),
+    "host::unreachable": Problem(
+        title="Cannot connect to {host} ({address})",
+        why="ssh said: {detail}",
+        fix="Check the host name and port in deploykey.yml. If port 22 is blocked on your network, "
+        "GitHub also serves ssh on ssh.github.com port 443 (set hostname: ssh.github.com, "
+        "port: 443).",
+    ),
+    "requirements::missing": Problem(
+        title="No {file} in the app",
+        why="deploykey installs the app's requirements file (DEPLOYKEY_REQUIREMENTS, default "
+        "requirements.txt). The app dir holds: {listing}.",
+        fix="Add {file}, set DEPLOYKEY_REQUIREMENTS to the file to install, or set "
+        "DEPLOYKEY_INSTALL=off to only hand ssh to the next buildpack.",
+    ),
+    "requirements::scp-url": Problem(
+        title="{file}:{line}: `{url}` uses a colon after the host",
+        why="pip only takes `git+ssh://` URLs with a slash between host and path; with a colon it "
+        "reads `{port}` as a port number and the install fails.",
+        fix="Write it as `{fixed}`.",
+    ),
+    "install::failed": Problem(
+        title="{installer} failed with exit status {status}",
+        why="The command `{command}` failed; its output is above. The key and the ssh config "
+        "have been removed.",
+        fix="Read the first error in the output above. Run `deploykey compile ... --dry-run` to "
+        "check the key and the host settings without installing.",
+    ),
+    "install::app-path": Problem(
+        title="Cannot create the virtual environment at the run-time path {app_path}",
+        why="A virtual environment has its own path baked into its scripts, so deploykey builds it "
+        "at the path the app runs from ({app_path}) and moves it into the build dir. {reason}",
+        fix="Set DEPLOYKEY_APP_PATH to the directory the app runs from (for a local run: the build "
+        "dir itself), or use the Python buildpack and DEPLOYKEY_INSTALL=off.",
+    ),
+    "tool::missing": Problem(
+        title="`{tool}` is not installed",
+        why="deploykey needs {tool} to {purpose}.",
+        fix="{fix}",
+    ),
+    "path::symlink": Problem(
+        title="{path} is a symbolic link; deploykey will not write through it",
+        why="A link at a path the build writes could send the kit's files somewhere else.",
+        fix="Replace the link with a regular file or remove it.",
+    ),
+    "path::unsafe": Problem(
+        title="{path} cannot hold the key",
+        why="{reason}",
+        fix="Set TMPDIR to a private directory outside the app and the cache.",
+    ),
+    "hooks::exists": Problem(
+        title="{path} exists and is not deploykey's {hook} hook",
+        why="deploykey does not overwrite an app's own hooks.",
+        fix="Rename your hook (e.g. bin/{hook}.app), run `deploykey hooks` again, and call the "
+        "renamed hook from the top of the new bin/{hook}.",
+    ),
+    "leak::found": Problem(
+        title="Key material found in {count} file(s) of the build",
+        why="{files}",
+        fix="Remove these files from the app or the cache, and find what wrote them. " + ROTATE,
+    ),
+    "build::interrupted": Problem(
+        title="The build was interrupted by {signal}",
+        why="deploykey removed the key and its ssh config before exiting.",
+        fix="Run the build again.",
+    ),
+    "python::too-old": Problem(
+        title="deploykey needs Python 3.10 or newer; {python} is {version}",
+        why="The kit runs with the build image's python3.",
+        fix="Use a stack whose python3 is 3.10 or newer (heroku-22, heroku-24).",
+    ),
+    "deps::bootstrap": Problem(
+        title="Could not install deploykey's own dependencies ({packages})",
+        why="{detail}",
+        fix="Make pip available to {python} (Debian/Ubuntu: python3-pip), or install the packages "
+        "into a directory and point DEPLOYKEY_DEPS_DIR at it.",
+    ),
+}
+
+
+class UserError(Exception):
+    """A failure the user can fix; its wording lives in PROBLEMS under its slug."""
+
+    def __init__(self, slug: str, **facts: object) -> None:
+        if slug not in PROBLEMS:
+            raise KeyError(slug)
+        self.slug = slug
+        self.facts = facts
+        super().__init__(self.title)
+
+    @property
+    def problem(self) -> Problem:
+        return PROBLEMS[self.slug]
+
+    @property
+    def title(self) -> str:
+        return self.problem.title.format(**self.facts)
+
+    @property
+    def why(self) -> str:
+        return self.problem.why.format(**self.facts)
+
+    @property
+    def fix(self) -> str:
+        return self.problem.fix.format(**self.facts)
+
+    @property
+    def exit_code(self) -> int:
+        return self.problem.exit_code
+
+    @property
+    def anchor(self) -> str:
+        """The README section that explains this error."""
+        return "README.md#" + self.slug.replace("::", "-")
+
+
+class Interrupted(BaseException):
+    """Raised by the signal handlers so that every `finally` (the scrub) runs on SIGTERM/SIGINT."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name

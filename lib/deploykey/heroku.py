@@ -1,0 +1,136 @@
+"""The Heroku classic buildpack API: bin/detect, bin/compile, bin/release.
+
+compile reads config vars from ENV_DIR (a directory of files; for local runs also a .env file),
+installs the app's requirements with the deploy key, scrubs, and scans BUILD_DIR and CACHE_DIR.
+Placed before heroku/python (DEPLOYKEY_INSTALL=off, or detected), it only sets ssh up and hands the
+ssh command to the next buildpack through `$BUILDPACK_DIR/export`, which the platform sources before
+the next buildpack runs; a config var named GIT_SSH_COMMAND would never reach pip, an export does.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from deploykey import build, config, install, output, requirements, scrub, sources
+from deploykey.errors import UserError
+
+NAME = "deploykey"
+KIT_DIR = Path(__file__).resolve().parents[2]
+
+
+def detect(build_dir: str) -> int:
+    app_dir = Path(build_dir)
+    files, found = requirements.detect(app_dir)
+    if (app_dir / config.CONFIG_FILE).is_file() or found.uses_ssh:
+        output.plain(NAME)
+        return 0
+    output.plain(f"{NAME}: no private git dependency over ssh in this app")
+    output.plain(
+        f"  looked for {config.CONFIG_FILE} and git+ssh:// URLs in {', '.join(requirements.DETECT_GLOBS)}"
+    )
+    output.plain(f"  requirements files: {', '.join(files) or 'none'}")
+    listing = (
+        sorted(p.name + ("/" if p.is_dir() else "") for p in app_dir.iterdir())
+        if app_dir.is_dir()
+        else []
+    )
+    output.plain(f"  the app dir holds: {', '.join(listing[:30]) or 'nothing'}")
+    return 1
+
+
+def release(build_dir: str) -> int:
+    """Nothing to declare: no add-ons, no config vars (a secret here would be stored in the release)."""
+    import yaml
+
+    output.plain(yaml.safe_dump({}, default_flow_style=False).rstrip("\n"))
+    return 0
+
+
+def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False) -> int:
+    app_dir, cache = Path(build_dir).resolve(), Path(cache_dir).resolve()
+    env = sources.read(env_dir)
+    settings = config.load(app_dir, env)
+    dry_run = dry_run or settings.dry_run
+    output.step(
+        "deploykey: private git dependencies with a deploy key" + (" (dry run)" if dry_run else "")
+    )
+    plan = build.plan(app_dir, cache, env, settings)
+    if dry_run:
+        handoff = (
+            [f"Hand off: write {export_file()} with GIT_SSH_COMMAND"]
+            if plan.target.kind == "off"
+            else []
+        )
+        build.show_plan(plan, handoff)
+        return 0
+    if plan.target.kind == "off":
+        return _handoff(plan)
+    return _install(plan)
+
+
+def _install(plan: build.Plan) -> int:
+    cleanup = scrub.Cleanup()
+    key_dir: Path | None = None
+    failure: BaseException | None = None
+    try:
+        with scrub.guarded(cleanup):
+            output.step("Setting up ssh")
+            setup = build.open_ssh(plan, cleanup)
+            key_dir = setup.key_dir
+            output.step(
+                f"Installing {plan.requirements_file.name} into {plan.target.describe(plan.settings)}"
+            )
+            install.install(
+                plan.target,
+                plan.app_dir,
+                plan.requirements_file,
+                plan.settings,
+                build.pip_env(plan, setup),
+                cleanup,
+                plan.key.fingerprint,
+            )
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
+        failure = exc
+    output.step("Removing the key and the ssh config")
+    build.report_scrub(cleanup, key_dir)
+    output.step("Checking the app and the cache for the key")
+    leak = build.leak_check(plan.outside, plan.key)
+    if failure is not None:
+        if leak is not None:
+            output.error(leak)
+        raise failure
+    if leak is not None:
+        raise leak
+    output.step("Done: private dependencies installed; the key is gone")
+    return 0
+
+
+def export_file() -> Path:
+    return KIT_DIR / "export"
+
+
+def _handoff(plan: build.Plan) -> int:
+    cleanup = scrub.Cleanup()
+    with scrub.guarded(cleanup):
+        output.step("Setting up ssh for the next buildpack")
+        setup = build.open_ssh(plan, cleanup)
+        target = export_file()
+        if target.is_symlink():
+            raise UserError("path::symlink", path=target)
+        target.write_text(
+            "# Written by deploykey: git and pip in the next buildpacks use the deploy key through this.\n"
+            f"export GIT_SSH_COMMAND={shlex.quote(setup.command)}\n"
+        )
+        cleanup.actions.clear()  # success: the key dir must outlive this buildpack
+    output.detail(f"wrote {target}: GIT_SSH_COMMAND for the next buildpack ({plan.target.reason})")
+    output.detail(
+        f"The key stays in {setup.key_dir}, outside the app and the cache, until the build ends. "
+        "To remove it right after pip and scan the slug, add the post_compile hook "
+        "(`deploykey hooks --post-compile-only APP_DIR`)."
+    )
+    output.step("Checking the app and the cache for the key")
+    leak = build.leak_check(plan.outside, plan.key)
+    if leak is not None:
+        raise leak
+    return 0

@@ -1,0 +1,218 @@
+"""Installing the app's requirements with pip, into the right Python, at the app's run-time path.
+
+Where (DEPLOYKEY_INSTALL):
+- `python`: the Python an earlier buildpack put in `BUILD_DIR/.heroku/python`;
+- `venv`: a virtual environment in the app (`BUILD_DIR/.venv`);
+- `off`: nothing here; ssh is handed to the next buildpack (see heroku.py).
+A virtual environment bakes its own absolute path into its scripts, and the app runs from another
+path than it is built in (`/app` vs `/tmp/build_<hash>` on Heroku). So the kit builds it where it will
+run: through a symlink `APP_PATH -> BUILD_DIR` when APP_PATH does not exist, or at APP_PATH/.venv when
+it does (Heroku's HOME=/app), then moves it into the build dir. heroku-buildpack-python does the same
+with a `/app/.heroku/python` symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploykey import output, run
+from deploykey.config import Settings
+from deploykey.errors import UserError
+from deploykey.scrub import Cleanup
+
+HEROKU_PYTHON = Path(".heroku/python")
+PROFILE_SCRIPT = Path(".profile.d/deploykey.sh")
+CLONING = re.compile(
+    r"Cloning (?:git\+)?ssh://(?:[^@/\s]+@)?(?P<host>[^/:\s]+)(?::\d+)?/(?P<repo>\S+?)(?:\.git)?(?:\s|$)"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # python | venv | off
+    reason: str
+    relative: Path | None = None  # the environment, relative to the app dir
+
+    def describe(self, settings: Settings) -> str:
+        if self.relative is None:
+            return "nothing (ssh is handed to the next buildpack)"
+        return f"{Path(settings.get('DEPLOYKEY_APP_PATH'), self.relative)} ({self.kind}; {self.reason})"
+
+
+def choose(app_dir: Path, settings: Settings, environ: Mapping[str, str] | None = None) -> Target:
+    environ = os.environ if environ is None else environ
+    mode = settings.install
+    venv = Path(settings.get("DEPLOYKEY_VENV"))
+    has_python = (app_dir / HEROKU_PYTHON / "bin" / "python").exists()
+    if mode == "python" and not has_python:
+        raise UserError(
+            "config::setting",
+            name="DEPLOYKEY_INSTALL",
+            value="python (there is no .heroku/python in the app: the Python buildpack has not run yet)",
+            choices="auto, python, venv, off",
+            default="auto",
+        )
+    if mode == "python" or (mode == "auto" and has_python):
+        return Target("python", "the Python installed by an earlier buildpack", HEROKU_PYTHON)
+    if mode == "venv":
+        return Target("venv", "DEPLOYKEY_INSTALL=venv", venv)
+    if mode == "off":
+        return Target("off", "DEPLOYKEY_INSTALL=off")
+    if environ.get("STACK", "").startswith("heroku-"):
+        return Target("off", "on Heroku with no .heroku/python yet: the Python buildpack follows")
+    return Target("venv", "no .heroku/python in the app", venv)
+
+
+def command(python: Path, requirements: Path, src: Path) -> list[str]:
+    """pip as heroku-buildpack-python runs it, plus --no-cache-dir: HOME may be the app (Heroku CI)."""
+    return [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--requirement",
+        str(requirements),
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--disable-pip-version-check",
+        "--exists-action",
+        "w",
+        "--no-cache-dir",
+        "--src",
+        str(src),
+    ]
+
+
+def install(
+    target: Target,
+    app_dir: Path,
+    requirements: Path,
+    settings: Settings,
+    env: Mapping[str, str],
+    cleanup: Cleanup,
+    fingerprint: str,
+) -> None:
+    assert target.relative is not None
+    app_path = Path(settings.get("DEPLOYKEY_APP_PATH"))
+    fresh = target.kind == "venv" and not (app_dir / target.relative).exists()
+    try:
+        with at_run_time_path(
+            app_dir, app_path, target.relative, cleanup, create=target.kind == "venv"
+        ) as where:
+            if target.kind == "venv":
+                _create_venv(where, env, app_dir)
+            argv = command(where / "bin" / "python", requirements, where / "src")
+            output.detail("$ " + " ".join(argv))
+            result = run.run(argv, env=env, cwd=app_dir, on_line=output.detail)
+            if not result.ok:
+                raise _classify(result, fingerprint)
+    except BaseException:
+        if fresh:  # leave nothing half-written: a venv this build created goes with the failure
+            shutil.rmtree(app_dir / target.relative, ignore_errors=True)
+        raise
+    if target.kind == "venv":
+        _write_profile(app_dir, app_path / target.relative)
+
+
+def _create_venv(where: Path, env: Mapping[str, str], app_dir: Path) -> None:
+    if where.exists() and not (where / "pyvenv.cfg").exists():
+        raise UserError(
+            "install::app-path",
+            app_path=where,
+            reason=f"{where} exists and is not a virtual environment.",
+        )
+    argv = [sys.executable, "-m", "venv", str(where)]
+    output.detail("$ " + " ".join(argv))
+    result = run.run(argv, env=env, cwd=app_dir, on_line=output.detail)
+    if not result.ok:
+        raise UserError(
+            "install::failed", installer="venv", status=result.status, command=result.command
+        )
+
+
+def _classify(result: run.Result, fingerprint: str) -> UserError:
+    """pip's failure, named after the most specific cause found in its output."""
+    if "Repository not found" in result.text:
+        cloning = [m for line in result.lines for m in [CLONING.search(line)] if m]
+        repo, host = (
+            (cloning[-1]["repo"], cloning[-1]["host"])
+            if cloning
+            else ("a repository", "the git host")
+        )
+        return UserError("key::wrong-repo", fingerprint=fingerprint, repo=repo, host=host)
+    return UserError(
+        "install::failed", installer="pip", status=result.status, command=result.command
+    )
+
+
+@contextmanager
+def at_run_time_path(
+    app_dir: Path, app_path: Path, relative: Path, cleanup: Cleanup, create: bool
+) -> Iterator[Path]:
+    """Yield the path under which `app_dir/relative` is seen as `app_path/relative` while building."""
+    build = app_dir / relative
+    run_time = app_path / relative
+    if app_path.resolve() == app_dir.resolve() or (
+        run_time.exists() and run_time.resolve() == build.resolve()
+    ):
+        yield run_time
+        return
+    if not app_path.exists() and not app_path.is_symlink():
+        try:
+            app_path.symlink_to(app_dir.resolve(), target_is_directory=True)
+        except OSError as exc:
+            raise UserError(
+                "install::app-path",
+                app_path=app_path,
+                reason=f"Linking it to the build dir failed: {exc.strerror}.",
+            ) from None
+        cleanup.add(f"the link {app_path} -> {app_dir}", app_path.unlink)
+        yield run_time
+        return
+    if run_time.exists() or run_time.is_symlink():
+        raise UserError(
+            "install::app-path",
+            app_path=app_path,
+            reason=f"{run_time} already exists and is not the build dir's {relative}.",
+        )
+    if not create:
+        # An existing environment (.heroku/python): reach it through a link, as the Python buildpack does.
+        made = [p for p in reversed(run_time.parents) if not p.exists()]
+        run_time.parent.mkdir(parents=True, exist_ok=True)
+        run_time.symlink_to(build.resolve(), target_is_directory=True)
+        cleanup.add(f"the link {run_time}", lambda: _remove_link(run_time, made))
+        yield run_time
+        return
+    # A new environment, with app_path an existing directory: build it there for real, then move it.
+    cleanup.add(
+        f"the partial environment {run_time}", lambda: shutil.rmtree(run_time, ignore_errors=True)
+    )
+    yield run_time
+    if build.exists():
+        shutil.rmtree(build)
+    shutil.move(str(run_time), str(build))
+
+
+def _remove_link(link: Path, made: list[Path]) -> None:
+    link.unlink()
+    for directory in reversed(made):
+        directory.rmdir()
+
+
+def _write_profile(app_dir: Path, venv: Path) -> None:
+    """Heroku sources .profile.d/*.sh at dyno start: put the venv first on PATH at run time."""
+    script = app_dir / PROFILE_SCRIPT
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(
+        "# Written by deploykey: the app's virtual environment.\n"
+        f'export VIRTUAL_ENV="{venv}"\n'
+        f'export PATH="{venv}/bin:$PATH"\n'
+    )

@@ -1,0 +1,87 @@
+"""The private directory that holds a key for the length of a build, outside the app and the cache.
+
+Deleting is not erasing on overlay and copy-on-write filesystems, so the key is kept off every path
+that is persisted from the start: a fresh 0700 directory from mkdtemp, preferably on tmpfs
+(/dev/shm: memory, never a disk), files created with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 under
+umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals them, as in Heroku CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploykey.errors import UserError
+
+PREFIX = "deploykey-"
+TMPFS = Path("/dev/shm")
+
+
+@dataclass(frozen=True)
+class KeyDir:
+    path: Path
+
+    def write(self, name: str, data: bytes) -> Path:
+        """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
+        target = self.path / name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(target, flags, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        return target
+
+    def remove(self) -> None:
+        if self.path.is_symlink():
+            self.path.unlink()
+        elif self.path.exists():
+            shutil.rmtree(self.path)
+
+
+def _inside(path: Path, others: Sequence[Path]) -> Path | None:
+    resolved = path.resolve()
+    for other in others:
+        other = other.resolve()
+        if resolved == other or other in resolved.parents:
+            return other
+    return None
+
+
+def candidates() -> list[Path]:
+    """Where a key dir may go, best first: tmpfs, then the system temp dir."""
+    found = [TMPFS] if TMPFS.is_dir() and os.access(TMPFS, os.W_OK | os.X_OK) else []
+    found.append(Path(tempfile.gettempdir()))
+    return found
+
+
+def base_for(outside: Sequence[Path]) -> Path:
+    reasons = []
+    for base in candidates():
+        inside = _inside(base, outside)
+        if inside is None:
+            return base
+        reasons.append(f"{base} is inside {inside}, which is kept after the build.")
+    raise UserError("path::unsafe", path=candidates()[-1], reason=" ".join(reasons))
+
+
+def create(outside: Sequence[Path]) -> KeyDir:
+    base = base_for(outside)
+    previous = os.umask(0o077)
+    try:
+        path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
+    finally:
+        os.umask(previous)
+    info = os.lstat(path)
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.getuid()
+        or stat.S_IMODE(info.st_mode) != 0o700
+    ):
+        raise UserError(
+            "path::unsafe", path=path, reason="The new directory is not a private 0700 directory."
+        )
+    return KeyDir(path)

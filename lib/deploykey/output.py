@@ -1,0 +1,85 @@
+"""The only module that writes to the terminal, in Heroku's style, through one redaction point.
+
+`-----> Step` headers and 7-space detail lines go to stdout; ` !     ` warnings and errors go to
+stderr (heroku-buildpack-python lib/output.sh). Every line passes `redact()`: any registered secret
+(the lines of a key's text, the value it came from) is replaced before it reaches a stream, so that
+a subprocess echoing its input cannot print a key.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+from deploykey.errors import ISSUES_URL, UserError
+
+INDENT = " " * 7
+REDACTED = "[redacted]"
+# Shorter fragments are too common to redact without mangling ordinary output; a key's base64 lines
+# are 64 or 70 characters long.
+MIN_SECRET = 16
+
+_secrets: set[str] = set()
+
+
+def add_secret(text: str) -> None:
+    """Register a secret: the text itself and each of its lines long enough to be distinctive."""
+    for piece in [text, *text.splitlines()]:
+        piece = piece.strip()
+        if len(piece) >= MIN_SECRET:
+            _secrets.add(piece)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _emit(stream: TextIO, prefix: str, text: str) -> None:
+    for line in redact(text).splitlines() or [""]:
+        stream.write((prefix + line).rstrip() + "\n")
+    stream.flush()
+
+
+def plain(text: str) -> None:
+    """A line as it is: bin/detect's name, bin/release's YAML."""
+    _emit(sys.stdout, "", text)
+
+
+def step(title: str) -> None:
+    _emit(sys.stdout, "-----> ", title)
+
+
+def detail(text: str) -> None:
+    _emit(sys.stdout, INDENT, text)
+
+
+def details(lines: Iterable[str]) -> None:
+    for line in lines:
+        detail(line)
+
+
+def warn(text: str) -> None:
+    _emit(sys.stderr, " !     ", text)
+
+
+def error(err: UserError) -> None:
+    warn(err.title)
+    warn("")
+    for line in err.why.splitlines():
+        warn(line)
+    warn("")
+    fix = err.fix.splitlines()
+    warn("Fix: " + fix[0])
+    for line in fix[1:]:
+        warn("     " + line)
+    warn(f"({err.slug}: {err.anchor})")
+
+
+def bug(exc: BaseException) -> None:
+    """An exception that is not a UserError is a bug in deploykey: say so, and where to report it."""
+    warn(f"deploykey failed unexpectedly: {type(exc).__name__}: {exc}")
+    warn(f"This is a bug in deploykey; please report it at {ISSUES_URL} with the output above.")

@@ -1,0 +1,164 @@
+"""Reading requirements files for the git dependencies fetched over ssh, as pip will read them.
+
+Only what matters for ssh is parsed: logical lines (continuations joined, comments dropped), `-r` /
+`-c` includes relative to the including file, and `git+ssh://` URLs. The scp-like form with a colon
+after the host (`git+ssh://git@github.com:acme/x.git`, `git+git@github.com:acme/x.git`) is not a URL
+pip understands, so it is reported with the corrected line instead of failing deep inside pip.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploykey.errors import UserError
+
+SSH_URL = re.compile(
+    r"git\+ssh://(?:(?P<user>[^@/\s]+)@)?(?P<host>[^/:@\s]+)(?::(?P<port>[^/\s]*))?"
+    r"(?P<path>/[^@#\s]*)(?:@(?P<ref>[^#\s]+))?"
+)
+SCP_LIKE = re.compile(
+    r"git\+(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^@#\s]+)(?:@(?P<ref>[^#\s]+))?"
+)
+OTHER_VCS_SSH = re.compile(r"(?:hg|svn|bzr)\+ssh://")
+INCLUDE = re.compile(r"^(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(?P<file>\S+)")
+COMMENT = re.compile(r"(^|\s+)#.*$")
+# Files an app keeps its requirements in, for detection (pip and Heroku conventions).
+DETECT_GLOBS = ("requirements*.txt", "requirements/*.txt", "requirements/*.in", "requirements*.in")
+
+
+@dataclass(frozen=True)
+class GitRequirement:
+    file: str
+    line: int
+    url: str
+    host: str
+    port: int
+    user: str | None
+    repo: str
+    ref: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class Requirements:
+    files: list[str] = field(default_factory=list)
+    git: list[GitRequirement] = field(default_factory=list)
+    problems: list[UserError] = field(default_factory=list)
+    other_ssh: list[str] = field(default_factory=list)
+
+    @property
+    def hosts(self) -> list[tuple[str, int]]:
+        return sorted({(req.host, req.port) for req in self.git})
+
+    @property
+    def uses_ssh(self) -> bool:
+        return bool(self.git or self.problems or self.other_ssh)
+
+
+def read(app_dir: Path, name: str) -> Requirements:
+    """Parse `name` (relative to app_dir) and everything it includes."""
+    found = Requirements()
+    _read(app_dir, app_dir / name, found, seen=set())
+    return found
+
+
+def detect(app_dir: Path) -> tuple[list[str], Requirements]:
+    """The requirements files an app has, and what they hold, for bin/detect."""
+    found = Requirements()
+    seen: set[Path] = set()
+    for pattern in DETECT_GLOBS:
+        for path in sorted(app_dir.glob(pattern)):
+            _read(app_dir, path, found, seen)
+    return found.files, found
+
+
+def _read(app_dir: Path, path: Path, found: Requirements, seen: set[Path]) -> None:
+    resolved = path.resolve()
+    if resolved in seen or not path.is_file():
+        return
+    seen.add(resolved)
+    label = _label(app_dir, path)
+    found.files.append(label)
+    for number, text in _logical_lines(path):
+        include = INCLUDE.match(text)
+        if include:
+            _read(app_dir, path.parent / include.group("file"), found, seen)
+            continue
+        _parse_line(label, number, text, found)
+
+
+def _label(app_dir: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(app_dir))
+    except ValueError:
+        return str(path)
+
+
+def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """pip's line handling: join `\\` continuations, then drop comments (`#` after whitespace)."""
+    pending, start = "", 0
+    for number, raw in enumerate(
+        path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
+    ):
+        if not pending:
+            start = number
+        if raw.endswith("\\"):
+            pending += raw[:-1]
+            continue
+        text = COMMENT.sub("", pending + raw).strip()
+        pending = ""
+        if text:
+            yield start, text
+    if pending.strip():
+        yield start, COMMENT.sub("", pending).strip()
+
+
+def _parse_line(label: str, number: int, text: str, found: Requirements) -> None:
+    for match in SSH_URL.finditer(text):
+        port = match.group("port")
+        if port and not port.isdigit():
+            fixed = f"git+ssh://{_user(match)}{match.group('host')}/{port}{match.group('path')}"
+            fixed += f"@{match.group('ref')}" if match.group("ref") else ""
+            found.problems.append(_scp_problem(label, number, match.group(0), port, fixed))
+            continue
+        found.git.append(
+            GitRequirement(
+                file=label,
+                line=number,
+                url=match.group(0),
+                host=match.group("host").lower(),
+                port=int(port) if port else 22,
+                user=match.group("user"),
+                repo=_repo(match.group("path")),
+                ref=match.group("ref"),
+            )
+        )
+    for match in SCP_LIKE.finditer(text):
+        fixed = f"git+ssh://{match.group('user')}@{match.group('host')}/{match.group('path')}"
+        fixed += f"@{match.group('ref')}" if match.group("ref") else ""
+        found.problems.append(
+            _scp_problem(label, number, match.group(0), match.group("path"), fixed)
+        )
+    if OTHER_VCS_SSH.search(text):
+        found.other_ssh.append(f"{label}:{number}")
+
+
+def _user(match: re.Match[str]) -> str:
+    return f"{match.group('user')}@" if match.group("user") else ""
+
+
+def _repo(path: str) -> str:
+    repo = path.strip("/")
+    return repo[:-4] if repo.endswith(".git") else repo
+
+
+def _scp_problem(label: str, number: int, url: str, port: str, fixed: str) -> UserError:
+    return UserError(
+        "requirements::scp-url", file=label, line=number, url=url, port=port, fixed=fixed
+    )

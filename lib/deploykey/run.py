@@ -1,0 +1,127 @@
+"""The only module that starts subprocesses (through `sh`), each with an explicit environment.
+
+Children get the environment `childenv.child_env()` builds from an allow-list. Key material reaches
+children only on stdin (ssh-keygen) or as a 0600 file by path (ssh), never as an argument:
+/proc/<pid>/cmdline is world-readable. (The bootstrap, which installs `sh` itself, is the one other
+place that starts a process.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploykey.childenv import child_env
+from deploykey.errors import UserError
+
+__all__ = ["Result", "child_env", "run", "which"]
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    status: int
+    lines: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+MISSING_FIX = {
+    "ssh": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
+    "ssh-keygen": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
+    "git": "install git (Debian/Ubuntu: apt-get install git)",
+}
+
+
+def which(tool: str, purpose: str) -> str:
+    """The absolute path of `tool` on PATH, or a clear error naming the package to install."""
+    import sh
+
+    try:
+        return str(sh.Command(tool))
+    except sh.CommandNotFound:
+        raise UserError(
+            "tool::missing",
+            tool=tool,
+            purpose=purpose,
+            fix=MISSING_FIX.get(tool, f"install {tool}"),
+        ) from None
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdin: bytes | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> Result:
+    """Run argv to completion, stdout and stderr merged; never raises for a non-zero exit.
+
+    The child is stopped (SIGTERM, then SIGKILL) if this process is interrupted while waiting, so
+    that the scrub which follows never races a running pip or ssh.
+    """
+    import sh
+
+    lines: list[str] = []
+
+    def collect(line: str) -> None:
+        line = line.rstrip("\n")
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        tool = Path(argv[0]).name
+        raise UserError(
+            "tool::missing",
+            tool=tool,
+            purpose="build",
+            fix=MISSING_FIX.get(tool, f"install {tool}"),
+        ) from None
+    process = command(
+        *argv[1:],
+        _env=dict(env),
+        _in=stdin if stdin is not None else b"",
+        _cwd=None if cwd is None else os.fspath(cwd),
+        _out=collect,
+        _err_to_out=True,
+        _tty_out=False,
+        _bg=True,
+        _bg_exc=False,
+        _ok_code=list(range(-64, 256)),
+        _encoding="utf-8",
+        _decode_errors="replace",
+    )
+    try:
+        process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    return Result(tuple(argv), int(process.exit_code), tuple(lines))
+
+
+def _stop(process: Any) -> None:
+    try:
+        process.terminate()
+        process.wait(timeout=5)
+    except Exception:  # noqa: BLE001 - already exiting; make sure it is gone
+        with contextlib.suppress(Exception):
+            process.kill()

@@ -1,0 +1,80 @@
+"""Where config vars, and so keys, come from: a platform env dir, or a .env file for local runs.
+
+Heroku passes config vars to bin/compile as ENV_DIR, one file per variable (name = variable, content
+= raw value, trailing newline kept). The kit reads keys from those files, never from its own
+environment: heroku-buildpack-python exports them to hooks with `$(cat file)`, which strips the final
+newline OpenSSH needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploykey.errors import UserError
+
+VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_NAME = re.compile(r"^DEPLOY_KEY(?:_[A-Z0-9_]+)?$")
+
+
+@dataclass(frozen=True)
+class EnvSource:
+    path: Path
+    is_file: bool
+    values: Mapping[str, bytes] = field(repr=False)
+
+    def get(self, name: str) -> bytes | None:
+        return self.values.get(name)
+
+    def text(self, name: str) -> str | None:
+        value = self.values.get(name)
+        return None if value is None else value.decode("utf-8", "replace").strip()
+
+    def describe(self, name: str) -> str:
+        return f"{name} in {self.path}" if self.is_file else str(self.path / name)
+
+    def key_names(self) -> list[str]:
+        """DEPLOY_KEY first, then any DEPLOY_KEY_<NAME>, sorted."""
+        names = sorted(n for n in self.values if KEY_NAME.match(n))
+        return sorted(names, key=lambda n: n != "DEPLOY_KEY")
+
+
+def read(path: str | os.PathLike[str]) -> EnvSource:
+    location = Path(path)
+    try:
+        if location.is_dir():
+            return EnvSource(location, False, _read_dir(location))
+        if location.is_file():
+            return EnvSource(location, True, _read_dotenv(location))
+    except PermissionError as exc:
+        raise UserError(
+            "env::unreadable", path=location, reason=exc.strerror or str(exc), uid=os.getuid()
+        ) from None
+    if location.exists() or location.is_symlink():
+        raise UserError(
+            "env::unreadable",
+            path=location,
+            reason="It is neither a directory nor a file.",
+            uid=os.getuid(),
+        )
+    raise UserError("env::missing", path=location)
+
+
+def _read_dir(directory: Path) -> dict[str, bytes]:
+    values: dict[str, bytes] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if VALID_NAME.match(entry.name) and entry.is_file():
+                values[entry.name] = Path(entry.path).read_bytes()
+    return values
+
+
+def _read_dotenv(file: Path) -> dict[str, bytes]:
+    from dotenv import dotenv_values
+
+    # interpolate=False: a value is taken literally; `${...}` in it is not expanded.
+    parsed = dotenv_values(file, interpolate=False, encoding="utf-8")
+    return {name: value.encode() for name, value in parsed.items() if value is not None}
