@@ -1,0 +1,387 @@
+"""Fixtures: the local git server, test keys generated at run time, and a Heroku-like build layout.
+
+No private key is committed: every key is made by ssh-keygen when a test runs. The e2e tests run by
+default; a skipped test fails the run (see pytest_sessionfinish), so CI cannot pass with them off.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gitserver import GitServer  # noqa: E402
+
+KIT = Path(__file__).resolve().parents[1]
+BIN = KIT / "bin"
+FLIT = "flit_core==3.9.0"
+_labels = itertools.count(1)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is a test that did not prove anything: fail the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and exitstatus == 0:
+        session.exitstatus = 1
+        if reporter:
+            reporter.write_line(
+                f"FAILED: {len(skipped)} test(s) skipped; every test must run.", red=True
+            )
+
+
+# ---------------------------------------------------------------- the private packages on the server
+
+
+def flit_package(
+    module: str, version: str, body: str = "", backend: str | None = None
+) -> dict[str, str]:
+    """A tiny PEP 517 project built by flit_core (or an in-tree backend that wraps it)."""
+    project = textwrap.dedent(
+        f"""\
+        [build-system]
+        requires = ["{FLIT}"]
+        build-backend = "{backend or "flit_core.buildapi"}"
+        {'backend-path = ["."]' if backend else ""}
+
+        [project]
+        name = "{module.replace("_", "-")}"
+        version = "{version}"
+        description = "test package"
+        """
+    )
+    return {
+        "pyproject.toml": project,
+        f"{module}/__init__.py": f'"""{module}"""\n\n__version__ = "{version}"\n{body}',
+    }
+
+
+# A build backend that reports what it can see: its environment and its arguments, into $HOME.
+ENV_DUMP_BACKEND = """\
+import json, os, sys
+from flit_core import buildapi as _flit
+
+def _dump():
+    path = os.path.join(os.environ.get("HOME", "/tmp"), "backend-saw.json")
+    with open(path, "a") as f:
+        f.write(json.dumps({"env": dict(os.environ), "argv": sys.argv}) + "\\n")
+
+def build_wheel(*args, **kwargs):
+    _dump()
+    return _flit.build_wheel(*args, **kwargs)
+
+get_requires_for_build_wheel = _flit.get_requires_for_build_wheel
+prepare_metadata_for_build_wheel = _flit.prepare_metadata_for_build_wheel
+"""
+
+# A build backend that waits, so a test can interrupt the install while pip is running.
+SLOW_BACKEND = """\
+import os, time
+from flit_core import buildapi as _flit
+
+def build_wheel(*args, **kwargs):
+    open(os.path.join(os.environ.get("HOME", "/tmp"), "slow-started"), "w").close()
+    time.sleep(120)
+    return _flit.build_wheel(*args, **kwargs)
+
+get_requires_for_build_wheel = _flit.get_requires_for_build_wheel
+"""
+
+
+@pytest.fixture(scope="session")
+def git_server() -> Iterator[GitServer]:
+    server = GitServer.create()
+    server.add_repo(
+        "acme/private-utils",
+        flit_package(
+            "private_utils", "1.0", 'def hello():\n    return "hello from private-utils"\n'
+        ),
+    )
+    server.add_repo("acme/other-lib", flit_package("other_lib", "2.0"))
+    server.add_repo(
+        "acme/env-dumper",
+        {
+            **flit_package("env_dumper", "0.1", backend="dump_backend"),
+            "dump_backend.py": ENV_DUMP_BACKEND,
+        },
+    )
+    server.add_repo(
+        "acme/slow-lib",
+        {
+            **flit_package("slow_lib", "0.1", backend="slow_backend"),
+            "slow_backend.py": SLOW_BACKEND,
+        },
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """flit_core, the build backend of the test packages, so that builds need no package index."""
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "deploykey-tests"
+        / "wheelhouse"
+    )
+    if not any(cache.glob("flit_core-*.whl")):
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                str(cache),
+                FLIT,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return cache
+
+
+# ---------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    path: Path
+    label: str
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text()
+
+    @property
+    def public(self) -> str:
+        return " ".join(self.path.with_suffix(".pub").read_text().split()[:2])
+
+    @property
+    def fingerprint(self) -> str:
+        out = subprocess.run(
+            ["ssh-keygen", "-l", "-f", str(self.path.with_suffix(".pub"))],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.split()[1]
+
+
+def make_key(
+    directory: Path, kind: str = "ed25519", passphrase: str = "", fmt: str | None = None
+) -> GeneratedKey:
+    label = f"k{next(_labels)}"
+    path = directory / label
+    argv = [
+        "ssh-keygen",
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        f"{label}@test",
+        "-f",
+        str(path),
+    ]
+    if kind == "rsa":
+        argv += ["-b", "2048"]
+    if fmt:
+        argv += ["-m", fmt]
+    subprocess.run(argv, check=True)
+    return GeneratedKey(path, label)
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def utils_key(git_server: GitServer, keys_dir: Path) -> GeneratedKey:
+    """A deploy key that opens acme/private-utils (and, for dependency tests, the test-only repos)."""
+    key = make_key(keys_dir)
+    git_server.grant(
+        key.label, key.public, ["acme/private-utils", "acme/env-dumper", "acme/slow-lib"]
+    )
+    return key
+
+
+# ---------------------------------------------------------------- a Heroku-like build layout
+
+
+REQUIREMENT = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
+
+
+@dataclass
+class Build:
+    root: Path
+    server: GitServer
+    wheelhouse: Path
+    env_extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("build", "cache", "env", "home", "run"):
+            (self.root / name).mkdir(exist_ok=True)
+        (self.app / "requirements.txt").write_text(REQUIREMENT + "\n")
+        (self.app / "deploykey.yml").write_text(self.server.deploykey_yml())
+
+    @property
+    def app(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def env_dir(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def app_path(self) -> Path:
+        """The run-time path (Heroku's /app); it does not exist until the slug is 'extracted'."""
+        return self.root / "run" / "app"
+
+    def set_key(self, value: str | bytes, name: str = "DEPLOY_KEY") -> None:
+        data = value.encode() if isinstance(value, str) else value
+        (self.env_dir / name).write_bytes(data)
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(self.wheelhouse),
+            "DEPLOYKEY_APP_PATH": str(self.app_path),
+        }
+        for name in ("PYENV_ROOT", "PYENV_VERSION"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.update(self.env_extra)
+        env.update(extra)
+        return env
+
+    def compile(
+        self, *args: str, env: dict[str, str] | None = None, timeout: int = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "compile"), str(self.app), str(self.cache), str(self.env_dir), *args],
+            env=env or self.environ(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def run_app(self, code: str) -> subprocess.CompletedProcess[str]:
+        """'Extract the slug' at the run-time path, and run Python from its venv there."""
+        self.app_path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(self.app), str(self.app_path)], check=True)
+        python = self.app_path / ".venv" / "bin" / "python"
+        return subprocess.run(
+            [str(python), "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+        )
+
+
+@pytest.fixture
+def build(tmp_path: Path, git_server: GitServer, wheelhouse: Path) -> Build:
+    return Build(tmp_path, git_server, wheelhouse)
+
+
+# ---------------------------------------------------------------- independent checks
+
+
+ANY_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=]{40,}")
+
+
+def key_fragments(key_text: str) -> list[bytes]:
+    """What a copy of the key would contain: its body lines (after the first, which is header and
+    public key) and a run of its base64 encoding. Computed here, independently of deploykey.scan."""
+    lines = [line for line in key_text.strip().splitlines() if not line.startswith("-----")]
+    fragments = [line.encode() for line in lines[1:] if len(line) >= 40]
+    encoded = base64.b64encode(key_text.encode())
+    middle = len(encoded) // 2
+    fragments.append(encoded[middle : middle + 40])
+    return fragments
+
+
+def files_with_key(roots: list[Path], key_text: str) -> list[str]:
+    fragments = key_fragments(key_text)
+    found = []
+    for root in roots:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_symlink() or not path.is_file():
+                continue
+            data = path.read_bytes()
+            flat = data.replace(b"\r", b"").replace(b"\n", b"")
+            if any(f in data or f in flat for f in fragments) or ANY_PRIVATE_KEY.search(data):
+                found.append(str(path))
+    return found
+
+
+def text_has_key(text: str, key_text: str) -> bool:
+    return any(
+        f.decode() in text or f.decode() in text.replace("\n", "") for f in key_fragments(key_text)
+    )
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[str, str]]:
+    """Every path under the roots with its type and content hash: equal snapshots = no byte changed."""
+    state: dict[str, tuple[str, str]] = {}
+    for root in roots:
+        if not root.exists():
+            state[str(root)] = ("absent", "")
+            continue
+        for path in [root, *sorted(root.rglob("*"))]:
+            info = path.lstat()
+            if path.is_symlink():
+                state[str(path)] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[str(path)] = ("dir", oct(info.st_mode))
+            else:
+                state[str(path)] = (
+                    oct(info.st_mode),
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                )
+    return state
+
+
+def key_dirs() -> set[str]:
+    """The kit's key dirs that exist right now, wherever the kit may put them."""
+    import tempfile
+
+    found: set[str] = set()
+    for base in (Path("/dev/shm"), Path(tempfile.gettempdir())):
+        if base.is_dir():
+            found |= {
+                str(p)
+                for p in base.glob("deploykey-*")
+                if not p.name.startswith(("deploykey-gitserver", "deploykey-deps"))
+            }
+    return found

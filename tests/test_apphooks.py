@@ -1,0 +1,187 @@
+"""App hooks end to end, the way heroku-buildpack-python runs them (v351), against the real sshd.
+
+The buildpack runs bin/pre_compile in a subshell with every config var exported by `$(cat file)`
+(so DEPLOY_KEY lost its final newline), then runs pip in ANOTHER process that inherits nothing from
+the hook, then bin/post_compile. HOME is not the passwd home (/root), as in build-in-app-dir builds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, snapshot, text_has_key
+
+
+def hook_env(build: Build, key: GeneratedKey) -> dict[str, str]:
+    """sub_env: config vars exported with $(cat file), plus BUILD_DIR/CACHE_DIR/ENV_DIR."""
+    env = build.environ()
+    env.update(
+        BUILD_DIR=str(build.app),
+        CACHE_DIR=str(build.cache),
+        ENV_DIR=str(build.env_dir),
+        DEPLOY_KEY=key.text.rstrip("\n"),
+    )
+    return env
+
+
+def run_hook(build: Build, name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(build.app / "bin" / name)], cwd=build.app, env=env, capture_output=True, text=True
+    )
+
+
+def python_buildpack_pip(build: Build) -> subprocess.CompletedProcess[str]:
+    """pip as the Python buildpack runs it: a process with none of the hook's variables."""
+    python = build.app / ".heroku" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(python)], check=True)
+    env = {
+        "PATH": f"{python}/bin:/usr/bin:/bin",
+        "HOME": str(build.home),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(build.wheelhouse),
+    }
+    return subprocess.run(
+        [
+            str(python / "bin" / "pip"),
+            "install",
+            "-r",
+            "requirements.txt",
+            "--no-cache-dir",
+            "--no-input",
+        ],
+        cwd=build.app,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture
+def hooked(build: Build, utils_key: GeneratedKey) -> Build:
+    build.set_key(utils_key.text)
+    written = subprocess.run(
+        [str(BIN / "deploykey"), "hooks", str(build.app)],
+        capture_output=True,
+        text=True,
+        env=build.environ(),
+    )
+    assert written.returncode == 0, written.stderr
+    for name in ("pre_compile", "post_compile", "deploykey.pyz"):
+        assert (build.app / "bin" / name).exists()
+    assert os.access(build.app / "bin" / "pre_compile", os.X_OK)
+    return build
+
+
+@pytest.mark.parametrize(
+    "gitconfig",
+    ["[user]\n\tname = Dev\n", "[user]\n\tname = Dev", None],
+    ids=["newline", "no-final-newline", "absent"],
+)
+def test_hooks_hand_ssh_to_pip_and_take_it_back(
+    hooked: Build, utils_key: GeneratedKey, gitconfig: str | None
+) -> None:
+    build = hooked
+    before = key_dirs()
+    user_config = build.home / ".gitconfig"
+    if gitconfig is not None:
+        user_config.write_text(gitconfig)
+    (build.home / ".ssh").mkdir()
+    (build.home / ".ssh" / "config").write_text("Host *\n  IdentityFile ~/.ssh/id_other\n")
+    state = snapshot(user_config, build.home / ".ssh")
+    env = hook_env(build, utils_key)
+
+    pre = run_hook(build, "pre_compile", env)
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    assert "repaired: added the missing final newline" not in pre.stdout  # read from the file
+    assert "sshCommand" in user_config.read_text()
+    assert not text_has_key(user_config.read_text(), utils_key.text)
+
+    pip = python_buildpack_pip(build)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    assert "Successfully installed private-utils-1.0" in pip.stdout
+
+    post = run_hook(build, "post_compile", env)
+    assert post.returncode == 0, post.stdout + post.stderr
+    assert "no key material found" in post.stdout
+    assert snapshot(user_config, build.home / ".ssh") == state  # byte-identical, or still absent
+    assert key_dirs() - before == set()
+    assert files_with_key([build.app, build.cache], utils_key.text) == []
+    assert not text_has_key(pre.stdout + pre.stderr + post.stdout + post.stderr, utils_key.text)
+
+
+def test_pre_compile_rerun_is_idempotent(hooked: Build, utils_key: GeneratedKey) -> None:
+    build = hooked
+    before = key_dirs()
+    user_config = build.home / ".gitconfig"
+    user_config.write_text("[user]\n\tname = Dev\n")
+    state = snapshot(user_config)
+    env = hook_env(build, utils_key)
+    for _ in range(2):
+        assert run_hook(build, "pre_compile", env).returncode == 0
+    assert user_config.read_text().count("# >>> deploykey") == 1
+    assert len(key_dirs() - before) == 1  # the first run's key dir was removed by the second
+    assert run_hook(build, "post_compile", env).returncode == 0
+    assert snapshot(user_config) == state
+    assert key_dirs() - before == set()
+
+
+def test_pre_compile_failure_leaves_nothing(
+    hooked: Build, utils_key: GeneratedKey, keys_dir: Path
+) -> None:
+    """A key the server refuses: the hook fails and takes back what it wrote."""
+    from conftest import make_key
+
+    build = hooked
+    before = key_dirs()
+    stranger = make_key(keys_dir)
+    build.set_key(stranger.text)
+    state = snapshot(build.home)
+    result = run_hook(build, "pre_compile", hook_env(build, stranger))
+    assert result.returncode == 1
+    assert f" !     github.com refused the deploy key {stranger.fingerprint}" in result.stderr
+    assert snapshot(build.home) == state
+    assert key_dirs() - before == set()
+
+
+def test_gitconfig_symlink_is_refused(hooked: Build, utils_key: GeneratedKey) -> None:
+    build = hooked
+    before = key_dirs()
+    target = build.root / "elsewhere"
+    target.write_text("[user]\n")
+    (build.home / ".gitconfig").symlink_to(target)
+    result = run_hook(build, "pre_compile", hook_env(build, utils_key))
+    assert result.returncode == 1
+    assert (
+        f" !     {build.home / '.gitconfig'} is a symbolic link; deploykey will not write through it"
+        in result.stderr
+    )
+    assert target.read_text() == "[user]\n"
+    assert key_dirs() - before == set()
+
+
+def test_hook_without_env_dir(hooked: Build, utils_key: GeneratedKey) -> None:
+    env = hook_env(hooked, utils_key)
+    del env["ENV_DIR"]
+    result = run_hook(hooked, "pre_compile", env)
+    assert result.returncode == 1
+    assert " !     ENV_DIR is not set in the app hook" in result.stderr
+
+
+def test_hooks_refuse_to_overwrite_the_apps_own(build: Build) -> None:
+    (build.app / "bin").mkdir()
+    (build.app / "bin" / "pre_compile").write_text("#!/bin/sh\necho mine\n")
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "hooks", str(build.app)],
+        capture_output=True,
+        text=True,
+        env=build.environ(),
+    )
+    assert result.returncode == 1
+    assert "is not deploykey's pre_compile hook" in result.stderr
+    assert (build.app / "bin" / "pre_compile").read_text() == "#!/bin/sh\necho mine\n"
