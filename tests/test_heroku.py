@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import (
@@ -222,7 +223,8 @@ def test_key_for_another_repository_is_named(
     assert_clean(build, other, result, before)
 
 
-def test_sigterm_during_install_scrubs(build: Build, utils_key: GeneratedKey) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_install_scrubs(build: Build, utils_key: GeneratedKey, signum: int) -> None:
     before = key_dirs()
     build.set_key(utils_key.text)
     (build.app / "requirements.txt").write_text(
@@ -242,10 +244,10 @@ def test_sigterm_during_install_scrubs(build: Build, utils_key: GeneratedKey) ->
         )
         time.sleep(0.1)
     assert key_dirs() - before, "the key dir should exist while pip runs"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM
-    assert " !     The build was interrupted by SIGTERM" in stderr
+    assert process.returncode == 128 + signum
+    assert f" !     The build was interrupted by {signal.Signals(signum).name}" in stderr
     assert_clean(build, utils_key, subprocess.CompletedProcess([], 0, stdout, stderr), before)
 
 
