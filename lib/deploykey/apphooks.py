@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deploykey import blocks, build, config, keydir, output, scrub, sources
+from deploykey import blocks, build, config, credentials, keydir, output, scrub, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -52,11 +52,6 @@ def _cache_dir() -> Path | None:
     return Path(cache).resolve() if cache and Path(cache).is_dir() else None
 
 
-def git_block(ssh_command: str) -> str:
-    value = ssh_command.replace("\\", "\\\\").replace('"', '\\"')
-    return f'[core]\n\tsshCommand = "{value}"\n'
-
-
 def pre_compile() -> int:
     app_dir = Path.cwd().resolve()
     env = _env()
@@ -72,35 +67,33 @@ def pre_compile() -> int:
     )
     cleanup = scrub.Cleanup()
     with scrub.guarded(cleanup):
-        setup = build.open_ssh(plan, cleanup)
-        blocks.insert(gitconfig(), git_block(setup.command))
+        opened = build.open_access(plan, cleanup)
+        output.step("Checking every private requirement")
+        build.check(plan, opened)
+        blocks.insert(gitconfig(), opened.gitconfig())
         cleanup.actions.clear()  # success: pip runs after this hook
-    output.detail(f"git uses {setup.config} through core.sshCommand in {gitconfig()}")
-    output.detail("bin/post_compile removes the key and this setting after pip")
+    output.detail(f"git uses {opened.key_dir} through core.sshCommand in {gitconfig()}")
+    output.detail("bin/post_compile removes the keys and these settings after pip")
     return 0
 
 
 def _key_dir_of(command: str) -> Path | None:
-    """The key dir named by `ssh -F DIR/ssh_config` in a command the kit wrote, if it is one of ours."""
+    """The key dir named in an ssh command the kit wrote (`sh DIR/ssh`), if it is one of ours."""
     try:
         words = shlex.split(command)
     except ValueError:
         return None
-    if "-F" not in words or words.index("-F") + 1 >= len(words):
-        return None
-    directory = Path(words[words.index("-F") + 1]).parent
     bases = {base.resolve() for base in keydir.candidates()}
-    try:
-        info = directory.lstat()
-    except OSError:
-        return None
-    if (
-        directory.name.startswith(keydir.PREFIX)
-        and directory.parent.resolve() in bases
-        and stat.S_ISDIR(info.st_mode)
-        and info.st_uid == os.getuid()
-    ):
-        return directory
+    for word in words:
+        directory = Path(word).parent
+        if not directory.name.startswith(keydir.PREFIX) or directory.parent.resolve() not in bases:
+            continue
+        try:
+            info = directory.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            return directory
     return None
 
 
@@ -113,11 +106,7 @@ def _remove_previous() -> list[str]:
         for line in body.splitlines():
             if "sshCommand" in line:
                 value = (
-                    line.split("=", 1)[1]
-                    .strip()
-                    .strip('"')
-                    .replace('\\"', '"')
-                    .replace("\\\\", "\\")
+                    line.split("=", 1)[1].strip()[1:-1].replace('\\"', '"').replace("\\\\", "\\")
                 )
                 directory = _key_dir_of(value)
                 if directory is not None:
@@ -137,10 +126,12 @@ def post_compile() -> int:
     output.step("deploykey: removing the key and the ssh setting")
     for what in _remove_previous() or ["nothing: no deploykey setup was found"]:
         output.detail(f"removed {what}" if not what.startswith("nothing") else what)
-    key = build.read_key(env)
-    output.step("Checking the app and the cache for the key")
+    settings = config.load(app_dir, env)
+    tokens = credentials.read(env, settings)
+    found_keys = build.read_keys(env, tokens)
+    output.step("Checking the app and the cache for the keys")
     roots = [app_dir] + ([cache] if (cache := _cache_dir()) else [])
-    leak = build.leak_check(roots, key)
+    leak = build.leak_check(roots, found_keys, tokens)
     if leak is not None:
         raise leak
     return 0

@@ -1,7 +1,7 @@
-"""The cycle every platform runs: read the key, plan, open ssh, (install), scrub, prove nothing leaked.
+"""The cycle every platform runs: read the keys, plan, open access, check, (install), scrub, scan.
 
-Platform modules (heroku, apphooks) decide where things come from and which steps run; this module
-holds the steps themselves, each a function a platform calls under a step header.
+Platform modules (heroku, apphooks, cli's doctor) decide where things come from and which steps
+run; this module holds the steps themselves, each a function a platform calls under a step header.
 """
 
 from __future__ import annotations
@@ -11,8 +11,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import hosts, install, keydir, keys, output, scan, sshconfig
+from deploykey import (
+    access,
+    credentials,
+    doctor,
+    hosts,
+    install,
+    keydir,
+    keys,
+    output,
+    scan,
+    sshconfig,
+)
+from deploykey.access import Access
 from deploykey.config import HostConfig, Settings
+from deploykey.credentials import Token
 from deploykey.errors import UserError
 from deploykey.install import Target
 from deploykey.keys import Key
@@ -30,7 +43,8 @@ class Plan:
     cache_dir: Path | None
     env: EnvSource
     settings: Settings
-    key: Key
+    keys: tuple[Key, ...]
+    tokens: tuple[Token, ...]
     requirements_file: Path
     requirements: Requirements
     hosts: tuple[HostConfig, ...]
@@ -42,25 +56,28 @@ class Plan:
         return [self.app_dir] + ([self.cache_dir] if self.cache_dir else [])
 
 
-def read_key(env: EnvSource, name: str = KEY_NAME) -> Key:
-    value = env.get(name)
-    if value is None:
-        raise UserError("key::missing", source=env.path, name=name)
-    key = keys.load(value, name, env.describe(name))
-    output.detail(f"{name}: {key.keytype} key {key.fingerprint}")
-    for repair in key.repairs:
-        output.detail(f"  repaired: {repair}")
-    return key
+def read_keys(env: EnvSource, tokens: Sequence[Token] = ()) -> list[Key]:
+    """DEPLOY_KEY and every DEPLOY_KEY_<NAME>; at least one of them, or a token, must be set."""
+    names = env.key_names()
+    if not names and not tokens:
+        raise UserError("key::missing", source=env.path, name=KEY_NAME)
+    found = []
+    for name in names:
+        key = keys.load(env.get(name) or b"", name, env.describe(name))
+        output.detail(f"{name}: {key.keytype} key {key.fingerprint}")
+        for repair in key.repairs:
+            output.detail(f"  repaired: {repair}")
+        found.append(key)
+    for token in tokens:
+        output.detail(f"{token.name}: token for https://{token.host} (user {token.username})")
+    return found
 
 
 def read_requirements(app_dir: Path, settings: Settings) -> tuple[Path, Requirements]:
     from deploykey import requirements
 
     name = settings.get("DEPLOYKEY_REQUIREMENTS")
-    found = requirements.read(app_dir, name)
-    if found.problems:
-        raise found.problems[0]
-    return app_dir / name, found
+    return app_dir / name, requirements.read(app_dir, name)
 
 
 def host_configs(
@@ -90,7 +107,8 @@ def plan(
     settings: Settings,
     target: Target | None = None,
 ) -> Plan:
-    key = read_key(env)
+    tokens = credentials.read(env, settings)
+    found_keys = read_keys(env, tokens)
     requirements_file, found = read_requirements(app_dir, settings)
     configs = host_configs(found, settings, requirements_file)
     if target is None:
@@ -98,13 +116,24 @@ def plan(
         if target.kind != "off" and not requirements_file.is_file():
             listing = ", ".join(sorted(p.name for p in app_dir.iterdir())[:20]) or "nothing"
             raise UserError("requirements::missing", file=requirements_file.name, listing=listing)
-    return Plan(app_dir, cache_dir, env, settings, key, requirements_file, found, configs, target)
+    return Plan(
+        app_dir,
+        cache_dir,
+        env,
+        settings,
+        tuple(found_keys),
+        tuple(tokens),
+        requirements_file,
+        found,
+        configs,
+        target,
+    )
 
 
 def show_plan(plan: Plan, steps: Sequence[str]) -> None:
-    """What a real run would do, with the files it would write; nothing is written."""
+    """What a real run would do, with the files it would write (the checks follow)."""
     placeholder = Path(keydir.base_for(plan.outside), keydir.PREFIX + "XXXXXXXX")
-    output.step("Plan (dry run: nothing is written)")
+    output.step("Plan")
     output.detail("Hosts:")
     for host in plan.hosts:
         trusted = ", ".join(f"{k.algorithm} {k.fingerprint}" for k in host.trusted())
@@ -113,18 +142,26 @@ def show_plan(plan: Plan, steps: Sequence[str]) -> None:
         revoked = hosts.revoked_for(host.name)
         if revoked:
             output.detail(f"    revoked: {', '.join(k.fingerprint for k in revoked)}")
-    output.detail("Private git requirements:")
-    for req in plan.requirements.git or []:
-        output.detail(
-            f"  {req.where}: {req.host}/{req.repo}" + (f" @ {req.ref}" if req.ref else "")
+    output.detail("Keys:")
+    for key in plan.keys:
+        mapped = plan.settings.keys.get(key.name)
+        how = (
+            f"mapped to {', '.join(mapped)} (deploykey.yml)"
+            if mapped
+            else "routed by what its host says it opens"
         )
-    if not plan.requirements.git:
+        if key.name == KEY_NAME and not mapped:
+            how = "every repository no other key claims"
+        output.detail(f"  {key.name} {key.keytype} {key.fingerprint}: {how}")
+    for token in plan.tokens:
+        output.detail(f"  {token.name}: token for https://{token.host} (user {token.username})")
+    output.detail("Private git requirements:")
+    for req in plan.requirements.git + plan.requirements.https:
+        output.detail(f"  {req.where}: {req.remote}" + (f" @ {req.ref}" if req.ref else ""))
+    if not plan.requirements.git and not plan.requirements.https:
         output.detail(f"  none found in {plan.requirements_file.name}")
-    output.detail(
-        f"Key file: {placeholder}/{sshconfig.identity_name(plan.key)} (mode 0600, dir 0700)"
-    )
-    output.detail(f"ssh config: {placeholder}/{sshconfig.CONFIG}")
-    for line in sshconfig.render_config(plan.hosts, plan.key, placeholder).splitlines():
+    output.detail(f"Key dir: {placeholder} (0700), each key 0600; ssh config:")
+    for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
         output.detail("  | " + line)
     output.detail(f"Install: {plan.target.describe(plan.settings)}")
     if plan.target.relative is not None:
@@ -137,38 +174,47 @@ def show_plan(plan: Plan, steps: Sequence[str]) -> None:
         output.detail(step)
     output.detail(f"Scrub: remove {placeholder} and everything listed above as written")
     roots = " and ".join(str(p) for p in plan.outside)
-    output.detail(f"Leak check: scan {roots} for the key ({plan.key.fingerprint})")
+    output.detail(f"Leak check: scan {roots} for the keys and tokens")
 
 
-def open_ssh(plan: Plan, cleanup: Cleanup) -> sshconfig.Setup:
-    setup = sshconfig.create(plan.hosts, plan.key, plan.outside)
-    cleanup.add(f"the key dir {setup.key_dir}", lambda: keydir.KeyDir(setup.key_dir).remove())
-    output.detail(f"Key and ssh config in {setup.key_dir} (outside the app and the cache)")
-    verify_hosts(plan, setup)
-    return setup
+def open_access(plan: Plan, cleanup: Cleanup) -> Access:
+    """The key dir, and the routes learnt from each key's greeting; removed by `cleanup`."""
+    opened = access.open(
+        plan.hosts,
+        plan.keys,
+        plan.tokens,
+        dict(plan.settings.keys),
+        plan.requirements,
+        plan.outside,
+    )
+    cleanup.add(f"the key dir {opened.key_dir}", lambda: keydir.KeyDir(opened.key_dir).remove())
+    output.detail(f"keys and ssh config in {opened.key_dir} (outside the app and the cache)")
+    for route in opened.routes:
+        output.detail(f"route: {route.describe()} -> {route.key.name}")
+    return opened
 
 
-def verify_hosts(plan: Plan, setup: sshconfig.Setup) -> None:
-    """One `ssh -T` per host the requirements use: host key and key acceptance, before pip runs."""
-    users: dict[str, str | None] = {}
-    for req in plan.requirements.git:
-        users.setdefault(req.host, req.user)
-    for host in plan.hosts:
-        if host.name not in users:
-            continue
-        greeting = sshconfig.verify(setup, host, users[host.name], plan.key)
-        server_key = (
-            f"host key {greeting.server_key} verified"
-            if greeting.server_key
-            else "host key verified"
-        )
-        output.detail(
-            f"{host.name} ({host.address}): {server_key}; {greeting.message or 'key accepted'}"
-        )
+def check(plan: Plan, opened: Access) -> None:
+    """Every private requirement fetched once (`git ls-remote`): fails before anything is installed."""
+    doctor.report(doctor.check(plan.requirements, opened, plan.tokens, plan.settings))
 
 
-def pip_env(plan: Plan, setup: sshconfig.Setup) -> dict[str, str]:
-    """pip's environment: the allow-list, the user's PIP_*/UV_* config vars, the ssh command."""
+def checked(plan: Plan) -> None:
+    """Open access in a temporary key dir, check every private requirement, remove the key dir:
+    the doctor, and compile's dry run."""
+    from deploykey import scrub
+
+    cleanup = Cleanup()
+    with scrub.guarded(cleanup):
+        output.step("Learning what each key opens")
+        opened = open_access(plan, cleanup)
+        output.step("Checking every private requirement")
+        check(plan, opened)
+    output.step("All private requirements can be fetched")
+
+
+def pip_env(plan: Plan, opened: Access) -> dict[str, str]:
+    """pip's environment: the allow-list, the user's PIP_*/UV_* config vars, the git settings."""
     from deploykey.childenv import child_env
 
     extra = {
@@ -176,7 +222,7 @@ def pip_env(plan: Plan, setup: sshconfig.Setup) -> dict[str, str]:
         for name, value in plan.env.values.items()
         if name.startswith(("PIP_", "UV_")) and name not in os.environ
     }
-    extra["GIT_SSH_COMMAND"] = setup.command
+    extra.update(opened.env())
     return child_env(extra)
 
 
@@ -187,18 +233,21 @@ def report_scrub(cleanup: Cleanup, removed_dir: Path | None) -> None:
         raise RuntimeError(f"{removed_dir} still exists after the scrub")
 
 
-def leak_check(roots: Sequence[Path], key: Key) -> UserError | None:
-    """Scan the kept directories for the key; a UserError naming the files if it is there."""
+def leak_check(
+    roots: Sequence[Path], found_keys: Sequence[Key], tokens: Sequence[Token] = ()
+) -> UserError | None:
+    """Scan the kept directories for the keys and tokens; a UserError naming the files if found."""
     existing = [root for root in roots if root.exists()]
-    report = scan.scan(existing, [key])
+    report = scan.scan(existing, found_keys, {token.name: token.value for token in tokens})
     size = report.size / 1_000_000
+    what = ", ".join([key.fingerprint for key in found_keys] + [token.name for token in tokens])
     output.detail(
-        f"scanned {report.files} files ({size:.1f} MB) in {', '.join(map(str, existing))} for {key.fingerprint}"
+        f"scanned {report.files} files ({size:.1f} MB) in {', '.join(map(str, existing))} for {what}"
     )
     for path in report.unreadable:
         output.warn(f"could not read {path}: it was not checked")
     if not report.hits:
         output.detail("no key material found")
         return None
-    files = sorted({f"{hit.path} ({hit.kind})" for hit in report.hits})
+    files = sorted({f"{hit.path} ({hit.kind}, {hit.label})" for hit in report.hits})
     return UserError("leak::found", count=len(files), files="\n".join(files))

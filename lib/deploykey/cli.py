@@ -44,6 +44,12 @@ def _post_compile(_args: argparse.Namespace) -> int:
     return apphooks.post_compile()
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from deploykey import local
+
+    return local.doctor(args.app_dir, args.env_dir)
+
+
 def _hooks(args: argparse.Namespace) -> int:
     from deploykey import apphooks
 
@@ -105,6 +111,14 @@ def parser() -> argparse.ArgumentParser:
         _post_compile,
         "App hook: remove the key and the ssh setting, check for leaks.",
         ["post_compile"],
+    )
+    sub = add("doctor", _doctor, "Check that every private requirement can be fetched.")
+    sub.add_argument("app_dir", metavar="APP_DIR", nargs="?", default=".")
+    sub.add_argument(
+        "env_dir",
+        metavar="ENV_DIR",
+        nargs="?",
+        help="config var files or a .env file (default: $ENV_DIR, else APP_DIR/.env)",
     )
     sub = add(
         "hooks",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,18 @@ from deploykey.sources import EnvSource
 CONFIG_FILE = "deploykey.yml"
 HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 HOST_FIELDS = ("hostname", "port", "user", "known_hosts")
+SECTIONS = ("hosts", "keys", "tokens")
+KEY_VAR = re.compile(r"^DEPLOY_KEY(_[A-Z0-9_]+)?$")
+TOKEN_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# A repository (org/repo, group/sub/repo), a glob of them (acme/*), a host (gitlab.com), or a
+# host-qualified repository (gitlab.com/group/repo).
+PATTERN = re.compile(r"^[A-Za-z0-9._*-]+(/[A-Za-z0-9._*-]+)*$")
+# Tokens for HTTPS, by config var: the host they open and the user name the host expects with them.
+DEFAULT_TOKENS = {
+    "GITHUB_TOKEN": ("github.com", "x-access-token"),
+    "GITLAB_TOKEN": ("gitlab.com", "oauth2"),
+    "BITBUCKET_TOKEN": ("bitbucket.org", "x-token-auth"),
+}
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
@@ -90,10 +102,21 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """A token config var for HTTPS: the host (host or host:port) it is sent to, with which user."""
+
+    name: str
+    host: str
+    username: str
+
+
+@dataclass(frozen=True)
 class Settings:
     values: Mapping[str, str]
     hosts: Mapping[str, HostConfig]
     config_file: Path | None
+    keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tokens: Mapping[str, TokenConfig] = field(default_factory=dict)
 
     def get(self, name: str) -> str:
         return self.values[name]
@@ -109,6 +132,14 @@ class Settings:
     def host(self, name: str) -> HostConfig:
         return self.hosts.get(name) or HostConfig(name)
 
+    def token_configs(self) -> dict[str, TokenConfig]:
+        """The defaults (GITHUB_TOKEN, ...), then deploykey.yml's `tokens:`, which win."""
+        found = {
+            name: TokenConfig(name, host, user) for name, (host, user) in DEFAULT_TOKENS.items()
+        }
+        found.update(self.tokens)
+        return found
+
 
 def load(
     app_dir: Path, env: EnvSource | None, environ: Mapping[str, str] | None = None
@@ -117,7 +148,8 @@ def load(
     values = {setting.name: _value(setting, env, environ) for setting in SETTINGS}
     config_file = app_dir / CONFIG_FILE
     if config_file.is_file():
-        return Settings(values, _read_config(config_file), config_file)
+        hosts, keys, tokens = _read_config(config_file)
+        return Settings(values, hosts, config_file, keys, tokens)
     return Settings(values, {}, None)
 
 
@@ -139,7 +171,9 @@ def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) 
     return value
 
 
-def _read_config(path: Path) -> dict[str, HostConfig]:
+def _read_config(
+    path: Path,
+) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig]]:
     import yaml
 
     try:
@@ -152,20 +186,65 @@ def _read_config(path: Path) -> dict[str, HostConfig]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError("config::invalid", path=path, detail=str(exc)) from None
     if data is None:
-        return {}
+        return {}, {}, {}
     if not isinstance(data, dict):
         raise UserError("config::invalid", path=path, detail="the top level must be a mapping")
-    unknown = sorted(set(map(str, data)) - {"hosts"})
+    unknown = sorted(set(map(str, data)) - set(SECTIONS))
     if unknown:
         raise UserError(
-            "config::invalid", path=path, detail=f"unknown key {unknown[0]!r} (known: hosts)"
+            "config::invalid",
+            path=path,
+            detail=f"unknown key {unknown[0]!r} (known: {', '.join(SECTIONS)})",
         )
-    section = data.get("hosts") or {}
-    if not isinstance(section, dict):
-        raise UserError(
-            "config::invalid", path=path, detail="`hosts` must map host names to settings"
-        )
-    return {str(name): _host(path, str(name), fields) for name, fields in section.items()}
+    sections = {name: data.get(name) or {} for name in SECTIONS}
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise UserError("config::invalid", path=path, detail=f"`{name}` must be a mapping")
+    hosts = {
+        str(name): _host(path, str(name), fields) for name, fields in sections["hosts"].items()
+    }
+    keys = {
+        str(name): _patterns(path, str(name), value) for name, value in sections["keys"].items()
+    }
+    tokens = {
+        str(name): _token(path, str(name), value) for name, value in sections["tokens"].items()
+    }
+    return hosts, keys, tokens
+
+
+def _patterns(path: Path, name: str, value: Any) -> tuple[str, ...]:
+    def invalid(detail: str) -> UserError:
+        return UserError("config::invalid", path=path, detail=f"keys: {name}: {detail}")
+
+    if not KEY_VAR.match(name):
+        raise invalid("a key's config var is DEPLOY_KEY or DEPLOY_KEY_<NAME> (capitals, digits, _)")
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, list) or not entries:
+        raise invalid("must list repositories (org/repo, org/*) or hosts (gitlab.com)")
+    for entry in entries:
+        if not isinstance(entry, str) or not PATTERN.match(entry):
+            raise invalid(f"{entry!r} is not a repository, a glob of repositories or a host")
+    return tuple(str(entry).lower().removesuffix(".git") for entry in entries)
+
+
+def _token(path: Path, name: str, value: Any) -> TokenConfig:
+    def invalid(detail: str) -> UserError:
+        return UserError("config::invalid", path=path, detail=f"tokens: {name}: {detail}")
+
+    if not TOKEN_VAR.match(name) or KEY_VAR.match(name):
+        raise invalid("a token's config var name is in capitals, e.g. GITHUB_TOKEN")
+    fields = {"host": value} if isinstance(value, str) else value
+    if not isinstance(fields, dict) or set(map(str, fields)) - {"host", "username"}:
+        raise invalid("must be a host, or a mapping with host and username")
+    host, username = fields.get("host"), fields.get("username")
+    if not isinstance(host, str) or not re.match(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", host):
+        raise invalid("host must be a host name, optionally with :port")
+    default_user = DEFAULT_TOKENS.get(name, ("", "x-access-token"))[1]
+    if username is not None and not (
+        isinstance(username, str) and re.match(r"^[A-Za-z0-9._@-]+$", username)
+    ):
+        raise invalid("username must be a user name")
+    return TokenConfig(name, host.lower(), username or default_user)
 
 
 def _host(path: Path, name: str, fields: Any) -> HostConfig:

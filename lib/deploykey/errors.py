@@ -129,6 +129,18 @@ PROBLEMS: dict[str, Problem] = {
         "repository, and this key is registered for another one (or none).",
         fix="Add this key's public half as a deploy key of {repo}, or use the key registered there.",
     ),
+    "keys::unset": Problem(
+        title="deploykey.yml maps {name}, but no config var {name} is set",
+        why="`keys:` in deploykey.yml routes repositories to keys by config var name; the keys set "
+        "are: {known}.",
+        fix='Set it (`heroku config:set {name}="$(cat deploy_key)"`) or correct the name in deploykey.yml.',
+    ),
+    "doctor::failed": Problem(
+        title="{count} of {total} private requirements cannot be fetched",
+        why="{failures}",
+        fix="Fix each one as said above; `deploykey doctor APP_DIR ENV_DIR` checks again without "
+        "installing anything.",
+    ),
     "config::invalid": Problem(
         title="{path} is not valid: {detail}",
         why="deploykey.yml holds per-host settings (hostname, port, user, known_hosts).",

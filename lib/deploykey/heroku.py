@@ -9,7 +9,6 @@ the next buildpack runs; a config var named GIT_SSH_COMMAND would never reach pi
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from deploykey import build, config, install, output, requirements, scrub, sources
@@ -53,16 +52,17 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
     settings = config.load(app_dir, env)
     dry_run = dry_run or settings.dry_run
     output.step(
-        "deploykey: private git dependencies with a deploy key" + (" (dry run)" if dry_run else "")
+        "deploykey: private git dependencies with deploy keys" + (" (dry run)" if dry_run else "")
     )
     plan = build.plan(app_dir, cache, env, settings)
     if dry_run:
         handoff = (
-            [f"Hand off: write {export_file()} with GIT_SSH_COMMAND"]
+            [f"Hand off: write {export_file()} with the git settings"]
             if plan.target.kind == "off"
             else []
         )
         build.show_plan(plan, handoff)
+        build.checked(plan)
         return 0
     if plan.target.kind == "off":
         return _handoff(plan)
@@ -75,9 +75,11 @@ def _install(plan: build.Plan) -> int:
     failure: BaseException | None = None
     try:
         with scrub.guarded(cleanup):
-            output.step("Setting up ssh")
-            setup = build.open_ssh(plan, cleanup)
-            key_dir = setup.key_dir
+            output.step("Setting up access: keys, ssh routes, tokens")
+            opened = build.open_access(plan, cleanup)
+            key_dir = opened.key_dir
+            output.step("Checking every private requirement")
+            build.check(plan, opened)
             output.step(
                 f"Installing {plan.requirements_file.name} into {plan.target.describe(plan.settings)}"
             )
@@ -86,23 +88,23 @@ def _install(plan: build.Plan) -> int:
                 plan.app_dir,
                 plan.requirements_file,
                 plan.settings,
-                build.pip_env(plan, setup),
+                build.pip_env(plan, opened),
                 cleanup,
-                plan.key.fingerprint,
+                opened,
             )
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
         failure = exc
-    output.step("Removing the key and the ssh config")
+    output.step("Removing the keys and the ssh config")
     build.report_scrub(cleanup, key_dir)
-    output.step("Checking the app and the cache for the key")
-    leak = build.leak_check(plan.outside, plan.key)
+    output.step("Checking the app and the cache for the keys")
+    leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
     if failure is not None:
         if leak is not None:
             output.error(leak)
         raise failure
     if leak is not None:
         raise leak
-    output.step("Done: private dependencies installed; the key is gone")
+    output.step("Done: private dependencies installed; the keys are gone")
     return 0
 
 
@@ -114,23 +116,25 @@ def _handoff(plan: build.Plan) -> int:
     cleanup = scrub.Cleanup()
     with scrub.guarded(cleanup):
         output.step("Setting up ssh for the next buildpack")
-        setup = build.open_ssh(plan, cleanup)
+        opened = build.open_access(plan, cleanup)
+        output.step("Checking every private requirement")
+        build.check(plan, opened)
         target = export_file()
         if target.is_symlink():
             raise UserError("path::symlink", path=target)
         target.write_text(
-            "# Written by deploykey: git and pip in the next buildpacks use the deploy key through this.\n"
-            f"export GIT_SSH_COMMAND={shlex.quote(setup.command)}\n"
+            "# Written by deploykey: git and pip in the next buildpacks use the deploy keys through this.\n"
+            + opened.export()
         )
         cleanup.actions.clear()  # success: the key dir must outlive this buildpack
-    output.detail(f"wrote {target}: GIT_SSH_COMMAND for the next buildpack ({plan.target.reason})")
+    output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
     output.detail(
-        f"The key stays in {setup.key_dir}, outside the app and the cache, until the build ends. "
-        "To remove it right after pip and scan the slug, add the post_compile hook "
+        f"The keys stay in {opened.key_dir}, outside the app and the cache, until the build ends. "
+        "To remove them right after pip and scan the slug, add the post_compile hook "
         "(`deploykey hooks --post-compile-only APP_DIR`)."
     )
-    output.step("Checking the app and the cache for the key")
-    leak = build.leak_check(plan.outside, plan.key)
+    output.step("Checking the app and the cache for the keys")
+    leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
     if leak is not None:
         raise leak
     return 0

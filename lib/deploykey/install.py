@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import output, run
+from deploykey import output, routing, run
+from deploykey.access import Access
 from deploykey.config import Settings
 from deploykey.errors import UserError
 from deploykey.scrub import Cleanup
@@ -98,7 +99,7 @@ def install(
     settings: Settings,
     env: Mapping[str, str],
     cleanup: Cleanup,
-    fingerprint: str,
+    opened: Access,
 ) -> None:
     assert target.relative is not None
     app_path = Path(settings.get("DEPLOYKEY_APP_PATH"))
@@ -113,7 +114,7 @@ def install(
             output.detail("$ " + " ".join(argv))
             result = run.run(argv, env=env, cwd=app_dir, on_line=output.detail)
             if not result.ok:
-                raise _classify(result, fingerprint)
+                raise _classify(result, opened)
     except BaseException:
         if fresh:  # leave nothing half-written: a venv this build created goes with the failure
             shutil.rmtree(app_dir / target.relative, ignore_errors=True)
@@ -138,14 +139,19 @@ def _create_venv(where: Path, env: Mapping[str, str], app_dir: Path) -> None:
         )
 
 
-def _classify(result: run.Result, fingerprint: str) -> UserError:
-    """pip's failure, named after the most specific cause found in its output."""
+def _classify(result: run.Result, opened: Access) -> UserError:
+    """pip's failure, named after the most specific cause found in its output (for a transitive
+    dependency: the requirements' own were checked before pip ran)."""
     if "Repository not found" in result.text:
         cloning = [m for line in result.lines for m in [CLONING.search(line)] if m]
         repo, host = (
             (cloning[-1]["repo"], cloning[-1]["host"])
             if cloning
             else ("a repository", "the git host")
+        )
+        route = routing.lookup(opened.routes, host, repo)
+        fingerprint = (
+            f"{route.key.fingerprint} ({route.key.name})" if route else "(none is routed there)"
         )
         return UserError("key::wrong-repo", fingerprint=fingerprint, repo=repo, host=host)
     return UserError(

@@ -19,6 +19,10 @@ SSH_URL = re.compile(
     r"git\+ssh://(?:(?P<user>[^@/\s]+)@)?(?P<host>[^/:@\s]+)(?::(?P<port>[^/\s]*))?"
     r"(?P<path>/[^@#\s]*)(?:@(?P<ref>[^#\s]+))?"
 )
+HTTPS_URL = re.compile(
+    r"git\+(?P<scheme>https?)://(?:[^@/\s]+@)?(?P<host>[^/:@\s]+)(?::(?P<port>[0-9]+))?"
+    r"(?P<path>/[^@#\s]*)(?:@(?P<ref>[^#\s]+))?"
+)
 SCP_LIKE = re.compile(
     r"git\+(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^@#\s]+)(?:@(?P<ref>[^#\s]+))?"
 )
@@ -39,21 +43,39 @@ class GitRequirement:
     user: str | None
     repo: str
     ref: str | None
+    scheme: str = "ssh"
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
+
+    @property
+    def remote(self) -> str:
+        """The URL git fetches: no `git+`, no ref, no credentials."""
+        default = {"ssh": 22, "https": 443, "http": 80}[self.scheme]
+        port = f":{self.port}" if self.port != default else ""
+        user = f"{self.user}@" if self.user and self.scheme == "ssh" else ""
+        path = self.url.split("://", 1)[1].split("/", 1)[1].split("@")[0].split("#")[0]
+        return f"{self.scheme}://{user}{self.host}{port}/{path}"
+
+    @property
+    def host_port(self) -> str:
+        """host, or host:port when the port is not the scheme's own (how git names it to helpers)."""
+        default = {"ssh": 22, "https": 443, "http": 80}[self.scheme]
+        return self.host if self.port == default else f"{self.host}:{self.port}"
 
 
 @dataclass
 class Requirements:
     files: list[str] = field(default_factory=list)
     git: list[GitRequirement] = field(default_factory=list)
+    https: list[GitRequirement] = field(default_factory=list)
     problems: list[UserError] = field(default_factory=list)
     other_ssh: list[str] = field(default_factory=list)
 
     @property
     def hosts(self) -> list[tuple[str, int]]:
+        """The hosts reached over ssh."""
         return sorted({(req.host, req.port) for req in self.git})
 
     @property
@@ -137,6 +159,21 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
                 user=match.group("user"),
                 repo=_repo(match.group("path")),
                 ref=match.group("ref"),
+            )
+        )
+    for match in HTTPS_URL.finditer(text):
+        scheme = match.group("scheme")
+        found.https.append(
+            GitRequirement(
+                file=label,
+                line=number,
+                url=match.group(0),
+                host=match.group("host").lower(),
+                port=int(match.group("port") or (443 if scheme == "https" else 80)),
+                user=None,
+                repo=_repo(match.group("path")),
+                ref=match.group("ref"),
+                scheme=scheme,
             )
         )
     for match in SCP_LIKE.finditer(text):

@@ -18,7 +18,7 @@ import base64
 import os
 import re
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ class Needle:
 class Hit:
     path: Path
     kind: str
-    fingerprint: str
+    label: str  # the key's fingerprint, or the token's config var name
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,28 @@ def walk(roots: Iterable[Path]) -> Iterator[Path]:
                     yield path
 
 
-def scan(roots: Sequence[Path], keys: Sequence[Key]) -> Report:
-    table = [(needle, key) for key in keys for needle in needles(key)]
+def token_needles(value: bytes) -> list[Needle]:
+    """A token as it is, and as base64 at each alignment, in both alphabets."""
+    found = [Needle("token", value)]
+    for shift in range(3):
+        chunk = value[shift:]
+        chunk = chunk[: len(chunk) // 3 * 3]
+        if len(chunk) >= WINDOW:
+            for encoded in (base64.b64encode(chunk), base64.urlsafe_b64encode(chunk)):
+                found.append(Needle("base64 of the token", encoded))
+    return found
+
+
+def scan(
+    roots: Sequence[Path], keys: Sequence[Key], tokens: Mapping[str, bytes] | None = None
+) -> Report:
+    """Every copy of the keys (and tokens, by name) in the files under roots."""
+    table = [(needle, key.fingerprint) for key in keys for needle in needles(key)]
+    table += [
+        (needle, name) for name, value in (tokens or {}).items() for needle in token_needles(value)
+    ]
+    if not table:
+        return Report((), 0, 0, ())
     overlap = max(len(needle.data) for needle, _ in table) - 1
     hits: list[Hit] = []
     files = size = 0
@@ -199,18 +219,18 @@ def scan(roots: Sequence[Path], keys: Sequence[Key]) -> Report:
         except OSError:
             unreadable.append(path)
             continue
-        hits.extend(Hit(path, kind, fingerprint) for kind, fingerprint in kinds)
+        hits.extend(Hit(path, kind, label) for kind, label in kinds)
     return Report(tuple(hits), files, size, tuple(unreadable))
 
 
-def _search(path: Path, table: list[tuple[Needle, Key]], overlap: int) -> list[tuple[str, str]]:
+def _search(path: Path, table: list[tuple[Needle, str]], overlap: int) -> list[tuple[str, str]]:
     found: dict[tuple[str, str], None] = {}
     tail = b""
     with path.open("rb") as file:
         while chunk := file.read(CHUNK):
             window = tail + chunk
-            for needle, key in table:
+            for needle, label in table:
                 if needle.data in window:
-                    found[(needle.kind, key.fingerprint)] = None
+                    found[(needle.kind, label)] = None
             tail = window[-overlap:]
     return list(found)

@@ -1,4 +1,4 @@
-"""ssh and git configuration: the key file, an ssh config with pinned host keys, the command git runs.
+"""The ssh config and known_hosts of a build, and the one connection that greets a host with a key.
 
 Everything goes through one absolute path, `ssh -F CONFIG`: OpenSSH finds `~/.ssh/config` through
 the passwd home, not `$HOME`, and `-F` also skips /etc/ssh/ssh_config, so the same setup works in
@@ -11,12 +11,11 @@ requirements, so pointing github.com at another address still checks github.com'
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import keydir, run
+from deploykey import routing, run
 from deploykey.config import HostConfig
 from deploykey.errors import UserError
 from deploykey.keys import Key
@@ -38,18 +37,6 @@ STRICT = (
 )
 
 
-@dataclass(frozen=True)
-class Setup:
-    """Where the files are, and the ssh command line that uses them (no key material in it)."""
-
-    key_dir: Path
-    config: Path
-    command: str
-
-    def files(self) -> list[Path]:
-        return sorted(self.key_dir.iterdir()) if self.key_dir.exists() else []
-
-
 def identity_name(key: Key) -> str:
     return "id_" + key.name.lower()
 
@@ -58,28 +45,35 @@ def quote(path: Path | str) -> str:
     return '"' + str(path) + '"'
 
 
-def render_config(hosts: Sequence[HostConfig], key: Key, key_dir: Path) -> str:
-    known_hosts = key_dir / KNOWN_HOSTS
+def _block(pattern: str, host: HostConfig, key: Key | None, key_dir: Path) -> list[str]:
+    lines = [f"Host {pattern}", f"  HostName {host.hostname or host.name}"]
+    if host.port:
+        lines.append(f"  Port {host.port}")
+    if host.user:
+        lines.append(f"  User {host.user}")
+    lines.append(f"  HostKeyAlias {host.name}")
+    identity = quote(key_dir / identity_name(key)) if key else "none"
+    lines.append(f"  IdentityFile {identity}")
+    lines.append(f"  UserKnownHostsFile {quote(key_dir / KNOWN_HOSTS)}")
+    lines.extend(f"  {option} {value}" for option, value in STRICT)
+    return lines
+
+
+def render_config(hosts: Sequence[HostConfig], keys: Sequence[Key], key_dir: Path) -> str:
+    """A block per host (no key: the router picks one) and per (key, host) alias (that key only)."""
     lines = [
         "# deploykey: ssh settings for one build, removed when it ends.",
-        "# One deploy key, pinned host keys, no agent, never a prompt.",
+        "# One deploy key per alias, pinned host keys, no agent, never a prompt.",
     ]
     for host in hosts:
-        lines.append(f"Host {host.name}")
-        if host.hostname:
-            lines.append(f"  HostName {host.hostname}")
-        if host.port:
-            lines.append(f"  Port {host.port}")
-        if host.user:
-            lines.append(f"  User {host.user}")
-        lines.append(f"  HostKeyAlias {host.name}")
-        lines.append(f"  IdentityFile {quote(key_dir / identity_name(key))}")
-        lines.append(f"  UserKnownHostsFile {quote(known_hosts)}")
-        lines.extend(f"  {option} {value}" for option, value in STRICT)
-    # Every other host (IdentityFile accumulates across blocks, so the configured ones are excluded).
-    lines.append("Host * " + " ".join(f"!{host.name}" for host in hosts))
+        lines.extend(_block(host.name, host, None, key_dir))
+        for key in keys:
+            lines.extend(_block(routing.alias(key, host.name), host, key, key_dir))
+    # Every other host: no key, and still only pinned host keys (`IdentityFile none` offers nothing;
+    # ssh accumulates IdentityFile, and skips "none", so the blocks above keep their one key).
+    lines.append("Host *")
     lines.append("  IdentityFile none")
-    lines.append(f"  UserKnownHostsFile {quote(known_hosts)}")
+    lines.append(f"  UserKnownHostsFile {quote(key_dir / KNOWN_HOSTS)}")
     lines.extend(f"  {option} {value}" for option, value in STRICT)
     return "\n".join(lines) + "\n"
 
@@ -94,38 +88,19 @@ def render_known_hosts(hosts: Sequence[HostConfig]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ssh_command(ssh: str, config: Path) -> str:
-    return f"{shlex.quote(ssh)} -F {shlex.quote(str(config))}"
-
-
-def create(hosts: Sequence[HostConfig], key: Key, outside: Sequence[Path]) -> Setup:
-    """Write the key, known_hosts and ssh config into a fresh private directory."""
-    ssh = run.which("ssh", "connect to the git host")
-    directory = keydir.create(outside)
-    try:
-        directory.write(identity_name(key), key.material)
-        directory.write(KNOWN_HOSTS, render_known_hosts(hosts).encode())
-        config = directory.write(CONFIG, render_config(hosts, key, directory.path).encode())
-    except BaseException:
-        directory.remove()
-        raise
-    return Setup(directory.path, config, ssh_command(ssh, config))
-
-
 @dataclass(frozen=True)
 class Greeting:
-    host: str
+    accepted: bool
     server_key: str | None
     message: str
 
 
-def verify(setup: Setup, host: HostConfig, user: str | None, key: Key) -> Greeting:
-    """Connect once (`ssh -T`) to check the host key and that the server accepts the key.
-
-    Fails before anything is installed, with the host's expected and offered fingerprints.
-    """
-    argv = [*shlex.split(setup.command), "-v", "-T", "-o", "ConnectTimeout=20"]
-    argv.append(f"{user}@{host.name}" if user else host.name)
+def greet(ssh: str, config: Path, host: HostConfig, key: Key, user: str | None) -> Greeting:
+    """Connect once as `key` (`ssh -T` to its alias): is the host key trusted, is the key accepted,
+    and what does the server say (GitHub names the repository a deploy key opens)."""
+    target = routing.alias(key, host.name)
+    argv = [ssh, "-F", str(config), "-v", "-T", "-o", "ConnectTimeout=20"]
+    argv.append(f"{user}@{target}" if user else target)
     result = run.run(argv, env=run.child_env())
     debug = [line for line in result.lines if line.startswith(VERBOSE)]
     said = [line for line in result.lines if not line.startswith(VERBOSE) and line.strip()]
@@ -141,18 +116,22 @@ def verify(setup: Setup, host: HostConfig, user: str | None, key: Key) -> Greeti
     )
     text = "\n".join(said)
     if "Host key verification failed" in text or "REVOKED HOST KEY" in text:
-        expected = ", ".join(k.fingerprint for k in host.trusted()) or "none"
-        raise UserError(
-            "host::mismatch",
-            host=host.name,
-            address=host.address,
-            offered=f" ({offered})" if offered else "",
-            expected=expected,
-        )
+        raise mismatch(host, offered)
     if any("Authenticated to" in line for line in debug):
-        return Greeting(host.name, offered, " ".join(said))
+        return Greeting(True, offered, " ".join(said))
     if "Permission denied" in text:
-        raise UserError("key::refused", host=host.name, fingerprint=key.fingerprint, detail=text)
+        return Greeting(False, offered, text)
     raise UserError(
         "host::unreachable", host=host.name, address=host.address, detail=text or "no answer"
+    )
+
+
+def mismatch(host: HostConfig, offered: str | None) -> UserError:
+    expected = ", ".join(k.fingerprint for k in host.trusted()) or "none"
+    return UserError(
+        "host::mismatch",
+        host=host.name,
+        address=host.address,
+        offered=f" ({offered})" if offered else "",
+        expected=expected,
     )

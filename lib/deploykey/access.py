@@ -1,0 +1,171 @@
+"""A build's access to private repositories: one private key dir, and what git needs to use it.
+
+The key dir (keydir.py) holds every key, the pinned known_hosts, an ssh_config with one alias per
+(key, host), the router that picks the alias per repository, its routes, and any HTTPS tokens with
+their credential helper. `Access` then says how git gets there, in the three forms the platforms
+need: environment variables for a child process (compile), a `.gitconfig` block for a process that
+inherits nothing (app hooks), and `export` lines for the next buildpack. None of them holds a key
+or a token: only paths.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploykey import credentials, keydir, output, routing, run, sshconfig
+from deploykey.config import HostConfig
+from deploykey.credentials import Token
+from deploykey.keys import Key
+from deploykey.requirements import Requirements
+from deploykey.routing import Route
+
+ROUTER = "ssh"
+ROUTES = "routes"
+
+
+@dataclass(frozen=True)
+class Access:
+    key_dir: Path
+    routes: tuple[Route, ...]
+    git_config: tuple[tuple[str, str], ...]
+    # What each key's host said it opens: (key name, host, greeting), for the doctor's reasons.
+    greetings: tuple[tuple[str, str, str], ...] = ()
+
+    def opens(self, key: Key, host: str) -> str | None:
+        """The repository a key's greeting named on host (GitHub deploy keys), if any."""
+        for name, where, message in self.greetings:
+            match = routing.GREETING.search(message)
+            if name == key.name and where == host and match and "/" in match.group("name"):
+                return match.group("name")
+        return None
+
+    @property
+    def ssh_command(self) -> str:
+        # Run through sh: /dev/shm is mounted noexec in Docker builds. ssh.variant tells git that
+        # this command takes OpenSSH's options.
+        return f"sh {shlex.quote(str(self.key_dir / ROUTER))}"
+
+    def settings(self) -> list[tuple[str, str]]:
+        """Every git setting, core.sshCommand first."""
+        return [("core.sshCommand", self.ssh_command), ("ssh.variant", "ssh"), *self.git_config]
+
+    def env(self) -> dict[str, str]:
+        """For a child process; git reads GIT_CONFIG_COUNT/KEY_n/VALUE_n like its config files."""
+        env = {"GIT_SSH_COMMAND": self.ssh_command, "GIT_SSH_VARIANT": "ssh"}
+        env["GIT_CONFIG_COUNT"] = str(len(self.git_config))
+        for index, (name, value) in enumerate(self.git_config):
+            env[f"GIT_CONFIG_KEY_{index}"] = name
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
+        return env
+
+    def gitconfig(self) -> str:
+        """The same settings as .gitconfig text, for a process that only reads $HOME."""
+        lines: list[str] = []
+        for name, value in self.settings():
+            section, _, rest = name.partition(".")
+            subsection, _, key = rest.rpartition(".")
+            header = f'[{section} "{_escape(subsection)}"]' if subsection else f"[{section}]"
+            lines += [header, f'\t{key} = "{_escape(value)}"']
+        return "\n".join(lines) + "\n"
+
+    def export(self) -> str:
+        """Shell lines the platform sources before the next buildpack (Heroku's export file)."""
+        return "".join(
+            f"export {name}={shlex.quote(value)}\n" for name, value in self.env().items()
+        )
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def open(
+    hosts: Sequence[HostConfig],
+    keys: Sequence[Key],
+    tokens: Sequence[Token],
+    mapping: dict[str, tuple[str, ...]],
+    requirements: Requirements,
+    outside: Sequence[Path],
+) -> Access:
+    """Write the key dir, learn what each key opens, route. The caller removes key_dir."""
+    ssh = run.which("ssh", "connect to the git host") if keys else "ssh"
+    directory = keydir.create(outside)
+    try:
+        for key in keys:
+            directory.write(sshconfig.identity_name(key), key.material)
+        directory.write(sshconfig.KNOWN_HOSTS, sshconfig.render_known_hosts(hosts).encode())
+        config = directory.write(
+            sshconfig.CONFIG, sshconfig.render_config(hosts, keys, directory.path).encode()
+        )
+        directory.write(ROUTER, routing.router_script(ssh).encode())
+        for token in tokens:
+            directory.write(token.file_name, token.value)
+        directory.write(credentials.INDEX, credentials.index(list(tokens)).encode())
+        directory.write(credentials.HELPER, credentials.HELPER_SCRIPT.encode())
+        greetings: list[tuple[str, str, str]] = []
+        routes = _routes(ssh, config, hosts, keys, mapping, requirements, greetings)
+        directory.write(ROUTES, routing.render(routes).encode())
+    except BaseException:
+        directory.remove()
+        raise
+    git_config = _git_config(directory.path, routes, tokens)
+    return Access(directory.path, tuple(routes), git_config, tuple(greetings))
+
+
+def _routes(
+    ssh: str,
+    config: Path,
+    hosts: Sequence[HostConfig],
+    keys: Sequence[Key],
+    mapping: dict[str, tuple[str, ...]],
+    requirements: Requirements,
+    greetings: list[tuple[str, str, str]],
+) -> list[Route]:
+    by_name = {key.name: key for key in keys}
+    names = [host.name for host in hosts]
+    routes = routing.from_config(by_name, mapping, names)
+    users = {req.host: req.user for req in requirements.git if req.scheme == "ssh"}
+    for host in (h for h in hosts if h.name in users):
+        for key in keys:
+            greeting = sshconfig.greet(ssh, config, host, key, users[host.name])
+            said = greeting.message if greeting.accepted else "key not accepted"
+            output.detail(f"{key.name} ({key.fingerprint}) at {host.name}: {said}")
+            if greeting.accepted:
+                greetings.append((key.name, host.name, greeting.message))
+            if greeting.accepted and key.name not in mapping and key.name != routing.DEFAULT_KEY:
+                routes.append(routing.from_greeting(key, host.name, greeting.message))
+    default = by_name.get(routing.DEFAULT_KEY)
+    if default is not None and routing.DEFAULT_KEY not in mapping:
+        routes += routing.fallback(default, names)
+    return routing.ordered(routes)
+
+
+def _git_config(
+    key_dir: Path, routes: Sequence[Route], tokens: Sequence[Token]
+) -> tuple[tuple[str, str], ...]:
+    entries: list[tuple[str, str]] = []
+    token_hosts = {token.host for token in tokens}
+    # https URLs of repositories a key is routed to go over ssh (unless a token serves that host).
+    for route in routes:
+        if route.rank in (routing.EXACT, routing.GLOB_ROUTE) and route.host not in token_hosts:
+            prefix = route.pattern.split("*", 1)[0]
+            if route.rank == routing.EXACT:
+                entries.append(
+                    (
+                        f"url.ssh://git@{route.host}/{prefix}.git.insteadOf",
+                        f"https://{route.host}/{prefix}.git",
+                    )
+                )
+            entries.append(
+                (f"url.ssh://git@{route.host}/{prefix}.insteadOf", f"https://{route.host}/{prefix}")
+            )
+    if tokens:
+        # An empty helper first: the user's own helpers are not asked.
+        entries.append(("credential.helper", ""))
+        entries.append(
+            ("credential.helper", f"!sh {shlex.quote(str(key_dir / credentials.HELPER))}")
+        )
+    return tuple(entries)

@@ -1,0 +1,235 @@
+"""The doctor: for every private requirement, which key and host it will use, and whether it works.
+
+Each requirement is fetched the way pip will fetch it (`git ls-remote` through the router, with the
+build's git settings), so every cause of failure shows up before an install starts, in plain words
+with its fix: a host key mismatch, a key the host refuses, a key valid for another repository, a ref
+that does not exist, a host that cannot be reached, a token refused, the `github.com:org` typo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deploykey import output, routing, run
+from deploykey.access import Access
+from deploykey.config import Settings
+from deploykey.credentials import Token
+from deploykey.errors import UserError
+from deploykey.requirements import GitRequirement, Requirements
+from deploykey.sshconfig import mismatch
+
+SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str
+    what: str
+    via: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def private_https(
+    requirements: Requirements, routes: Sequence[routing.Route], tokens: Sequence[Token]
+) -> list[GitRequirement]:
+    """https requirements that need deploykey: a token serves their host, or a key their repo."""
+    token_hosts = {token.host for token in tokens}
+    return [
+        req
+        for req in requirements.https
+        if req.host_port in token_hosts
+        or any(r.rank <= routing.GLOB_ROUTE and r.matches(req.host, req.repo) for r in routes)
+    ]
+
+
+def check(
+    requirements: Requirements, access: Access, tokens: Sequence[Token], settings: Settings
+) -> list[Finding]:
+    findings = [
+        Finding(
+            f"{problem.facts['file']}:{problem.facts['line']}",
+            str(problem.facts["url"]),
+            "-",
+            False,
+            problem.title,
+            problem.fix,
+        )
+        for problem in requirements.problems
+    ]
+    git = (
+        run.which("git", "fetch git dependencies")
+        if requirements.git or requirements.https
+        else "git"
+    )
+    env = run.child_env(access.env())
+    for req in requirements.git:
+        findings.append(_check_ssh(git, env, req, access, settings))
+    for req in private_https(requirements, access.routes, tokens):
+        findings.append(_check_https(git, env, req, access, tokens))
+    return findings
+
+
+def report(findings: Sequence[Finding]) -> None:
+    """Print each finding; raise doctor::failed naming every requirement that would fail."""
+    for finding in findings:
+        verdict = "ok" if finding.ok else "FAILS"
+        output.detail(f"{finding.where}  {finding.what}")
+        output.detail(f"  via {finding.via}: {verdict}, {finding.detail}")
+        if finding.fix and not finding.ok:
+            output.detail(f"  fix: {finding.fix}")
+    failed = [finding for finding in findings if not finding.ok]
+    if failed:
+        lines = [
+            f"{f.where} {f.what}: {f.detail}" + (f" Fix: {f.fix}" if f.fix else "") for f in failed
+        ]
+        raise UserError(
+            "doctor::failed", count=len(failed), total=len(findings), failures="\n".join(lines)
+        )
+
+
+def _what(req: GitRequirement) -> str:
+    return f"{req.host}/{req.repo}" + (f" @ {req.ref}" if req.ref else "")
+
+
+def _check_ssh(
+    git: str, env: dict[str, str], req: GitRequirement, access: Access, settings: Settings
+) -> Finding:
+    host = settings.host(req.host)
+    route = routing.lookup(access.routes, req.host, req.repo)
+    if route is None:
+        return Finding(
+            req.where,
+            _what(req),
+            f"{req.host} (no key)",
+            False,
+            f"no key is routed to {req.repo}: no DEPLOY_KEY, and no DEPLOY_KEY_<NAME> is mapped to it or "
+            "opens it.",
+            f"add a deploy key for {req.repo} as DEPLOY_KEY_<NAME> (and map it under `keys:` in deploykey.yml "
+            "if its host does not name the repository in its greeting).",
+        )
+    via = f"{route.key.name} ({route.key.fingerprint}) -> {host.address}"
+    result = run.run([git, "ls-remote", req.remote], env=env)
+    if result.ok:
+        return _check_ref(req, via, result.lines)
+    text = result.text
+    if "Host key verification failed" in text or "REVOKED HOST KEY" in text:
+        error = mismatch(host, None)
+        return Finding(
+            req.where,
+            _what(req),
+            via,
+            False,
+            error.title + ". " + error.why.split(". ")[0] + ".",
+            error.fix,
+        )
+    if "Permission denied" in text:
+        return Finding(
+            req.where,
+            _what(req),
+            via,
+            False,
+            f"{req.host} refused the key {route.key.fingerprint}: it is not registered as a deploy key anywhere there.",
+            f"add the public half of {route.key.name} as a deploy key of {req.repo}.",
+        )
+    if "Repository not found" in text or "does not appear to be a git repository" in text:
+        opens = access.opens(route.key, req.host)
+        known = f" {req.host} says it opens {opens}." if opens else ""
+        return Finding(
+            req.where,
+            _what(req),
+            via,
+            False,
+            f"the key {route.key.fingerprint} ({route.key.name}) is valid, but for another repository: {req.host} "
+            f"answered `Repository not found` for {req.repo}.{known}",
+            f"register {route.key.name}'s public half as a deploy key of {req.repo}, or route {req.repo} to the "
+            "key registered there (`keys:` in deploykey.yml).",
+        )
+    return Finding(
+        req.where,
+        _what(req),
+        via,
+        False,
+        _last_words(result),
+        f"check that {host.address} is reachable.",
+    )
+
+
+def _check_https(
+    git: str, env: dict[str, str], req: GitRequirement, access: Access, tokens: Sequence[Token]
+) -> Finding:
+    token = next((t for t in tokens if t.host == req.host_port), None)
+    route = routing.lookup(access.routes, req.host, req.repo)
+    if token is None and route is not None:
+        via = f"{route.key.name} ({route.key.fingerprint}), https rewritten to ssh"
+    else:
+        via = f"token {token.describe()}" if token else "no token"
+    result = run.run([git, "ls-remote", req.remote], env=env)
+    if result.ok:
+        return _check_ref(req, via, result.lines)
+    text = result.text
+    if token is not None and (
+        "Authentication failed" in text
+        or "could not read Username" in text
+        or " 401" in text
+        or " 403" in text
+    ):
+        return Finding(
+            req.where,
+            _what(req),
+            via,
+            False,
+            f"{req.host_port} refused the token {token.name}.",
+            f"check that {token.name} is a valid token with read access to {req.repo}.",
+        )
+    return Finding(req.where, _what(req), via, False, _last_words(result), "")
+
+
+def _check_ref(req: GitRequirement, via: str, lines: Sequence[str]) -> Finding:
+    refs = {}
+    for line in lines:
+        if "\t" in line:
+            sha, name = line.split("\t", 1)
+            refs[name] = sha
+    if not req.ref:
+        return Finding(
+            req.where, _what(req), via, True, f"readable, HEAD is {refs.get('HEAD', '?')[:7]}"
+        )
+    for name in (f"refs/tags/{req.ref}^{{}}", f"refs/tags/{req.ref}", f"refs/heads/{req.ref}"):
+        if name in refs:
+            return Finding(req.where, _what(req), via, True, f"{req.ref} is {refs[name][:7]}")
+    if SHA.match(req.ref):
+        if any(sha.startswith(req.ref) for sha in refs.values()):
+            return Finding(
+                req.where, _what(req), via, True, f"commit {req.ref[:7]} is a branch or tag head"
+            )
+        return Finding(
+            req.where, _what(req), via, True, f"readable; commit {req.ref[:7]} is fetched by pip"
+        )
+    tags = sorted(
+        n.removeprefix("refs/tags/")
+        for n in refs
+        if n.startswith("refs/tags/") and not n.endswith("^{}")
+    )
+    heads = sorted(n.removeprefix("refs/heads/") for n in refs if n.startswith("refs/heads/"))
+    return Finding(
+        req.where,
+        _what(req),
+        via,
+        False,
+        f"the repository is readable, but has no tag or branch `{req.ref}` (tags: {', '.join(tags[-5:]) or 'none'}; "
+        f"branches: {', '.join(heads[:5]) or 'none'}).",
+        f"use an existing tag, branch or commit in {req.file}:{req.line}.",
+    )
+
+
+def _last_words(result: run.Result) -> str:
+    said = [
+        line.strip()
+        for line in result.lines
+        if line.strip() and not line.startswith("fatal: Could not read")
+    ]
+    return " ".join(said[-3:]) or f"git exited with status {result.status}"

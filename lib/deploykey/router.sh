@@ -1,0 +1,60 @@
+#!/bin/sh
+# deploykey's ssh router, written into a build's key dir; git runs it as its ssh command:
+#   sh ROUTER [-o OPTION] [-p PORT] [-4|-6] [USER@]HOST 'git-upload-pack '\''/org/repo.git'\'''
+# GitHub deploy keys open one repository each, and ssh picks keys by host, not by repository, so
+# this reads the repository from git's remote command, finds the first line of `routes`
+# (HOST PATTERN ALIAS) whose host is HOST and whose glob PATTERN matches it, and runs the real ssh
+# with the kit's config against ALIAS, an ssh_config Host block holding that one key. Transitive
+# dependencies and submodules are fetched by git the same way, so they are routed too.
+set -eu
+dir=$(dirname -- "$0")
+ssh=@SSH@
+
+last=""
+for arg in "$@"; do last=$arg; done
+repo=""
+case "$last" in
+  git-upload-pack\ * | git-receive-pack\ * | git-upload-archive\ *)
+    repo=${last#* }
+    repo=$(printf '%s' "$repo" | tr -d "'\"" | tr 'ABCDEFGHIJKLMNOPQRSTUVWXYZ' 'abcdefghijklmnopqrstuvwxyz')
+    repo=${repo#/}
+    repo=${repo%/}
+    repo=${repo%.git}
+    ;;
+esac
+
+# Rebuild the arguments, with the destination (the first operand) replaced by its alias.
+first=1
+found=0
+takes_value=0
+for arg in "$@"; do
+  if [ "$first" = 1 ]; then
+    set --
+    first=0
+  fi
+  if [ "$takes_value" = 1 ]; then
+    takes_value=0
+  elif [ "$found" = 0 ]; then
+    case "$arg" in
+      -[BbcDEeFIiJLlmOopQRSWw]) takes_value=1 ;;
+      -*) ;;
+      *)
+        found=1
+        user=""
+        host=$arg
+        case "$arg" in *@*) user="${arg%@*}@" host=${arg##*@} ;; esac
+        while read -r route_host pattern alias; do
+          [ "$route_host" = "$host" ] || continue
+          # shellcheck disable=SC2254 # the pattern is a glob on purpose (acme/*)
+          case "$repo" in $pattern)
+            arg="$user$alias"
+            break
+            ;;
+          esac
+        done <"$dir/routes"
+        ;;
+    esac
+  fi
+  set -- "$@" "$arg"
+done
+exec "$ssh" -F "$dir/ssh_config" "$@"
