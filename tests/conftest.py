@@ -29,6 +29,7 @@ KIT = Path(__file__).resolve().parents[1]
 BIN = KIT / "bin"
 FLIT = "flit_core==3.9.0"
 _labels = itertools.count(1)
+UTILS_REQUIREMENT = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -47,7 +48,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def flit_package(
-    module: str, version: str, body: str = "", backend: str | None = None
+    module: str,
+    version: str,
+    body: str = "",
+    backend: str | None = None,
+    dependencies: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """A tiny PEP 517 project built by flit_core (or an in-tree backend that wraps it)."""
     project = textwrap.dedent(
@@ -61,8 +66,9 @@ def flit_package(
         name = "{module.replace("_", "-")}"
         version = "{version}"
         description = "test package"
+        dependencies = {list(dependencies)!r}
         """
-    )
+    ).replace("'", '"')
     return {
         "pyproject.toml": project,
         f"{module}/__init__.py": f'"""{module}"""\n\n__version__ = "{version}"\n{body}',
@@ -83,8 +89,14 @@ def build_wheel(*args, **kwargs):
     _dump()
     return _flit.build_wheel(*args, **kwargs)
 
+def build_editable(*args, **kwargs):
+    _dump()
+    return _flit.build_editable(*args, **kwargs)
+
 get_requires_for_build_wheel = _flit.get_requires_for_build_wheel
 prepare_metadata_for_build_wheel = _flit.prepare_metadata_for_build_wheel
+get_requires_for_build_editable = _flit.get_requires_for_build_editable
+prepare_metadata_for_build_editable = _flit.prepare_metadata_for_build_editable
 """
 
 # A build backend that waits, so a test can interrupt the install while pip is running.
@@ -111,6 +123,14 @@ def git_server() -> Iterator[GitServer]:
         ),
     )
     server.add_repo("acme/other-lib", flit_package("other_lib", "2.0"))
+    server.add_repo("acme/billing", flit_package("billing", "2.0", "def total():\n    return 42\n"))
+    server.add_repo("acme/sub", {"README": "a submodule, fetched by git with the scp-like URL\n"})
+    server.add_repo(
+        "acme/app-core",
+        flit_package("app_core", "1.0", dependencies=(UTILS_REQUIREMENT,)),
+        submodules={"vendor/sub": ("git@github.com:acme/sub.git", "acme/sub")},
+    )
+    server.add_repo("group/lib", flit_package("group_lib", "3.0"))
     server.add_repo(
         "acme/env-dumper",
         {
@@ -231,7 +251,7 @@ def utils_key(git_server: GitServer, keys_dir: Path) -> GeneratedKey:
 # ---------------------------------------------------------------- a Heroku-like build layout
 
 
-REQUIREMENT = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
+REQUIREMENT = UTILS_REQUIREMENT
 
 
 @dataclass

@@ -104,10 +104,18 @@ def ensure_git_user() -> pwd.struct_passwd:
     return user
 
 
+# The server's repositories belong to the git user; root builds them (git 2.39 honours
+# safe.directory only in a global or system config).
+SAFE_CONFIG = Path(tempfile.gettempdir()) / "deploykey-gitserver-safe.gitconfig"
+
+
 def run_git(*args: str, cwd: Path | None = None) -> str:
+    if not SAFE_CONFIG.exists():
+        SAFE_CONFIG.write_text("[safe]\n\tdirectory = *\n")
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(cwd or "/tmp"),
+        "GIT_CONFIG_GLOBAL": str(SAFE_CONFIG),
         "GIT_AUTHOR_NAME": "Test",
         "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "Test",
@@ -168,13 +176,26 @@ class GitServer:
             """
         )
 
-    def add_repo(self, name: str, files: dict[str, str], tags: tuple[str, ...] = ("v1.0",)) -> Path:
+    def add_repo(
+        self,
+        name: str,
+        files: dict[str, str],
+        tags: tuple[str, ...] = ("v1.0",),
+        submodules: dict[str, tuple[str, str]] | None = None,
+    ) -> Path:
+        """A bare repository `name` with these files, tags and submodules (path: (URL as
+        .gitmodules gives it, a repository already on this server))."""
         work = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
         for relative, content in files.items():
             path = work / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
         run_git("init", "-q", "-b", "main", cwd=work)
+        for path, (url, repo) in (submodules or {}).items():
+            source = str(self.root / "repos" / f"{repo}.git")
+            local = ("-c", "protocol.file.allow=always")
+            run_git(*local, "submodule", "add", "-q", source, path, cwd=work)
+            run_git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
         run_git("add", "-A", cwd=work)
         run_git("commit", "-q", "-m", "initial", cwd=work)
         for tag in tags:

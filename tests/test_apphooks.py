@@ -144,7 +144,8 @@ def test_pre_compile_failure_leaves_nothing(
     state = snapshot(build.home)
     result = run_hook(build, "pre_compile", hook_env(build, stranger))
     assert result.returncode == 1
-    assert f" !     github.com refused the deploy key {stranger.fingerprint}" in result.stderr
+    assert " !     1 of 1 private requirements cannot be fetched" in result.stderr
+    assert f"github.com refused the key {stranger.fingerprint}" in result.stderr
     assert snapshot(build.home) == state
     assert key_dirs() - before == set()
 

@@ -52,9 +52,23 @@ def test_hosts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("yml", "detail"),
     [
-        ("hosts: [a, b]\n", "`hosts` must map host names to settings"),
+        ("hosts: [a, b]\n", "`hosts` must be a mapping"),
         ("- a\n", "the top level must be a mapping"),
-        ("keyz: {}\n", "unknown key 'keyz' (known: hosts)"),
+        ("keyz: {}\n", "unknown key 'keyz' (known: hosts, keys, tokens)"),
+        (
+            "keys:\n  MY_KEY: [acme/x]\n",
+            "keys: MY_KEY: a key's config var is DEPLOY_KEY or DEPLOY_KEY_<NAME>",
+        ),
+        ("keys:\n  DEPLOY_KEY_A: []\n", "keys: DEPLOY_KEY_A: must list repositories"),
+        (
+            "keys:\n  DEPLOY_KEY_A: ['acme x']\n",
+            "'acme x' is not a repository, a glob of repositories or a host",
+        ),
+        ("tokens:\n  GITHUB_TOKEN: 'http://x'\n", "tokens: GITHUB_TOKEN: host must be a host name"),
+        (
+            "tokens:\n  GITHUB_TOKEN: {host: x, pass: y}\n",
+            "must be a host, or a mapping with host and username",
+        ),
         ("hosts:\n  github.com:\n    prot: 22\n", "hosts: github.com: unknown setting 'prot'"),
         (
             "hosts:\n  github.com:\n    port: http\n",
@@ -103,3 +117,25 @@ def test_bad_setting(tmp_path: Path) -> None:
         load(tmp_path, None, env={"DEPLOYKEY_INSTALL": "sometimes"})
     assert caught.value.title == "DEPLOYKEY_INSTALL=sometimes is not a valid setting"
     assert "auto, python, venv, off" in caught.value.why
+
+
+def test_keys_and_tokens(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        "keys:\n  DEPLOY_KEY_BILLING: [acme/Billing.git]\n  DEPLOY_KEY_UTILS: [acme/utils, acme/utils-*, gitlab.com]\n"
+        "tokens:\n  GIT_TOKEN_LOCAL: {host: '127.0.0.1:8080', username: deploy}\n  GITLAB_TOKEN: gitlab.example.com\n",
+    )
+    assert settings.keys == {
+        "DEPLOY_KEY_BILLING": ("acme/billing",),
+        "DEPLOY_KEY_UTILS": ("acme/utils", "acme/utils-*", "gitlab.com"),
+    }
+    tokens = settings.token_configs()
+    assert tokens["GIT_TOKEN_LOCAL"] == config.TokenConfig(
+        "GIT_TOKEN_LOCAL", "127.0.0.1:8080", "deploy"
+    )
+    assert tokens["GITLAB_TOKEN"] == config.TokenConfig(
+        "GITLAB_TOKEN", "gitlab.example.com", "oauth2"
+    )
+    assert tokens["GITHUB_TOKEN"] == config.TokenConfig(
+        "GITHUB_TOKEN", "github.com", "x-access-token"
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -194,10 +193,12 @@ def test_host_key_mismatch_fails_before_installing(
 def test_failing_pip_still_scrubs(build: Build, utils_key: GeneratedKey) -> None:
     before = key_dirs()
     build.set_key(utils_key.text)
-    (build.app / "requirements.txt").write_text(REQUIREMENT.replace("@v1.0", "@v9.9") + "\n")
+    # Every private requirement checks out; pip then fails on a package no index has.
+    (build.app / "requirements.txt").write_text(REQUIREMENT + "\nno-such-package-anywhere==1.0\n")
     app_before = snapshot(build.app)
     result = build.compile()
     assert result.returncode == 1
+    assert "requirements.txt:1  github.com/acme/private-utils @ v1.0" in result.stdout
     assert " !     pip failed with exit status 1" in result.stderr
     assert "removed the key dir" in result.stdout
     assert snapshot(build.app) == app_before  # the half-built venv went with the failure
@@ -216,9 +217,11 @@ def test_key_for_another_repository_is_named(
     build.set_key(other.text)
     result = build.compile()
     assert result.returncode == 1
+    assert " !     1 of 1 private requirements cannot be fetched" in result.stderr
     assert (
-        f" !     The deploy key {other.fingerprint} cannot read acme/private-utils on github.com"
-        in result.stderr
+        f"requirements.txt:1 github.com/acme/private-utils @ v1.0: the key {other.fingerprint} "
+        "(DEPLOY_KEY) is valid, but for another repository: github.com answered `Repository not "
+        "found` for acme/private-utils. github.com says it opens acme/other-lib." in result.stderr
     )
     assert_clean(build, other, result, before)
 
@@ -266,7 +269,8 @@ def test_dry_run_changes_no_byte(build: Build, utils_key: GeneratedKey) -> None:
     assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
     assert f"github.com -> 127.0.0.1:{build.server.port}" in out
     assert "|   StrictHostKeyChecking yes" in out and "|   IdentitiesOnly yes" in out
-    assert "requirements.txt:1: github.com/acme/private-utils @ v1.0" in out
+    assert "requirements.txt:1: ssh://git@github.com/acme/private-utils.git @ v1.0" in out
+    assert "via DEPLOY_KEY" in out and ": ok, v1.0 is " in out  # the dry run checked it
     assert f"$ {build.app_path}/.venv/bin/python -m pip install" in out
     assert not text_has_key(out + result.stderr, utils_key.text)
 
@@ -400,7 +404,7 @@ def test_handoff_to_the_next_buildpack_through_export(
         result = build.compile()
         assert result.returncode == 0, result.stdout + result.stderr
         assert (
-            f"wrote {export}: GIT_SSH_COMMAND for the next buildpack (DEPLOYKEY_INSTALL=off)"
+            f"wrote {export}: the git settings for the next buildpack (DEPLOYKEY_INSTALL=off)"
             in result.stdout
         )
         handed = key_dirs() - before
@@ -415,11 +419,20 @@ def test_handoff_to_the_next_buildpack_through_export(
             ["bash", "-c", pip], cwd=build.app, env=env, capture_output=True, text=True
         )
         assert installed.returncode == 0, installed.stdout + installed.stderr
-        command = export.read_text().split("GIT_SSH_COMMAND=", 1)[1].strip()
+        # The hook runs in the next buildpack's environment, which has the export's variables.
+        sourced = subprocess.run(
+            ["bash", "-c", f". {export} && env -0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        handed_env = dict(item.split("=", 1) for item in sourced.split("\0") if "=" in item)
+        assert handed_env["GIT_SSH_COMMAND"].startswith("sh ")
         hook = subprocess.run(
             [str(BIN / "post_compile")],
             cwd=build.app,
-            env={**env, "ENV_DIR": str(build.env_dir), "GIT_SSH_COMMAND": shlex.split(command)[0]},
+            env={**handed_env, "ENV_DIR": str(build.env_dir)},
             capture_output=True,
             text=True,
         )

@@ -52,7 +52,7 @@ def test_finds_every_copy(
     )
     report = scan.scan([tree], [load(key)])
     assert [hit.path.name for hit in report.hits] == ["leak.txt"]
-    assert report.hits[0].fingerprint == key.fingerprint
+    assert report.hits[0].label == key.fingerprint
 
 
 def test_finds_the_raw_key_bytes(tmp_path: Path, keys_dir: Path) -> None:

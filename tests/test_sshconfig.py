@@ -11,12 +11,14 @@ from deploykey.config import HostConfig
 
 
 def effective(config: Path, host: str) -> dict[str, str]:
-    out = subprocess.run(
-        ["ssh", "-G", "-F", str(config), host], capture_output=True, text=True, check=True
-    ).stdout
-    return {
-        line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines() if " " in line
-    }
+    """ssh -G's answer; repeated options (IdentityFile accumulates) joined by commas."""
+    argv = ["ssh", "-G", "-F", str(config), host]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    found: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        name, _, value = line.partition(" ")
+        found.setdefault(name, []).append(value)
+    return {name: ",".join(values) for name, values in found.items()}
 
 
 def test_effective_options(tmp_path: Path, keys_dir: Path) -> None:
@@ -24,12 +26,14 @@ def test_effective_options(tmp_path: Path, keys_dir: Path) -> None:
     key = keys.load(generated.path.read_bytes(), "DEPLOY_KEY", "test")
     hosts = [HostConfig("github.com", "127.0.0.1", 2222, "git"), HostConfig("gitlab.com")]
     config = tmp_path / "ssh_config"
-    config.write_text(sshconfig.render_config(hosts, key, tmp_path))
-    github = effective(config, "github.com")
+    config.write_text(sshconfig.render_config(hosts, [key], tmp_path))
+    assert effective(config, "github.com")["identityfile"] == "none"  # the router picks the alias
+    github = effective(config, "deploy_key.github.com")
     assert github["hostname"] == "127.0.0.1"
     assert github["port"] == "2222"
     assert github["hostkeyalias"] == "github.com"
-    assert github["identityfile"] == str(tmp_path / "id_deploy_key")
+    # One key; "none" (from Host *) is skipped by ssh when it loads identities.
+    assert github["identityfile"] == f"{tmp_path / 'id_deploy_key'},none"
     assert github["identitiesonly"] == "yes"
     assert github["identityagent"] == "none"
     assert github["batchmode"] == "yes"
@@ -37,7 +41,7 @@ def test_effective_options(tmp_path: Path, keys_dir: Path) -> None:
     assert github["userknownhostsfile"] == str(tmp_path / "known_hosts")
     assert github["globalknownhostsfile"] == "/dev/null"
     assert github["updatehostkeys"] == "false"
-    assert effective(config, "gitlab.com")["hostname"] == "gitlab.com"
+    assert effective(config, "deploy_key.gitlab.com")["hostname"] == "gitlab.com"
     # A host nobody configured: no key offered, still strict and pinned.
     other = effective(config, "git.example.com")
     assert other["identityfile"] == "none"
@@ -55,22 +59,21 @@ def test_known_hosts_as_ssh_keygen_reads_it(tmp_path: Path) -> None:
     assert "@revoked github.com ssh-rsa" in known.read_text()
 
 
-def test_created_files_are_private(tmp_path: Path, keys_dir: Path) -> None:
-    generated = make_key(keys_dir)
-    key = keys.load(generated.path.read_bytes(), "DEPLOY_KEY", "test")
-    setup = sshconfig.create([HostConfig("github.com")], key, [tmp_path])
-    try:
-        assert oct(setup.key_dir.stat().st_mode & 0o777) == "0o700"
-        assert {p.name: oct(p.stat().st_mode & 0o777) for p in setup.files()} == {
-            "id_deploy_key": "0o600",
-            "known_hosts": "0o600",
-            "ssh_config": "0o600",
-        }
-        assert (setup.key_dir / "id_deploy_key").read_bytes() == generated.path.read_bytes()
-        assert tmp_path not in setup.key_dir.parents
-        assert setup.command.endswith(f"-F {setup.config}")
-        assert generated.text not in setup.command
-    finally:
-        import shutil
-
-        shutil.rmtree(setup.key_dir)
+def test_github_over_port_443(tmp_path: Path, keys_dir: Path) -> None:
+    """The documented fallback for networks that block port 22: ssh.github.com:443, still checked
+    against github.com's pinned keys."""
+    key = keys.load(make_key(keys_dir).path.read_bytes(), "DEPLOY_KEY", "test")
+    config = tmp_path / "ssh_config"
+    host = HostConfig("github.com", "ssh.github.com", 443)
+    config.write_text(sshconfig.render_config([host], [key], tmp_path))
+    known = tmp_path / "known_hosts"
+    known.write_text(sshconfig.render_known_hosts([host]))
+    github = effective(config, "deploy_key.github.com")
+    assert (github["hostname"], github["port"], github["hostkeyalias"]) == (
+        "ssh.github.com",
+        "443",
+        "github.com",
+    )
+    argv = ["ssh-keygen", "-F", "github.com", "-f", str(known), "-l"]
+    found = subprocess.run(argv, capture_output=True, text=True).stdout
+    assert "SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU" in found

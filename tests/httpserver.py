@@ -1,0 +1,144 @@
+"""A real git HTTP server on 127.0.0.1 that requires a token: nginx, fcgiwrap, git http-backend.
+
+nginx asks for HTTP basic credentials (the user name and the token as the password) and hands the
+request to `git http-backend` through fcgiwrap, as a self-hosted git server behind a token would.
+Its access log records each request's user and URL, so tests can check that no token was ever in
+a URL. Started and stopped by the tests; Debian packages nginx and fcgiwrap (.ci/setup).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitserver import free_port, run_git
+
+NGINX = "/usr/sbin/nginx"
+FCGIWRAP = "/usr/sbin/fcgiwrap"
+BACKEND = "/usr/lib/git-core/git-http-backend"
+
+
+@dataclass
+class GitHttpServer:
+    root: Path
+    user: str
+    token: str
+    port: int = 0
+    processes: tuple[subprocess.Popen[bytes], ...] = ()
+
+    @classmethod
+    def create(cls, user: str, token: str) -> GitHttpServer:
+        for program in (NGINX, FCGIWRAP, BACKEND):
+            if not Path(program).exists():
+                raise RuntimeError(
+                    f"{program} is missing: install nginx, fcgiwrap and git (.ci/setup does)"
+                )
+        root = Path(tempfile.mkdtemp(prefix="deploykey-httpserver-"))
+        (root / "repos").mkdir()
+        # nginx's PLAIN scheme: the password as it is (a test token, made at run time).
+        (root / "htpasswd").write_text(f"{user}:{{PLAIN}}{token}\n")
+        return cls(root, user, token)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add_repo(self, name: str, files: dict[str, str], tags: tuple[str, ...] = ("v1.0",)) -> None:
+        work = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
+        for relative, content in files.items():
+            path = work / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        run_git("init", "-q", "-b", "main", cwd=work)
+        run_git("add", "-A", cwd=work)
+        run_git("commit", "-q", "-m", "initial", cwd=work)
+        for tag in tags:
+            run_git("tag", tag, cwd=work)
+        bare = self.root / "repos" / f"{name}.git"
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        run_git("clone", "-q", "--bare", str(work), str(bare))
+        shutil.rmtree(work)
+
+    def access_log(self) -> str:
+        return (self.root / "access.log").read_text()
+
+    def start(self) -> None:
+        self.port = free_port()
+        socket_path = self.root / "fcgiwrap.sock"
+        config = self.root / "nginx.conf"
+        temp = self.root / "temp"
+        temp.mkdir()
+        config.write_text(
+            textwrap.dedent(
+                f"""\
+                daemon off;
+                user root;
+                worker_processes 1;
+                pid {self.root}/nginx.pid;
+                error_log {self.root}/error.log info;
+                events {{ worker_connections 64; }}
+                http {{
+                    log_format user '$remote_user "$request" $status';
+                    access_log {self.root}/access.log user;
+                    client_body_temp_path {temp}/body;
+                    fastcgi_temp_path {temp}/fastcgi;
+                    proxy_temp_path {temp}/proxy;
+                    uwsgi_temp_path {temp}/uwsgi;
+                    scgi_temp_path {temp}/scgi;
+                    server {{
+                        listen 127.0.0.1:{self.port};
+                        location / {{
+                            auth_basic "git";
+                            auth_basic_user_file {self.root}/htpasswd;
+                            fastcgi_pass unix:{socket_path};
+                            fastcgi_param SCRIPT_FILENAME {BACKEND};
+                            fastcgi_param GIT_PROJECT_ROOT {self.root}/repos;
+                            fastcgi_param GIT_HTTP_EXPORT_ALL "";
+                            fastcgi_param PATH_INFO $uri;
+                            fastcgi_param QUERY_STRING $args;
+                            fastcgi_param REQUEST_METHOD $request_method;
+                            fastcgi_param CONTENT_TYPE $content_type;
+                            fastcgi_param CONTENT_LENGTH $content_length;
+                            fastcgi_param REMOTE_USER $remote_user;
+                            fastcgi_param GIT_PROTOCOL $http_git_protocol;
+                        }}
+                    }}
+                }}
+                """
+            )
+        )
+        log = (self.root / "servers.log").open("ab")
+        fcgi = subprocess.Popen([FCGIWRAP, "-s", f"unix:{socket_path}"], stdout=log, stderr=log)
+        nginx = subprocess.Popen(
+            [NGINX, "-c", str(config), "-p", str(self.root)], stdout=log, stderr=log
+        )
+        self.processes = (fcgi, nginx)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.processes):
+                break
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                if socket_path.exists():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop(keep=True)
+        raise RuntimeError(
+            "the git HTTP server did not start: " + (self.root / "servers.log").read_text()
+        )
+
+    def stop(self, keep: bool = False) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=10)
+        self.processes = ()
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)

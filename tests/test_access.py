@@ -1,0 +1,112 @@
+"""The key dir a build gets, and the three forms git's settings take (env, .gitconfig, export)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import make_key
+from deploykey import access, keys
+from deploykey.config import HostConfig
+from deploykey.credentials import Token
+from deploykey.requirements import Requirements
+
+TOKEN = b"ghs_" + b"x" * 36
+
+
+def open_access(
+    tmp_path: Path, keys_dir: Path, mapping: dict[str, tuple[str, ...]], token_host: str
+) -> access.Access:
+    loaded = [
+        keys.load(make_key(keys_dir).path.read_bytes(), name, "test")
+        for name in ("DEPLOY_KEY", "DEPLOY_KEY_BILLING")
+    ]
+    token = Token("GITHUB_TOKEN", token_host, "x-access-token", TOKEN)
+    # No requirements: nothing to greet; routes come from the mapping and DEPLOY_KEY alone.
+    hosts = [HostConfig("github.com")]
+    return access.open(hosts, loaded, [token], mapping, Requirements(), [tmp_path])
+
+
+def git_config_list(cwd: Path, env: dict[str, str]) -> list[str]:
+    argv = ["git", "config", "--list"]
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True
+    ).stdout.splitlines()
+
+
+def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir: Path) -> None:
+    mapping = {"DEPLOY_KEY_BILLING": ("acme/billing",)}
+    opened = open_access(tmp_path, keys_dir, mapping, "github.com")
+    try:
+        assert oct(opened.key_dir.stat().st_mode & 0o777) == "0o700"
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in opened.key_dir.iterdir()}
+        assert set(modes.values()) == {"0o600"}
+        assert set(modes) == {
+            "id_deploy_key",
+            "id_deploy_key_billing",
+            "known_hosts",
+            "ssh_config",
+            "ssh",
+            "routes",
+            "token_github_token",
+            "tokens",
+            "git-credential-deploykey",
+        }
+        assert (opened.key_dir / "routes").read_text() == (
+            "github.com acme/billing deploy_key_billing.github.com\n"
+            "github.com * deploy_key.github.com\n"
+        )
+        settings = opened.gitconfig() + opened.export() + str(opened.env())
+        assert TOKEN.decode() not in settings and "PRIVATE KEY" not in settings
+    finally:
+        shutil.rmtree(opened.key_dir)
+
+
+def test_git_reads_the_same_settings_from_env_and_gitconfig(tmp_path: Path, keys_dir: Path) -> None:
+    # The token serves another host, so https URLs of routed github.com repositories go over ssh.
+    mapping = {"DEPLOY_KEY_BILLING": ("acme/billing", "acme/tools-*")}
+    opened = open_access(tmp_path, keys_dir, mapping, "git.example.com")
+    try:
+        home, empty = tmp_path / "home", tmp_path / "empty"
+        home.mkdir()
+        empty.mkdir()
+        (home / ".gitconfig").write_text(opened.gitconfig())
+        base = {"PATH": "/usr/bin:/bin", "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
+        expected = [
+            "url.ssh://git@github.com/acme/billing.git.insteadof=https://github.com/acme/billing.git",
+            "url.ssh://git@github.com/acme/billing.insteadof=https://github.com/acme/billing",
+            "url.ssh://git@github.com/acme/tools-.insteadof=https://github.com/acme/tools-",
+            "credential.helper=",
+            f"credential.helper=!sh {opened.key_dir}/git-credential-deploykey",
+        ]
+        command = f"sh {opened.key_dir}/ssh"
+        assert git_config_list(empty, base) == [
+            f"core.sshcommand={command}",
+            "ssh.variant=ssh",
+            *expected,
+        ]
+        env = {**base, "HOME": str(empty), **opened.env()}
+        assert git_config_list(empty, env) == expected
+        assert env["GIT_SSH_COMMAND"] == command
+        assert env["GIT_SSH_VARIANT"] == "ssh"
+    finally:
+        shutil.rmtree(opened.key_dir)
+
+
+def test_credential_helper_answers_only_its_hosts(tmp_path: Path, keys_dir: Path) -> None:
+    opened = open_access(tmp_path, keys_dir, {}, "github.com")
+    helper = str(opened.key_dir / "git-credential-deploykey")
+
+    def ask(request: str) -> str:
+        argv = ["sh", helper, "get"]
+        return subprocess.run(argv, input=request, capture_output=True, text=True).stdout
+
+    try:
+        answer = ask("protocol=https\nhost=github.com\n\n")
+        assert answer == f"username=x-access-token\npassword={TOKEN.decode()}\n"
+        assert ask("protocol=https\nhost=gitlab.com\n\n") == ""
+        assert ask("protocol=http\nhost=github.com\n\n") == ""  # plain http: loopback only
+        assert subprocess.run(["sh", helper, "store"], input="").returncode == 0
+    finally:
+        shutil.rmtree(opened.key_dir)
