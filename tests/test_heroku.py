@@ -252,6 +252,9 @@ def test_signal_during_install_scrubs(build: Build, utils_key: GeneratedKey, sig
     assert process.returncode == 128 + signum
     assert f" !     The build was interrupted by {signal.Signals(signum).name}" in stderr
     assert_clean(build, utils_key, subprocess.CompletedProcess([], 0, stdout, stderr), before)
+    # pip's build backend (a grandchild) was stopped with it, not left running.
+    left = subprocess.run(["pgrep", "-f", str(build.root)], capture_output=True, text=True).stdout
+    assert left == ""
 
 
 def test_dry_run_changes_no_byte(build: Build, utils_key: GeneratedKey) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,8 @@ def run(
         _ok_code=list(range(-64, 256)),
         _encoding="utf-8",
         _decode_errors="replace",
+        # Its own process group, so that an interruption stops its children too.
+        _new_session=True,
     )
     try:
         process.wait()
@@ -119,9 +122,11 @@ def run(
 
 
 def _stop(process: Any) -> None:
+    """Stop the child and everything it started (pip's build backends run in their own
+    processes): SIGTERM to its process group, SIGKILL after 5 s."""
     try:
-        process.terminate()
+        process.process.signal_group(signal.SIGTERM)
         process.wait(timeout=5)
     except Exception:  # noqa: BLE001 - already exiting; make sure it is gone
         with contextlib.suppress(Exception):
-            process.kill()
+            process.process.kill_group()
