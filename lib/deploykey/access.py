@@ -83,17 +83,17 @@ def _escape(value: str) -> str:
 
 
 def open(
+    directory: keydir.KeyDir,
     hosts: Sequence[HostConfig],
     keys: Sequence[Key],
     tokens: Sequence[Token],
     mapping: dict[str, tuple[str, ...]],
     requirements: Requirements,
-    outside: Sequence[Path],
 ) -> Access:
-    """Write the key dir, learn what each key opens, route. The caller removes key_dir."""
-    ssh = run.which("ssh", "connect to the git host") if keys else "ssh"
-    directory = keydir.create(outside)
+    """Fill a new key dir, learn what each key opens, route; on failure the key dir is removed,
+    on success the caller removes it."""
     try:
+        ssh = run.which("ssh", "connect to the git host") if keys else "ssh"
         for key in keys:
             directory.write(sshconfig.identity_name(key), key.material)
         directory.write(sshconfig.KNOWN_HOSTS, sshconfig.render_known_hosts(hosts).encode())

@@ -15,21 +15,13 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-import zipapp
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from deploykey import blocks, build, config, credentials, keydir, output, scrub, sources
+from deploykey import blocks, build, config, credentials, keydir, kitfile, output, scrub, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
-if TYPE_CHECKING:
-    from importlib.abc import Traversable
-
 HOOKS = ("pre_compile", "post_compile")
-PYZ = "deploykey.pyz"
-ZIP_MAIN = "from deploykey.__main__ import entry\n\nentry()\n"
 
 
 def _home() -> Path:
@@ -137,28 +129,10 @@ def post_compile() -> int:
     return 0
 
 
-def kit_files() -> dict[str, bytes]:
-    """The package's files (sources, pinned host keys, hook scripts), for the zipapp."""
-    found: dict[str, bytes] = {}
-    package = resources.files("deploykey")
-
-    def collect(node: Traversable, prefix: str) -> None:
-        for child in node.iterdir():
-            name = f"{prefix}{child.name}"
-            if child.is_dir():
-                if child.name != "__pycache__":
-                    collect(child, name + "/")
-            elif not child.name.endswith(".pyc"):
-                found[name] = child.read_bytes()
-
-    collect(package, "deploykey/")
-    return found
-
-
 def write_hooks(app_dir: str, post_only: bool = False) -> int:
     """Write bin/pre_compile, bin/post_compile and bin/deploykey.pyz into an app."""
     bin_dir = Path(app_dir) / "bin"
-    files = kit_files()
+    files = kitfile.files()
     names = ["post_compile"] if post_only else list(HOOKS)
     for name in names:
         existing = bin_dir / name
@@ -171,19 +145,8 @@ def write_hooks(app_dir: str, post_only: bool = False) -> int:
         target.write_bytes(files[f"deploykey/hooks/{name}"])
         target.chmod(0o755)
         output.detail(f"wrote {target}")
-    _write_zipapp(bin_dir / PYZ, files)
-    output.detail(f"wrote {bin_dir / PYZ} (the kit; its dependencies are fetched at build time)")
+    kitfile.write_pyz(bin_dir / kitfile.PYZ)
+    output.detail(
+        f"wrote {bin_dir / kitfile.PYZ} (the kit; its dependencies are fetched at build time)"
+    )
     return 0
-
-
-def _write_zipapp(target: Path, files: dict[str, bytes]) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as staging:
-        root = Path(staging, "app")
-        for name, data in files.items():
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        (root / "__main__.py").write_text(ZIP_MAIN)
-        zipapp.create_archive(root, target, interpreter="/usr/bin/env python3", compressed=True)

@@ -177,17 +177,14 @@ def show_plan(plan: Plan, steps: Sequence[str]) -> None:
     output.detail(f"Leak check: scan {roots} for the keys and tokens")
 
 
-def open_access(plan: Plan, cleanup: Cleanup) -> Access:
-    """The key dir, and the routes learnt from each key's greeting; removed by `cleanup`."""
+def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = None) -> Access:
+    """The key dir (a new temp dir, or the one given), and the routes learnt from each key's
+    greeting; `cleanup` removes it."""
+    directory = directory or keydir.create(plan.outside)
     opened = access.open(
-        plan.hosts,
-        plan.keys,
-        plan.tokens,
-        dict(plan.settings.keys),
-        plan.requirements,
-        plan.outside,
+        directory, plan.hosts, plan.keys, plan.tokens, dict(plan.settings.keys), plan.requirements
     )
-    cleanup.add(f"the key dir {opened.key_dir}", lambda: keydir.KeyDir(opened.key_dir).remove())
+    cleanup.add(f"the key dir {opened.key_dir}", directory.remove)
     output.detail(f"keys and ssh config in {opened.key_dir} (outside the app and the cache)")
     for route in opened.routes:
         output.detail(f"route: {route.describe()} -> {route.key.name}")

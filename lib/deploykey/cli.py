@@ -15,9 +15,32 @@ from deploykey.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UserError
 
 
 def _detect(args: argparse.Namespace) -> int:
+    """Both platforms: Heroku passes BUILD_DIR; a CNB lifecycle passes CNB_* variables."""
+    if args.build_dir is None:
+        from deploykey import cnb
+
+        return cnb.detect()
     from deploykey import heroku
 
     return heroku.detect(args.build_dir)
+
+
+def _build(_args: argparse.Namespace) -> int:
+    from deploykey import cnb
+
+    return cnb.build_step()
+
+
+def _cnb_scan(_args: argparse.Namespace) -> int:
+    from deploykey import cnb
+
+    return cnb.scan_step()
+
+
+def _scan_buildpack(args: argparse.Namespace) -> int:
+    from deploykey import kitfile
+
+    return kitfile.write_scan_buildpack(args.directory)
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -81,10 +104,12 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    sub = add(
-        "detect", _detect, "Heroku bin/detect: does this app fetch git dependencies over ssh?"
-    )
-    sub.add_argument("build_dir", metavar="BUILD_DIR")
+    sub = add("detect", _detect, "bin/detect: does this app fetch private git dependencies?")
+    sub.add_argument("build_dir", metavar="BUILD_DIR", nargs="?", help="Heroku; CNB uses CNB_*")
+    add("build", _build, "CNB bin/build: hand ssh to the next buildpacks, or install.")
+    add("cnb-scan", _cnb_scan, "CNB scan step: scan the image and the cache for the keys.")
+    sub = add("scan-buildpack", _scan_buildpack, "Write the deploykey/scan buildpack into DIR.")
+    sub.add_argument("directory", metavar="DIR")
     sub = add(
         "compile",
         _compile,

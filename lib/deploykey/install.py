@@ -108,19 +108,27 @@ def install(
         with at_run_time_path(
             app_dir, app_path, target.relative, cleanup, create=target.kind == "venv"
         ) as where:
-            if target.kind == "venv":
-                _create_venv(where, env, app_dir)
-            argv = command(where / "bin" / "python", requirements, where / "src")
-            output.detail("$ " + " ".join(argv))
-            result = run.run(argv, env=env, cwd=app_dir, on_line=output.detail)
-            if not result.ok:
-                raise _classify(result, opened)
+            into(where, target.kind == "venv", requirements, env, app_dir, opened)
     except BaseException:
         if fresh:  # leave nothing half-written: a venv this build created goes with the failure
             shutil.rmtree(app_dir / target.relative, ignore_errors=True)
         raise
     if target.kind == "venv":
         _write_profile(app_dir, app_path / target.relative)
+
+
+def into(
+    where: Path, create: bool, requirements: Path, env: Mapping[str, str], cwd: Path, opened: Access
+) -> None:
+    """pip install the requirements into the Python environment at `where` (made first if
+    `create`), the path it has at run time."""
+    if create:
+        _create_venv(where, env, cwd)
+    argv = command(where / "bin" / "python", requirements, where / "src")
+    output.detail("$ " + " ".join(argv))
+    result = run.run(argv, env=env, cwd=cwd, on_line=output.detail)
+    if not result.ok:
+        raise _classify(result, opened)
 
 
 def _create_venv(where: Path, env: Mapping[str, str], app_dir: Path) -> None:

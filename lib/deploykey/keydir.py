@@ -69,12 +69,34 @@ def base_for(outside: Sequence[Path]) -> Path:
 
 
 def create(outside: Sequence[Path]) -> KeyDir:
+    """A fresh private directory in the best temp location outside the kept directories."""
     base = base_for(outside)
     previous = os.umask(0o077)
     try:
         path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     finally:
         os.umask(previous)
+    return _checked(path)
+
+
+def at(path: Path, outside: Sequence[Path]) -> KeyDir:
+    """A private directory at a given path (a CNB build layer), which must not exist yet."""
+    inside = _inside(path.parent, outside)
+    if inside is not None:
+        raise UserError("path::unsafe", path=path, reason=f"It is inside {inside}, which is kept.")
+    previous = os.umask(0o077)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        raise UserError(
+            "path::unsafe", path=path, reason="It exists already; a key dir is always new."
+        ) from None
+    finally:
+        os.umask(previous)
+    return _checked(path)
+
+
+def _checked(path: Path) -> KeyDir:
     info = os.lstat(path)
     if (
         not stat.S_ISDIR(info.st_mode)

@@ -43,7 +43,8 @@ class Result:
 
 
 MISSING_FIX = {
-    "ssh": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
+    "ssh": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client); with "
+    "Cloud Native Buildpacks, use a build image that has it (heroku/builder, a Paketo full builder)",
     "ssh-keygen": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
     "git": "install git (Debian/Ubuntu: apt-get install git)",
 }

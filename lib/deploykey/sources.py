@@ -18,6 +18,23 @@ from deploykey.errors import UserError
 
 VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_NAME = re.compile(r"^DEPLOY_KEY(?:_[A-Z0-9_]+)?$")
+BINDING_TYPES = ("ssh-auth", "kubernetes.io/ssh-auth")
+
+
+def binding_key_name(binding: str) -> str:
+    """deploy-key -> DEPLOY_KEY, billing-repo -> DEPLOY_KEY_BILLING_REPO."""
+    upper = re.sub(r"[^A-Za-z0-9]+", "_", binding).strip("_").upper()
+    if upper in ("DEPLOY_KEY", ""):
+        return "DEPLOY_KEY"
+    return upper if upper.startswith("DEPLOY_KEY_") else f"DEPLOY_KEY_{upper}"
+
+
+def bindings_root(platform: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """Where service bindings are: $SERVICE_BINDING_ROOT, then $CNB_BINDINGS, then <platform>/bindings."""
+    for name in ("SERVICE_BINDING_ROOT", "CNB_BINDINGS"):
+        if environ.get(name):
+            return Path(environ[name])
+    return platform / "bindings" if platform is not None else None
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,8 @@ class EnvSource:
     path: Path
     is_file: bool
     values: Mapping[str, bytes] = field(repr=False)
+    # Where a value came from when not from `path` (a service binding), by name.
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> bytes | None:
         return self.values.get(name)
@@ -34,7 +53,27 @@ class EnvSource:
         return None if value is None else value.decode("utf-8", "replace").strip()
 
     def describe(self, name: str) -> str:
+        if name in self.origins:
+            return self.origins[name]
         return f"{name} in {self.path}" if self.is_file else str(self.path / name)
+
+    def with_bindings(self, root: Path | None) -> EnvSource:
+        """Add keys from service bindings (servicebinding.io): each binding of type ssh-auth
+        (a Kubernetes `kubernetes.io/ssh-auth` secret) gives its `ssh-privatekey` as DEPLOY_KEY
+        (a binding named deploy-key) or DEPLOY_KEY_<NAME>. Config vars of the same name win."""
+        values, origins = dict(self.values), dict(self.origins)
+        for binding in sorted(root.iterdir()) if root is not None and root.is_dir() else []:
+            kind = binding / "type"
+            secret = binding / "ssh-privatekey"
+            if not (kind.is_file() and secret.is_file()):
+                continue
+            if kind.read_text().strip() not in BINDING_TYPES:
+                continue
+            name = binding_key_name(binding.name)
+            if name not in values:
+                values[name] = secret.read_bytes()
+                origins[name] = f"the binding {binding.name} ({secret})"
+        return EnvSource(self.path, self.is_file, values, origins)
 
     def key_names(self) -> list[str]:
         """DEPLOY_KEY first, then any DEPLOY_KEY_<NAME>, sorted."""

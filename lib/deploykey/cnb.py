@@ -1,0 +1,227 @@
+"""Cloud Native Buildpacks (Buildpack API 0.10 - 0.12): detect, build, and the scan step.
+
+buildpack.toml sets `clear-env = true`: config vars never enter this buildpack's environment; keys
+are read from `$CNB_PLATFORM_DIR/env/DEPLOY_KEY*` files and from service bindings of type
+ssh-auth. bin/build then either
+- hands ssh to the buildpacks after it (default): one layer `types = {build = true, launch = false,
+  cache = false}` holding the keys, the ssh config, the pinned known_hosts and the router, with
+  `env.build/GIT_SSH_COMMAND.override` and the other git settings, which the lifecycle applies to
+  every later buildpack's build (heroku/python, paketo pip-install) and never exports or caches; or
+- installs the requirements itself (DEPLOYKEY_INSTALL=venv) into a launch layer, with the keys in a
+  temp dir that is removed afterwards.
+The scan step (a second buildpack, `deploykey scan-buildpack DIR`, last in a post-group) removes the
+keys from that layer and scans /workspace and every launch and cache layer for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from deploykey import (
+    build,
+    config,
+    credentials,
+    install,
+    keydir,
+    output,
+    requirements,
+    scrub,
+    sources,
+)
+from deploykey.errors import UserError
+from deploykey.install import Target
+
+MAIN_ID = "deploykey/deploykey"
+KEY_LAYER = "deploykey"
+VENV_LAYER = "venv"
+SECRET_FILES = ("id_", "token_")
+
+
+def _required(name: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        raise UserError(
+            "usage",
+            message=f"{name} is not set: this command runs under a Cloud Native Buildpacks lifecycle",
+            command="deploykey",
+        )
+    return Path(value)
+
+
+def _env(platform: Path) -> sources.EnvSource:
+    env_dir = platform / "env"
+    found = sources.read(env_dir) if env_dir.is_dir() else sources.EnvSource(env_dir, False, {})
+    return found.with_bindings(sources.bindings_root(platform, os.environ))
+
+
+def _types(**flags: bool) -> str:
+    lines = "".join(f"{name} = {str(value).lower()}\n" for name, value in flags.items())
+    return "[types]\n" + lines
+
+
+def detect() -> int:
+    """Pass when there is anything to do. Otherwise pass too (exit 0) unless DEPLOYKEY_DETECT=strict:
+    with `pack --pre-buildpack` or a project.toml pre/post group the buildpack is not optional,
+    and exit 100 there would fail the whole build; the build then does nothing."""
+    app = Path.cwd()
+    env = _env(_required("CNB_PLATFORM_DIR"))
+    _files, found = requirements.detect(app)
+    reasons = [config.CONFIG_FILE] if (app / config.CONFIG_FILE).is_file() else []
+    reasons += ["git+ssh requirements"] if found.uses_ssh else []
+    reasons += env.key_names()
+    if reasons:
+        output.plain(f"deploykey: {', '.join(reasons)}")
+        return 0
+    if (env.text("DEPLOYKEY_DETECT") or os.environ.get("DEPLOYKEY_DETECT")) == "strict":
+        output.plain(
+            "deploykey: no deploy key, no deploykey.yml, no git+ssh requirement (DEPLOYKEY_DETECT=strict)"
+        )
+        return 100
+    output.plain("deploykey: nothing to do for this app; passing, the build will do nothing")
+    return 0
+
+
+def build_step() -> int:
+    app = Path.cwd()
+    platform = _required("CNB_PLATFORM_DIR")
+    layers = _required("CNB_LAYERS_DIR")
+    env = _env(platform)
+    settings = config.load(app, env)
+    output.step("deploykey: private git dependencies with deploy keys (Cloud Native Buildpack)")
+    tokens = credentials.read(env, settings)
+    if not env.key_names() and not tokens:
+        _files, found = requirements.detect(app)
+        if found.uses_ssh:
+            raise UserError("key::missing", source=platform / "env", name=build.KEY_NAME)
+        output.detail("nothing to do: no deploy key, no token, no git+ssh requirement")
+        return 0
+    mode = settings.install
+    if mode == "python":
+        raise UserError(
+            "config::setting",
+            name="DEPLOYKEY_INSTALL",
+            value=mode,
+            choices="auto, off (hand ssh to the next buildpack), venv (install into a launch layer)",
+            default="auto",
+        )
+    if mode == "venv":
+        target = Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
+        plan = build.plan(app, None, env, settings, target=target)
+        return _standalone(plan, layers)
+    plan = build.plan(app, None, env, settings, target=Target("off", "the next buildpack installs"))
+    return _handoff(plan, layers)
+
+
+def _handoff(plan: build.Plan, layers: Path) -> int:
+    cleanup = scrub.Cleanup()
+    with scrub.guarded(cleanup):
+        output.step(f"Writing the build-only layer {KEY_LAYER}")
+        directory = keydir.at(layers / KEY_LAYER, plan.outside)
+        opened = build.open_access(plan, cleanup, directory)
+        output.step("Checking every private requirement")
+        build.check(plan, opened)
+        env_build = opened.key_dir / "env.build"
+        env_build.mkdir()
+        for name, value in opened.env().items():
+            (env_build / f"{name}.override").write_text(value)
+        (layers / f"{KEY_LAYER}.toml").write_text(_types(build=True, launch=False, cache=False))
+        cleanup.actions.clear()  # success: the later buildpacks use the layer
+    output.detail(f"env.build: {', '.join(sorted(opened.env()))} for the buildpacks after this one")
+    output.detail("the layer is build-only: never exported, never cached")
+    output.step("Checking the app for the keys")
+    leak = build.leak_check([plan.app_dir], plan.keys, plan.tokens)
+    if leak is not None:
+        raise leak
+    return 0
+
+
+def _standalone(plan: build.Plan, layers: Path) -> int:
+    venv = layers / VENV_LAYER
+    cleanup = scrub.Cleanup()
+    key_dir: Path | None = None
+    failure: BaseException | None = None
+    try:
+        with scrub.guarded(cleanup):
+            output.step("Setting up access: keys, ssh routes, tokens")
+            opened = build.open_access(plan, cleanup)
+            key_dir = opened.key_dir
+            output.step("Checking every private requirement")
+            build.check(plan, opened)
+            output.step(
+                f"Installing {plan.requirements_file.name} into the launch layer {VENV_LAYER}"
+            )
+            install.into(
+                venv,
+                True,
+                plan.requirements_file,
+                build.pip_env(plan, opened),
+                plan.app_dir,
+                opened,
+            )
+            (venv / "env.launch").mkdir()
+            (venv / "env.launch" / "VIRTUAL_ENV.override").write_text(str(venv))
+            (layers / f"{VENV_LAYER}.toml").write_text(
+                _types(build=False, launch=True, cache=False)
+            )
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
+        failure = exc
+    output.step("Removing the keys and the ssh config")
+    build.report_scrub(cleanup, key_dir)
+    output.step("Checking the app and the layer for the keys")
+    leak = build.leak_check([plan.app_dir, venv], plan.keys, plan.tokens)
+    if failure is not None:
+        if leak is not None:
+            output.error(leak)
+        raise failure
+    if leak is not None:
+        raise leak
+    return 0
+
+
+def layer_types(toml: Path) -> dict[str, bool]:
+    """The booleans of a layer's `[types]` table (a small reader: Python 3.10 has no tomllib)."""
+    found: dict[str, bool] = {}
+    section = ""
+    for line in toml.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[] ")
+        elif section == "types" and (
+            match := re.match(r"^(build|launch|cache)\s*=\s*(true|false)$", line)
+        ):
+            found[match.group(1)] = match.group(2) == "true"
+    return found
+
+
+def scan_step() -> int:
+    """The post-group scan: remove the keys from the key layer, then scan what will be exported
+    (/workspace, launch layers) and cached (cache layers) for them."""
+    app = Path.cwd()
+    platform = _required("CNB_PLATFORM_DIR")
+    layers_root = _required("CNB_LAYERS_DIR").parent
+    env = _env(platform)
+    settings = config.load(app, env)
+    output.step("deploykey scan: the exported image and the cache")
+    tokens = credentials.read(env, settings)
+    if not env.key_names() and not tokens:
+        output.detail("no deploy key and no token in this build: nothing to look for")
+        return 0
+    found_keys = build.read_keys(env, tokens)
+    key_layer = layers_root / MAIN_ID.replace("/", "_") / KEY_LAYER
+    if key_layer.is_dir():
+        for path in sorted(key_layer.iterdir()):
+            if path.name.startswith(SECRET_FILES) and path.is_file():
+                path.unlink()
+                output.detail(f"removed {path}")
+    roots = [app]
+    for toml in sorted(layers_root.glob("*/*.toml")):
+        types = layer_types(toml)
+        layer = toml.with_suffix("")
+        if layer.is_dir() and (types.get("launch") or types.get("cache")):
+            roots.append(layer)
+    leak = build.leak_check(roots, found_keys, tokens)
+    if leak is not None:
+        raise leak
+    return 0
