@@ -396,12 +396,11 @@ def key_dirs() -> set[str]:
     """The kit's key dirs that exist right now, wherever the kit may put them."""
     import tempfile
 
+    # mkdtemp(prefix="deploykey-"): eight characters of [a-z0-9_] after the prefix; the test
+    # servers' and harnesses' own dirs have longer names.
+    name = re.compile(r"^deploykey-[a-z0-9_]{8}$")
     found: set[str] = set()
     for base in (Path("/dev/shm"), Path(tempfile.gettempdir())):
         if base.is_dir():
-            found |= {
-                str(p)
-                for p in base.glob("deploykey-*")
-                if not p.name.startswith(("deploykey-gitserver", "deploykey-deps"))
-            }
+            found |= {str(p) for p in base.glob("deploykey-*") if name.match(p.name)}
     return found

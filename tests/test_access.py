@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import make_key
-from deploykey import access, keys
+from deploykey import access, keydir, keys
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
 from deploykey.requirements import Requirements
@@ -25,7 +25,8 @@ def open_access(
     token = Token("GITHUB_TOKEN", token_host, "x-access-token", TOKEN)
     # No requirements: nothing to greet; routes come from the mapping and DEPLOY_KEY alone.
     hosts = [HostConfig("github.com")]
-    return access.open(hosts, loaded, [token], mapping, Requirements(), [tmp_path])
+    directory = keydir.create([tmp_path])
+    return access.open(directory, hosts, loaded, [token], mapping, Requirements())
 
 
 def git_config_list(cwd: Path, env: dict[str, str]) -> list[str]:
