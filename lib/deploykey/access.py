@@ -33,6 +33,7 @@ class Access:
     git_config: tuple[tuple[str, str], ...]
     # What each key's host said it opens: (key name, host, greeting), for the doctor's reasons.
     greetings: tuple[tuple[str, str, str], ...] = ()
+    agent: str | None = None
 
     def opens(self, key: Key, host: str) -> str | None:
         """The repository a key's greeting named on host (GitHub deploy keys), if any."""
@@ -89,16 +90,17 @@ def open(
     tokens: Sequence[Token],
     mapping: dict[str, tuple[str, ...]],
     requirements: Requirements,
+    agent: str | None = None,
 ) -> Access:
     """Fill a new key dir, learn what each key opens, route; on failure the key dir is removed,
     on success the caller removes it."""
     try:
-        ssh = run.which("ssh", "connect to the git host") if keys else "ssh"
+        ssh = run.which("ssh", "connect to the git host") if keys or agent else "ssh"
         for key in keys:
             directory.write(sshconfig.identity_name(key), key.material)
         directory.write(sshconfig.KNOWN_HOSTS, sshconfig.render_known_hosts(hosts).encode())
         config = directory.write(
-            sshconfig.CONFIG, sshconfig.render_config(hosts, keys, directory.path).encode()
+            sshconfig.CONFIG, sshconfig.render_config(hosts, keys, directory.path, agent).encode()
         )
         directory.write(ROUTER, routing.router_script(ssh).encode())
         for token in tokens:
@@ -112,7 +114,7 @@ def open(
         directory.remove()
         raise
     git_config = _git_config(directory.path, routes, tokens)
-    return Access(directory.path, tuple(routes), git_config, tuple(greetings))
+    return Access(directory.path, tuple(routes), git_config, tuple(greetings), agent)
 
 
 def _routes(

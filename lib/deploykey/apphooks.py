@@ -13,8 +13,6 @@ variable has lost its final newline.
 from __future__ import annotations
 
 import os
-import shlex
-import stat
 from pathlib import Path
 
 from deploykey import blocks, build, config, credentials, keydir, kitfile, output, scrub, sources
@@ -69,26 +67,6 @@ def pre_compile() -> int:
     return 0
 
 
-def _key_dir_of(command: str) -> Path | None:
-    """The key dir named in an ssh command the kit wrote (`sh DIR/ssh`), if it is one of ours."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    bases = {base.resolve() for base in keydir.candidates()}
-    for word in words:
-        directory = Path(word).parent
-        if not directory.name.startswith(keydir.PREFIX) or directory.parent.resolve() not in bases:
-            continue
-        try:
-            info = directory.lstat()
-        except OSError:
-            continue
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
-            return directory
-    return None
-
-
 def _remove_previous() -> list[str]:
     """Take out the block and key dir of an earlier pre_compile (a re-run, or no post_compile)."""
     removed = []
@@ -100,12 +78,12 @@ def _remove_previous() -> list[str]:
                 value = (
                     line.split("=", 1)[1].strip()[1:-1].replace('\\"', '"').replace("\\\\", "\\")
                 )
-                directory = _key_dir_of(value)
+                directory = keydir.named_in(value)
                 if directory is not None:
                     keydir.KeyDir(directory).remove()
                     removed.append(f"the key dir {directory}")
     handed = os.environ.get("GIT_SSH_COMMAND")
-    directory = _key_dir_of(handed) if handed else None
+    directory = keydir.named_in(handed) if handed else None
     if directory is not None and directory.exists():
         keydir.KeyDir(directory).remove()
         removed.append(f"the key dir {directory} (handed over by the deploykey buildpack)")

@@ -89,13 +89,41 @@ def _private_parent(target: Path) -> None:
         )
 
 
+def _pip_python(target: Path, requirements: list[str]) -> str:
+    """A Python that has pip: this one, or (Debian's and Ubuntu's system python3, as on the Heroku
+    stacks and in a minimal image, has no pip) a venv beside the deps dir, which ensurepip fills."""
+    has_pip = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
+    )
+    if has_pip.returncode == 0:
+        return sys.executable
+    venv = target.parent / f"{target.name}-pip"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        made = subprocess.run(
+            [sys.executable, "-m", "venv", str(venv)],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise UserError(
+                "deps::bootstrap",
+                packages=", ".join(requirements),
+                detail=f"{sys.executable} has no pip, and `python3 -m venv` failed: {made.stderr.strip()[-200:]}",
+                python=sys.executable,
+            )
+    return str(python)
+
+
 def _install(target: Path, requirements: list[str]) -> None:
     output.step(f"Installing deploykey's dependencies ({', '.join(requirements)}) into {target}")
     if not os.environ.get("DEPLOYKEY_DEPS_DIR"):
         _private_parent(target)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     argv = [
-        sys.executable,
+        _pip_python(target, requirements),
         "-m",
         "pip",
         "install",

@@ -7,7 +7,7 @@ run; this module holds the steps themselves, each a function a platform calls un
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +49,19 @@ class Plan:
     requirements: Requirements
     hosts: tuple[HostConfig, ...]
     target: Target
+    agent: str | None = None  # an ssh agent's socket, instead of keys (Docker `--mount=type=ssh`)
+    kept: tuple[Path, ...] = ()  # more directories the build keeps (an install target)
 
     @property
     def outside(self) -> list[Path]:
         """Directories that are kept after the build: the key may never be written under them."""
-        return [self.app_dir] + ([self.cache_dir] if self.cache_dir else [])
+        return [self.app_dir] + ([self.cache_dir] if self.cache_dir else []) + list(self.kept)
 
 
-def read_keys(env: EnvSource, tokens: Sequence[Token] = ()) -> list[Key]:
-    """DEPLOY_KEY and every DEPLOY_KEY_<NAME>; at least one of them, or a token, must be set."""
+def read_keys(env: EnvSource, tokens: Sequence[Token] = (), agent: str | None = None) -> list[Key]:
+    """DEPLOY_KEY and every DEPLOY_KEY_<NAME>; at least one of them, a token or an agent."""
     names = env.key_names()
-    if not names and not tokens:
+    if not names and not tokens and not agent:
         raise UserError("key::missing", source=env.path, name=KEY_NAME)
     found = []
     for name in names:
@@ -106,9 +108,10 @@ def plan(
     env: EnvSource,
     settings: Settings,
     target: Target | None = None,
+    agent: str | None = None,
 ) -> Plan:
     tokens = credentials.read(env, settings)
-    found_keys = read_keys(env, tokens)
+    found_keys = read_keys(env, tokens, agent)
     requirements_file, found = read_requirements(app_dir, settings)
     configs = host_configs(found, settings, requirements_file)
     if target is None:
@@ -127,6 +130,7 @@ def plan(
         found,
         configs,
         target,
+        agent,
     )
 
 
@@ -182,7 +186,13 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
     greeting; `cleanup` removes it."""
     directory = directory or keydir.create(plan.outside)
     opened = access.open(
-        directory, plan.hosts, plan.keys, plan.tokens, dict(plan.settings.keys), plan.requirements
+        directory,
+        plan.hosts,
+        plan.keys,
+        plan.tokens,
+        dict(plan.settings.keys),
+        plan.requirements,
+        plan.agent,
     )
     cleanup.add(f"the key dir {opened.key_dir}", directory.remove)
     output.detail(f"keys and ssh config in {opened.key_dir} (outside the app and the cache)")
@@ -194,6 +204,44 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
 def check(plan: Plan, opened: Access) -> None:
     """Every private requirement fetched once (`git ls-remote`): fails before anything is installed."""
     doctor.report(doctor.check(plan.requirements, opened, plan.tokens, plan.settings))
+
+
+def install_cycle(
+    plan: Plan,
+    where: str,
+    install_into: Callable[[Access, Cleanup], None],
+    scanned: Sequence[Path],
+) -> None:
+    """The whole cycle in one process: open access, check every requirement, install, then ALWAYS
+    scrub and scan `scanned`, also when something failed or a signal came; a leak is reported
+    even when the install failed, and fails the build."""
+    from deploykey import scrub
+
+    cleanup = Cleanup()
+    key_dir: Path | None = None
+    failure: BaseException | None = None
+    try:
+        with scrub.guarded(cleanup):
+            output.step("Setting up access: keys, ssh routes, tokens")
+            opened = open_access(plan, cleanup)
+            key_dir = opened.key_dir
+            output.step("Checking every private requirement")
+            check(plan, opened)
+            output.step(f"Installing {plan.requirements_file.name} into {where}")
+            install_into(opened, cleanup)
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
+        failure = exc
+    output.step("Removing the keys and the ssh config")
+    report_scrub(cleanup, key_dir)
+    output.step("Checking what the build keeps for the keys")
+    leak = leak_check(scanned, plan.keys, plan.tokens)
+    if failure is not None:
+        if leak is not None:
+            output.error(leak)
+        raise failure
+    if leak is not None:
+        raise leak
+    output.step("Done: private dependencies installed; the keys are gone")
 
 
 def checked(plan: Plan) -> None:

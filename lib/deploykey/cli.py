@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from deploykey import __version__, output
 from deploykey.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UserError
@@ -41,6 +42,69 @@ def _scan_buildpack(args: argparse.Namespace) -> int:
     from deploykey import kitfile
 
     return kitfile.write_scan_buildpack(args.directory)
+
+
+def _pyz(args: argparse.Namespace) -> int:
+    from deploykey import kitfile, output
+
+    kitfile.write_pyz(Path(args.path))
+    output.detail(f"wrote {args.path}: run it with `python3 {args.path} COMMAND`")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from deploykey import docker
+
+    return docker.install_command(
+        args.requirement,
+        args.venv,
+        args.target,
+        args.user,
+        args.env_dir,
+        tuple(args.key_file),
+        args.agent,
+    )
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from deploykey import docker
+
+    if not args.shell:
+        raise UserError("usage", message="deploykey setup: give --shell", command="deploykey setup")
+    return docker.setup_command(args.requirement, args.env_dir, tuple(args.key_file))
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from deploykey import docker
+
+    return docker.cleanup_command(tuple(args.paths), args.shell)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from deploykey import docker
+
+    return docker.scan_command(tuple(args.paths), args.env_dir, tuple(args.key_file))
+
+
+def _scan_image(args: argparse.Namespace) -> int:
+    from deploykey import docker
+
+    return docker.scan_image_command(args.archive, args.env_dir, tuple(args.key_file))
+
+
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-dir",
+        metavar="DIR",
+        help="config var files or a .env file, besides DEPLOY_KEY* variables and /run/secrets",
+    )
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a private key file (repeatable)",
+    )
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -110,6 +174,43 @@ def parser() -> argparse.ArgumentParser:
     add("cnb-scan", _cnb_scan, "CNB scan step: scan the image and the cache for the keys.")
     sub = add("scan-buildpack", _scan_buildpack, "Write the deploykey/scan buildpack into DIR.")
     sub.add_argument("directory", metavar="DIR")
+    sub = add("pyz", _pyz, "Write the kit as one file (a zipapp), e.g. for a Docker build context.")
+    sub.add_argument("path", metavar="PATH")
+    sub = add(
+        "install",
+        _install,
+        "Docker/CI: set up, install the requirements, scrub, scan: one process.",
+    )
+    sub.add_argument("-r", "--requirement", default="requirements.txt", metavar="FILE")
+    where = sub.add_mutually_exclusive_group()
+    where.add_argument(
+        "--venv", metavar="PATH", help="into a virtual environment (made if missing)"
+    )
+    where.add_argument("--target", metavar="PATH", help="pip install --target PATH")
+    where.add_argument("--user", action="store_true", help="pip install --user")
+    sub.add_argument(
+        "--agent", action="store_true", help="use the ssh agent (RUN --mount=type=ssh), no key"
+    )
+    _key_options(sub)
+    sub = add(
+        "setup", _setup, 'CI: `eval "$(deploykey setup --shell)"` sets git up for your own install.'
+    )
+    sub.add_argument("--shell", action="store_true", help="print shell exports on stdout")
+    sub.add_argument("-r", "--requirement", metavar="FILE", help="check these requirements too")
+    _key_options(sub)
+    sub = add("cleanup", _cleanup, "CI: remove what `setup` made, then scan PATHs (default: .).")
+    sub.add_argument("paths", metavar="PATH", nargs="*")
+    sub.add_argument(
+        "--shell", action="store_true", help="print `unset` for the variables setup exported"
+    )
+    sub = add("scan", _scan, "Look for the keys and tokens in files: exit 0 clean, 1 found.")
+    sub.add_argument("paths", metavar="PATH", nargs="+")
+    _key_options(sub)
+    sub = add(
+        "scan-image", _scan_image, "Look for the keys in an image archive (OCI or docker save)."
+    )
+    sub.add_argument("archive", metavar="IMAGE.tar")
+    _key_options(sub)
     sub = add(
         "compile",
         _compile,

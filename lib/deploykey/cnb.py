@@ -30,6 +30,7 @@ from deploykey import (
     scrub,
     sources,
 )
+from deploykey.access import Access
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -139,44 +140,15 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
 
 def _standalone(plan: build.Plan, layers: Path) -> int:
     venv = layers / VENV_LAYER
-    cleanup = scrub.Cleanup()
-    key_dir: Path | None = None
-    failure: BaseException | None = None
-    try:
-        with scrub.guarded(cleanup):
-            output.step("Setting up access: keys, ssh routes, tokens")
-            opened = build.open_access(plan, cleanup)
-            key_dir = opened.key_dir
-            output.step("Checking every private requirement")
-            build.check(plan, opened)
-            output.step(
-                f"Installing {plan.requirements_file.name} into the launch layer {VENV_LAYER}"
-            )
-            install.into(
-                venv,
-                True,
-                plan.requirements_file,
-                build.pip_env(plan, opened),
-                plan.app_dir,
-                opened,
-            )
-            (venv / "env.launch").mkdir()
-            (venv / "env.launch" / "VIRTUAL_ENV.override").write_text(str(venv))
-            (layers / f"{VENV_LAYER}.toml").write_text(
-                _types(build=False, launch=True, cache=False)
-            )
-    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
-        failure = exc
-    output.step("Removing the keys and the ssh config")
-    build.report_scrub(cleanup, key_dir)
-    output.step("Checking the app and the layer for the keys")
-    leak = build.leak_check([plan.app_dir, venv], plan.keys, plan.tokens)
-    if failure is not None:
-        if leak is not None:
-            output.error(leak)
-        raise failure
-    if leak is not None:
-        raise leak
+
+    def into(opened: Access, _cleanup: scrub.Cleanup) -> None:
+        env = build.pip_env(plan, opened)
+        install.into(venv, True, plan.requirements_file, env, plan.app_dir, opened)
+        (venv / "env.launch").mkdir()
+        (venv / "env.launch" / "VIRTUAL_ENV.override").write_text(str(venv))
+        (layers / f"{VENV_LAYER}.toml").write_text(_types(build=False, launch=True, cache=False))
+
+    build.install_cycle(plan, f"the launch layer {VENV_LAYER}", into, [plan.app_dir, venv])
     return 0
 
 

@@ -100,53 +100,53 @@ def _check_ssh(
 ) -> Finding:
     host = settings.host(req.host)
     route = routing.lookup(access.routes, req.host, req.repo)
-    if route is None:
+    if route is None and access.agent is None:
         return Finding(
             req.where,
             _what(req),
             f"{req.host} (no key)",
             False,
-            f"no key is routed to {req.repo}: no DEPLOY_KEY, and no DEPLOY_KEY_<NAME> is mapped to it or "
-            "opens it.",
-            f"add a deploy key for {req.repo} as DEPLOY_KEY_<NAME> (and map it under `keys:` in deploykey.yml "
-            "if its host does not name the repository in its greeting).",
+            f"no key is routed to {req.repo}: no DEPLOY_KEY, and no DEPLOY_KEY_<NAME> is mapped to it "
+            "or opens it.",
+            f"add a deploy key for {req.repo} as DEPLOY_KEY_<NAME> (and map it under `keys:` in "
+            "deploykey.yml if its host does not name the repository in its greeting).",
         )
-    via = f"{route.key.name} ({route.key.fingerprint}) -> {host.address}"
+    # Which key: the routed one, or (Docker `--mount=type=ssh`) whatever the agent holds.
+    key = f"the key {route.key.fingerprint}" if route else "the ssh agent's keys"
+    name = route.key.name if route else "the agent's key"
+    via = (
+        f"{route.key.name} ({route.key.fingerprint})" if route else "the ssh agent"
+    ) + f" -> {host.address}"
     result = run.run([git, "ls-remote", req.remote], env=env)
     if result.ok:
         return _check_ref(req, via, result.lines)
     text = result.text
     if "Host key verification failed" in text or "REVOKED HOST KEY" in text:
         error = mismatch(host, None)
-        return Finding(
-            req.where,
-            _what(req),
-            via,
-            False,
-            error.title + ". " + error.why.split(". ")[0] + ".",
-            error.fix,
-        )
+        reason = error.title + ". " + error.why.split(". ")[0] + "."
+        return Finding(req.where, _what(req), via, False, reason, error.fix)
     if "Permission denied" in text:
         return Finding(
             req.where,
             _what(req),
             via,
             False,
-            f"{req.host} refused the key {route.key.fingerprint}: it is not registered as a deploy key anywhere there.",
-            f"add the public half of {route.key.name} as a deploy key of {req.repo}.",
+            f"{req.host} refused {key}: it is not registered as a deploy key anywhere there.",
+            f"add the public half of {name} as a deploy key of {req.repo}.",
         )
     if "Repository not found" in text or "does not appear to be a git repository" in text:
-        opens = access.opens(route.key, req.host)
+        opens = access.opens(route.key, req.host) if route else None
         known = f" {req.host} says it opens {opens}." if opens else ""
+        owner = f" ({route.key.name})" if route else ""
         return Finding(
             req.where,
             _what(req),
             via,
             False,
-            f"the key {route.key.fingerprint} ({route.key.name}) is valid, but for another repository: {req.host} "
-            f"answered `Repository not found` for {req.repo}.{known}",
-            f"register {route.key.name}'s public half as a deploy key of {req.repo}, or route {req.repo} to the "
-            "key registered there (`keys:` in deploykey.yml).",
+            f"{key}{owner} is valid, but for another repository: {req.host} answered "
+            f"`Repository not found` for {req.repo}.{known}",
+            f"register {name}'s public half as a deploy key of {req.repo}, or route {req.repo} to "
+            "the key registered there (`keys:` in deploykey.yml).",
         )
     return Finding(
         req.where,

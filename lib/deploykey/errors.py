@@ -233,6 +233,26 @@ PROBLEMS: dict[str, Problem] = {
         why="{files}",
         fix="Remove these files from the app or the cache, and find what wrote them. " + ROTATE,
     ),
+    "leak::image": Problem(
+        title="Key material found in {count} place(s) of the image {path}",
+        why="{places}",
+        fix="An image keeps every layer and its history: a file deleted in a later layer, an ARG or "
+        "ENV value, are still there. Pass keys with `RUN --mount=type=secret` (or "
+        "`--mount=type=ssh`) and copy only the built artifacts into the final stage. " + ROTATE,
+    ),
+    "image::unreadable": Problem(
+        title="Cannot read the image archive {path}",
+        why="{detail}",
+        fix="Give an OCI archive (`buildah push IMAGE oci-archive:image.tar`, `skopeo copy "
+        "docker-daemon:IMAGE oci-archive:image.tar`) or a `docker save IMAGE -o image.tar` tarball "
+        "with gzip or uncompressed layers.",
+    ),
+    "agent::missing": Problem(
+        title="--agent was given, but SSH_AUTH_SOCK is not set",
+        why="With --agent, ssh uses the keys of the agent the build mounts; there is none here.",
+        fix="Use `RUN --mount=type=ssh deploykey install --agent ...` and build with "
+        "`docker build --ssh default .` (buildah: `--ssh default`).",
+    ),
     "build::interrupted": Problem(
         title="The build was interrupted by {signal}",
         why="deploykey removed the key and its ssh config before exiting.",

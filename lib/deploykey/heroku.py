@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykey import build, config, install, output, requirements, scrub, sources
+from deploykey.access import Access
 from deploykey.errors import UserError
 
 NAME = "deploykey"
@@ -70,41 +71,13 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
 
 
 def _install(plan: build.Plan) -> int:
-    cleanup = scrub.Cleanup()
-    key_dir: Path | None = None
-    failure: BaseException | None = None
-    try:
-        with scrub.guarded(cleanup):
-            output.step("Setting up access: keys, ssh routes, tokens")
-            opened = build.open_access(plan, cleanup)
-            key_dir = opened.key_dir
-            output.step("Checking every private requirement")
-            build.check(plan, opened)
-            output.step(
-                f"Installing {plan.requirements_file.name} into {plan.target.describe(plan.settings)}"
-            )
-            install.install(
-                plan.target,
-                plan.app_dir,
-                plan.requirements_file,
-                plan.settings,
-                build.pip_env(plan, opened),
-                cleanup,
-                opened,
-            )
-    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
-        failure = exc
-    output.step("Removing the keys and the ssh config")
-    build.report_scrub(cleanup, key_dir)
-    output.step("Checking the app and the cache for the keys")
-    leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
-    if failure is not None:
-        if leak is not None:
-            output.error(leak)
-        raise failure
-    if leak is not None:
-        raise leak
-    output.step("Done: private dependencies installed; the keys are gone")
+    def into(opened: Access, cleanup: scrub.Cleanup) -> None:
+        env = build.pip_env(plan, opened)
+        install.install(
+            plan.target, plan.app_dir, plan.requirements_file, plan.settings, env, cleanup, opened
+        )
+
+    build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside)
     return 0
 
 

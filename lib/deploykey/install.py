@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +71,12 @@ def choose(app_dir: Path, settings: Settings, environ: Mapping[str, str] | None 
     return Target("venv", "no .heroku/python in the app", venv)
 
 
-def command(python: Path, requirements: Path, src: Path) -> list[str]:
-    """pip as heroku-buildpack-python runs it, plus --no-cache-dir: HOME may be the app (Heroku CI)."""
-    return [
+def command(
+    python: Path, requirements: Path, src: Path | None, extra: Sequence[str] = ()
+) -> list[str]:
+    """pip as heroku-buildpack-python runs it, plus --no-cache-dir: HOME may be the app (Heroku CI).
+    `src`: where editable VCS checkouts go (inside the environment they belong to)."""
+    argv = [
         str(python),
         "-m",
         "pip",
@@ -87,9 +90,9 @@ def command(python: Path, requirements: Path, src: Path) -> list[str]:
         "--exists-action",
         "w",
         "--no-cache-dir",
-        "--src",
-        str(src),
+        *extra,
     ]
+    return argv + (["--src", str(src)] if src is not None else [])
 
 
 def install(
@@ -124,7 +127,22 @@ def into(
     `create`), the path it has at run time."""
     if create:
         _create_venv(where, env, cwd)
-    argv = command(where / "bin" / "python", requirements, where / "src")
+    _pip(command(where / "bin" / "python", requirements, where / "src"), env, cwd, opened)
+
+
+def run_pip(
+    python: Path,
+    requirements: Path,
+    env: Mapping[str, str],
+    cwd: Path,
+    opened: Access,
+    extra: Sequence[str],
+) -> None:
+    """pip install with an existing Python and pip's own options (--target DIR, --user)."""
+    _pip(command(python, requirements, None, extra), env, cwd, opened)
+
+
+def _pip(argv: list[str], env: Mapping[str, str], cwd: Path, opened: Access) -> None:
     output.detail("$ " + " ".join(argv))
     result = run.run(argv, env=env, cwd=cwd, on_line=output.detail)
     if not result.ok:

@@ -9,6 +9,7 @@ umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals the
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import tempfile
@@ -107,3 +108,25 @@ def _checked(path: Path) -> KeyDir:
             "path::unsafe", path=path, reason="The new directory is not a private 0700 directory."
         )
     return KeyDir(path)
+
+
+def named_in(command: str) -> Path | None:
+    """The key dir named in an ssh command the kit wrote (`sh DIR/ssh`), or a key dir's path, if
+    it is one of ours: a `deploykey-` directory of this user in a temp location. Anything else
+    (a tampered .gitconfig naming another directory) is never removed."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    bases = {base.resolve() for base in candidates()}
+    for word in words:
+        for directory in (Path(word), Path(word).parent):
+            if not directory.name.startswith(PREFIX) or directory.parent.resolve() not in bases:
+                continue
+            try:
+                info = directory.lstat()
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                return directory
+    return None

@@ -21,6 +21,17 @@ REDACTED = "[redacted]"
 MIN_SECRET = 16
 
 _secrets: set[str] = set()
+# `deploykey setup --shell` prints shell code on stdout: everything for people goes to stderr then.
+_to_stderr = False
+
+
+def to_stderr() -> None:
+    global _to_stderr
+    _to_stderr = True
+
+
+def _out() -> TextIO:
+    return sys.stderr if _to_stderr else sys.stdout
 
 
 def add_secret(text: str) -> None:
@@ -46,15 +57,20 @@ def _emit(stream: TextIO, prefix: str, text: str) -> None:
 
 def plain(text: str) -> None:
     """A line as it is: bin/detect's name, bin/release's YAML."""
+    _emit(_out(), "", text)
+
+
+def shell(text: str) -> None:
+    """Shell code for `eval`, always on stdout (it holds paths, never a secret)."""
     _emit(sys.stdout, "", text)
 
 
 def step(title: str) -> None:
-    _emit(sys.stdout, "-----> ", title)
+    _emit(_out(), "-----> ", title)
 
 
 def detail(text: str) -> None:
-    _emit(sys.stdout, INDENT, text)
+    _emit(_out(), INDENT, text)
 
 
 def details(lines: Iterable[str]) -> None:

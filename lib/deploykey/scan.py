@@ -21,6 +21,7 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from deploykey.keys import Key
 
@@ -197,40 +198,54 @@ def token_needles(value: bytes) -> list[Needle]:
     return found
 
 
+@dataclass(frozen=True)
+class Searcher:
+    """The needles of some keys and tokens, and a search over any stream of bytes."""
+
+    table: tuple[tuple[Needle, str], ...]
+
+    @classmethod
+    def of(cls, keys: Sequence[Key], tokens: Mapping[str, bytes] | None = None) -> Searcher:
+        table = [(needle, key.fingerprint) for key in keys for needle in needles(key)]
+        table += [
+            (needle, name)
+            for name, value in (tokens or {}).items()
+            for needle in token_needles(value)
+        ]
+        return cls(tuple(table))
+
+    def search(self, stream: IO[bytes]) -> list[tuple[str, str]]:
+        """(kind of copy, key fingerprint or token name) for every secret found in the stream."""
+        if not self.table:
+            return []
+        overlap = max(len(needle.data) for needle, _ in self.table) - 1
+        found: dict[tuple[str, str], None] = {}
+        tail = b""
+        while chunk := stream.read(CHUNK):
+            window = tail + chunk
+            for needle, label in self.table:
+                if needle.data in window:
+                    found[(needle.kind, label)] = None
+            tail = window[-overlap:]
+        return list(found)
+
+
 def scan(
     roots: Sequence[Path], keys: Sequence[Key], tokens: Mapping[str, bytes] | None = None
 ) -> Report:
     """Every copy of the keys (and tokens, by name) in the files under roots."""
-    table = [(needle, key.fingerprint) for key in keys for needle in needles(key)]
-    table += [
-        (needle, name) for name, value in (tokens or {}).items() for needle in token_needles(value)
-    ]
-    if not table:
-        return Report((), 0, 0, ())
-    overlap = max(len(needle.data) for needle, _ in table) - 1
+    searcher = Searcher.of(keys, tokens)
     hits: list[Hit] = []
     files = size = 0
     unreadable: list[Path] = []
     for path in walk(roots):
         files += 1
         try:
-            kinds = _search(path, table, overlap)
+            with path.open("rb") as stream:
+                kinds = searcher.search(stream)
             size += path.stat().st_size
         except OSError:
             unreadable.append(path)
             continue
         hits.extend(Hit(path, kind, label) for kind, label in kinds)
     return Report(tuple(hits), files, size, tuple(unreadable))
-
-
-def _search(path: Path, table: list[tuple[Needle, str]], overlap: int) -> list[tuple[str, str]]:
-    found: dict[tuple[str, str], None] = {}
-    tail = b""
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            window = tail + chunk
-            for needle, label in table:
-                if needle.data in window:
-                    found[(needle.kind, label)] = None
-            tail = window[-overlap:]
-    return list(found)

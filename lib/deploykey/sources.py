@@ -117,3 +117,43 @@ def _read_dotenv(file: Path) -> dict[str, bytes]:
     # interpolate=False: a value is taken literally; `${...}` in it is not expanded.
     parsed = dotenv_values(file, interpolate=False, encoding="utf-8")
     return {name: value.encode() for name, value in parsed.items() if value is not None}
+
+
+SECRETS_DIR = Path("/run/secrets")
+
+
+def gather(
+    environ: Mapping[str, str],
+    names: tuple[str, ...] = (),
+    env_dir: str | None = None,
+    key_files: tuple[str, ...] = (),
+    secrets_dir: Path = SECRETS_DIR,
+) -> EnvSource:
+    """Keys (and the token variables in `names`) for a Docker build or a CI job, lowest precedence
+    first: DEPLOY_KEY* environment variables (CI secrets; BuildKit `env=` secrets), files in
+    /run/secrets (BuildKit `--mount=type=secret,id=deploy_key`: the id names the variable), an env
+    dir or .env file, and key files given on the command line (DEPLOY_KEY, DEPLOY_KEY_2, ...)."""
+    values: dict[str, bytes] = {}
+    origins: dict[str, str] = {}
+    for name, value in environ.items():
+        if KEY_NAME.match(name) or name in names or name.startswith("DEPLOYKEY_"):
+            values[name] = value.encode()
+            origins[name] = f"the environment variable {name}"
+    if secrets_dir.is_dir():
+        for secret in sorted(secrets_dir.iterdir()):
+            name = secret.name.upper().replace("-", "_")
+            if (KEY_NAME.match(name) or name in names) and secret.is_file():
+                values[name] = secret.read_bytes()
+                origins[name] = str(secret)
+    if env_dir is not None:
+        source = read(env_dir)
+        values.update(source.values)
+        origins.update({name: source.describe(name) for name in source.values})
+    for index, file in enumerate(key_files):
+        name = "DEPLOY_KEY" if index == 0 else f"DEPLOY_KEY_{index + 1}"
+        path = Path(file)
+        if not path.is_file():
+            raise UserError("env::missing", path=path)
+        values[name] = path.read_bytes()
+        origins[name] = str(path)
+    return EnvSource(secrets_dir, False, values, origins)

@@ -45,7 +45,9 @@ def quote(path: Path | str) -> str:
     return '"' + str(path) + '"'
 
 
-def _block(pattern: str, host: HostConfig, key: Key | None, key_dir: Path) -> list[str]:
+def _block(
+    pattern: str, host: HostConfig, key: Key | None, key_dir: Path, agent: str | None = None
+) -> list[str]:
     lines = [f"Host {pattern}", f"  HostName {host.hostname or host.name}"]
     if host.port:
         lines.append(f"  Port {host.port}")
@@ -54,19 +56,25 @@ def _block(pattern: str, host: HostConfig, key: Key | None, key_dir: Path) -> li
     lines.append(f"  HostKeyAlias {host.name}")
     identity = quote(key_dir / identity_name(key)) if key else "none"
     lines.append(f"  IdentityFile {identity}")
+    if agent:
+        # An agent's keys (`RUN --mount=type=ssh`): the first value of an option wins in ssh_config.
+        lines += [f"  IdentityAgent {quote(agent)}", "  IdentitiesOnly no"]
     lines.append(f"  UserKnownHostsFile {quote(key_dir / KNOWN_HOSTS)}")
     lines.extend(f"  {option} {value}" for option, value in STRICT)
     return lines
 
 
-def render_config(hosts: Sequence[HostConfig], keys: Sequence[Key], key_dir: Path) -> str:
-    """A block per host (no key: the router picks one) and per (key, host) alias (that key only)."""
+def render_config(
+    hosts: Sequence[HostConfig], keys: Sequence[Key], key_dir: Path, agent: str | None = None
+) -> str:
+    """A block per host (no key: the router picks one, or the agent's keys when `agent` is its
+    socket) and per (key, host) alias (that key only)."""
     lines = [
         "# deploykey: ssh settings for one build, removed when it ends.",
         "# One deploy key per alias, pinned host keys, no agent, never a prompt.",
     ]
     for host in hosts:
-        lines.extend(_block(host.name, host, None, key_dir))
+        lines.extend(_block(host.name, host, None, key_dir, agent))
         for key in keys:
             lines.extend(_block(routing.alias(key, host.name), host, key, key_dir))
     # Every other host: no key, and still only pinned host keys (`IdentityFile none` offers nothing;

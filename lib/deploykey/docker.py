@@ -1,0 +1,176 @@
+"""Docker / OCI image builds and CI jobs: `install`, `setup --shell` / `cleanup`, `scan`, `scan-image`.
+
+In a Dockerfile the key must come from a BuildKit mount: `RUN --mount=type=secret,id=deploy_key`
+(a file at /run/secrets/deploy_key, gone when the RUN ends) or `--mount=type=ssh` (an agent).
+`ARG` and `ENV` values are kept in the image config and its history, and a file deleted in a later
+layer survives in the earlier one. So `deploykey install` does the whole cycle inside that one RUN:
+keys in a temp dir, install, scrub, and a scan of what it installed before the layer is committed.
+CI systems whose install command is the user's own get `eval "$(deploykey setup --shell)"`, then
+`deploykey cleanup`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+import sysconfig
+from pathlib import Path
+
+from deploykey import build, config, image, install, keydir, output, scan, scrub, sources
+from deploykey.access import Access
+from deploykey.errors import UserError
+from deploykey.install import Target
+
+TOKEN_NAMES = tuple(config.DEFAULT_TOKENS)
+
+
+def _source(env_dir: str | None, key_files: tuple[str, ...]) -> sources.EnvSource:
+    return sources.gather(os.environ, TOKEN_NAMES, env_dir, key_files)
+
+
+def _settings(app: Path, env: sources.EnvSource, requirements: str) -> config.Settings:
+    settings = config.load(app, env)
+    values = {**settings.values, "DEPLOYKEY_REQUIREMENTS": requirements}
+    return dataclasses.replace(settings, values=values)
+
+
+def _agent(wanted: bool) -> str | None:
+    if not wanted:
+        return None
+    socket = os.environ.get("SSH_AUTH_SOCK")
+    if not socket:
+        raise UserError("agent::missing")
+    return socket
+
+
+def install_command(
+    requirements: str,
+    venv: str | None,
+    target: str | None,
+    user: bool,
+    env_dir: str | None,
+    key_files: tuple[str, ...],
+    agent: bool,
+) -> int:
+    """`deploykey install`: the whole cycle in one process, for a `RUN --mount=type=secret` line."""
+    app = Path.cwd()
+    env = _source(env_dir, key_files)
+    settings = _settings(app, env, requirements)
+    output.step("deploykey install: private git dependencies with deploy keys")
+    where, python, extra, scanned = _where(venv, target, user)
+    plan = build.plan(app, None, env, settings, Target("docker", where), _agent(agent))
+    if not plan.requirements_file.is_file():
+        listing = ", ".join(sorted(p.name for p in app.iterdir())[:20]) or "nothing"
+        raise UserError("requirements::missing", file=requirements, listing=listing)
+    plan = dataclasses.replace(plan, kept=(scanned,))
+
+    def into(opened: Access, _cleanup: scrub.Cleanup) -> None:
+        env = build.pip_env(plan, opened)
+        if venv is not None:
+            install.into(Path(venv).resolve(), True, plan.requirements_file, env, app, opened)
+            return
+        install.run_pip(python, plan.requirements_file, env, app, opened, extra)
+
+    build.install_cycle(plan, where, into, [app, scanned])
+    return 0
+
+
+def _where(venv: str | None, target: str | None, user: bool) -> tuple[str, Path, list[str], Path]:
+    """(description, python, extra pip arguments, directory to scan afterwards)."""
+    if venv is not None:
+        path = Path(venv).resolve()
+        return f"the virtual environment {path}", path / "bin" / "python", [], path
+    if target is not None:
+        path = Path(target).resolve()
+        return f"{path} (pip --target)", Path(sys.executable), ["--target", str(path)], path
+    if user:
+        base = Path(sysconfig.get_config_var("userbase") or Path.home() / ".local")
+        return f"the user site {base} (pip --user)", Path(sys.executable), ["--user"], base
+    site = Path(sysconfig.get_paths()["purelib"])
+    return f"{sys.executable}'s site-packages", Path(sys.executable), [], site
+
+
+def setup_command(requirements: str | None, env_dir: str | None, key_files: tuple[str, ...]) -> int:
+    """`eval "$(deploykey setup --shell)"`: the git settings as shell exports on stdout; the key
+    dir stays until `deploykey cleanup`. Everything for people goes to stderr."""
+    output.to_stderr()
+    app = Path.cwd()
+    env = _source(env_dir, key_files)
+    settings = _settings(app, env, requirements or "requirements.txt")
+    output.step("deploykey setup: git settings for this shell")
+    plan = build.plan(app, None, env, settings, Target("off", "the job's own install command"))
+    cleanup = scrub.Cleanup()
+    with scrub.guarded(cleanup):
+        opened = build.open_access(plan, cleanup)
+        if requirements is not None or plan.requirements_file.is_file():
+            output.step("Checking every private requirement")
+            build.check(plan, opened)
+        cleanup.actions.clear()  # success: the job's own commands use the key dir
+    for name, value in {**opened.env(), "DEPLOYKEY_KEY_DIR": str(opened.key_dir)}.items():
+        output.shell(f"export {name}={shlex.quote(value)}")
+    output.detail("run your install now; then `deploykey cleanup` removes the keys")
+    return 0
+
+
+def cleanup_command(paths: tuple[str, ...], shell: bool) -> int:
+    """`deploykey cleanup [PATH...]`: remove the key dir setup made, then scan PATHs (default: the
+    current directory) for the keys still in the environment."""
+    if shell:
+        output.to_stderr()
+    output.step("deploykey cleanup")
+    named = os.environ.get("DEPLOYKEY_KEY_DIR") or os.environ.get("GIT_SSH_COMMAND") or ""
+    directory = keydir.named_in(named)
+    if directory is not None:
+        keydir.KeyDir(directory).remove()
+        output.detail(f"removed the key dir {directory}")
+    else:
+        output.detail("no key dir of deploykey's to remove")
+    if shell:
+        count = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
+        names = ["GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_CONFIG_COUNT", "DEPLOYKEY_KEY_DIR"]
+        names += [
+            f"GIT_CONFIG_{kind}_{index}" for index in range(count) for kind in ("KEY", "VALUE")
+        ]
+        output.shell("unset " + " ".join(names))
+    env = _source(None, ())
+    if not env.key_names():
+        output.detail("no DEPLOY_KEY* in the environment: nothing to scan for")
+        return 0
+    return scan_command(paths or (".",), None, ())
+
+
+def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[str, ...]) -> int:
+    """`deploykey scan PATH...`: exit 0 clean, 1 when a key or token is found."""
+    env = _source(env_dir, key_files)
+    settings = config.load(Path.cwd(), env)
+    from deploykey import credentials
+
+    tokens = credentials.read(env, settings)
+    found = build.read_keys(env, tokens)
+    output.step("Scanning for the keys")
+    leak = build.leak_check([Path(path) for path in paths], found, tokens)
+    if leak is not None:
+        raise leak
+    return 0
+
+
+def scan_image_command(archive: str, env_dir: str | None, key_files: tuple[str, ...]) -> int:
+    """`deploykey scan-image IMAGE.tar`: every layer and the config; exit 1 with layer digests and
+    paths on a hit."""
+    env = _source(env_dir, key_files)
+    settings = config.load(Path.cwd(), env)
+    from deploykey import credentials
+
+    tokens = credentials.read(env, settings)
+    found = build.read_keys(env, tokens)
+    output.step(f"Scanning the image {archive} for the keys")
+    searcher = scan.Searcher.of(found, {token.name: token.value for token in tokens})
+    report = image.scan_archive(Path(archive), searcher)
+    output.detail(f"read {report.layers} layers ({report.files} files) and the config")
+    if report.hits:
+        places = sorted({hit.describe() for hit in report.hits})
+        raise UserError("leak::image", count=len(places), path=archive, places="\n".join(places))
+    output.detail("no key material found")
+    return 0

@@ -1,0 +1,204 @@
+"""Scanning an image archive for the keys: every layer, file by file, and the config.
+
+An image keeps what a Dockerfile's `ARG`/`ENV` held (config env, history `created_by`) and every
+file any layer ever wrote, also one deleted by a later layer. So every layer is read, as the tar
+stream it is (uncompressed, gzip, bzip2, xz; zstd is named and refused), and every string of the
+config (history, env, labels, commands) is searched on its own, so that a hit can say where.
+Formats: an OCI image layout in a tar (`buildah push IMAGE oci-archive:FILE`), and `docker save`
+tarballs (manifest.json; Docker 25 and later also write the OCI layout inside).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploykey.errors import UserError
+from deploykey.scan import Searcher
+
+INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+ZSTD = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    layer: str  # a layer digest, or "config"
+    path: str  # a file in the layer, or a config field
+    kind: str
+    label: str  # key fingerprint or token name
+
+    def describe(self) -> str:
+        return f"{self.layer}: {self.path} ({self.kind}, {self.label})"
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    hits: tuple[ImageHit, ...]
+    layers: int
+    files: int
+
+
+@dataclass(frozen=True)
+class _Image:
+    config: str  # member name in the archive
+    layers: tuple[tuple[str, str], ...]  # (digest, member name)
+
+
+def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
+    try:
+        outer = tarfile.open(archive)  # noqa: SIM115 - closed by the `with` below
+    except (OSError, tarfile.TarError) as exc:
+        raise UserError("image::unreadable", path=archive, detail=str(exc)) from None
+    with outer:
+        names = set(outer.getnames())
+        if "index.json" in names:
+            images = list(_oci(outer, "index.json"))
+        elif "manifest.json" in names:
+            images = list(_docker(outer))
+        else:
+            raise UserError(
+                "image::unreadable",
+                path=archive,
+                detail="it has no index.json and no manifest.json",
+            )
+        hits: list[ImageHit] = []
+        seen: set[str] = set()
+        layers = files = 0
+        for image in images:
+            config = _read(outer, image.config)
+            hits += [
+                ImageHit("config", field, kind, label)
+                for field, kind, label in _config_hits(config, searcher)
+            ]
+            for digest, member in image.layers:
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                layers += 1
+                for path, kind, label, counted in _layer_hits(
+                    archive, outer, digest, member, searcher
+                ):
+                    files += counted
+                    if kind:
+                        hits.append(ImageHit(digest, path, kind, label))
+    return ImageReport(tuple(hits), layers, files)
+
+
+def _read(outer: tarfile.TarFile, name: str) -> bytes:
+    for candidate in (name, name.removeprefix("./"), "./" + name):
+        try:
+            member = outer.extractfile(candidate)
+        except KeyError:
+            continue
+        if member is not None:
+            return member.read()
+    raise UserError("image::unreadable", path=name, detail="a file its manifest names is missing")
+
+
+def _blob(digest: str) -> str:
+    algorithm, _, value = digest.partition(":")
+    return f"blobs/{algorithm}/{value}"
+
+
+def _oci(outer: tarfile.TarFile, index_name: str) -> Iterator[_Image]:
+    index = json.loads(_read(outer, index_name))
+    for entry in index.get("manifests", []):
+        name = _blob(entry["digest"])
+        if entry.get("mediaType") in INDEX_TYPES:
+            yield from _oci(outer, name)
+            continue
+        manifest = json.loads(_read(outer, name))
+        if "config" not in manifest:
+            yield from _oci(outer, name)  # an index without its media type in the parent
+            continue
+        layers = tuple(
+            (layer["digest"], _blob(layer["digest"])) for layer in manifest.get("layers", [])
+        )
+        yield _Image(_blob(manifest["config"]["digest"]), layers)
+
+
+def _docker(outer: tarfile.TarFile) -> Iterator[_Image]:
+    for entry in json.loads(_read(outer, "manifest.json")):
+        layers = tuple(
+            (name.split("/")[0] if "/" in name else name, name) for name in entry["Layers"]
+        )
+        yield _Image(entry["Config"], layers)
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def _config_hits(config: bytes, searcher: Searcher) -> Iterator[tuple[str, str, str]]:
+    try:
+        parsed = json.loads(config)
+    except ValueError:
+        parsed = None
+    fields = (
+        list(_strings(parsed, ""))
+        if parsed is not None
+        else [("config", config.decode("utf-8", "replace"))]
+    )
+    for field, text in fields:
+        for kind, label in searcher.search(io.BytesIO(text.encode())):
+            yield field, kind, label
+
+
+def _layer_hits(
+    archive: Path, outer: tarfile.TarFile, digest: str, member: str, searcher: Searcher
+) -> Iterator[tuple[str, str, str, int]]:
+    """(path, kind, label, 1) per hit, and ("", "", "", 1) per file read without one."""
+    blob = outer.extractfile(member)
+    if blob is None:
+        raise UserError("image::unreadable", path=archive, detail=f"layer {digest} is missing")
+    head = blob.read(4)
+    if head == ZSTD:
+        raise UserError(
+            "image::unreadable", path=archive, detail=f"layer {digest} is zstd-compressed"
+        )
+    stream = io.BufferedReader(_Prefixed(head, blob))
+    with tarfile.open(fileobj=stream, mode="r|*") as layer:
+        for entry in layer:
+            if not entry.isfile():
+                continue
+            content = layer.extractfile(entry)
+            found = searcher.search(content) if content is not None else []
+            if not found:
+                yield "", "", "", 1
+            for number, (kind, label) in enumerate(found):
+                yield entry.name, kind, label, int(number == 0)
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes already read to sniff the compression, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            count = min(len(buffer), len(self.head))
+            buffer[:count] = self.head[:count]
+            self.head = self.head[count:]
+            return count
+        data = self.rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
