@@ -1,0 +1,5 @@
+"""The example app: it runs only if its private dependency was installed."""
+
+import private_utils
+
+print(private_utils.hello())

@@ -1,0 +1,376 @@
+"""Docker/OCI builds for real (buildah), `deploykey install`, `setup --shell`/`cleanup`, `scan-image`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import images
+from conftest import (
+    BIN,
+    FLIT,
+    KIT,
+    REQUIREMENT,
+    Build,
+    GeneratedKey,
+    files_with_key,
+    key_dirs,
+    key_fragments,
+    make_key,
+    text_has_key,
+)
+from gitserver import GitServer
+
+KIT_DEPS = ("sh", "python-dotenv", "pyyaml")
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    return images.ensure_base_image()
+
+
+@pytest.fixture(scope="session")
+def image_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything pip needs inside the image build, offline: flit_core and the kit's own
+    dependencies, for the base image's Python (3.11, x86_64)."""
+    directory = tmp_path_factory.mktemp("image-wheels")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary",
+            ":all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "any",
+            "-d",
+            str(directory),
+            FLIT,
+            *KIT_DEPS,
+        ],
+        check=True,
+    )
+    return directory
+
+
+@pytest.fixture
+def context(tmp_path: Path, git_server: GitServer, image_wheels: Path) -> Path:
+    """examples/docker as a build context, with the kit (deploykey.pyz), the wheels, and a
+    deploykey.yml that points github.com at the local git server."""
+    directory = tmp_path / "context"
+    shutil.copytree(
+        KIT / "examples" / "docker", directory, ignore=shutil.ignore_patterns("deploykey.pyz")
+    )
+    shutil.copytree(image_wheels, directory / "wheels")
+    (directory / "deploykey.yml").write_text(git_server.deploykey_yml())
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "pyz", str(directory / "deploykey.pyz")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+OFFLINE = ("--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src/wheels")
+
+
+def assert_image_clean(archive: Path, key: GeneratedKey) -> None:
+    """deploykey scan-image says clean, and so does the test's own read of every layer."""
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no key material found" in result.stdout
+    fragments = key_fragments(key.text)
+    for where, data in images.everything_in(archive):
+        flat = data.replace(b"\\n", b"").replace(b"\n", b"")
+        assert not any(f in data or f in flat for f in fragments), where
+
+
+@pytest.fixture
+def tags() -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for tag in made:
+        images.remove(tag)
+
+
+def test_example_image_builds_runs_and_holds_no_key(
+    base_image: str, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
+) -> None:
+    tag = "localhost/deploykey-example:test"
+    tags.append(tag)
+    built = images.build(context, tag, "--secret", f"id=deploy_key,src={utils_key.path}", *OFFLINE)
+    assert built.returncode == 0, built.stdout + built.stderr
+    out = built.stdout + built.stderr
+    assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
+    assert "Successfully installed private-utils-1.0" in out
+    assert "no key material found" in out
+    assert not text_has_key(out, utils_key.text)
+    ran = images.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+    assert_image_clean(images.export(tag, tmp_path / "final.tar"), utils_key)
+    # The build stage's own committed layers (what `--target build` or a build cache keeps).
+    stage = "localhost/deploykey-example-build:test"
+    tags.append(stage)
+    built = images.build(
+        context,
+        stage,
+        "--target",
+        "build",
+        "--secret",
+        f"id=deploy_key,src={utils_key.path}",
+        *OFFLINE,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert_image_clean(images.export(stage, tmp_path / "build-stage.tar"), utils_key)
+
+
+def test_anti_example_leaks_and_scan_image_catches_it(
+    base_image: str,
+    context: Path,
+    git_server: GitServer,
+    utils_key: GeneratedKey,
+    tmp_path: Path,
+    tags: list[str],
+) -> None:
+    tag = "localhost/deploykey-anti-example-build:test"
+    tags.append(tag)
+    built = images.build(
+        context,
+        tag,
+        "--target",
+        "build",
+        "--build-arg",
+        f"SSH_PRIVATE_KEY={utils_key.text}",
+        "--build-arg",
+        "KNOWN_HOST=127.0.0.1",
+        "--build-arg",
+        f"KNOWN_HOST_PORT={git_server.port}",
+        dockerfile="Dockerfile.anti-example",
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    archive = images.export(tag, tmp_path / "anti.tar")
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(utils_key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    err = result.stderr
+    assert " !     Key material found in" in err
+    assert "root/.ssh/id_rsa (private key text" in err  # the file, in the layer that wrote it
+    assert "config: history[" in err and "created_by (private key text" in err  # the build argument
+    assert not text_has_key(result.stdout + err, utils_key.text)
+
+
+def test_ssh_agent_variant(
+    base_image: str, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
+) -> None:
+    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+    sock = agent.split("SSH_AUTH_SOCK=")[1].split(";")[0]
+    pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
+    tag = "localhost/deploykey-example-ssh:test"
+    tags.append(tag)
+    try:
+        subprocess.run(
+            ["ssh-add", "-q", str(utils_key.path)], env={"SSH_AUTH_SOCK": sock}, check=True
+        )
+        built = images.build(
+            context, tag, "--ssh", f"default={sock}", *OFFLINE, dockerfile="Dockerfile.ssh"
+        )
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "via the ssh agent -> 127.0.0.1:" in built.stdout + built.stderr
+    ran = images.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+    assert_image_clean(images.export(tag, tmp_path / "ssh.tar"), utils_key)
+
+
+# ---------------------------------------------------------------- without an image build
+
+
+def test_install_from_a_secret_file(build: Build, utils_key: GeneratedKey, tmp_path: Path) -> None:
+    """`deploykey install` as the RUN line runs it, here with --env-dir standing in for /run/secrets."""
+    before = key_dirs()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    venv = tmp_path / "venv"
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "install", "--venv", str(venv), "--env-dir", str(secrets)],
+        cwd=build.app,
+        env=build.environ(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(venv.glob("lib/python3*/site-packages/private_utils"))
+    assert files_with_key([venv, build.app], utils_key.text) == []
+    assert key_dirs() - before == set()
+
+
+def test_setup_shell_then_own_install_then_cleanup(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """A CI job (CircleCI's recipe, done safely): DEPLOY_KEY as base64 in the environment, deploykey
+    sets git up for the shell, the job runs its own pip, deploykey takes everything back."""
+    before = key_dirs()
+    venv = tmp_path / "venv"
+    script = f"""
+        set -euo pipefail
+        eval "$({BIN}/deploykey setup --shell)"
+        test -n "$GIT_SSH_COMMAND"
+        {sys.executable} -m venv {venv}
+        {venv}/bin/pip install --no-cache-dir -r requirements.txt
+        eval "$({BIN}/deploykey cleanup --shell)"
+        echo "after: ${{GIT_SSH_COMMAND:-unset}}"
+    """
+    env = build.environ(DEPLOY_KEY=base64.b64encode(utils_key.text.encode()).decode())
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=build.app, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Successfully installed private-utils-1.0" in result.stdout
+    assert "after: unset" in result.stdout
+    assert "removed the key dir" in result.stderr and "no key material found" in result.stderr
+    assert key_dirs() - before == set()
+    assert files_with_key([build.app, venv, build.home], utils_key.text) == []
+    assert not text_has_key(result.stdout + result.stderr, utils_key.text)
+
+
+# ---------------------------------------------------------------- scan-image on handmade archives
+
+
+def _tar_bytes(files: dict[str, bytes], compress: bool) -> bytes:
+    import gzip
+    import io
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue()) if compress else raw.getvalue()
+
+
+def _archive(path: Path, layers: list[bytes], config: dict[str, object], docker: bool) -> Path:
+    import hashlib
+    import io
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    config_bytes = json.dumps(config).encode()
+    members: dict[str, bytes] = {}
+    if docker:
+        names = [f"{i}/layer.tar" for i in range(len(layers))]
+        members.update(dict(zip(names, layers, strict=True)))
+        members["config.json"] = config_bytes
+        members["manifest.json"] = json.dumps(
+            [{"Config": "config.json", "RepoTags": ["x:y"], "Layers": names}]
+        ).encode()
+    else:
+        manifest = {
+            "schemaVersion": 2,
+            "config": {"digest": digest(config_bytes)},
+            "layers": [{"digest": digest(layer)} for layer in layers],
+        }
+        manifest_bytes = json.dumps(manifest).encode()
+        for blob in [config_bytes, manifest_bytes, *layers]:
+            members["blobs/sha256/" + digest(blob).split(":")[1]] = blob
+        members["index.json"] = json.dumps(
+            {"manifests": [{"digest": digest(manifest_bytes)}]}
+        ).encode()
+        members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    path.write_bytes(_tar_bytes(members, compress=False))
+    del io
+    return path
+
+
+@pytest.mark.parametrize("docker", [False, True], ids=["oci-archive", "docker-save"])
+def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, docker: bool) -> None:
+    key = make_key(keys_dir)
+    clean = _tar_bytes(
+        {
+            "app/main.py": b"print(1)\n",
+            "root/.ssh/id.pub": key.path.with_suffix(".pub").read_bytes(),
+        },
+        True,
+    )
+    leaky = _tar_bytes({"tmp/deleted-later": key.text.encode()}, False)
+    config = {
+        "config": {"Env": ["PATH=/usr/bin"]},
+        "history": [{"created_by": f"|1 SSH_PRIVATE_KEY={key.text} /bin/sh -c x"}],
+    }
+    archive = _archive(tmp_path / "image.tar", [clean, leaky], config, docker)
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert " !     Key material found in 2 place(s) of the image" in result.stderr
+    assert "config: history[0].created_by (private key text" in result.stderr
+    assert "tmp/deleted-later (private key text" in result.stderr
+    clean_archive = _archive(tmp_path / "clean.tar", [clean], {"history": []}, docker)
+    ok = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(clean_archive), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "read 1 layers (2 files) and the config" in ok.stdout
+
+
+def test_scan_image_refuses_what_it_cannot_read(tmp_path: Path, keys_dir: Path) -> None:
+    key = make_key(keys_dir)
+    zstd = b"\x28\xb5\x2f\xfd" + b"\0" * 64
+    archive = _archive(tmp_path / "zstd.tar", [zstd], {}, docker=False)
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "is zstd-compressed" in result.stderr
+    (tmp_path / "nothing.tar").write_bytes(b"not a tar")
+    result = subprocess.run(
+        [
+            str(BIN / "deploykey"),
+            "scan-image",
+            str(tmp_path / "nothing.tar"),
+            "--key-file",
+            str(key.path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Cannot read the image archive" in result.stderr
+    _ = tempfile, REQUIREMENT
