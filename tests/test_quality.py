@@ -28,9 +28,11 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run(sys.executable, "-m", "ruff", "check", "lib", "tests", "examples")
+    result = run(sys.executable, "-m", "ruff", "check", "lib", "tests", "examples", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
-    result = run(sys.executable, "-m", "ruff", "format", "--check", "lib", "tests", "examples")
+    result = run(
+        sys.executable, "-m", "ruff", "format", "--check", "lib", "tests", "examples", "bench"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

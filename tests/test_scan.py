@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,25 @@ COPIES = {
     "base64 at offset 1": lambda text: base64.b64encode(b"x" + text.encode()),
     "base64 at offset 2": lambda text: base64.encodebytes(b"xy" + text.encode()),
     "base64 of CRLF text": lambda text: base64.b64encode(text.replace("\n", "\r\n").encode()),
+    "base64 of base64": lambda text: base64.b64encode(base64.b64encode(text.encode())),
+    "base64 of base64, offsets 1 and 2": lambda text: base64.b64encode(
+        b"x" + base64.b64encode(b"yz" + text.encode())
+    ),
+    "URL-encoded": lambda text: urllib.parse.quote_plus(text).encode(),
+    "JSON with escaped slashes": lambda text: json.dumps({"k": text}).replace("/", "\\/").encode(),
+    "UTF-16 (PowerShell)": lambda text: text.encode("utf-16"),
+    "YAML block": lambda text: (
+        "key: |\n" + "".join("  " + line + "\n" for line in text.splitlines())
+    ).encode(),
 }
+
+
+@pytest.fixture(params=["grep", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both search engines: grep -F in parallel, and Python alone (a build image without grep)."""
+    if request.param == "python":
+        monkeypatch.setattr(scan.shutil, "which", lambda _name: None)
+    return str(request.param)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +61,7 @@ COPIES = {
 )
 @pytest.mark.parametrize("copy", sorted(COPIES))
 def test_finds_every_copy(
-    tmp_path: Path, keys_dir: Path, kind: str, fmt: str | None, copy: str
+    tmp_path: Path, keys_dir: Path, kind: str, fmt: str | None, copy: str, engine: str
 ) -> None:
     key = make_key(keys_dir, kind, fmt=fmt)
     tree = tmp_path / "tree"
@@ -51,7 +70,7 @@ def test_finds_every_copy(
         b"prefix " + COPIES[copy](key.text) + b" suffix"
     )
     report = scan.scan([tree], [load(key)])
-    assert [hit.path.name for hit in report.hits] == ["leak.txt"]
+    assert [Path(hit.path).name for hit in report.hits] == ["leak.txt"]
     assert report.hits[0].label == key.fingerprint
 
 
@@ -91,7 +110,9 @@ def test_public_half_is_no_leak(tmp_path: Path, keys_dir: Path, kind: str, fmt: 
         ["ssh-keygen", "-lf", str(key.path)], capture_output=True, text=True
     ).stdout
     (tmp_path / "log.txt").write_text(fingerprint)
-    assert scan.scan([tmp_path], [load(key)]).hits == ()
+    hits = scan.scan([tmp_path], [load(key)]).hits
+    # Only the other key is reported, as what it is; nothing is a copy of this key.
+    assert [(Path(h.path).name, h.kind) for h in hits] == [("other.key", "another private key")]
 
 
 def test_links_are_not_followed_and_counts_are_reported(tmp_path: Path, keys_dir: Path) -> None:
@@ -118,3 +139,123 @@ def test_needles_hold_no_public_bytes(keys_dir: Path) -> None:
         assert needle.data not in public_b64
         assert needle.data not in public_blob
         assert len(needle.data) >= 12
+
+
+ARCHIVES = {
+    "wheel (zip)": "zip",
+    "tar.gz": "tar.gz",
+    "gzip stream": "gz",
+    "tar.bz2": "tar.bz2",
+    "tar.xz": "tar.xz",
+    "zip inside a tar.gz": "nested",
+}
+
+
+def make_archive(path: Path, form: str, name: str, data: bytes) -> str:
+    """An archive holding `data` as member `name`; returns the member path the scan should name."""
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    def tar(mode: str) -> None:
+        with tarfile.open(path, mode) as archive:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+    if form == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("pkg/__init__.py", "")
+            archive.writestr(name, data)
+        return f"{path}!{name}"
+    if form == "gz":
+        path.write_bytes(gzip.compress(data))
+        return f"{path}!(decompressed)"
+    if form == "nested":
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(name, data)
+        make_archive(path, "tar.gz", "dist/inner.whl", inner.getvalue())
+        return f"{path}!dist/inner.whl!{name}"
+    tar({"tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}[form])
+    return f"{path}!{name}"
+
+
+@pytest.mark.parametrize("form", sorted(ARCHIVES))
+def test_finds_copies_inside_archives(
+    tmp_path: Path, keys_dir: Path, form: str, engine: str
+) -> None:
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    expected = make_archive(tree / "dist.bin", ARCHIVES[form], "secrets/key.txt", key.text.encode())
+    report = scan.scan([tree], [load(key)])
+    assert (expected, "private key text") in {(hit.path, hit.kind) for hit in report.hits}
+
+
+def test_other_private_keys_and_url_credentials(
+    tmp_path: Path, keys_dir: Path, engine: str
+) -> None:
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    (tree / "src" / "lib" / ".git").mkdir(parents=True)
+    (tree / "src" / "lib" / ".git" / "config").write_text(
+        '[remote "origin"]\n\turl = https://x-access-token:ghs_abcdefghijklmnop@github.com/acme/lib.git\n'
+    )
+    site = tree / "site-packages" / "lib-1.0.dist-info"
+    site.mkdir(parents=True)
+    (site / "direct_url.json").write_text(
+        '{"url": "https://deploy:hunter2secret@git.example.com/acme/lib.git"}'
+    )
+    (site / "RECORD").write_text("lib/__init__.py,sha256=abc,0\n")
+    (tree / "vendored.pem").write_bytes(make_key(keys_dir, "rsa", fmt="PEM").path.read_bytes())
+    (tree / "docs.py").write_text(
+        'MARKER = "-----BEGIN RSA PRIVATE KEY-----"  # a string in code, no key\n'
+    )
+    report = scan.scan([tree], [load(key)])
+    found = {(Path(hit.path).name, hit.kind, hit.label) for hit in report.hits}
+    assert found == {
+        ("config", "credentials in a URL", "x-access-token:****@github.com"),
+        ("direct_url.json", "credentials in a URL", "deploy:****@git.example.com"),
+        ("vendored.pem", "another private key", "not one of this build's keys"),
+    }
+    assert all(not hit.is_ours for hit in report.hits if hit.kind == "another private key")
+
+
+def test_scan_command(tmp_path: Path, keys_dir: Path) -> None:
+    from conftest import BIN
+
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "clean.txt").write_text("nothing here\n")
+    scan_cmd = [str(BIN / "deploykey"), "scan", str(tree), "--key-file", str(key.path)]
+    clean = subprocess.run(scan_cmd, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    assert "no key material found" in clean.stdout
+    (tree / "copy.b64").write_bytes(base64.encodebytes(key.path.read_bytes()))
+    leak = subprocess.run(scan_cmd, capture_output=True, text=True)
+    assert leak.returncode == 1
+    assert f"{tree / 'copy.b64'} (base64 of the private key, {key.fingerprint})" in leak.stderr
+    assert key.text.splitlines()[2] not in leak.stdout + leak.stderr
+    usage = subprocess.run(
+        [str(BIN / "deploykey"), "scan", str(tree)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert usage.returncode == 2 and "no key to look for" in usage.stderr
+
+
+def test_every_form_over_many_keys(keys_dir: Path) -> None:
+    """Needles depend on where +, / and line breaks fall in each random key: check many keys."""
+    import io
+
+    for kind in ["ed25519"] * 40 + ["ecdsa"] * 10 + ["rsa"] * 4:
+        key = make_key(keys_dir, kind)
+        searcher = scan.Searcher.of([load(key)])
+        for copy, transform in COPIES.items():
+            found = searcher.search(io.BytesIO(b"prefix " + transform(key.text) + b" suffix"))
+            assert found and all(label == key.fingerprint for _, label in found), (copy, kind)
+        key.path.unlink()

@@ -148,9 +148,15 @@ def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[s
     from deploykey import credentials
 
     tokens = credentials.read(env, settings)
+    if not env.key_names() and not tokens:
+        raise UserError(
+            "usage",
+            message="deploykey scan: no key to look for",
+            command="deploykey scan",
+        )
     found = build.read_keys(env, tokens)
     output.step("Scanning for the keys")
-    leak = build.leak_check([Path(path) for path in paths], found, tokens)
+    leak = build.leak_check([Path(path) for path in paths], found, tokens, strict=True)
     if leak is not None:
         raise leak
     return 0
