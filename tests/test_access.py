@@ -53,6 +53,7 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
             "token_github_token",
             "tokens",
             "git-credential-deploykey",
+            ".owner",
         }
         assert (opened.key_dir / "routes").read_text() == (
             "github.com acme/billing deploy_key_billing.github.com\n"

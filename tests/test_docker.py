@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from conftest import (
     BIN,
     FLIT,
     KIT,
-    REQUIREMENT,
     Build,
     GeneratedKey,
     files_with_key,
@@ -282,7 +280,6 @@ def _tar_bytes(files: dict[str, bytes], compress: bool) -> bytes:
 
 def _archive(path: Path, layers: list[bytes], config: dict[str, object], docker: bool) -> Path:
     import hashlib
-    import io
 
     def digest(data: bytes) -> str:
         return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -310,7 +307,6 @@ def _archive(path: Path, layers: list[bytes], config: dict[str, object], docker:
         ).encode()
         members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
     path.write_bytes(_tar_bytes(members, compress=False))
-    del io
     return path
 
 
@@ -321,6 +317,8 @@ def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, dock
         {
             "app/main.py": b"print(1)\n",
             "root/.ssh/id.pub": key.path.with_suffix(".pub").read_bytes(),
+            # a library's built-in test key (libgnutls has one): named, not failing the check
+            "usr/lib/libtest.so": make_key(keys_dir).path.read_bytes(),
         },
         True,
     )
@@ -346,7 +344,11 @@ def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, dock
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "read 1 layers (2 files) and the config" in ok.stdout
+    assert "read 1 layers (3 files) and the config" in ok.stdout
+    assert (
+        "usr/lib/libtest.so (another private key, not one of this build's keys): not this build's"
+        in ok.stderr
+    )
 
 
 def test_scan_image_refuses_what_it_cannot_read(tmp_path: Path, keys_dir: Path) -> None:
@@ -373,4 +375,3 @@ def test_scan_image_refuses_what_it_cannot_read(tmp_path: Path, keys_dir: Path) 
         text=True,
     )
     assert result.returncode == 1 and "Cannot read the image archive" in result.stderr
-    _ = tempfile, REQUIREMENT

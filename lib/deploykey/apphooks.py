@@ -60,7 +60,13 @@ def pre_compile() -> int:
         opened = build.open_access(plan, cleanup)
         output.step("Checking every private requirement")
         build.check(plan, opened)
-        blocks.insert(gitconfig(), opened.gitconfig())
+        try:
+            blocks.insert(gitconfig(), opened.gitconfig())
+        except OSError as exc:
+            raise UserError(
+                "home::unwritable", path=gitconfig(), reason=f"{exc.strerror or exc}."
+            ) from None
+        keydir.KeyDir(opened.key_dir).outlive()
         cleanup.actions.clear()  # success: pip runs after this hook
     output.detail(f"git uses {opened.key_dir} through core.sshCommand in {gitconfig()}")
     output.detail("bin/post_compile removes the keys and these settings after pip")

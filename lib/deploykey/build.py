@@ -184,7 +184,10 @@ def show_plan(plan: Plan, steps: Sequence[str]) -> None:
 def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = None) -> Access:
     """The key dir (a new temp dir, or the one given), and the routes learnt from each key's
     greeting; `cleanup` removes it."""
-    directory = directory or keydir.create(plan.outside)
+    if directory is None:
+        for stale, reason in keydir.sweep():
+            output.detail(f"removed {stale}, {reason}")
+        directory = keydir.create(plan.outside)
     opened = access.open(
         directory,
         plan.hosts,

@@ -217,6 +217,13 @@ PROBLEMS: dict[str, Problem] = {
         why="A link at a path the build writes could send the kit's files somewhere else.",
         fix="Replace the link with a regular file or remove it.",
     ),
+    "home::unwritable": Problem(
+        title="Cannot write {path}",
+        why="The app hooks hand ssh to pip through $HOME/.gitconfig, the one file git reads in the "
+        "Python buildpack's pip process; {reason}",
+        fix="Give the build a writable HOME (Heroku builds have one), or use deploykey as a "
+        "buildpack before heroku/python instead of app hooks.",
+    ),
     "path::unsafe": Problem(
         title="{path} cannot hold the key",
         why="{reason}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploykey import build, config, install, output, requirements, scrub, sources
+from deploykey import build, config, install, keydir, output, requirements, scrub, sources
 from deploykey.access import Access
 from deploykey.errors import UserError
 
@@ -99,6 +99,7 @@ def _handoff(plan: build.Plan) -> int:
             "# Written by deploykey: git and pip in the next buildpacks use the deploy keys through this.\n"
             + opened.export()
         )
+        keydir.KeyDir(opened.key_dir).outlive()
         cleanup.actions.clear()  # success: the key dir must outlive this buildpack
     output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
     output.detail(

@@ -197,7 +197,10 @@ def at_run_time_path(
     ):
         yield run_time
         return
-    if not app_path.exists() and not app_path.is_symlink():
+    if app_path.is_symlink():
+        # A link that is not the build dir: building through it would write somewhere else.
+        raise UserError("path::symlink", path=app_path)
+    if not app_path.exists():
         try:
             app_path.symlink_to(app_dir.resolve(), target_is_directory=True)
         except OSError as exc:

@@ -9,10 +9,12 @@ umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals the
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,21 @@ from pathlib import Path
 from deploykey.errors import UserError
 
 PREFIX = "deploykey-"
+OWNER = ".owner"  # who keeps this dir alive: "pid PID START" or "until EPOCH"
+OUTLIVE_HOURS = 12
+NAME = re.compile(r"^deploykey-[a-z0-9_]{8}$")  # mkdtemp's names
 TMPFS = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
 class KeyDir:
     path: Path
+
+    def outlive(self, hours: int = OUTLIVE_HOURS) -> None:
+        """The dir is kept after this process (handed to a later buildpack, a hook, a CI shell):
+        a later build may remove it only after `hours`, if nothing removed it by then."""
+        (self.path / OWNER).unlink(missing_ok=True)
+        self.write(OWNER, f"until {int(time.time()) + hours * 3600}\n".encode())
 
     def write(self, name: str, data: bytes) -> Path:
         """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
@@ -77,7 +88,9 @@ def create(outside: Sequence[Path]) -> KeyDir:
         path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     finally:
         os.umask(previous)
-    return _checked(path)
+    directory = _checked(path)
+    directory.write(OWNER, f"pid {os.getpid()} {_started(os.getpid())}\n".encode())
+    return directory
 
 
 def at(path: Path, outside: Sequence[Path]) -> KeyDir:
@@ -130,3 +143,50 @@ def named_in(command: str) -> Path | None:
             if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
                 return directory
     return None
+
+
+def _started(pid: int) -> str:
+    """A process's start time (ticks since boot, /proc/PID/stat field 22): with the pid, it names
+    one process even after the pid is reused."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat_line.rsplit(")", 1)[1].split()[19]
+
+
+def _abandoned(directory: Path) -> str | None:
+    """Why a key dir no one will clean up can go, or None while its owner may still need it."""
+    try:
+        owner = (directory / OWNER).read_text().split()
+    except OSError:
+        return None  # being created right now, or not ours to judge
+    if owner[:1] == ["pid"] and len(owner) == 3:
+        pid, start = int(owner[1]), owner[2]
+        if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
+            return None
+        return f"left by a build that ended without cleaning up (pid {pid}, killed?)"
+    if owner[:1] == ["until"] and len(owner) == 2 and time.time() > int(owner[1]):
+        return f"kept for a later step until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(int(owner[1])))} UTC"
+    return None
+
+
+def sweep() -> list[tuple[Path, str]]:
+    """Remove this user's key dirs whose build is gone (SIGKILL leaves no chance to clean up);
+    a running build's dir is never touched, so builds at once on one machine are safe."""
+    removed = []
+    for base in candidates():
+        for directory in sorted(base.glob(PREFIX + "*")):
+            if not NAME.match(directory.name):
+                continue
+            try:
+                info = directory.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            reason = _abandoned(directory)
+            if reason is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed.append((directory, reason))
+    return removed

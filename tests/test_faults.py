@@ -1,0 +1,361 @@
+"""Faults and hostile input, end to end: each ends in a clear error or a correct build, with nothing
+half-written and nothing leaked. (Malformed keys: test_keys.py; a failing pip, SIGTERM and SIGINT:
+test_heroku.py; a setup.py reading its environment and argv: test_heroku.py and test_cnb.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    BIN,
+    KIT,
+    REQUIREMENT,
+    Build,
+    GeneratedKey,
+    files_with_key,
+    key_dirs,
+    key_fragments,
+    make_key,
+    snapshot,
+    text_has_key,
+)
+from gitserver import GitServer
+
+SLOW = "slow-lib @ git+ssh://git@github.com/acme/slow-lib.git@v1.0\n"
+
+
+def clean(
+    build: Build, key: GeneratedKey, result: subprocess.CompletedProcess[str], before: set[str]
+) -> None:
+    assert files_with_key([build.app, build.cache], key.text) == []
+    assert not text_has_key(result.stdout + result.stderr, key.text)
+    assert key_dirs() - before == set()
+
+
+def start_compile(build: Build, *args: str) -> subprocess.Popen[str]:
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(build.env_dir), *args]
+    return subprocess.Popen(
+        argv, env=build.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert time.monotonic() < deadline and process.poll() is None, (
+            "the slow build never started"
+        )
+        time.sleep(0.05)
+
+
+def kill_leftovers(build: Build) -> None:
+    subprocess.run(["pkill", "-KILL", "-f", str(build.root)], check=False)
+
+
+# ---------------------------------------------------------------- scrub guarantees
+
+
+def test_after_sigkill_the_next_build_removes_the_key(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(SLOW)
+    process = start_compile(build)
+    try:
+        wait_for(build.home / "slow-started", process)
+        left = key_dirs() - before
+        assert len(left) == 1
+        process.kill()  # SIGKILL: no handler runs, the key dir stays behind
+        process.wait(timeout=30)
+    finally:
+        kill_leftovers(build)
+    assert key_dirs() - before == left
+    (build.app / "requirements.txt").write_text(REQUIREMENT + "\n")
+    result = build.compile("--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [stale] = left
+    assert (
+        f"removed {stale}, left by a build that ended without cleaning up (pid {process.pid}, killed?)"
+        in result.stdout
+    )
+    assert key_dirs() - before == set()
+
+
+def test_two_builds_at_once_keep_to_their_own_keys(
+    build: Build, git_server: GitServer, keys_dir: Path, tmp_path: Path
+) -> None:
+    """Build A is in the middle of its install when build B starts (and sweeps): B must not touch
+    A's key dir, and each build fetches with its own key only."""
+    from conftest import Build as Layout
+
+    before = key_dirs()
+    key_a = make_key(keys_dir)
+    git_server.grant(key_a.label, key_a.public, ["acme/slow-lib", "acme/private-utils"])
+    key_b = make_key(keys_dir)
+    git_server.grant(key_b.label, key_b.public, ["acme/billing"])
+    build.set_key(key_a.text)
+    (build.app / "requirements.txt").write_text(REQUIREMENT + "\n")
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    other = Layout(other_root, git_server, build.wheelhouse)
+    other.set_key(key_b.text)
+    (other.app / "requirements.txt").write_text(
+        "billing @ git+ssh://git@github.com/acme/billing.git@v1.0\n"
+    )
+    first = start_compile(build)
+    deadline = time.monotonic() + 60
+    while not key_dirs() - before:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.02)
+    a_dir = key_dirs() - before
+    second = other.compile()
+    out_a, err_a = first.communicate(timeout=300)
+    assert first.returncode == 0, out_a + err_a
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not any(f"removed {d}" in second.stdout for d in a_dir)
+    fetched = {line for line in git_server.log() if line.endswith(" granted")}
+    assert f"{key_a.label} acme/private-utils granted" in fetched
+    assert f"{key_b.label} acme/billing granted" in fetched
+    assert not any(line.startswith(key_b.label) and "private-utils" in line for line in fetched)
+    assert not any(line.startswith(key_a.label) and "billing" in line for line in fetched)
+    assert key_dirs() - before == set()
+    for layout, key in ((build, key_a), (other, key_b)):
+        assert files_with_key([layout.app, layout.cache], key.text) == []
+
+
+# ---------------------------------------------------------------- links planted where the kit writes
+
+
+def test_planted_ssh_dir_link_is_never_used(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    before = key_dirs()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (build.home / ".ssh").symlink_to(target)
+    build.set_key(utils_key.text)
+    result = build.compile()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(target.iterdir()) == []
+    clean(build, utils_key, result, before)
+
+
+def test_planted_app_path_link_is_refused(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    before = key_dirs()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    build.app_path.symlink_to(target)
+    build.set_key(utils_key.text)
+    state = snapshot(build.app)
+    result = build.compile()
+    assert result.returncode == 1
+    assert (
+        f" !     {build.app_path} is a symbolic link; deploykey will not write through it"
+        in result.stderr
+    )
+    assert list(target.iterdir()) == []
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_planted_export_link_is_refused(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    before = key_dirs()
+    target = tmp_path / "victim"
+    target.write_text("untouched\n")
+    export = KIT / "export"
+    export.symlink_to(target)
+    try:
+        build.set_key(utils_key.text)
+        build.set_key("off", "DEPLOYKEY_INSTALL")
+        result = build.compile()
+    finally:
+        export.unlink()
+    assert result.returncode == 1
+    assert f"{export} is a symbolic link" in result.stderr
+    assert target.read_text() == "untouched\n"
+    clean(build, utils_key, result, before)
+
+
+# ---------------------------------------------------------------- HOME, ENV_DIR, requirements
+
+
+def test_compile_needs_no_home(build: Build, utils_key: GeneratedKey) -> None:
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    result = build.compile(env=build.environ(HOME=str(build.root / "no-such-home")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    clean(build, utils_key, result, before)
+
+
+def test_hook_with_a_home_it_cannot_write(build: Build, utils_key: GeneratedKey) -> None:
+    before = key_dirs()
+    subprocess.run(
+        [str(BIN / "deploykey"), "hooks", str(build.app)], check=True, capture_output=True
+    )
+    build.set_key(utils_key.text)
+    (build.root / "a-file").write_text("")
+    home = (
+        build.root / "a-file" / "home"
+    )  # cannot exist, whatever else runs (rustup makes ~/.rustup)
+    env = {**build.environ(), "ENV_DIR": str(build.env_dir), "HOME": str(home)}
+    result = subprocess.run(
+        [str(build.app / "bin" / "pre_compile")],
+        cwd=build.app,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f" !     Cannot write {home / '.gitconfig'}" in result.stderr
+    clean(build, utils_key, result, before)
+
+
+def test_env_dir_that_is_not_a_directory_or_file(build: Build, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [str(BIN / "compile"), str(build.app), str(build.cache), str(fifo)],
+        env=build.environ(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f" !     The env dir {fifo} cannot be read" in result.stderr
+    assert "It is neither a directory nor a file." in result.stderr
+
+
+def test_env_dir_unreadable_for_the_build_user(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """As the (non-root) build user: root reads everything, so the test runs the build as `cnb`."""
+    from cnb import cnb_user
+
+    user = cnb_user()
+    root = Path("/tmp") / f"deploykey-unreadable-{os.getpid()}"
+    try:
+        (root / "env").mkdir(parents=True)
+        (root / "env" / "DEPLOY_KEY").write_text(utils_key.text)
+        (root / "env").chmod(0o700)  # root's, and private
+        (root / "app").mkdir()
+        (root / "app" / "requirements.txt").write_text(REQUIREMENT + "\n")
+        root.chmod(0o755)
+        argv = [
+            str(BIN / "compile"),
+            str(root / "app"),
+            str(root / "cache"),
+            str(root / "env"),
+            "--dry-run",
+        ]
+        result = subprocess.run(
+            argv,
+            env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+            user=user.pw_uid,
+            group=user.pw_gid,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+    if "No such file" in result.stderr and str(BIN) in result.stderr:
+        pytest.fail("the kit is not readable by the build user")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f" !     The env dir {root / 'env'} cannot be read" in result.stderr
+    assert (
+        f"Make {root / 'env'} readable by the user running the build (uid {user.pw_uid})"
+        in result.stderr
+    )
+
+
+def test_missing_requirements_file(build: Build, utils_key: GeneratedKey) -> None:
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").unlink()
+    state = snapshot(build.app)
+    result = build.compile()
+    assert result.returncode == 1
+    assert " !     No requirements.txt in the app" in result.stderr
+    assert "The app dir holds: deploykey.yml." in result.stderr
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_scp_like_typo_fails_before_installing(build: Build, utils_key: GeneratedKey) -> None:
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(
+        REQUIREMENT.replace("github.com/acme", "github.com:acme") + "\n"
+    )
+    state = snapshot(build.app)
+    result = build.compile()
+    assert result.returncode == 1
+    assert "uses a colon after the host" in result.stderr
+    assert (
+        "Fix: Write it as `git+ssh://git@github.com/acme/private-utils.git@v1.0`." in result.stderr
+    )
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+# ---------------------------------------------------------------- the build's surroundings
+
+
+def test_xtrace_in_the_calling_shell(build: Build, utils_key: GeneratedKey) -> None:
+    """`set -x` in the shell that runs the build, exported to every bash below it: the traces
+    show commands and paths, never the key."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    env = build.environ(SHELLOPTS="xtrace", PS4="+ ")
+    command = f"set -x; {BIN / 'compile'} {build.app} {build.cache} {build.env_dir}"
+    result = subprocess.run(["bash", "-x", "-c", command], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "+ exec python3 -I" in result.stderr  # the trace is there
+    clean(build, utils_key, result, before)
+
+
+def test_no_process_ever_shows_the_key(build: Build, utils_key: GeneratedKey) -> None:
+    """A watcher reads every process's command line (world-readable) and environment while the
+    build runs, including pip, git, ssh and the build backends they start."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    fragments = key_fragments(utils_key.text)
+    seen: list[str] = []
+    done = threading.Event()
+    looked = [0]
+
+    def watch() -> None:
+        while not done.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                for name in ("cmdline", "environ"):
+                    try:
+                        data = (proc / name).read_bytes()
+                    except OSError:
+                        continue
+                    looked[0] += 1
+                    if any(fragment in data for fragment in fragments):
+                        seen.append(f"{proc.name}/{name}: {(proc / 'cmdline').read_bytes()[:80]!r}")
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = build.compile()
+    finally:
+        done.set()
+        watcher.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert looked[0] > 1000
+    assert seen == []
+    clean(build, utils_key, result, before)
