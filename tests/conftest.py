@@ -300,6 +300,8 @@ class Build:
             "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": str(self.wheelhouse),
             "DEPLOYKEY_APP_PATH": str(self.app_path),
+            # pip: these tests read pip's output; test_installer.py builds with uv
+            "DEPLOYKEY_INSTALLER": "pip",
         }
         for name in ("PYENV_ROOT", "PYENV_VERSION"):
             if name in os.environ:

@@ -209,6 +209,25 @@ class GitServer:
             os.chown(path, user.pw_uid, user.pw_gid)
         return bare
 
+    def add_commit(self, name: str, files: dict[str, str], tag: str) -> None:
+        """A new commit on main in repository `name`, tagged (a dependency's new release)."""
+        work = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
+        bare = self.root / "repos" / f"{name}.git"
+        run_git("clone", "-q", str(bare), str(work / "clone"))
+        clone = work / "clone"
+        for relative, content in files.items():
+            path = clone / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        run_git("add", "-A", cwd=clone)
+        run_git("commit", "-q", "-m", f"release {tag}", cwd=clone)
+        run_git("tag", tag, cwd=clone)
+        run_git("push", "-q", "origin", "main", tag, cwd=clone)
+        shutil.rmtree(work)
+        user = pwd.getpwnam(GIT_USER)
+        for path in [bare, *bare.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
     def grant(self, label: str, public_key: str, repos: list[str]) -> None:
         """Authorize a client key (like adding a deploy key) for exactly these repositories."""
         shell = self.root / "forced-command"

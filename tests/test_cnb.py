@@ -256,11 +256,14 @@ def test_standalone_install_into_a_launch_layer(
     lifecycles.append(life)
     [result] = life.build(group)
     assert result.returncode == 0, result.stdout + result.stderr
-    [layer] = life.layers(group[0])
-    assert (layer.path.name, layer.types) == (
-        "venv",
-        {"build": False, "launch": True, "cache": False},
-    )
+    assert "into the launch layer venv with uv" in result.stdout
+    layers = {layer.path.name: layer for layer in life.layers(group[0])}
+    assert {name: layer.types for name, layer in layers.items()} == {
+        "venv": {"build": False, "launch": True, "cache": False},
+        "cache": {"build": False, "launch": False, "cache": True},  # the installer's cache
+    }
+    layer = layers["venv"]
+    assert any((layers["cache"].path / "uv-cache").iterdir())  # exported to the cache, scanned
     assert (layer.path / "env.launch" / "VIRTUAL_ENV.override").read_text() == str(layer.path)
     ran = subprocess.run(
         [

@@ -96,7 +96,7 @@ def test_compile_installs_with_base64_key_then_scrubs(
     out = result.stdout
     assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
     assert "repaired: decoded the key from base64" in out
-    assert "Hi acme/private-utils! You've successfully authenticated" in out
+    assert "requirements.txt:1  github.com/acme/private-utils @ v1.0" in out  # checked first
     assert "Successfully installed private-utils-1.0" in out
     assert "no key material found" in out
     assert_clean(build, utils_key, result, before)
@@ -274,7 +274,8 @@ def test_dry_run_changes_no_byte(build: Build, utils_key: GeneratedKey) -> None:
     assert "|   StrictHostKeyChecking yes" in out and "|   IdentitiesOnly yes" in out
     assert "requirements.txt:1: ssh://git@github.com/acme/private-utils.git @ v1.0" in out
     assert "via DEPLOY_KEY" in out and ": ok, v1.0 is " in out  # the dry run checked it
-    assert f"$ {build.app_path}/.venv/bin/python -m pip install" in out
+    assert f"Install: {build.app_path}/.venv (venv; no .heroku/python in the app)" in out
+    assert f"  with pip: {build.app / 'requirements.txt'}" in out
     assert not text_has_key(out + result.stderr, utils_key.text)
 
 

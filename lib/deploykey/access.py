@@ -11,13 +11,15 @@ or a token: only paths.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploykey import credentials, keydir, output, routing, run, sshconfig
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
+from deploykey.errors import UserError
 from deploykey.keys import Key
 from deploykey.requirements import Requirements
 from deploykey.routing import Route
@@ -27,21 +29,48 @@ ROUTES = "routes"
 
 
 @dataclass(frozen=True)
+class Greeter:
+    """One `ssh -T` per key and host (the host key checked, the key accepted or not, and what the
+    host says it opens), asked only when an answer is needed, and remembered."""
+
+    ssh: str
+    config: Path
+    hosts: Mapping[str, HostConfig]
+    users: Mapping[str, str | None]
+    answers: dict[tuple[str, str], sshconfig.Greeting] = field(default_factory=dict)
+
+    def greet(self, key: Key, host: str) -> sshconfig.Greeting:
+        if (key.name, host) not in self.answers:
+            config = self.hosts.get(host) or HostConfig(host)
+            self.answers[(key.name, host)] = sshconfig.greet(
+                self.ssh, self.config, config, key, self.users.get(host)
+            )
+        return self.answers[(key.name, host)]
+
+    def greet_all(self, pairs: Sequence[tuple[Key, str]]) -> list[sshconfig.Greeting]:
+        """Several at once: each is a network round trip."""
+        with ThreadPoolExecutor(max_workers=routing.CONNECTIONS) as pool:
+            return list(pool.map(lambda pair: self.greet(*pair), pairs))
+
+
+@dataclass(frozen=True)
 class Access:
     key_dir: Path
     routes: tuple[Route, ...]
     git_config: tuple[tuple[str, str], ...]
-    # What each key's host said it opens: (key name, host, greeting), for the doctor's reasons.
-    greetings: tuple[tuple[str, str, str], ...] = ()
     agent: str | None = None
+    greeter: Greeter | None = None
 
     def opens(self, key: Key, host: str) -> str | None:
-        """The repository a key's greeting named on host (GitHub deploy keys), if any."""
-        for name, where, message in self.greetings:
-            match = routing.GREETING.search(message)
-            if name == key.name and where == host and match and "/" in match.group("name"):
-                return match.group("name")
-        return None
+        """The repository a key's host says it opens (GitHub names it for a deploy key), if any."""
+        if self.greeter is None:
+            return None
+        try:
+            greeting = self.greeter.greet(key, host)
+        except UserError:
+            return None
+        match = routing.GREETING.search(greeting.message) if greeting.accepted else None
+        return match.group("name") if match and "/" in match.group("name") else None
 
     @property
     def ssh_command(self) -> str:
@@ -107,38 +136,38 @@ def open(
             directory.write(token.file_name, token.value)
         directory.write(credentials.INDEX, credentials.index(list(tokens)).encode())
         directory.write(credentials.HELPER, credentials.HELPER_SCRIPT.encode())
-        greetings: list[tuple[str, str, str]] = []
-        routes = _routes(ssh, config, hosts, keys, mapping, requirements, greetings)
+        output.detail(
+            f"ssh ready: keys and ssh config in {directory.path} (outside the app and the cache)"
+        )
+        users = {req.host: req.user for req in requirements.git if req.scheme == "ssh"}
+        greeter = Greeter(ssh, config, {host.name: host for host in hosts}, users)
+        routes = _routes(greeter, hosts, keys, mapping)
         directory.write(ROUTES, routing.render(routes).encode())
     except BaseException:
         directory.remove()
         raise
     git_config = _git_config(directory.path, routes, tokens)
-    return Access(directory.path, tuple(routes), git_config, tuple(greetings), agent)
+    return Access(directory.path, tuple(routes), git_config, agent, greeter)
 
 
 def _routes(
-    ssh: str,
-    config: Path,
+    greeter: Greeter,
     hosts: Sequence[HostConfig],
     keys: Sequence[Key],
     mapping: dict[str, tuple[str, ...]],
-    requirements: Requirements,
-    greetings: list[tuple[str, str, str]],
 ) -> list[Route]:
+    """deploykey.yml's routes, what each unmapped DEPLOY_KEY_<NAME> opens (its host's greeting:
+    asked only for those keys, on the hosts the requirements use), then DEPLOY_KEY for the rest."""
     by_name = {key.name: key for key in keys}
     names = [host.name for host in hosts]
     routes = routing.from_config(by_name, mapping, names)
-    users = {req.host: req.user for req in requirements.git if req.scheme == "ssh"}
-    for host in (h for h in hosts if h.name in users):
-        for key in keys:
-            greeting = sshconfig.greet(ssh, config, host, key, users[host.name])
-            said = greeting.message if greeting.accepted else "key not accepted"
-            output.detail(f"{key.name} ({key.fingerprint}) at {host.name}: {said}")
-            if greeting.accepted:
-                greetings.append((key.name, host.name, greeting.message))
-            if greeting.accepted and key.name not in mapping and key.name != routing.DEFAULT_KEY:
-                routes.append(routing.from_greeting(key, host.name, greeting.message))
+    unmapped = [key for key in keys if key.name not in mapping and key.name != routing.DEFAULT_KEY]
+    pairs = [(key, host) for host in names if host in greeter.users for key in unmapped]
+    for (key, host), greeting in zip(pairs, greeter.greet_all(pairs), strict=True):
+        said = greeting.message if greeting.accepted else "key not accepted"
+        output.detail(f"{key.name} ({key.fingerprint}) at {host}: {said}")
+        if greeting.accepted:
+            routes.append(routing.from_greeting(key, host, greeting.message))
     default = by_name.get(routing.DEFAULT_KEY)
     if default is not None and routing.DEFAULT_KEY not in mapping:
         routes += routing.fallback(default, names)

@@ -46,10 +46,14 @@ def missing() -> list[str]:
 
 
 def deps_dir() -> Path:
+    """DEPLOYKEY_DEPS_DIR; for bin/compile, the build cache (kept between builds: the first build
+    installs, later ones find them); else a private dir in the system temp dir."""
     configured = os.environ.get("DEPLOYKEY_DEPS_DIR")
     if configured:
         return Path(configured)
     version = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    if len(sys.argv) > 3 and sys.argv[1] == "compile" and Path(sys.argv[3]).is_dir():
+        return Path(sys.argv[3]).resolve() / "deploykey" / "deps" / version
     return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", version)
 
 
@@ -89,15 +93,14 @@ def _private_parent(target: Path) -> None:
         )
 
 
-def _pip_python(target: Path, requirements: list[str]) -> str:
+def pip_python(venv: Path, requirements: list[str]) -> str:
     """A Python that has pip: this one, or (Debian's and Ubuntu's system python3, as on the Heroku
-    stacks and in a minimal image, has no pip) a venv beside the deps dir, which ensurepip fills."""
+    stacks and in a minimal image, has no pip) a venv at `venv`, which ensurepip fills."""
     has_pip = subprocess.run(
         [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
     )
     if has_pip.returncode == 0:
         return sys.executable
-    venv = target.parent / f"{target.name}-pip"
     python = venv / "bin" / "python"
     if not python.exists():
         made = subprocess.run(
@@ -123,7 +126,7 @@ def _install(target: Path, requirements: list[str]) -> None:
         _private_parent(target)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     argv = [
-        _pip_python(target, requirements),
+        pip_python(target.parent / f"{target.name}-pip", requirements),
         "-m",
         "pip",
         "install",

@@ -7,6 +7,7 @@ run; this module holds the steps themselves, each a function a platform calls un
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,11 +170,9 @@ def show_plan(plan: Plan, steps: Sequence[str]) -> None:
         output.detail("  | " + line)
     output.detail(f"Install: {plan.target.describe(plan.settings)}")
     if plan.target.relative is not None:
-        app_path = Path(plan.settings.get("DEPLOYKEY_APP_PATH"), plan.target.relative)
-        argv = install.command(
-            app_path / "bin" / "python", plan.requirements_file, app_path / "src"
-        )
-        output.detail("  $ " + " ".join(argv))
+        chosen = plan.settings.get("DEPLOYKEY_INSTALLER")
+        pinned = "" if chosen == "pip" else ", each checked ref pinned to its commit (uv)"
+        output.detail(f"  with {chosen}: {plan.requirements_file}{pinned}")
     for step in steps:
         output.detail(step)
     output.detail(f"Scrub: remove {placeholder} and everything listed above as written")
@@ -198,27 +197,33 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
         plan.agent,
     )
     cleanup.add(f"the key dir {opened.key_dir}", directory.remove)
-    output.detail(f"keys and ssh config in {opened.key_dir} (outside the app and the cache)")
     for route in opened.routes:
         output.detail(f"route: {route.describe()} -> {route.key.name}")
     return opened
 
 
-def check(plan: Plan, opened: Access) -> None:
+def check(plan: Plan, opened: Access) -> list[doctor.Finding]:
     """Every private requirement fetched once (`git ls-remote`): fails before anything is installed."""
-    doctor.report(doctor.check(plan.requirements, opened, plan.tokens, plan.settings))
+    findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings)
+    doctor.report(findings)
+    return findings
 
 
 def install_cycle(
     plan: Plan,
     where: str,
-    install_into: Callable[[Access, Cleanup], None],
+    install_into: Callable[[install.Job, Cleanup], None],
     scanned: Sequence[Path],
+    cache: Path | None,
+    user: bool = False,
 ) -> None:
-    """The whole cycle in one process: open access, check every requirement, install, then ALWAYS
-    scrub and scan `scanned`, also when something failed or a signal came; a leak is reported
-    even when the install failed, and fails the build."""
-    from deploykey import scrub
+    """The whole cycle in one process: open access, check every requirement, install (uv or pip,
+    its cache in `cache`, the build cache), then ALWAYS scrub and scan `scanned`, also when
+    something failed or a signal came; a leak is reported even when the install failed, and
+    fails the build."""
+    import tempfile
+
+    from deploykey import installer, scrub
 
     cleanup = Cleanup()
     key_dir: Path | None = None
@@ -229,9 +234,27 @@ def install_cycle(
             opened = open_access(plan, cleanup)
             key_dir = opened.key_dir
             output.step("Checking every private requirement")
-            check(plan, opened)
-            output.step(f"Installing {plan.requirements_file.name} into {where}")
-            install_into(opened, cleanup)
+            findings = check(plan, opened)
+            if cache is None:
+                cache = Path(tempfile.mkdtemp(prefix="deploykey-cache-"))
+                cleanup.add(
+                    f"the temporary cache {cache}",
+                    lambda: shutil.rmtree(str(cache), ignore_errors=True),
+                )
+            chosen = installer.choose(
+                plan.settings.get("DEPLOYKEY_INSTALLER"),
+                cache,
+                plan.requirements.editable_vcs,
+                user,
+            )
+            pins = doctor.pins(findings) if chosen.name == "uv" else []
+            overrides = opened.key_dir / "overrides.txt" if pins else None
+            if overrides is not None:
+                overrides.write_text("".join(line + "\n" for line in pins))
+            env = chosen.env(pip_env(plan, opened))
+            job = install.Job(chosen, plan.requirements_file, env, plan.app_dir, opened, overrides)
+            output.step(f"Installing {plan.requirements_file.name} into {where} with {chosen.name}")
+            install_into(job, cleanup)
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
         failure = exc
     output.step("Removing the keys and the ssh config")

@@ -7,6 +7,7 @@ interruption after the scrub (128 + signal), anything else as a bug in the kit (
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +64,7 @@ def _install(args: argparse.Namespace) -> int:
         args.env_dir,
         tuple(args.key_file),
         args.agent,
+        args.cache_dir or os.environ.get("DEPLOYKEY_CACHE_DIR"),
     )
 
 
@@ -190,6 +192,12 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--user", action="store_true", help="pip install --user")
     sub.add_argument(
         "--agent", action="store_true", help="use the ssh agent (RUN --mount=type=ssh), no key"
+    )
+    sub.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep the installer's cache here between builds (RUN --mount=type=cache); "
+        "default $DEPLOYKEY_CACHE_DIR, else none",
     )
     _key_options(sub)
     sub = add(

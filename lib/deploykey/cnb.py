@@ -30,13 +30,13 @@ from deploykey import (
     scrub,
     sources,
 )
-from deploykey.access import Access
 from deploykey.errors import UserError
 from deploykey.install import Target
 
 MAIN_ID = "deploykey/deploykey"
 KEY_LAYER = "deploykey"
 VENV_LAYER = "venv"
+CACHE_LAYER = "cache"
 SECRET_FILES = ("id_", "token_")
 
 
@@ -140,15 +140,18 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
 
 def _standalone(plan: build.Plan, layers: Path) -> int:
     venv = layers / VENV_LAYER
+    cache = layers / CACHE_LAYER  # uv's cache, restored by the lifecycle between builds
 
-    def into(opened: Access, _cleanup: scrub.Cleanup) -> None:
-        env = build.pip_env(plan, opened)
-        install.into(venv, True, plan.requirements_file, env, plan.app_dir, opened)
+    def into(job: install.Job, _cleanup: scrub.Cleanup) -> None:
+        install.into(venv, True, job)
         (venv / "env.launch").mkdir()
         (venv / "env.launch" / "VIRTUAL_ENV.override").write_text(str(venv))
         (layers / f"{VENV_LAYER}.toml").write_text(_types(build=False, launch=True, cache=False))
+        (layers / f"{CACHE_LAYER}.toml").write_text(_types(build=False, launch=False, cache=True))
 
-    build.install_cycle(plan, f"the launch layer {VENV_LAYER}", into, [plan.app_dir, venv])
+    build.install_cycle(
+        plan, f"the launch layer {VENV_LAYER}", into, [plan.app_dir, venv, cache], cache
+    )
     return 0
 
 

@@ -56,6 +56,14 @@ SETTINGS = (
         "Heroku (`STACK` set: heroku/python is expected to follow), else `venv`.",
     ),
     Setting(
+        "DEPLOYKEY_INSTALLER",
+        "auto",
+        ("auto", "uv", "pip"),
+        "What installs: `uv` (from PyPI, installed into the build cache once), `pip`, or `auto`: "
+        "uv, and pip when uv cannot be had or for `-e git+...` requirements. Its cache is kept in "
+        "the build cache (Heroku CACHE_DIR, a CNB cache layer, `install --cache-dir`).",
+    ),
+    Setting(
         "DEPLOYKEY_REQUIREMENTS",
         "requirements.txt",
         None,

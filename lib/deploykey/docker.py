@@ -19,7 +19,6 @@ import sysconfig
 from pathlib import Path
 
 from deploykey import build, config, image, install, keydir, output, scan, scrub, sources
-from deploykey.access import Access
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -53,6 +52,7 @@ def install_command(
     env_dir: str | None,
     key_files: tuple[str, ...],
     agent: bool,
+    cache_dir: str | None = None,
 ) -> int:
     """`deploykey install`: the whole cycle in one process, for a `RUN --mount=type=secret` line."""
     app = Path.cwd()
@@ -66,14 +66,14 @@ def install_command(
         raise UserError("requirements::missing", file=requirements, listing=listing)
     plan = dataclasses.replace(plan, kept=(scanned,))
 
-    def into(opened: Access, _cleanup: scrub.Cleanup) -> None:
-        env = build.pip_env(plan, opened)
+    def into(job: install.Job, _cleanup: scrub.Cleanup) -> None:
         if venv is not None:
-            install.into(Path(venv).resolve(), True, plan.requirements_file, env, app, opened)
+            install.into(Path(venv).resolve(), True, job)
             return
-        install.run_pip(python, plan.requirements_file, env, app, opened, extra)
+        install.with_python(python, job, extra)
 
-    build.install_cycle(plan, where, into, [app, scanned])
+    cache = Path(cache_dir).resolve() if cache_dir else None
+    build.install_cycle(plan, where, into, [app, scanned] + ([cache] if cache else []), cache, user)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from deploykey import output, routing, run
@@ -31,6 +32,19 @@ class Finding:
     ok: bool
     detail: str
     fix: str = ""
+    requirement: GitRequirement | None = None
+    commit: str | None = None  # what the ref is now: the installer can fetch it once, then cache it
+
+
+def pins(findings: Sequence[Finding]) -> list[str]:
+    """`name @ URL@commit` for every checked requirement with a name and a commit, for uv's
+    --override: a tag resolved here once is not resolved again (no fetch when cached)."""
+    chosen: dict[str, set[str]] = {}
+    for finding in findings:
+        req = finding.requirement
+        if finding.ok and req is not None and req.name and finding.commit:
+            chosen.setdefault(req.name.lower(), set()).add(req.pinned(finding.commit))
+    return sorted(next(iter(lines)) for lines in chosen.values() if len(lines) == 1)
 
 
 def private_https(
@@ -66,11 +80,14 @@ def check(
         else "git"
     )
     env = run.child_env(access.env())
-    for req in requirements.git:
-        findings.append(_check_ssh(git, env, req, access, settings))
-    for req in private_https(requirements, access.routes, tokens):
-        findings.append(_check_https(git, env, req, access, tokens))
-    return findings
+    # One `git ls-remote` per requirement, several at once: each is a network round trip.
+    with ThreadPoolExecutor(max_workers=routing.CONNECTIONS) as pool:
+        ssh = pool.map(lambda req: _check_ssh(git, env, req, access, settings), requirements.git)
+        https = pool.map(
+            lambda req: _check_https(git, env, req, access, tokens),
+            private_https(requirements, access.routes, tokens),
+        )
+        return findings + list(ssh) + list(https)
 
 
 def report(findings: Sequence[Finding]) -> None:
@@ -122,6 +139,10 @@ def _check_ssh(
         return _check_ref(req, via, result.lines)
     text = result.text
     if "Host key verification failed" in text or "REVOKED HOST KEY" in text:
+        if route is not None and access.greeter is not None:
+            # One `ssh -v` to name the key the server showed: raises host::mismatch, which stops
+            # the whole build (every requirement on that host would fail the same way).
+            access.greeter.greet(route.key, req.host)
         error = mismatch(host, None)
         reason = error.title + ". " + error.why.split(". ")[0] + "."
         return Finding(req.where, _what(req), via, False, reason, error.fix)
@@ -189,26 +210,27 @@ def _check_https(
 
 
 def _check_ref(req: GitRequirement, via: str, lines: Sequence[str]) -> Finding:
+    """Is the requirement's ref there, and which commit is it (pinned for the installer's cache)."""
     refs = {}
     for line in lines:
         if "\t" in line:
             sha, name = line.split("\t", 1)
             refs[name] = sha
+
+    def found(detail: str, commit: str | None) -> Finding:
+        return Finding(req.where, _what(req), via, True, detail, requirement=req, commit=commit)
+
     if not req.ref:
-        return Finding(
-            req.where, _what(req), via, True, f"readable, HEAD is {refs.get('HEAD', '?')[:7]}"
-        )
+        head = refs.get("HEAD")
+        return found(f"readable, HEAD is {(head or '?')[:7]}", head)
     for name in (f"refs/tags/{req.ref}^{{}}", f"refs/tags/{req.ref}", f"refs/heads/{req.ref}"):
         if name in refs:
-            return Finding(req.where, _what(req), via, True, f"{req.ref} is {refs[name][:7]}")
+            return found(f"{req.ref} is {refs[name][:7]}", refs[name])
     if SHA.match(req.ref):
+        full = req.ref if len(req.ref) == 40 else None
         if any(sha.startswith(req.ref) for sha in refs.values()):
-            return Finding(
-                req.where, _what(req), via, True, f"commit {req.ref[:7]} is a branch or tag head"
-            )
-        return Finding(
-            req.where, _what(req), via, True, f"readable; commit {req.ref[:7]} is fetched by pip"
-        )
+            return found(f"commit {req.ref[:7]} is a branch or tag head", full)
+        return found(f"readable; commit {req.ref[:7]} is fetched by the installer", full)
     tags = sorted(
         n.removeprefix("refs/tags/")
         for n in refs

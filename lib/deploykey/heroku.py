@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykey import build, config, install, keydir, output, requirements, scrub, sources
-from deploykey.access import Access
 from deploykey.errors import UserError
 
 NAME = "deploykey"
@@ -71,13 +70,12 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
 
 
 def _install(plan: build.Plan) -> int:
-    def into(opened: Access, cleanup: scrub.Cleanup) -> None:
-        env = build.pip_env(plan, opened)
-        install.install(
-            plan.target, plan.app_dir, plan.requirements_file, plan.settings, env, cleanup, opened
-        )
+    def into(job: install.Job, cleanup: scrub.Cleanup) -> None:
+        install.install(plan.target, plan.app_dir, plan.settings, job, cleanup)
 
-    build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside)
+    # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned).
+    cache = plan.cache_dir / "deploykey" if plan.cache_dir else None
+    build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside, cache)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +25,14 @@ from deploykey import output, routing, run
 from deploykey.access import Access
 from deploykey.config import Settings
 from deploykey.errors import UserError
+from deploykey.installer import Installer
 from deploykey.scrub import Cleanup
 
 HEROKU_PYTHON = Path(".heroku/python")
 PROFILE_SCRIPT = Path(".profile.d/deploykey.sh")
-CLONING = re.compile(
-    r"Cloning (?:git\+)?ssh://(?:[^@/\s]+@)?(?P<host>[^/:\s]+)(?::\d+)?/(?P<repo>\S+?)(?:\.git)?(?:\s|$)"
+# An ssh URL in pip's ("Cloning ssh://...") or uv's ("`x @ git+ssh://...`") output.
+REPOSITORY_URL = re.compile(
+    r"ssh://(?:[^@/\s]+@)?(?P<host>[^/:\s]+)(?::\d+)?/(?P<repo>[^\s@`'\"]+?)(?:\.git)?(?=[\s@`'\"]|$)"
 )
 
 
@@ -71,39 +72,20 @@ def choose(app_dir: Path, settings: Settings, environ: Mapping[str, str] | None 
     return Target("venv", "no .heroku/python in the app", venv)
 
 
-def command(
-    python: Path, requirements: Path, src: Path | None, extra: Sequence[str] = ()
-) -> list[str]:
-    """pip as heroku-buildpack-python runs it, plus --no-cache-dir: HOME may be the app (Heroku CI).
-    `src`: where editable VCS checkouts go (inside the environment they belong to)."""
-    argv = [
-        str(python),
-        "-m",
-        "pip",
-        "install",
-        "--requirement",
-        str(requirements),
-        "--no-input",
-        "--progress-bar",
-        "off",
-        "--disable-pip-version-check",
-        "--exists-action",
-        "w",
-        "--no-cache-dir",
-        *extra,
-    ]
-    return argv + (["--src", str(src)] if src is not None else [])
+@dataclass(frozen=True)
+class Job:
+    """One install: the installer, the requirements, the child environment (the installer's own
+    settings included), where it runs, the access it uses, and the pinned commits (uv)."""
+
+    installer: Installer
+    requirements: Path
+    env: Mapping[str, str]
+    cwd: Path
+    opened: Access
+    overrides: Path | None = None
 
 
-def install(
-    target: Target,
-    app_dir: Path,
-    requirements: Path,
-    settings: Settings,
-    env: Mapping[str, str],
-    cleanup: Cleanup,
-    opened: Access,
-) -> None:
+def install(target: Target, app_dir: Path, settings: Settings, job: Job, cleanup: Cleanup) -> None:
     assert target.relative is not None
     app_path = Path(settings.get("DEPLOYKEY_APP_PATH"))
     fresh = target.kind == "venv" and not (app_dir / target.relative).exists()
@@ -111,7 +93,7 @@ def install(
         with at_run_time_path(
             app_dir, app_path, target.relative, cleanup, create=target.kind == "venv"
         ) as where:
-            into(where, target.kind == "venv", requirements, env, app_dir, opened)
+            into(where, target.kind == "venv", job)
     except BaseException:
         if fresh:  # leave nothing half-written: a venv this build created goes with the failure
             shutil.rmtree(app_dir / target.relative, ignore_errors=True)
@@ -120,68 +102,67 @@ def install(
         _write_profile(app_dir, app_path / target.relative)
 
 
-def into(
-    where: Path, create: bool, requirements: Path, env: Mapping[str, str], cwd: Path, opened: Access
-) -> None:
-    """pip install the requirements into the Python environment at `where` (made first if
-    `create`), the path it has at run time."""
+def into(where: Path, create: bool, job: Job) -> None:
+    """Install the requirements into the Python environment at `where` (made first if `create`),
+    the path it has at run time."""
     if create:
-        _create_venv(where, env, cwd)
-    _pip(command(where / "bin" / "python", requirements, where / "src"), env, cwd, opened)
+        _create_venv(where, job)
+    python = where / "bin" / "python"
+    argv = job.installer.install_argv(
+        python, job.requirements, where / "src", (), job.overrides, job.env
+    )
+    _run(argv, job)
 
 
-def run_pip(
-    python: Path,
-    requirements: Path,
-    env: Mapping[str, str],
-    cwd: Path,
-    opened: Access,
-    extra: Sequence[str],
-) -> None:
-    """pip install with an existing Python and pip's own options (--target DIR, --user)."""
-    _pip(command(python, requirements, None, extra), env, cwd, opened)
+def with_python(python: Path, job: Job, extra: Sequence[str]) -> None:
+    """Install with an existing Python and the installer's own options (--target DIR, --user)."""
+    argv = job.installer.install_argv(python, job.requirements, None, extra, job.overrides, job.env)
+    _run(argv, job)
 
 
-def _pip(argv: list[str], env: Mapping[str, str], cwd: Path, opened: Access) -> None:
+def _run(argv: list[str], job: Job) -> None:
     output.detail("$ " + " ".join(argv))
-    result = run.run(argv, env=env, cwd=cwd, on_line=output.detail)
+    result = run.run(argv, env=job.env, cwd=job.cwd, on_line=output.detail)
     if not result.ok:
-        raise _classify(result, opened)
+        raise _classify(result, job)
 
 
-def _create_venv(where: Path, env: Mapping[str, str], app_dir: Path) -> None:
+def _create_venv(where: Path, job: Job) -> None:
     if where.exists() and not (where / "pyvenv.cfg").exists():
         raise UserError(
             "install::app-path",
             app_path=where,
             reason=f"{where} exists and is not a virtual environment.",
         )
-    argv = [sys.executable, "-m", "venv", str(where)]
+    argv = job.installer.venv_argv(where)
     output.detail("$ " + " ".join(argv))
-    result = run.run(argv, env=env, cwd=app_dir, on_line=output.detail)
+    result = run.run(argv, env=job.env, cwd=job.cwd, on_line=output.detail)
     if not result.ok:
         raise UserError(
             "install::failed", installer="venv", status=result.status, command=result.command
         )
 
 
-def _classify(result: run.Result, opened: Access) -> UserError:
-    """pip's failure, named after the most specific cause found in its output (for a transitive
-    dependency: the requirements' own were checked before pip ran)."""
+def _classify(result: run.Result, job: Job) -> UserError:
+    """The installer's failure, named after the most specific cause found in its output (for a
+    transitive dependency: the requirements' own were checked before it ran)."""
     if "Repository not found" in result.text:
-        cloning = [m for line in result.lines for m in [CLONING.search(line)] if m]
-        repo, host = (
-            (cloning[-1]["repo"], cloning[-1]["host"])
-            if cloning
-            else ("a repository", "the git host")
+        urls = list(
+            REPOSITORY_URL.finditer(result.text[: result.text.index("Repository not found")])
         )
-        route = routing.lookup(opened.routes, host, repo)
+        repo, host = (
+            (urls[-1]["repo"], urls[-1]["host"]) if urls else ("a repository", "the git host")
+        )
+        route = routing.lookup(job.opened.routes, host, repo)
         fingerprint = (
             f"{route.key.fingerprint} ({route.key.name})" if route else "(none is routed there)"
         )
         return UserError("key::wrong-repo", fingerprint=fingerprint, repo=repo, host=host)
     return UserError(
-        "install::failed", installer="pip", status=result.status, command=result.command
+        "install::failed",
+        installer=job.installer.name,
+        status=result.status,
+        command=result.command,
     )
 
 

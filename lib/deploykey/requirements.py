@@ -26,6 +26,9 @@ HTTPS_URL = re.compile(
 SCP_LIKE = re.compile(
     r"git\+(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^@#\s]+)(?:@(?P<ref>[^#\s]+))?"
 )
+NAMED = re.compile(r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*@\s*$")
+EGG = re.compile(r"^#(?:[^\s]*&)?egg=(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)")
+EDITABLE_VCS = re.compile(r"^(?:-e|--editable)(?:\s+|=)(?:git|hg|svn|bzr)\+")
 OTHER_VCS_SSH = re.compile(r"(?:hg|svn|bzr)\+ssh://")
 INCLUDE = re.compile(r"^(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(?P<file>\S+)")
 COMMENT = re.compile(r"(^|\s+)#.*$")
@@ -44,6 +47,13 @@ class GitRequirement:
     repo: str
     ref: str | None
     scheme: str = "ssh"
+    name: str | None = None  # the project name, when the line gives it (`name @ URL`, `#egg=name`)
+    fragment: str = ""  # `#subdirectory=...` and the like, after the URL
+
+    def pinned(self, commit: str) -> str:
+        """This requirement at a commit: `name @ URL@commit#fragment`."""
+        base = self.url[: -len(self.ref) - 1] if self.ref else self.url
+        return f"{self.name} @ {base}@{commit}{self.fragment}"
 
     @property
     def where(self) -> str:
@@ -72,6 +82,7 @@ class Requirements:
     https: list[GitRequirement] = field(default_factory=list)
     problems: list[UserError] = field(default_factory=list)
     other_ssh: list[str] = field(default_factory=list)
+    editable_vcs: list[str] = field(default_factory=list)  # `-e git+...` lines (pip only)
 
     @property
     def hosts(self) -> list[tuple[str, int]]:
@@ -159,6 +170,8 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
                 user=match.group("user"),
                 repo=_repo(match.group("path")),
                 ref=match.group("ref"),
+                name=_name(text, match),
+                fragment=_fragment(text, match),
             )
         )
     for match in HTTPS_URL.finditer(text):
@@ -174,6 +187,8 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
                 repo=_repo(match.group("path")),
                 ref=match.group("ref"),
                 scheme=scheme,
+                name=_name(text, match),
+                fragment=_fragment(text, match),
             )
         )
     for match in SCP_LIKE.finditer(text):
@@ -184,6 +199,22 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
         )
     if OTHER_VCS_SSH.search(text):
         found.other_ssh.append(f"{label}:{number}")
+    if EDITABLE_VCS.match(text):
+        found.editable_vcs.append(f"{label}:{number}")
+
+
+def _name(text: str, match: re.Match[str]) -> str | None:
+    """`name @ URL` (PEP 508), or `URL#egg=name`."""
+    before = NAMED.match(text[: match.start()])
+    if before:
+        return before.group("name")
+    egg = EGG.match(text[match.end() :])
+    return egg.group("name") if egg else None
+
+
+def _fragment(text: str, match: re.Match[str]) -> str:
+    rest = text[match.end() :]
+    return rest.split()[0] if rest.startswith("#") else ""
 
 
 def _user(match: re.Match[str]) -> str:

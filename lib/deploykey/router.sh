@@ -57,4 +57,22 @@ for arg in "$@"; do
   fi
   set -- "$@" "$arg"
 done
-exec "$ssh" -F "$dir/ssh_config" "$@"
+
+# A slot: at most @CONNECTIONS@ connections at once (uv starts one per git dependency; an OpenSSH
+# server drops new ones beyond 10 unauthenticated). The lock is this shell's fd 9, held while ssh
+# runs (ssh closes its own copy), so ssh is a child here, not exec'd. No flock(1): no limit.
+if [ -w "$dir" ] && command -v flock >/dev/null 2>&1; then
+  slot=0
+  while [ "$slot" -lt @CONNECTIONS@ ]; do
+    exec 9>"$dir/slot.$slot"
+    if flock -n 9; then break; fi
+    slot=$((slot + 1))
+  done
+  if [ "$slot" = @CONNECTIONS@ ]; then
+    exec 9>"$dir/slot.$(($$ % @CONNECTIONS@))"
+    flock 9
+  fi
+fi
+status=0
+"$ssh" -F "$dir/ssh_config" "$@" || status=$?
+exit "$status"

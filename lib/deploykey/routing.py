@@ -126,8 +126,14 @@ def render(routes: Sequence[Route]) -> str:
     return "".join(f"{route.host} {route.pattern} {route.alias}\n" for route in routes)
 
 
+# At most this many ssh connections at once, from the router, the doctor and the greetings: an
+# OpenSSH server drops new connections beyond 10 still authenticating (MaxStartups 10:30:100),
+# and uv fetches every git dependency at once.
+CONNECTIONS = 8
+
+
 def router_script(ssh: str) -> str:
     import shlex
 
     text = resources.files("deploykey").joinpath("router.sh").read_text()
-    return text.replace("@SSH@", shlex.quote(ssh))
+    return text.replace("@SSH@", shlex.quote(ssh)).replace("@CONNECTIONS@", str(CONNECTIONS))

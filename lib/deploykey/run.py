@@ -116,12 +116,25 @@ def run(
         # Its own process group, so that an interruption stops its children too.
         _new_session=True,
     )
+    _running[id(process)] = process
     try:
         process.wait()
     except BaseException:
         _stop(process)
         raise
+    finally:
+        _running.pop(id(process), None)
     return Result(tuple(argv), int(process.exit_code), tuple(lines))
+
+
+_running: dict[int, Any] = {}  # children waited for in any thread (checks run several at once)
+
+
+def stop_all() -> None:
+    """Stop every child still running, in every thread: called when the build is interrupted."""
+    for process in list(_running.values()):
+        with contextlib.suppress(Exception):
+            process.process.signal_group(signal.SIGTERM)
 
 
 def _stop(process: Any) -> None:

@@ -45,6 +45,9 @@ class Cleanup:
 
 
 def _raise(signum: int, _frame: FrameType | None) -> None:
+    from deploykey import run
+
+    run.stop_all()  # children other threads wait for (parallel checks) stop now, not at their end
     raise Interrupted(signum, signal.Signals(signum).name)
 
 
