@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -49,10 +50,21 @@ COPIES = {
 
 
 @pytest.fixture(params=["grep", "python"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both search engines: grep -F in parallel, and Python alone (a build image without grep)."""
+def engine(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """Both search engines: grep -F in parallel, and Python alone (a build image without grep:
+    a PATH that has ssh-keygen and no grep)."""
     if request.param == "python":
-        monkeypatch.setattr(scan.shutil, "which", lambda _name: None)
+        tools = tmp_path_factory.mktemp("no-grep")
+        for tool in ("ssh-keygen",):
+            found = shutil.which(tool)
+            assert found is not None
+            (tools / tool).symlink_to(found)
+        monkeypatch.setenv("PATH", str(tools))
+        assert shutil.which("grep") is None
     return str(request.param)
 
 
@@ -145,6 +157,7 @@ ARCHIVES = {
     "wheel (zip)": "zip",
     "tar.gz": "tar.gz",
     "gzip stream": "gz",
+    "gzip of two members": "gz2",
     "tar.bz2": "tar.bz2",
     "tar.xz": "tar.xz",
     "zip inside a tar.gz": "nested",
@@ -172,6 +185,9 @@ def make_archive(path: Path, form: str, name: str, data: bytes) -> str:
     if form == "gz":
         path.write_bytes(gzip.compress(data))
         return f"{path}!(decompressed)"
+    if form == "gz2":  # `cat a.gz b.gz`: gzip -d gives both; the key is in the second
+        path.write_bytes(gzip.compress(b"first member\n" * 1000) + gzip.compress(data))
+        return f"{path}!(decompressed)"
     if form == "nested":
         inner = io.BytesIO()
         with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -182,10 +198,18 @@ def make_archive(path: Path, form: str, name: str, data: bytes) -> str:
     return f"{path}!{name}"
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["small", "large"])
 @pytest.mark.parametrize("form", sorted(ARCHIVES))
 def test_finds_copies_inside_archives(
-    tmp_path: Path, keys_dir: Path, form: str, engine: str
+    tmp_path: Path,
+    keys_dir: Path,
+    form: str,
+    engine: str,
+    streamed: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if streamed:  # a .gz over ONE_SHOT bytes is inflated as a stream, not in one call
+        monkeypatch.setattr(scan, "ONE_SHOT", 0)
     key = make_key(keys_dir)
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -259,3 +283,30 @@ def test_every_form_over_many_keys(keys_dir: Path) -> None:
             found = searcher.search(io.BytesIO(b"prefix " + transform(key.text) + b" suffix"))
             assert found and all(label == key.fingerprint for _, label in found), (copy, kind)
         key.path.unlink()
+
+
+def test_a_truncated_gzip_is_named_unreadable(tmp_path: Path, keys_dir: Path) -> None:
+    import gzip
+
+    key = make_key(keys_dir)
+    whole = gzip.compress(key.text.encode() * 50)
+    (tmp_path / "cut.gz").write_bytes(whole[: len(whole) // 2])
+    report = scan.scan([tmp_path], [load(key)])
+    assert any(entry.startswith(f"{tmp_path / 'cut.gz'} (") for entry in report.unreadable)
+
+
+def test_every_batch_of_files_is_searched(
+    tmp_path: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One grep per file (batches of 1 byte): the hits of every batch are collected."""
+    monkeypatch.setattr(scan._Files, "BATCH", 1)
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    for index in range(40):
+        folder = tree / f"pkg{index % 7}"
+        folder.mkdir(parents=True, exist_ok=True)
+        text = key.text if index in (3, 17, 39) else f"module {index}\n"
+        (folder / f"m{index}.py").write_text(text)
+    report = scan.scan([tree], [load(key)])
+    assert report.files == 40
+    assert {Path(hit.path).name for hit in report.hits} == {"m3.py", "m17.py", "m39.py"}

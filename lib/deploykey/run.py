@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -53,18 +54,17 @@ MISSING_FIX = {
 
 
 def which(tool: str, purpose: str) -> str:
-    """The absolute path of `tool` on PATH, or a clear error naming the package to install."""
-    import sh
-
-    try:
-        return str(sh.Command(tool))
-    except sh.CommandNotFound:
+    """The absolute path of `tool` on PATH, or a clear error naming the package to install.
+    (shutil, not `sh`: a lookup should not cost the import of sh and asyncio.)"""
+    found = shutil.which(tool)
+    if found is None:
         raise UserError(
             "tool::missing",
             tool=tool,
             purpose=purpose,
             fix=MISSING_FIX.get(tool, f"install {tool}"),
-        ) from None
+        )
+    return str(Path(found).absolute())
 
 
 def run(
@@ -188,6 +188,28 @@ class Background:
                 os.killpg(self._process.pid, signal.SIGKILL)
             raise
         return status, b"".join(self._out)
+
+
+def output(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
+    """Run argv to completion with a small stdin (never its arguments); its status and raw
+    stdout, stderr dropped. No helper threads (`start()` has two): the scan runs many of these at
+    once from a thread pool. Stopped, with its process group, if this thread is interrupted."""
+    process = subprocess.Popen(  # noqa: S603 - argv is the kit's own, never user text
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(env),
+        start_new_session=True,
+    )
+    try:
+        out, _ = process.communicate(stdin)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return process.returncode, out
 
 
 def start(

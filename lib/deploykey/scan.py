@@ -15,8 +15,8 @@ It also reports any other private key (a PEM block with a body) and credentials 
 configs, `.git-credentials` and pip's `direct_url.json`.
 
 Speed (a slug is up to 500 MB in tens of thousands of files): the flat search over every file runs
-GNU grep's multi-pattern `grep -F` in parallel processes, the needles given on its stdin (never
-as arguments, never in a file); meanwhile Python walks the tree for what grep cannot see: inside
+GNU grep's multi-pattern `grep -F` in parallel processes on batches of the files the walk finds,
+the needles given on its stdin (never as arguments, never in a file); the walk also looks inside
 zip/wheel, tar and gzip/bzip2/xz archives (nested ones too), and the URL credentials. Files grep
 flags are then read again to say which kind of copy they hold. Without grep, Python searches alone.
 Hits name the file (and archive member), the kind of copy and the key's fingerprint, never bytes.
@@ -39,6 +39,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -312,14 +313,14 @@ class Searcher:
         return list(found)
 
 
-def walk(roots: Iterable[Path]) -> Iterator[tuple[str, int]]:
-    """(path, size) of every regular file under the roots; symbolic links are not followed.
+def walk(roots: Iterable[Path]) -> Iterator[tuple[str, str, int]]:
+    """(path, name, size) of every regular file under the roots; symbolic links are not followed.
     os.scandir's entries know their type: one stat per file, none per directory."""
     for root in roots:
         if root.is_symlink() or not root.exists():
             continue
         if root.is_file():
-            yield str(root), root.stat().st_size
+            yield str(root), root.name, root.stat().st_size
             continue
         pending = [str(root)]
         while pending:
@@ -331,7 +332,7 @@ def walk(roots: Iterable[Path]) -> Iterator[tuple[str, int]]:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
-                    yield entry.path, entry.stat(follow_symlinks=False).st_size
+                    yield entry.path, entry.name, entry.stat(follow_symlinks=False).st_size
 
 
 # Never archives: the file types a slug is made of, not sniffed for archive headers.
@@ -386,13 +387,14 @@ def scan(
     grep = shutil.which("grep")
     hits: list[Hit] = []
     unreadable: list[str] = []
-    engines = _start_grep(grep, roots, searcher)
+    engine = _Files(grep, searcher) if grep is not None else None
     archives = _Archives(grep, searcher, unreadable)
     files = size = 0
-    for path, length in walk(roots):
+    for path, name, length in walk(roots):
         files += 1
         size += length
-        name = os.path.basename(path)
+        if engine is not None:
+            engine.add(path, length)
         sniff = os.path.splitext(name)[1].lower() not in PLAIN
         try:
             if grep is None or sniff:
@@ -410,7 +412,7 @@ def scan(
         except OSError:
             unreadable.append(path)
     hits += archives.finish()
-    for flagged in _grep_results(engines):
+    for flagged in engine.finish() if engine is not None else []:
         try:
             with open(flagged, "rb") as stream:
                 hits += [
@@ -425,41 +427,55 @@ def scan(
 # ----------------------------------------------------------------------------- grep, in parallel
 
 
-def _start_grep(grep: str | None, roots: Sequence[Path], searcher: Searcher) -> list[object]:
-    """`grep -rlZF -a -f -` over the roots in up to cpu-count processes (none without grep)."""
-    from deploykey import run
+class _Files:
+    """Files found by the walk, searched by `grep -lZF -a -f -` in batches of about BATCH bytes,
+    as many processes at once as there are CPUs (up to 4), each next batch going to whichever
+    finishes first: one big directory never leaves a CPU idle, and grep starts on the first batch
+    while the walk goes on. The needles on each grep's stdin; the arguments are only file paths."""
 
-    existing = [root for root in roots if root.exists() and not root.is_symlink()]
-    if grep is None or not existing:
-        return []
-    buckets: list[list[str]] = [[] for _ in range(max(1, min(4, os.cpu_count() or 1)))]
-    entries = []
-    for root in existing:
-        if root.is_dir():
-            entries += sorted(str(child) for child in root.iterdir() if not child.is_symlink())
-        else:
-            entries.append(str(root))
-    for index, entry in enumerate(entries):
-        buckets[index % len(buckets)].append(entry)
-    # -a: binary files as text; -D skip: no devices, fifos; -r: do not follow links; LC_ALL=C: bytes.
-    argv = [grep, "-r", "-l", "-Z", "-F", "-a", "-D", "skip", "-s", "-f", "-", "--"]
-    env = run.child_env({"LC_ALL": "C"})
-    return [
-        run.start(argv + bucket, env=env, stdin=searcher.patterns()) for bucket in buckets if bucket
-    ]
+    BATCH = 8_000_000
+    ARGV = 100_000  # bytes of paths per grep: well under the kernel's 128 KiB per argument list
 
+    def __init__(self, grep: str, searcher: Searcher) -> None:
+        from deploykey import run
 
-def _grep_results(engines: list[object]) -> list[bytes]:
-    from deploykey.run import Background
+        # -a: binary files as text; -D skip: no devices, fifos; LC_ALL=C: bytes; -s: a file that
+        # vanished or cannot be read is not an error here (the walk reports unreadable files).
+        self.argv = [grep, "-l", "-Z", "-F", "-a", "-D", "skip", "-s", "-f", "-", "--"]
+        self.env = run.child_env({"LC_ALL": "C"})
+        self.patterns = searcher.patterns()
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+        self.running: list[Future[bytes]] = []
+        self.batch: list[str] = []
+        self.bytes = self.chars = 0
 
-    flagged: list[bytes] = []
-    for engine in engines:
-        assert isinstance(engine, Background)
-        status, out = engine.result()
-        if status not in (0, 1, 2):
+    def add(self, path: str, size: int) -> None:
+        self.batch.append(path)
+        self.bytes += size
+        self.chars += len(path) + 1
+        if self.bytes >= self.BATCH or self.chars >= self.ARGV:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self.batch:
+            self.running.append(self.pool.submit(self._grep, self.batch))
+        self.batch, self.bytes, self.chars = [], 0, 0
+
+    def _grep(self, paths: list[str]) -> bytes:
+        from deploykey import run
+
+        status, out = run.output(self.argv + paths, env=self.env, stdin=self.patterns)
+        if status not in (0, 1, 2):  # 2: some file could not be read, the others were searched
             raise RuntimeError(f"grep failed with status {status}")
-        flagged += [name for name in out.split(b"\0") if name]
-    return flagged
+        return out
+
+    def finish(self) -> list[bytes]:
+        """The paths of the files that hold a needle."""
+        self._submit()
+        try:
+            return [name for done in self.running for name in done.result().split(b"\0") if name]
+        finally:
+            self.pool.shutdown(cancel_futures=True)
 
 
 # ------------------------------------------------------------------------ archives, URL credentials
@@ -609,6 +625,12 @@ def _members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
                         yield info.filename, member
     elif kind == "tar":
         yield from _tar_members(stream)
+    elif kind == "gzip" and _size(stream) <= ONE_SHOT:
+        data = _gunzip(stream.read(), ARCHIVE_BUDGET + 1)
+        if len(data) >= 262 and data[257:262] == b"ustar":
+            yield from _tar_members(io.BytesIO(data))
+        else:
+            yield "(decompressed)", io.BytesIO(data)
     elif kind in ("gzip", "bzip2", "xz"):
         opened: gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile
         if kind == "gzip":
@@ -623,6 +645,32 @@ def _members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
             yield from _tar_members(decompressed)
         else:
             yield "(decompressed)", decompressed
+
+
+ONE_SHOT = 16 << 20  # a .gz up to this size is inflated in one call, not streamed
+
+
+def _size(stream: IO[bytes]) -> int:
+    return stream.seek(0, io.SEEK_END) - stream.seek(0)
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Every gzip member in data, one after another as `gzip -d` does, at most `limit` bytes.
+    One zlib call per member: a slug holds hundreds of small .json.gz files, and GzipFile's stream
+    costs twice the inflating itself on those. A truncated stream is an error, as with GzipFile."""
+    parts: list[bytes] = []
+    size = 0
+    while data.startswith(b"\x1f\x8b") and size < limit:
+        inflater = zlib.decompressobj(wbits=31)
+        part = inflater.decompress(data, limit - size)
+        parts.append(part)
+        size += len(part)
+        if not inflater.eof:
+            if inflater.unconsumed_tail:
+                break  # the limit: the caller notes what was not read
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        data = inflater.unused_data
+    return b"".join(parts)
 
 
 def _tar_members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
