@@ -93,7 +93,7 @@ def build_tree(cache: Path, size_mb: int) -> Path:
 
 
 def _size(tree: Path) -> int:
-    return sum(size for _path, size in scan.walk([tree]))
+    return sum(size for _path, _name, size in scan.walk([tree]))
 
 
 def plant(tree: Path, key_text: str) -> dict[str, str]:
@@ -149,7 +149,7 @@ def main() -> int:
     tree = build_tree(args.cache, args.size_mb)
     planted = plant(tree, key_file.read_text())
     files, size = 0, 0
-    for _path, length in scan.walk([tree]):
+    for _path, _name, length in scan.walk([tree]):
         files, size = files + 1, size + length
     needles = work / "needles.txt"
     needles.write_bytes(scan.Searcher.of([key]).patterns())
