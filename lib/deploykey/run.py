@@ -190,28 +190,6 @@ class Background:
         return status, b"".join(self._out)
 
 
-def output(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
-    """Run argv to completion with a small stdin (never its arguments); its status and raw
-    stdout, stderr dropped. No helper threads (`start()` has two): the scan runs many of these at
-    once from a thread pool. Stopped, with its process group, if this thread is interrupted."""
-    process = subprocess.Popen(  # noqa: S603 - argv is the kit's own, never user text
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=dict(env),
-        start_new_session=True,
-    )
-    try:
-        out, _ = process.communicate(stdin)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    return process.returncode, out
-
-
 def start(
     argv: Sequence[str],
     *,

@@ -464,7 +464,7 @@ class _Files:
     def _grep(self, paths: list[str]) -> bytes:
         from deploykey import run
 
-        status, out = run.output(self.argv + paths, env=self.env, stdin=self.patterns)
+        status, out = run.start(self.argv + paths, env=self.env, stdin=self.patterns).result()
         if status not in (0, 1, 2):  # 2: some file could not be read, the others were searched
             raise RuntimeError(f"grep failed with status {status}")
         return out
@@ -625,26 +625,27 @@ def _members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
                         yield info.filename, member
     elif kind == "tar":
         yield from _tar_members(stream)
-    elif kind == "gzip" and _size(stream) <= ONE_SHOT:
-        data = _gunzip(stream.read(), ARCHIVE_BUDGET + 1)
-        if len(data) >= 262 and data[257:262] == b"ustar":
-            yield from _tar_members(io.BytesIO(data))
-        else:
-            yield "(decompressed)", io.BytesIO(data)
     elif kind in ("gzip", "bzip2", "xz"):
-        opened: gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile
-        if kind == "gzip":
-            opened = gzip.GzipFile(fileobj=stream)
-        elif kind == "bzip2":
-            opened = bz2.BZ2File(stream)
-        else:
-            opened = lzma.LZMAFile(stream)  # noqa: SIM115 - closed with the stream
-        head = opened.peek(512)[:512]
-        decompressed = cast(IO[bytes], opened)
+        head, decompressed = _decompressed(kind, stream)
         if len(head) >= 262 and head[257:262] == b"ustar":
             yield from _tar_members(decompressed)
         else:
             yield "(decompressed)", decompressed
+
+
+def _decompressed(kind: str, stream: IO[bytes]) -> tuple[bytes, IO[bytes]]:
+    """The first 512 bytes of a gzip, bzip2 or xz stream's content, and the content as a stream."""
+    if kind == "gzip" and _size(stream) <= ONE_SHOT:
+        data = _gunzip(stream.read(), ARCHIVE_BUDGET + 1)
+        return data[:512], io.BytesIO(data)
+    opened: gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile
+    if kind == "gzip":
+        opened = gzip.GzipFile(fileobj=stream)
+    elif kind == "bzip2":
+        opened = bz2.BZ2File(stream)
+    else:
+        opened = lzma.LZMAFile(stream)  # noqa: SIM115 - closed with the stream
+    return opened.peek(512)[:512], cast(IO[bytes], opened)
 
 
 ONE_SHOT = 16 << 20  # a .gz up to this size is inflated in one call, not streamed
