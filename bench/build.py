@@ -30,7 +30,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
-from conftest import flit_package  # noqa: E402
+from conftest import download_wheels, flit_package  # noqa: E402
 from gitserver import GitServer  # noqa: E402
 
 PUBLIC = ("requests==2.32.3",)
@@ -41,21 +41,7 @@ def wheelhouse(cache: Path) -> Path:
     directory = cache / "wheels"
     if not any(directory.glob("requests-*.whl")):
         directory.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--only-binary",
-                ":all:",
-                "-d",
-                str(directory),
-                *WHEELS,
-            ],
-            check=True,
-        )
+        download_wheels(directory, *WHEELS)
     return directory
 
 

@@ -160,23 +160,32 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     if not any(cache.glob("flit_core-*.whl")):
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "-d",
-                str(cache),
-                FLIT,
-            ],
-            check=True,
-            capture_output=True,
-        )
+        download_wheels(cache, FLIT, deps=False)
     return cache
+
+
+# The Python of the build images the tests use (the buildah base image, Debian bookworm's python3).
+CP311_X86_64 = (
+    *("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"),
+    *("--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64"),
+    *("--platform", "any"),
+)
+
+
+def download_wheels(
+    directory: Path, *packages: str, cp311: bool = False, deps: bool = True
+) -> None:
+    """`pip download` binary wheels of packages (and their dependencies, unless deps=False) into
+    directory: for the Python that runs the tests, or with cp311 for CPython 3.11 on x86_64."""
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:"),
+            *([] if deps else ["--no-deps"]),
+            *(CP311_X86_64 if cp311 else ()),
+            *("-d", str(directory), *packages),
+        ],
+        check=True,
+    )
 
 
 # ---------------------------------------------------------------- keys

@@ -22,6 +22,7 @@ from conftest import (
     KIT,
     Build,
     GeneratedKey,
+    download_wheels,
     files_with_key,
     key_dirs,
     key_fragments,
@@ -44,32 +45,7 @@ def image_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Everything pip needs inside the image build, offline: flit_core and the kit's own
     dependencies, for the base image's Python (3.11, x86_64)."""
     directory = tmp_path_factory.mktemp("image-wheels")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary",
-            ":all:",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-            "--platform",
-            "manylinux2014_x86_64",
-            "--platform",
-            "any",
-            "-d",
-            str(directory),
-            FLIT,
-            *KIT_DEPS,
-        ],
-        check=True,
-    )
+    download_wheels(directory, FLIT, *KIT_DEPS, cp311=True)
     return directory
 
 

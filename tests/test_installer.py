@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FLIT, Build, GeneratedKey, files_with_key, flit_package, key_dirs, text_has_key
+from conftest import (
+    FLIT,
+    Build,
+    GeneratedKey,
+    download_wheels,
+    files_with_key,
+    flit_package,
+    key_dirs,
+    text_has_key,
+)
 from deploykey import installer
 from gitserver import GitServer
 
@@ -22,33 +30,7 @@ def wheels() -> Path:
     directory = Path("/tmp/deploykey-tests-wheels")
     if not any(directory.glob("uv-*.whl")):
         directory.mkdir(exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--only-binary",
-                ":all:",
-                "--python-version",
-                "3.11",
-                "--implementation",
-                "cp",
-                "--abi",
-                "cp311",
-                "--platform",
-                "manylinux2014_x86_64",
-                "--platform",
-                "manylinux_2_17_x86_64",
-                "--platform",
-                "any",
-                "-d",
-                str(directory),
-                *WHEELS,
-            ],
-            check=True,
-        )
+        download_wheels(directory, *WHEELS, cp311=True)
     directory.chmod(0o755)
     return directory
 
