@@ -128,6 +128,37 @@ def run_git(*args: str, cwd: Path | None = None) -> str:
     return result.stdout
 
 
+def make_bare_repo(
+    root: Path,
+    name: str,
+    files: dict[str, str],
+    tags: tuple[str, ...],
+    submodules: dict[str, tuple[str, str]] | None = None,
+) -> Path:
+    """ROOT/repos/NAME.git: one commit on main with these files, these tags, and these submodules
+    (path: (URL as .gitmodules gives it, a repository already in ROOT/repos))."""
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=root))
+    for relative, content in files.items():
+        path = work / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    run_git("init", "-q", "-b", "main", cwd=work)
+    for path, (url, repo) in (submodules or {}).items():
+        source = str(root / "repos" / f"{repo}.git")
+        local = ("-c", "protocol.file.allow=always")
+        run_git(*local, "submodule", "add", "-q", source, path, cwd=work)
+        run_git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
+    run_git("add", "-A", cwd=work)
+    run_git("commit", "-q", "-m", "initial", cwd=work)
+    for tag in tags:
+        run_git("tag", tag, cwd=work)
+    bare = root / "repos" / f"{name}.git"
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    run_git("clone", "-q", "--bare", str(work), str(bare))
+    shutil.rmtree(work)
+    return bare
+
+
 @dataclass
 class GitServer:
     root: Path
@@ -184,26 +215,8 @@ class GitServer:
         submodules: dict[str, tuple[str, str]] | None = None,
     ) -> Path:
         """A bare repository `name` with these files, tags and submodules (path: (URL as
-        .gitmodules gives it, a repository already on this server))."""
-        work = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
-        for relative, content in files.items():
-            path = work / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-        run_git("init", "-q", "-b", "main", cwd=work)
-        for path, (url, repo) in (submodules or {}).items():
-            source = str(self.root / "repos" / f"{repo}.git")
-            local = ("-c", "protocol.file.allow=always")
-            run_git(*local, "submodule", "add", "-q", source, path, cwd=work)
-            run_git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=work)
-        run_git("add", "-A", cwd=work)
-        run_git("commit", "-q", "-m", "initial", cwd=work)
-        for tag in tags:
-            run_git("tag", tag, cwd=work)
-        bare = self.root / "repos" / f"{name}.git"
-        bare.parent.mkdir(parents=True, exist_ok=True)
-        run_git("clone", "-q", "--bare", str(work), str(bare))
-        shutil.rmtree(work)
+        .gitmodules gives it, a repository already on this server)), owned by the git user."""
+        bare = make_bare_repo(self.root, name, files, tags, submodules)
         user = pwd.getpwnam(GIT_USER)
         for path in [bare.parent, *bare.rglob("*"), bare]:
             os.chown(path, user.pw_uid, user.pw_gid)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitserver import free_port, run_git
+from gitserver import free_port, make_bare_repo
 
 NGINX = "/usr/sbin/nginx"
 FCGIWRAP = "/usr/sbin/fcgiwrap"
@@ -50,20 +50,7 @@ class GitHttpServer:
         return f"http://127.0.0.1:{self.port}"
 
     def add_repo(self, name: str, files: dict[str, str], tags: tuple[str, ...] = ("v1.0",)) -> None:
-        work = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
-        for relative, content in files.items():
-            path = work / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-        run_git("init", "-q", "-b", "main", cwd=work)
-        run_git("add", "-A", cwd=work)
-        run_git("commit", "-q", "-m", "initial", cwd=work)
-        for tag in tags:
-            run_git("tag", tag, cwd=work)
-        bare = self.root / "repos" / f"{name}.git"
-        bare.parent.mkdir(parents=True, exist_ok=True)
-        run_git("clone", "-q", "--bare", str(work), str(bare))
-        shutil.rmtree(work)
+        make_bare_repo(self.root, name, files, tags)
 
     def access_log(self) -> str:
         return (self.root / "access.log").read_text()

@@ -155,6 +155,19 @@ def deploy_key(server: GitServer, keys_dir: Path, *repos: str) -> GeneratedKey:
     return key
 
 
+def utils_and_billing_keys(
+    build: Build, server: GitServer, keys_dir: Path, requirements: str
+) -> tuple[GeneratedKey, GeneratedKey]:
+    """acme/private-utils and acme/billing, each opened by its own deploy key, set as
+    DEPLOY_KEY_UTILS and DEPLOY_KEY_BILLING; requirements.txt holds `requirements`."""
+    utils = deploy_key(server, keys_dir, "acme/private-utils")
+    billing = deploy_key(server, keys_dir, "acme/billing")
+    build.set_key(utils.text, "DEPLOY_KEY_UTILS")
+    build.set_key(billing.text, "DEPLOY_KEY_BILLING")
+    (build.app / "requirements.txt").write_text(requirements)
+    return utils, billing
+
+
 def fetched_by(server: GitServer, key: GeneratedKey) -> set[str]:
     return {
         line.split()[1]
@@ -183,11 +196,12 @@ def test_two_keys_each_for_its_repository_mapped(
     build: Build, git_server: GitServer, keys_dir: Path
 ) -> None:
     before = key_dirs()
-    utils = deploy_key(git_server, keys_dir, "acme/private-utils")
-    billing = deploy_key(git_server, keys_dir, "acme/billing")
-    build.set_key(utils.text, "DEPLOY_KEY_UTILS")
-    build.set_key(billing.text, "DEPLOY_KEY_BILLING")
-    (build.app / "requirements.txt").write_text(f"{UTILS}\n{BILLING}\n")  # as users write it
+    utils, billing = utils_and_billing_keys(
+        build,
+        git_server,
+        keys_dir,
+        f"{UTILS}\n{BILLING}\n",  # as users write it
+    )
     with (build.app / "deploykey.yml").open("a") as yml:
         yml.write(
             "keys:\n  DEPLOY_KEY_UTILS: [acme/private-utils]\n  DEPLOY_KEY_BILLING: [acme/billing]\n"
@@ -205,11 +219,7 @@ def test_keys_routed_by_what_github_says_they_open(
     build: Build, git_server: GitServer, keys_dir: Path
 ) -> None:
     before = key_dirs()
-    utils = deploy_key(git_server, keys_dir, "acme/private-utils")
-    billing = deploy_key(git_server, keys_dir, "acme/billing")
-    build.set_key(utils.text, "DEPLOY_KEY_UTILS")
-    build.set_key(billing.text, "DEPLOY_KEY_BILLING")
-    (build.app / "requirements.txt").write_text(f"{BILLING}\n{UTILS}\n")
+    utils, billing = utils_and_billing_keys(build, git_server, keys_dir, f"{BILLING}\n{UTILS}\n")
     result = build.compile()
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
@@ -248,11 +258,7 @@ def test_swapped_mapping_fails_before_installing(
     build: Build, git_server: GitServer, keys_dir: Path
 ) -> None:
     before = key_dirs()
-    utils = deploy_key(git_server, keys_dir, "acme/private-utils")
-    billing = deploy_key(git_server, keys_dir, "acme/billing")
-    build.set_key(utils.text, "DEPLOY_KEY_UTILS")
-    build.set_key(billing.text, "DEPLOY_KEY_BILLING")
-    (build.app / "requirements.txt").write_text(f"{UTILS}\n{BILLING}\n")
+    utils, billing = utils_and_billing_keys(build, git_server, keys_dir, f"{UTILS}\n{BILLING}\n")
     with (build.app / "deploykey.yml").open("a") as yml:
         yml.write(
             "keys:\n  DEPLOY_KEY_UTILS: [acme/billing]\n  DEPLOY_KEY_BILLING: [acme/private-utils]\n"
