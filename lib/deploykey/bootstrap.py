@@ -124,9 +124,16 @@ def _install(target: Path, requirements: list[str]) -> None:
     output.step(f"Installing deploykey's dependencies ({', '.join(requirements)}) into {target}")
     if not os.environ.get("DEPLOYKEY_DEPS_DIR"):
         _private_parent(target)
+    pip_install(target, requirements)
+
+
+def pip_install(target: Path, requirements: list[str]) -> None:
+    """`pip install --target` into a staging dir beside `target` that then replaces it whole (an
+    earlier, partial one included); on failure nothing is left and pip's last words are told."""
+    python = pip_python(target.parent / f"{target.name}-pip", requirements)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     argv = [
-        pip_python(target.parent / f"{target.name}-pip", requirements),
+        python,
         "-m",
         "pip",
         "install",

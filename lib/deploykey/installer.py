@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import output, run
+from deploykey import output
 from deploykey.errors import UserError
 
 UV_REQUIREMENT = "uv>=0.4,<1"
@@ -145,18 +144,14 @@ def bootstrap_uv(cache: Path) -> Path:
     target = cache / "uv"
     output.detail(f"installing uv into {target} (once: the build cache keeps it)")
     cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="uv.", dir=cache))
-    python = bootstrap.pip_python(cache / "pip-venv", [UV_REQUIREMENT])
-    argv = [python, "-m", "pip", "install", "--target", str(staging), "--no-input", "--quiet"]
-    argv += ["--disable-pip-version-check", "--no-warn-script-location", UV_REQUIREMENT]
-    result = run.run(argv, env=run.child_env())
-    binary = staging / "bin" / "uv"
-    if not result.ok or not binary.is_file():
-        shutil.rmtree(staging, ignore_errors=True)
-        said = " ".join(result.lines[-3:]) or f"exit status {result.status}"
+    bootstrap.pip_install(target, [UV_REQUIREMENT])
+    binary = target / "bin" / "uv"
+    if not binary.is_file():
+        shutil.rmtree(target, ignore_errors=True)
         raise UserError(
-            "deps::bootstrap", packages=UV_REQUIREMENT, detail=f"pip said: {said}", python=python
+            "deps::bootstrap",
+            packages=UV_REQUIREMENT,
+            detail=f"pip installed {UV_REQUIREMENT} without a bin/uv",
+            python=sys.executable,
         )
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target / "bin" / "uv"
+    return binary
