@@ -6,13 +6,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomllib
 
-from cnb import Lifecycle
+from cnb import Buildpack, Lifecycle
 from conftest import (
     BIN,
     KIT,
@@ -78,10 +79,20 @@ def app(tmp_path: Path, git_server: GitServer) -> Path:
     return directory
 
 
+NewLifecycle = Callable[..., tuple[Lifecycle, list[Buildpack]]]
+
+
 @pytest.fixture
-def lifecycles() -> Iterator[list[Lifecycle]]:
+def new_lifecycle() -> Iterator[NewLifecycle]:
+    """Lifecycle.create, each lifecycle made removed after the test."""
     made: list[Lifecycle] = []
-    yield made
+
+    def create(*args: Any, **kwargs: Any) -> tuple[Lifecycle, list[Buildpack]]:
+        life, group = Lifecycle.create(*args, **kwargs)
+        made.append(life)
+        return life, group
+
+    yield create
     for life in made:
         life.remove()
 
@@ -117,7 +128,7 @@ def test_detect_in_both_platform_modes(
     tmp_path: Path,
     deploykey_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     # Heroku: BUILD_DIR argument, exit 0 or 1.
     assert subprocess.run([str(BIN / "detect"), str(app)], capture_output=True).returncode == 0
@@ -126,16 +137,14 @@ def test_detect_in_both_platform_modes(
     (plain / "requirements.txt").write_text("flask\n")
     assert subprocess.run([str(BIN / "detect"), str(plain)], capture_output=True).returncode == 1
     # CNB: CNB_* variables, exit 0 or 100.
-    life, [bp] = Lifecycle.create(app, [deploykey_buildpack], platform_env(public_wheelhouse))
-    lifecycles.append(life)
+    life, [bp] = new_lifecycle(app, [deploykey_buildpack], platform_env(public_wheelhouse))
     [result] = life.detect([bp])
     assert (result.returncode, result.stdout) == (
         0,
         "deploykey: deploykey.yml, git+ssh requirements\n",
     )
     # Nothing to do: passes (a pre-group buildpack is not optional) and the build does nothing...
-    life, [bp] = Lifecycle.create(plain, [deploykey_buildpack], platform_env(public_wheelhouse))
-    lifecycles.append(life)
+    life, [bp] = new_lifecycle(plain, [deploykey_buildpack], platform_env(public_wheelhouse))
     [result] = life.detect([bp])
     assert result.returncode == 0
     [built] = life.build([bp])
@@ -144,8 +153,7 @@ def test_detect_in_both_platform_modes(
     assert list(life.layers_dir(bp).iterdir()) == []
     # ... unless the platform asks for strict detection: exit 100.
     strict = platform_env(public_wheelhouse, DEPLOYKEY_DETECT="strict")
-    life, [bp] = Lifecycle.create(plain, [deploykey_buildpack], strict)
-    lifecycles.append(life)
+    life, [bp] = new_lifecycle(plain, [deploykey_buildpack], strict)
     [result] = life.detect([bp])
     assert result.returncode == 100
 
@@ -155,11 +163,10 @@ def test_handoff_to_the_next_buildpack(
     utils_key: GeneratedKey,
     deploykey_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
-    life, group = Lifecycle.create(app, [deploykey_buildpack, TESTS / "buildpacks" / "pip"], env)
-    lifecycles.append(life)
+    life, group = new_lifecycle(app, [deploykey_buildpack, TESTS / "buildpacks" / "pip"], env)
     assert [r.returncode for r in life.detect(group)] == [0, 0]
     results = life.build(group)
     assert [r.returncode for r in results] == [0, 0], output_of(results)
@@ -188,7 +195,7 @@ def test_key_from_a_service_binding_never_reaches_pip(
     utils_key: GeneratedKey,
     deploykey_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     """A Kubernetes ssh-auth secret as a binding: no platform env var, so no buildpack's
     environment holds the key; the env-dumping build backend shows pip's did not."""
@@ -196,13 +203,12 @@ def test_key_from_a_service_binding_never_reaches_pip(
         "env-dumper @ git+ssh://git@github.com/acme/env-dumper.git@v1.0\n"
     )
     bindings = {"deploy-key": {"type": "kubernetes.io/ssh-auth", "ssh-privatekey": utils_key.text}}
-    life, group = Lifecycle.create(
+    life, group = new_lifecycle(
         app,
         [deploykey_buildpack, TESTS / "buildpacks" / "pip"],
         platform_env(public_wheelhouse),
         bindings,
     )
-    lifecycles.append(life)
     results = life.build(group)
     assert [r.returncode for r in results] == [0, 0], output_of(results)
     assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in results[0].stdout
@@ -221,7 +227,7 @@ def test_bindings_under_service_binding_root(
     utils_key: GeneratedKey,
     deploykey_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="deploykey-bindings-", dir="/tmp"))
     try:
@@ -230,13 +236,12 @@ def test_bindings_under_service_binding_root(
         (root / "utils" / "type").write_text("ssh-auth")
         (root / "utils" / "ssh-privatekey").write_text(utils_key.text)
         host = {"SERVICE_BINDING_ROOT": str(root)}
-        life, group = Lifecycle.create(
+        life, group = new_lifecycle(
             app,
             [deploykey_buildpack, TESTS / "buildpacks" / "pip"],
             platform_env(public_wheelhouse),
             host_env=host,
         )
-        lifecycles.append(life)
         results = life.build(group)
         assert [r.returncode for r in results] == [0, 0], output_of(results)
         assert f"DEPLOY_KEY_UTILS: ED25519 key {utils_key.fingerprint}" in results[0].stdout
@@ -249,11 +254,10 @@ def test_standalone_install_into_a_launch_layer(
     utils_key: GeneratedKey,
     deploykey_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text, DEPLOYKEY_INSTALL="venv")
-    life, group = Lifecycle.create(app, [deploykey_buildpack], env)
-    lifecycles.append(life)
+    life, group = new_lifecycle(app, [deploykey_buildpack], env)
     [result] = life.build(group)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "into the launch layer venv with uv" in result.stdout
@@ -285,13 +289,12 @@ def test_scan_step_removes_the_keys_and_passes_a_clean_build(
     deploykey_buildpack: Path,
     scan_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
-    life, group = Lifecycle.create(
+    life, group = new_lifecycle(
         app, [deploykey_buildpack, TESTS / "buildpacks" / "pip", scan_buildpack], env
     )
-    lifecycles.append(life)
     results = life.build(group)
     assert [r.returncode for r in results] == [0, 0, 0], output_of(results)
     scanned = results[2].stdout
@@ -306,13 +309,12 @@ def test_scan_step_fails_a_leaky_build(
     deploykey_buildpack: Path,
     scan_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
 ) -> None:
     env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
-    life, group = Lifecycle.create(
+    life, group = new_lifecycle(
         app, [deploykey_buildpack, TESTS / "buildpacks" / "leaky", scan_buildpack], env
     )
-    lifecycles.append(life)
     results = life.build(group)
     assert [r.returncode for r in results] == [0, 0, 1], output_of(results)
     err = results[2].stderr
@@ -326,7 +328,7 @@ def test_build_image_without_ssh(
     utils_key: GeneratedKey,
     deploykey_buildpack: Path,
     public_wheelhouse: Path,
-    lifecycles: list[Lifecycle],
+    new_lifecycle: NewLifecycle,
     tmp_path: Path,
 ) -> None:
     """Paketo's build image has git but no ssh client: a clear error that names the fix."""
@@ -350,8 +352,7 @@ def test_build_image_without_ssh(
             assert found, tool
             (tools / tool).symlink_to(found)
         env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
-        life, group = Lifecycle.create(app, [deploykey_buildpack], env, path=str(tools))
-        lifecycles.append(life)
+        life, group = new_lifecycle(app, [deploykey_buildpack], env, path=str(tools))
         [result] = life.build(group)
         assert result.returncode == 1
         assert " !     `ssh` is not installed" in result.stderr

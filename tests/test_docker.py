@@ -71,13 +71,18 @@ def context(tmp_path: Path, git_server: GitServer, image_wheels: Path) -> Path:
 OFFLINE = ("--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src/wheels")
 
 
-def assert_image_clean(archive: Path, key: GeneratedKey) -> None:
-    """deploykey scan-image says clean, and so does the test's own read of every layer."""
-    result = subprocess.run(
+def scan_image(archive: Path, key: GeneratedKey) -> subprocess.CompletedProcess[str]:
+    """`deploykey scan-image ARCHIVE --key-file KEY`."""
+    return subprocess.run(
         [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
         capture_output=True,
         text=True,
     )
+
+
+def assert_image_clean(archive: Path, key: GeneratedKey) -> None:
+    """deploykey scan-image says clean, and so does the test's own read of every layer."""
+    result = scan_image(archive, key)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no key material found" in result.stdout
     fragments = key_fragments(key.text)
@@ -150,11 +155,7 @@ def test_anti_example_leaks_and_scan_image_catches_it(
     )
     assert built.returncode == 0, built.stdout + built.stderr
     archive = images.export(tag, tmp_path / "anti.tar")
-    result = subprocess.run(
-        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(utils_key.path)],
-        capture_output=True,
-        text=True,
-    )
+    result = scan_image(archive, utils_key)
     assert result.returncode == 1
     err = result.stderr
     assert " !     Key material found in" in err
@@ -305,21 +306,13 @@ def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, dock
         "history": [{"created_by": f"|1 SSH_PRIVATE_KEY={key.text} /bin/sh -c x"}],
     }
     archive = _archive(tmp_path / "image.tar", [clean, leaky], config, docker)
-    result = subprocess.run(
-        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
-        capture_output=True,
-        text=True,
-    )
+    result = scan_image(archive, key)
     assert result.returncode == 1
     assert " !     Key material found in 2 place(s) of the image" in result.stderr
     assert "config: history[0].created_by (private key text" in result.stderr
     assert "tmp/deleted-later (private key text" in result.stderr
     clean_archive = _archive(tmp_path / "clean.tar", [clean], {"history": []}, docker)
-    ok = subprocess.run(
-        [str(BIN / "deploykey"), "scan-image", str(clean_archive), "--key-file", str(key.path)],
-        capture_output=True,
-        text=True,
-    )
+    ok = scan_image(clean_archive, key)
     assert ok.returncode == 0, ok.stderr
     assert "read 1 layers (3 files) and the config" in ok.stdout
     assert (
@@ -332,23 +325,9 @@ def test_scan_image_refuses_what_it_cannot_read(tmp_path: Path, keys_dir: Path) 
     key = make_key(keys_dir)
     zstd = b"\x28\xb5\x2f\xfd" + b"\0" * 64
     archive = _archive(tmp_path / "zstd.tar", [zstd], {}, docker=False)
-    result = subprocess.run(
-        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
-        capture_output=True,
-        text=True,
-    )
+    result = scan_image(archive, key)
     assert result.returncode == 1
     assert "is zstd-compressed" in result.stderr
     (tmp_path / "nothing.tar").write_bytes(b"not a tar")
-    result = subprocess.run(
-        [
-            str(BIN / "deploykey"),
-            "scan-image",
-            str(tmp_path / "nothing.tar"),
-            "--key-file",
-            str(key.path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = scan_image(tmp_path / "nothing.tar", key)
     assert result.returncode == 1 and "Cannot read the image archive" in result.stderr
