@@ -294,7 +294,7 @@ def _check_der(blob: bytes, ctx: _Context) -> None:
 def _public_half(material: str, ctx: _Context) -> str:
     """Derive the public key with ssh-keygen, the key passed on stdin, an empty passphrase."""
     keygen = run.which("ssh-keygen", "validate the deploy key")
-    result = run.run(
+    result = run.capture(
         [keygen, "-y", "-P", "", "-f", "/dev/stdin"], env=run.child_env(), stdin=material.encode()
     )
     lines = [line for line in result.lines if line.strip()]

@@ -3,7 +3,7 @@
 Children get the environment `childenv.child_env()` builds from an allow-list. Key material reaches
 children only on stdin (ssh-keygen) or as a 0600 file by path (ssh), never as an argument:
 /proc/<pid>/cmdline is world-readable. (The bootstrap, which installs `sh` itself, is the one other
-place that starts a process; `start()` streams large inputs with subprocess, see there.)
+place that starts a process; `capture()` runs short tools without `sh`, see there.)
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,67 +147,12 @@ def _stop(process: Any) -> None:
             process.process.kill_group()
 
 
-class Background:
-    """A child started with `start()`: its stdin fed, and its stdout drained, by two threads."""
-
-    def __init__(
-        self, argv: Sequence[str], process: subprocess.Popen[bytes], stdin: bytes | Iterator[bytes]
-    ) -> None:
-        self.argv = tuple(argv)
-        self._process = process
-        self._out: list[bytes] = []
-        self._feeder = threading.Thread(target=self._feed, args=(stdin,), daemon=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._feeder.start()
-        self._reader.start()
-
-    def _feed(self, stdin: bytes | Iterator[bytes]) -> None:
-        pipe = self._process.stdin
-        assert pipe is not None
-        try:
-            for chunk in [stdin] if isinstance(stdin, bytes) else stdin:
-                pipe.write(chunk)
-        except (BrokenPipeError, ValueError):
-            pass  # the child stopped reading (it failed, or was stopped)
-        finally:
-            with contextlib.suppress(OSError):
-                pipe.close()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        self._out.append(self._process.stdout.read())
-
-    def result(self) -> tuple[int, bytes]:
-        try:
-            self._feeder.join()
-            self._reader.join()
-            status = self._process.wait()
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.killpg(self._process.pid, signal.SIGKILL)
-            raise
-        return status, b"".join(self._out)
-
-
-def start(
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str],
-    stdin: bytes | Iterator[bytes],
-    pass_fds: frozenset[int] = frozenset(),
-) -> Background:
-    """Start argv with stdin (never its arguments) carrying data, bytes or an iterator of them;
-    `pass_fds` are inherited (a pipe the child reads as /dev/fd/N). Raw stdout back; stderr dropped.
-
-    Not through `sh`: sh copies stdin through its own thread at about half the speed of a pipe
-    written directly, and the scan streams hundreds of megabytes of unpacked archives into grep."""
-    process = subprocess.Popen(  # noqa: S603 - argv is the kit's own, never user text
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=dict(env),
-        pass_fds=tuple(pass_fds),
-        start_new_session=True,
+def capture(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> Result:
+    """Run a short tool to completion (ssh-keygen reading a key on stdin), stdout and stderr
+    merged, like `run`. Not through `sh`: importing it costs 30-40 ms (asyncio, importlib.metadata),
+    and every command starts by validating its keys; `deploykey scan` needs nothing else of it."""
+    completed = subprocess.run(  # noqa: S603 - argv is the kit's own, never user text
+        list(argv), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env)
     )
-    return Background(argv, process, stdin)
+    text = completed.stdout.decode("utf-8", "replace")
+    return Result(tuple(argv), completed.returncode, tuple(text.splitlines()))
