@@ -51,5 +51,58 @@ def test_dependencies_bootstrapped_into_a_private_temp_dir(tmp_path: Path) -> No
     assert "Installing deploykey's dependencies" in result.stdout
     installed = next(temp.glob("deploykey-deps-*/py3*"))
     assert (installed / "sh.py").exists() or (installed / "sh").exists()
+    assert (installed / "ahocorasick_rs").is_dir()  # the scan's fast search, from a wheel
     assert oct(installed.parent.stat().st_mode & 0o777) == "0o700"
     assert snapshot(app) == state
+
+
+def test_without_a_wheel_of_the_fast_search_the_scan_uses_python(tmp_path: Path) -> None:
+    """A platform with no ahocorasick-rs wheel (musl, say; here: an index that lacks it): the kit
+    installs the rest, says the scan will be slower, scans correctly, and does not ask pip again."""
+    from deploykey.bootstrap import REQUIREMENTS
+
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            str(SYSTEM_PYTHON),
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "-d",
+            str(wheels),
+            *REQUIREMENTS.values(),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "leak.json").write_text('{"key": ' + repr((tmp_path / "k").read_text()) + "}")
+    (tree / "clean.txt").write_text("nothing\n")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "TMPDIR": str(temp),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+    }
+    scan = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "scan", str(tree)]
+    scan += ["--key-file", str(tmp_path / "k")]
+    runs = [subprocess.run(scan, env=env, capture_output=True, text=True) for _ in range(2)]
+    for result in runs:
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{tree / 'leak.json'} (private key text, " in result.stderr
+        assert "(1 process, Python)" in result.stdout
+        assert "the scan searched with Python alone" in result.stdout
+    first, second = (result.stdout + result.stderr for result in runs)
+    assert "could not install ahocorasick-rs, the leak check's fast search" in first
+    assert "Installing deploykey's dependencies" in first
+    assert "Installing" not in second and "could not install" not in second
+    installed = next(temp.glob("deploykey-deps-*/py3*"))
+    assert (installed / "no-wheel-for-ahocorasick-rs").exists()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -49,22 +49,12 @@ COPIES = {
 }
 
 
-@pytest.fixture(params=["grep", "python"])
-def engine(
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> str:
-    """Both search engines: grep -F in parallel, and Python alone (a build image without grep:
-    a PATH that has ssh-keygen and no grep)."""
-    if request.param == "python":
-        tools = tmp_path_factory.mktemp("no-grep")
-        for tool in ("ssh-keygen",):
-            found = shutil.which(tool)
-            assert found is not None
-            (tools / tool).symlink_to(found)
-        monkeypatch.setenv("PATH", str(tools))
-        assert shutil.which("grep") is None
+@pytest.fixture(params=["ahocorasick-rs", "Python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both searches: ahocorasick-rs, and Python alone (a platform with no wheel of it, where
+    `import ahocorasick_rs` fails)."""
+    if request.param == "Python":
+        monkeypatch.setitem(sys.modules, "ahocorasick_rs", None)
     return str(request.param)
 
 
@@ -84,6 +74,7 @@ def test_finds_every_copy(
     report = scan.scan([tree], [load(key)])
     assert [Path(hit.path).name for hit in report.hits] == ["leak.txt"]
     assert report.hits[0].label == key.fingerprint
+    assert report.engine == engine
 
 
 def test_finds_the_raw_key_bytes(tmp_path: Path, keys_dir: Path) -> None:
@@ -208,7 +199,10 @@ def test_finds_copies_inside_archives(
     streamed: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if streamed:  # a .gz over ONE_SHOT bytes is inflated as a stream, not in one call
+    if streamed:
+        # An archive over CHUNK bytes is read again from its file, not kept in memory; a .gz over
+        # ONE_SHOT bytes is inflated as a stream, not in one call.
+        monkeypatch.setattr(scan, "CHUNK", 64)
         monkeypatch.setattr(scan, "ONE_SHOT", 0)
     key = make_key(keys_dir)
     tree = tmp_path / "tree"
@@ -216,6 +210,7 @@ def test_finds_copies_inside_archives(
     expected = make_archive(tree / "dist.bin", ARCHIVES[form], "secrets/key.txt", key.text.encode())
     report = scan.scan([tree], [load(key)])
     assert (expected, "private key text") in {(hit.path, hit.kind) for hit in report.hits}
+    assert report.engine == engine
 
 
 def test_other_private_keys_and_url_credentials(
@@ -274,13 +269,12 @@ def test_scan_command(tmp_path: Path, keys_dir: Path) -> None:
 
 def test_every_form_over_many_keys(keys_dir: Path) -> None:
     """Needles depend on where +, / and line breaks fall in each random key: check many keys."""
-    import io
 
     for kind in ["ed25519"] * 40 + ["ecdsa"] * 10 + ["rsa"] * 4:
         key = make_key(keys_dir, kind)
         searcher = scan.Searcher.of([load(key)])
         for copy, transform in COPIES.items():
-            found = searcher.search(io.BytesIO(b"prefix " + transform(key.text) + b" suffix"))
+            found = searcher.search([b"prefix " + transform(key.text) + b" suffix"])
             assert found and all(label == key.fingerprint for _, label in found), (copy, kind)
         key.path.unlink()
 
@@ -295,18 +289,49 @@ def test_a_truncated_gzip_is_named_unreadable(tmp_path: Path, keys_dir: Path) ->
     assert any(entry.startswith(f"{tmp_path / 'cut.gz'} (") for entry in report.unreadable)
 
 
-def test_every_batch_of_files_is_searched(
+def test_every_batch_of_files_is_searched_by_every_process(
     tmp_path: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One grep per file (batches of 1 byte): the hits of every batch are collected."""
-    monkeypatch.setattr(scan._Files, "BATCH", 1)
+    """One file per batch: the batches are shared by this process and its forked copies, and
+    what each copy found comes back."""
+    import os
+
+    monkeypatch.setattr(scan, "BATCH", 1)
     key = make_key(keys_dir)
     tree = tmp_path / "tree"
+    leaks = {f"m{index}.py" for index in (3, 17, 39)}
     for index in range(40):
         folder = tree / f"pkg{index % 7}"
         folder.mkdir(parents=True, exist_ok=True)
-        text = key.text if index in (3, 17, 39) else f"module {index}\n"
+        text = key.text if f"m{index}.py" in leaks else f"module {index}\n"
         (folder / f"m{index}.py").write_text(text)
     report = scan.scan([tree], [load(key)])
     assert report.files == 40
-    assert {Path(hit.path).name for hit in report.hits} == {"m3.py", "m17.py", "m39.py"}
+    assert {Path(hit.path).name for hit in report.hits} == leaks
+    assert report.processes == min(scan.PROCESSES, len(os.sched_getaffinity(0)))
+    assert report.processes > 1, "this test needs a machine with 2 CPUs or more"
+
+
+def test_a_failed_process_fails_the_scan(
+    tmp_path: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked copy that fails has batches nobody searched: the scan must not say "clean"."""
+    import os
+
+    parent = os.getpid()
+    search_batch = scan._search_batch
+
+    def failing_in_copies(*args: object) -> None:
+        if os.getpid() != parent:
+            raise MemoryError("the copy ran out of memory")
+        search_batch(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan, "BATCH", 1)
+    monkeypatch.setattr(scan, "_search_batch", failing_in_copies)
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for index in range(200):
+        (tree / f"f{index}").write_text("x" * 100_000)
+    with pytest.raises(RuntimeError, match="a scan process failed"):
+        scan.scan([tree], [load(key)])

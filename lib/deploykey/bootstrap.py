@@ -26,6 +26,12 @@ from deploykey.errors import UserError
 MINIMUM = (3, 10)
 # import name -> requirement (pyproject.toml lists the same ranges)
 REQUIREMENTS = {"sh": "sh>=2.0,<3", "dotenv": "python-dotenv>=1.0,<2", "yaml": "pyyaml>=6.0,<7"}
+# The leak check's fast search (see lib/deploykey/scan.py): optional. It is compiled (Rust), so it
+# is installed from a wheel only; where there is none for this Python (musl, an uncommon CPU), the
+# scan searches with Python alone, and a file in the deps dir stops later runs asking pip again.
+OPTIONAL = {"ahocorasick_rs": "ahocorasick-rs>=1.0,<2"}
+WHEEL_ONLY = "--only-binary=ahocorasick-rs"
+NO_WHEEL = "no-wheel-for-ahocorasick-rs"
 # Commands that must stay fast and need no dependency (bin/detect runs on every push).
 WITHOUT_DEPENDENCIES = ("detect", "--version", "-h", "--help")
 
@@ -38,9 +44,16 @@ def check_python() -> None:
 
 
 def missing() -> list[str]:
+    needed = _lacking(REQUIREMENTS)
+    if not (deps_dir() / NO_WHEEL).exists():
+        needed += _lacking(OPTIONAL)
+    return needed
+
+
+def _lacking(modules: dict[str, str]) -> list[str]:
     return [
         requirement
-        for module, requirement in REQUIREMENTS.items()
+        for module, requirement in modules.items()
         if importlib.util.find_spec(module) is None
     ]
 
@@ -66,10 +79,20 @@ def ensure() -> None:
         return
     try:
         # The whole set: the directory replaces any earlier, partial one.
-        _install(target, list(REQUIREMENTS.values()))
-    except UserError as error:
-        output.error(error)
-        sys.exit(error.exit_code)
+        _install(target, [*REQUIREMENTS.values(), *OPTIONAL.values()])
+    except UserError:
+        output.warn(
+            "could not install ahocorasick-rs, the leak check's fast search, for this Python: "
+            "the scan will search with Python alone, several times slower"
+        )
+        if _lacking(REQUIREMENTS):
+            try:
+                _install(target, list(REQUIREMENTS.values()))
+            except UserError as error:
+                output.error(error)
+                sys.exit(error.exit_code)
+            # The rest installs: this Python has no wheel of ahocorasick-rs. Not again.
+            (target / NO_WHEEL).touch()
     _use(target)
 
 
@@ -143,6 +166,9 @@ def pip_install(target: Path, requirements: list[str]) -> None:
         "--disable-pip-version-check",
         "--no-warn-script-location",
         "--quiet",
+        # Compiled packages from wheels only: a build image has no Rust toolchain, and building
+        # from source would take minutes before failing.
+        WHEEL_ONLY,
         *requirements,
     ]
     result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, check=False)

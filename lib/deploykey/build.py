@@ -323,8 +323,14 @@ def leak_check(
     what = ", ".join([key.fingerprint for key in found_keys] + [token.name for token in tokens])
     output.detail(
         f"scanned {report.files} files ({size:.1f} MB) in {', '.join(map(str, existing))} for "
-        f"{what or 'other private keys and URL credentials'} in {seconds:.1f} s"
+        f"{what or 'other private keys and URL credentials'} in {seconds:.1f} s "
+        f"({report.processes} {'process' if report.processes == 1 else 'processes'}, {report.engine})"
     )
+    if report.engine == "Python":
+        output.detail(
+            "ahocorasick-rs is not installed for this Python (no wheel for this platform?): "
+            "the scan searched with Python alone, several times slower"
+        )
     for path in report.unreadable:
         output.warn(f"could not read {path}: it was not checked")
     failing = [hit for hit in report.hits if strict or hit.is_ours]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykey.errors import UserError
-from deploykey.scan import Searcher
+from deploykey.scan import Searcher, chunks
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -155,7 +155,7 @@ def _config_hits(config: bytes, searcher: Searcher) -> Iterator[tuple[str, str, 
         else [("config", config.decode("utf-8", "replace"))]
     )
     for field, text in fields:
-        for kind, label in searcher.search(io.BytesIO(text.encode())):
+        for kind, label in searcher.search((text.encode(),)):
             yield field, kind, label
 
 
@@ -177,7 +177,7 @@ def _layer_hits(
             if not entry.isfile():
                 continue
             content = layer.extractfile(entry)
-            found = searcher.search(content) if content is not None else []
+            found = searcher.search(chunks(content)) if content is not None else []
             if not found:
                 yield "", "", "", 1
             for number, (kind, label) in enumerate(found):
