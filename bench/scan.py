@@ -1,13 +1,15 @@
 """Benchmark: `deploykey scan` against `grep -rF` with the same needles, on a slug-sized tree.
 
-    python3 bench/scan.py [--size-mb 500] [--runs 5] [--cache DIR]
+    python3 bench/scan.py [--size-mb 500] [--runs 5] [--fallback-runs 3] [--cache DIR]
 
 The tree is a real virtual environment of popular packages (bench/requirements-scan.txt, from
 PyPI) plus generated files (source-like text, JSON, binary) up to --size-mb, cached between runs.
 Planted in it: the key as text, as wrapped base64, inside a wheel (deflated) and inside a tar.gz.
 Both tools run on the same tree in the same run, alternating, and the medians are reported with
-their ratio; `grep -rF` gets exactly the needle list deploykey searches for (the patterns it gives
-its own grep processes), so it finds what a flat search can find and no more.
+their ratio; `grep -rF` gets exactly the needle list deploykey searches for (Searcher.patterns: the
+needles and the mark of a private key), so it finds what a flat search can find and no more.
+`deploykey scan` is also timed as it runs where ahocorasick-rs has no wheel (Python alone),
+--fallback-runs times (0: not at all).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -131,6 +134,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--fallback-runs", type=int, default=3)
     parser.add_argument(
         "--cache",
         type=Path,
@@ -160,32 +164,50 @@ def main() -> int:
     needles.write_bytes(b"".join(pattern + b"\n" for pattern in patterns))
     env = {"PATH": os.environ["PATH"], "LC_ALL": "C", "HOME": str(work)}
     ours = [str(KIT / "bin" / "deploykey"), "scan", str(tree), "--key-file", str(key_file)]
+    # As on a platform with no ahocorasick-rs wheel: its import fails.
+    without = [
+        sys.executable,
+        "-I",
+        "-c",
+        "import runpy, sys; sys.modules['ahocorasick_rs'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')",
+        str(KIT / "lib" / "deploykey"),
+        *ours[1:],
+    ]
     grep = ["grep", "-rlF", "-a", "-D", "skip", "-f", str(needles), str(tree)]
-    timed(grep, env)  # warm the page cache for both
-    times: dict[str, list[float]] = {"deploykey scan": [], "grep -rF": []}
+    timed(grep, env)  # warm the page cache for all
+    tools = {
+        "deploykey scan": (ours, args.runs),
+        "grep -rF": (grep, args.runs),
+        "deploykey scan, Python alone": (without, args.fallback_runs),
+    }
+    times: dict[str, list[float]] = {name: [] for name, (_, runs) in tools.items() if runs}
     outputs = {}
-    for run in range(args.runs):
-        for name, argv in (("deploykey scan", ours), ("grep -rF", grep))[
-            :: 1 if run % 2 == 0 else -1
-        ]:
-            seconds, out = timed(argv, env)
-            times[name].append(seconds)
-            outputs[name] = out
+    for run in range(max(args.runs, args.fallback_runs)):
+        order = list(tools.items())[:: 1 if run % 2 == 0 else -1]
+        for name, (argv, runs) in order:
+            if run < runs:
+                seconds, out = timed(argv, env)
+                times[name].append(seconds)
+                outputs[name] = out
     found = {
         name: sorted(label for file, label in planted.items() if file in outputs[name])
         for name in times
     }
     median = {name: statistics.median(values) for name, values in times.items()}
+    searched = re.search(r"\((\d+ process(?:es)?, [\w-]+)\)", outputs["deploykey scan"])
     print(
         f"tree: {len(files)} files, {size / 1e6:.0f} MB ({tree}); {len(patterns)} needles; "
-        f"{args.runs} runs each, alternating; {os.cpu_count()} CPUs"
+        f"runs alternating; {os.cpu_count()} CPUs; deploykey scan used "
+        f"{searched.group(1) if searched else '?'}"
     )
     print()
-    print("| tool | median s | MB/s | planted copies found |")
-    print("|---|---|---|---|")
+    print("| tool | runs | median s | MB/s | planted copies found |")
+    print("|---|---|---|---|---|")
     for name in times:
         print(
-            f"| {name} | {median[name]:.2f} | {size / 1e6 / median[name]:.0f} | {len(found[name])} of {len(planted)}: {', '.join(found[name])} |"
+            f"| {name} | {len(times[name])} | {median[name]:.2f} | {size / 1e6 / median[name]:.0f} "
+            f"| {len(found[name])} of {len(planted)}: {', '.join(found[name])} |"
         )
     print()
     print(

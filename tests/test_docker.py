@@ -32,7 +32,7 @@ from conftest import (
 from gitserver import GitServer
 
 # The kit's own dependencies, and uv, which the kit installs into the cache mount.
-KIT_DEPS = ("sh", "python-dotenv", "pyyaml", "uv")
+KIT_DEPS = ("sh", "python-dotenv", "pyyaml", "ahocorasick-rs", "uv")
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +110,7 @@ def test_example_image_builds_runs_and_holds_no_key(
     assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
     assert " + private-utils==1.0" in out  # installed by uv
     assert "no key material found" in out
+    assert "process, ahocorasick-rs)" in out or "processes, ahocorasick-rs)" in out
     assert not text_has_key(out, utils_key.text)
     ran = images.run(tag, "python3", "/app/app.py")
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr

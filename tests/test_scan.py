@@ -310,6 +310,9 @@ def test_every_batch_of_files_is_searched_by_every_process(
     assert {Path(hit.path).name for hit in report.hits} == leaks
     assert report.processes == min(scan.PROCESSES, len(os.sched_getaffinity(0)))
     assert report.processes > 1, "this test needs a machine with 2 CPUs or more"
+    monkeypatch.setattr(scan, "MAX_BATCHES", 3)  # more files than batches: 14 files in each
+    again = scan.scan([tree], [load(key)])
+    assert {Path(hit.path).name for hit in again.hits} == leaks
 
 
 def test_a_failed_process_fails_the_scan(

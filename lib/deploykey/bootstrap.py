@@ -1,7 +1,8 @@
 """Making the kit's own dependencies importable before anything else runs, outside the app dir.
 
-bin/* run with the build image's system python3, which has none of `sh`, `python-dotenv` and
-`pyyaml`. When one is missing, they are installed with that Python's pip into a private directory
+bin/* run with the build image's system python3, which has none of `sh`, `python-dotenv`,
+`pyyaml` and `ahocorasick-rs` (the last optional: see OPTIONAL). When one is missing, they are
+installed with that Python's pip into a private directory
 in the system temp dir (never the app, whose contents are released), reused by later runs on the same
 machine. Standard library only; this is the one place besides `run` that starts a process, because
 it installs `sh` itself.

@@ -440,7 +440,8 @@ def scan(
     searcher = Searcher.of(keys, tokens)
     unreadable: list[str] = []
     files = walk(roots, unreadable)
-    batches = [files[start : start + BATCH] for start in range(0, len(files), BATCH)]
+    size = max(BATCH, -(-len(files) // MAX_BATCHES))
+    batches = [files[start : start + size] for start in range(0, len(files), size)]
     found = _in_every_process(batches, searcher)
     return Report(
         tuple(dict.fromkeys(found.hits)),
@@ -469,7 +470,8 @@ class _Found:
         self.processes += other.processes
 
 
-BATCH = 32  # files per unit of work: small enough that the processes finish together
+BATCH = 32  # files per unit of work: small enough that the processes finish together,
+MAX_BATCHES = 8192  # and few enough that their numbers (4 bytes each) fit in one pipe's buffer
 PROCESSES = 4  # at most: reading from the page cache stops scaling beyond a few
 
 
@@ -489,12 +491,13 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
         return found
     searcher.holds_any(b"")  # build the automaton once, before the copies inherit it
     numbers_read, numbers_write = os.pipe()
-    os.set_blocking(numbers_write, False)
-    try:
-        os.write(numbers_write, b"".join(struct.pack("=I", n) for n in range(len(batches))))
-    except BlockingIOError:
-        raise RuntimeError("too many batches for one pipe") from None
+    numbers = b"".join(struct.pack("=I", n) for n in range(len(batches)))
+    os.set_blocking(numbers_write, False)  # a pipe too small fails here, never blocks
+    written = os.write(numbers_write, numbers)
     os.close(numbers_write)
+    if written != len(numbers):
+        os.close(numbers_read)
+        raise RuntimeError(f"the pipe took {written} of {len(numbers)} bytes of batch numbers")
     children: list[tuple[int, int]] = []
     try:
         for _ in range(processes - 1):
