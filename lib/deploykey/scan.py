@@ -498,34 +498,37 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
     if written != len(numbers):
         os.close(numbers_read)
         raise RuntimeError(f"the pipe took {written} of {len(numbers)} bytes of batch numbers")
-    children: list[tuple[int, int]] = []
+    children: dict[int, int] = {}  # pid: the pipe its findings come back through
     try:
         for _ in range(processes - 1):
-            children.append(_fork(numbers_read, batches, searcher))
+            try:
+                pid, results = _fork(numbers_read, batches, searcher)
+            except OSError:  # no more processes (a container's pid limit): fewer share the work
+                break
+            children[pid] = results
         found = _batches_from(numbers_read, batches, searcher)
-        for pid, results in children:
-            with os.fdopen(results, "rb") as stream:
-                sent = stream.read()
-            _, status = os.waitpid(pid, 0)
-            if status != 0 or not sent:
-                raise RuntimeError(f"a scan process failed (wait status {status})")
-            found.add(pickle.loads(sent))  # noqa: S301 - from our own fork
-        children = []
+        for pid in list(children):
+            found.add(_collect(pid, children.pop(pid)))
         return found
     finally:
         os.close(numbers_read)
-        for pid, results in children:  # interrupted: stop the copies still running
-            with contextlib.suppress(OSError):
+        for pid, results in children.items():  # interrupted, or one failed: stop the others
+            os.close(results)
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                os.close(results)
+            os.waitpid(pid, 0)
 
 
 def _fork(
     numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
 ) -> tuple[int, int]:
     results_read, results_write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(results_read)
+        os.close(results_write)
+        raise
     if pid != 0:
         os.close(results_write)
         return pid, results_read
@@ -540,6 +543,16 @@ def _fork(
         status = 0
     finally:
         os._exit(status)
+
+
+def _collect(pid: int, results: int) -> _Found:
+    """What a copy found. It failed (its batches unsearched) unless it sent that and exited 0."""
+    with os.fdopen(results, "rb") as stream:
+        sent = stream.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not sent:
+        raise RuntimeError(f"a scan process failed (wait status {status})")
+    return cast(_Found, pickle.loads(sent))  # noqa: S301 - from our own fork
 
 
 def _batches_from(
