@@ -269,7 +269,6 @@ def test_scan_command(tmp_path: Path, keys_dir: Path) -> None:
 
 def test_every_form_over_many_keys(keys_dir: Path) -> None:
     """Needles depend on where +, / and line breaks fall in each random key: check many keys."""
-
     for kind in ["ed25519"] * 40 + ["ecdsa"] * 10 + ["rsa"] * 4:
         key = make_key(keys_dir, kind)
         searcher = scan.Searcher.of([load(key)])

@@ -326,7 +326,7 @@ def leak_check(
         f"{what or 'other private keys and URL credentials'} in {seconds:.1f} s "
         f"({report.processes} {'process' if report.processes == 1 else 'processes'}, {report.engine})"
     )
-    if report.engine == "Python":
+    if report.engine == scan.PYTHON_SEARCH:
         output.detail(
             "ahocorasick-rs is not installed for this Python (no wheel for this platform?): "
             "the scan searched with Python alone, several times slower"

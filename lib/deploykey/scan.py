@@ -100,7 +100,7 @@ class Report:
     files: int
     size: int  # bytes read, archives counted as they are on disk
     unreadable: tuple[str, ...]
-    engine: str  # what searched: "ahocorasick-rs" or "Python"
+    engine: str  # what searched: FAST_SEARCH or PYTHON_SEARCH
     processes: int  # how many processes shared the files
 
 
@@ -278,6 +278,10 @@ def _der_values(blob: bytes, offset: int, end: int) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------------------------- the search
 
 
+FAST_SEARCH = "ahocorasick-rs"
+PYTHON_SEARCH = "Python"  # where ahocorasick-rs is not installed
+
+
 @dataclass(frozen=True)
 class Searcher:
     """The needles of some keys and tokens, and a search over any sequence of chunks of bytes.
@@ -308,8 +312,8 @@ class Searcher:
 
     @functools.cached_property
     def engine(self) -> str:
-        """What answers the fast question: "ahocorasick-rs", or "Python" where it is missing."""
-        return "Python" if self._automaton is None else "ahocorasick-rs"
+        """What answers the fast question."""
+        return PYTHON_SEARCH if self._automaton is None else FAST_SEARCH
 
     @functools.cached_property
     def _automaton(self) -> BytesAhoCorasick | None:
@@ -440,8 +444,8 @@ def scan(
     searcher = Searcher.of(keys, tokens)
     unreadable: list[str] = []
     files = walk(roots, unreadable)
-    size = max(BATCH, -(-len(files) // MAX_BATCHES))
-    batches = [files[start : start + size] for start in range(0, len(files), size)]
+    per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
+    batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
     found = _in_every_process(batches, searcher)
     return Report(
         tuple(dict.fromkeys(found.hits)),
@@ -585,15 +589,16 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
         size = os.fstat(fd).st_size
         found.size += size
         data = os.read(fd, min(size, CHUNK) + 1)  # one byte more: a file that grew is streamed
-        rest = iter(functools.partial(os.read, fd, CHUNK), b"") if len(data) > CHUNK else ()
+        streamed = len(data) > CHUNK
+        rest = iter(functools.partial(os.read, fd, CHUNK), b"") if streamed else ()
         found.hits += [
             Hit(path, kind, label)
             for kind, label in searcher.search(itertools.chain((data,), rest))
         ]
         if _archive_kind(data) and os.path.splitext(name)[1].lower() not in PLAIN:
-            if rest:
+            if streamed:
                 os.lseek(fd, 0, os.SEEK_SET)
-            with io.BytesIO(data) if not rest else open(fd, "rb", closefd=False) as archive:
+            with open(fd, "rb", closefd=False) if streamed else io.BytesIO(data) as archive:
                 found.hits += _archive_hits(path, archive, searcher, found.unreadable)
     finally:
         os.close(fd)
