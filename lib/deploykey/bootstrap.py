@@ -46,8 +46,10 @@ def check_python() -> None:
 
 def missing() -> list[str]:
     needed = _lacking(REQUIREMENTS)
-    if not (deps_dir() / NO_WHEEL).exists():
-        needed += _lacking(OPTIONAL)
+    optional = _lacking(OPTIONAL)
+    # Only then: deps_dir() asks tempfile for the temp dir, which writes a probe file there.
+    if optional and not (deps_dir() / NO_WHEEL).exists():
+        needed += optional
     return needed
 
 
