@@ -2,10 +2,8 @@
 
 The key dir (keydir.py) holds every key, the pinned known_hosts, an ssh_config with one alias per
 (key, host), the router that picks the alias per repository, its routes, and any HTTPS tokens with
-their credential helper. `Access` then says how git gets there, in the three forms the platforms
-need: environment variables for a child process (compile), a `.gitconfig` block for a process that
-inherits nothing (app hooks), and `export` lines for the next buildpack. None of them holds a key
-or a token: only paths.
+their credential helper. `Access` then gives deploykey's own git (the fetch into the mirrors, see
+mirrors.py) its environment: only paths, never a key or a token. No installer ever gets it.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykey import credentials, keydir, output, routing, run, sshconfig
+from deploykey import credentials, keydir, mirrors, output, routing, run, sshconfig
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
 from deploykey.errors import UserError
@@ -78,38 +76,12 @@ class Access:
         # this command takes OpenSSH's options.
         return f"sh {shlex.quote(str(self.key_dir / ROUTER))}"
 
-    def settings(self) -> list[tuple[str, str]]:
-        """Every git setting, core.sshCommand first."""
-        return [("core.sshCommand", self.ssh_command), ("ssh.variant", "ssh"), *self.git_config]
-
     def env(self) -> dict[str, str]:
-        """For a child process; git reads GIT_CONFIG_COUNT/KEY_n/VALUE_n like its config files."""
+        """For deploykey's own git (the fetch), never for an installer: the ssh command through
+        the router, and the https settings as GIT_CONFIG_* variables."""
         env = {"GIT_SSH_COMMAND": self.ssh_command, "GIT_SSH_VARIANT": "ssh"}
-        env["GIT_CONFIG_COUNT"] = str(len(self.git_config))
-        for index, (name, value) in enumerate(self.git_config):
-            env[f"GIT_CONFIG_KEY_{index}"] = name
-            env[f"GIT_CONFIG_VALUE_{index}"] = value
+        env.update(mirrors.as_env(self.git_config))
         return env
-
-    def gitconfig(self) -> str:
-        """The same settings as .gitconfig text, for a process that only reads $HOME."""
-        lines: list[str] = []
-        for name, value in self.settings():
-            section, _, rest = name.partition(".")
-            subsection, _, key = rest.rpartition(".")
-            header = f'[{section} "{_escape(subsection)}"]' if subsection else f"[{section}]"
-            lines += [header, f'\t{key} = "{_escape(value)}"']
-        return "\n".join(lines) + "\n"
-
-    def export(self) -> str:
-        """Shell lines the platform sources before the next buildpack (Heroku's export file)."""
-        return "".join(
-            f"export {name}={shlex.quote(value)}\n" for name, value in self.env().items()
-        )
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def open(

@@ -1,10 +1,10 @@
 """App hooks for heroku-buildpack-python: bin/pre_compile and bin/post_compile in the app.
 
-The Python buildpack runs pip in another process that inherits nothing the hook exports, so
-pre_compile hands ssh over through a file git reads through `$HOME`: a marked `core.sshCommand`
-block in `$HOME/.gitconfig` with an absolute `ssh -F CONFIG` (OpenSSH would look for ~/.ssh/config
-in the passwd home, which differs from $HOME in build-in-app-dir builds). post_compile removes the
-key dir and the block, then scans the app and the cache.
+heroku-buildpack-python (v351, lib/hooks.sh and the stdlib's `sub_env`) runs a hook in a subshell:
+nothing it exports reaches the installer, only files do. pre_compile fetches every private
+repository into mirrors in CACHE_DIR (exported to hooks by bin/compile) with the keys, removes the
+keys, and writes a marked block of `url.<mirror>.insteadOf` settings into `$HOME/.gitconfig`, which
+git and Poetry's dulwich both read. post_compile removes the block and scans the app and the cache.
 The hooks run from the app dir; a config var can shadow BUILD_DIR or CACHE_DIR in a hook's
 environment, so the app dir is `$PWD`. DEPLOY_KEY is read from `$ENV_DIR` as a file: the exported
 variable has lost its final newline.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploykey import blocks, build, config, credentials, keydir, kitfile, output, scrub, sources
+from deploykey import blocks, build, config, credentials, heroku, kitfile, mirrors, output, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -46,60 +46,37 @@ def pre_compile() -> int:
     app_dir = Path.cwd().resolve()
     env = _env()
     settings = config.load(app_dir, env)
-    output.step("deploykey: ssh for pip with the deploy key")
+    output.step("deploykey: private repositories fetched before pip, with no key left for it")
     _remove_previous()
+    cache = _cache_dir()
+    if cache is None:
+        raise UserError("cache::not-set", hook="pre_compile")
     plan = build.plan(
-        app_dir,
-        _cache_dir(),
-        env,
-        settings,
-        target=Target("off", "heroku-buildpack-python installs"),
+        app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
     )
-    cleanup = scrub.Cleanup()
-    with scrub.guarded(cleanup):
-        opened = build.open_access(plan, cleanup)
-        output.step("Checking every private requirement")
-        build.check(plan, opened)
-        try:
-            blocks.insert(gitconfig(), opened.gitconfig())
-        except OSError as exc:
-            raise UserError(
-                "home::unwritable", path=gitconfig(), reason=f"{exc.strerror or exc}."
-            ) from None
-        keydir.KeyDir(opened.key_dir).outlive()
-        cleanup.actions.clear()  # success: pip runs after this hook
-    output.detail(f"git uses {opened.key_dir} through core.sshCommand in {gitconfig()}")
-    output.detail("bin/post_compile removes the keys and these settings after pip")
+    fetched, _findings = build.fetch(plan, cache / heroku.CACHE / mirrors.DIR)
+    try:
+        blocks.insert(gitconfig(), fetched.gitconfig())
+    except OSError as exc:
+        raise UserError(
+            "home::unwritable", path=gitconfig(), reason=f"{exc.strerror or exc}."
+        ) from None
+    output.detail(f"git reads the mirrors' URL settings from a marked block in {gitconfig()}")
+    output.detail("bin/post_compile removes the block and checks the app and the cache")
     return 0
 
 
 def _remove_previous() -> list[str]:
-    """Take out the block and key dir of an earlier pre_compile (a re-run, or no post_compile)."""
-    removed = []
-    body = blocks.remove(gitconfig())
-    if body is not None:
-        removed.append(f"the deploykey block in {gitconfig()}")
-        for line in body.splitlines():
-            if "sshCommand" in line:
-                value = (
-                    line.split("=", 1)[1].strip()[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-                )
-                directory = keydir.named_in(value)
-                if directory is not None:
-                    keydir.KeyDir(directory).remove()
-                    removed.append(f"the key dir {directory}")
-    handed = os.environ.get("GIT_SSH_COMMAND")
-    directory = keydir.named_in(handed) if handed else None
-    if directory is not None and directory.exists():
-        keydir.KeyDir(directory).remove()
-        removed.append(f"the key dir {directory} (handed over by the deploykey buildpack)")
-    return removed
+    """Take out the block an earlier pre_compile wrote (a re-run, or no post_compile)."""
+    if blocks.remove(gitconfig()) is None:
+        return []
+    return [f"the deploykey block in {gitconfig()}"]
 
 
 def post_compile() -> int:
     app_dir = Path.cwd().resolve()
     env = _env()
-    output.step("deploykey: removing the key and the ssh setting")
+    output.step("deploykey: removing the git settings")
     for what in _remove_previous() or ["nothing: no deploykey setup was found"]:
         output.detail(f"removed {what}" if not what.startswith("nothing") else what)
     settings = config.load(app_dir, env)

@@ -20,7 +20,9 @@ from deploykey import (
     install,
     keydir,
     keys,
+    mirrors,
     output,
+    run,
     scan,
     sshconfig,
 )
@@ -30,6 +32,7 @@ from deploykey.credentials import Token
 from deploykey.errors import UserError
 from deploykey.install import Target
 from deploykey.keys import Key
+from deploykey.mirrors import Mirrors
 from deploykey.requirements import Requirements
 from deploykey.scrub import Cleanup
 from deploykey.sources import EnvSource
@@ -77,10 +80,16 @@ def read_keys(env: EnvSource, tokens: Sequence[Token] = (), agent: str | None = 
 
 
 def read_requirements(app_dir: Path, settings: Settings) -> tuple[Path, Requirements]:
-    from deploykey import requirements
+    """The requirements file to install (DEPLOYKEY_REQUIREMENTS), and the private git dependencies
+    of every manifest and lockfile the app has, that file included (see manifests/)."""
+    from deploykey import manifests, requirements
 
     name = settings.get("DEPLOYKEY_REQUIREMENTS")
-    return app_dir / name, requirements.read(app_dir, name)
+    path = app_dir / name
+    found = manifests.read_all(app_dir)
+    if path.is_file() and requirements.label(app_dir, path) not in found.files:
+        found = manifests.merge([found, manifests.read_file(app_dir, path)])
+    return path, found
 
 
 def host_configs(
@@ -202,11 +211,46 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
     return opened
 
 
-def check(plan: Plan, opened: Access) -> list[doctor.Finding]:
-    """Every private requirement fetched once (`git ls-remote`): fails before anything is installed."""
-    findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings)
-    doctor.report(findings)
-    return findings
+def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
+    """Phase 1, with the keys: open access, fetch every private repository the app needs (and what
+    their fetched commits name in turn) into mirrors under `root`. Phase 2: remove the keys,
+    always, also on failure or a signal: nothing that runs after this can read them."""
+    from deploykey import scrub
+
+    cleanup = Cleanup()
+    key_dir: Path | None = None
+    fetcher: mirrors.Fetcher | None = None
+    try:
+        with scrub.guarded(cleanup):
+            output.step("Fetching every private repository (the only step that has the keys)")
+            opened = open_access(plan, cleanup)
+            key_dir = opened.key_dir
+            git = run.which("git", "fetch git dependencies")
+            fetcher = mirrors.Fetcher(git, run.child_env(opened.env()), root)
+            findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings, fetcher)
+            doctor.report(findings)
+    finally:
+        if key_dir is not None:
+            output.step("Removing the keys: nothing that runs after this can read them")
+            report_scrub(cleanup, key_dir)
+    assert fetcher is not None
+    return mirrors_of(plan, fetcher, findings), findings
+
+
+def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.Finding]) -> Mirrors:
+    """What was fetched, and the private hosts whose other URLs must fail fast."""
+    reqs = [f.requirement for f in findings if f.ok and f.requirement is not None]
+    private = {("ssh", req.host_port) for req in reqs if req.scheme == "ssh"}
+    private |= {
+        ("ssh", f"{host}" if port == 22 else f"{host}:{port}")
+        for host, port in plan.requirements.hosts
+    }
+    private |= {("https", token.host) for token in plan.tokens}
+    repositories = tuple((req, path) for path, req in sorted(fetcher.fetched.items()))
+    submodules = any(".gitmodules" in req.file for req in reqs)
+    for req, path in repositories:
+        output.detail(f"mirror: {req.host_port}/{req.repo} -> {path.parent}")
+    return Mirrors(fetcher.root, repositories, tuple(sorted(private)), submodules)
 
 
 def install_cycle(
@@ -217,30 +261,26 @@ def install_cycle(
     cache: Path | None,
     user: bool = False,
 ) -> None:
-    """The whole cycle in one process: open access, check every requirement, install (uv or pip,
-    its cache in `cache`, the build cache), then ALWAYS scrub and scan `scanned`, also when
-    something failed or a signal came; a leak is reported even when the install failed, and
-    fails the build."""
+    """The whole cycle in one process: fetch every private repository into mirrors in `cache`
+    (the build cache) with the keys, remove the keys, install (uv or pip, from the mirrors, its
+    cache in `cache` too), then ALWAYS scan `scanned`, also when something failed or a signal came;
+    a leak is reported even when the install failed, and fails the build."""
     import tempfile
 
     from deploykey import installer, scrub
 
     cleanup = Cleanup()
-    key_dir: Path | None = None
     failure: BaseException | None = None
     try:
         with scrub.guarded(cleanup):
-            output.step("Setting up access: keys, ssh routes, tokens")
-            opened = open_access(plan, cleanup)
-            key_dir = opened.key_dir
-            output.step("Checking every private requirement")
-            findings = check(plan, opened)
             if cache is None:
                 cache = Path(tempfile.mkdtemp(prefix="deploykey-cache-"))
+                temporary = cache
                 cleanup.add(
                     f"the temporary cache {cache}",
-                    lambda: shutil.rmtree(str(cache), ignore_errors=True),
+                    lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
+            fetched, findings = fetch(plan, cache / mirrors.DIR)
             chosen = installer.choose(
                 plan.settings.get("DEPLOYKEY_INSTALLER"),
                 cache,
@@ -248,17 +288,20 @@ def install_cycle(
                 user,
             )
             pins = doctor.pins(findings) if chosen.name == "uv" else []
-            overrides = opened.key_dir / "overrides.txt" if pins else None
+            overrides = cache / "overrides.txt" if pins else None
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
-            env = chosen.env(pip_env(plan, opened))
-            job = install.Job(chosen, plan.requirements_file, env, plan.app_dir, opened, overrides)
-            output.step(f"Installing {plan.requirements_file.name} into {where} with {chosen.name}")
+            env = chosen.env(pip_env(plan, fetched))
+            job = install.Job(chosen, plan.requirements_file, env, plan.app_dir, fetched, overrides)
+            output.step(
+                f"Installing {plan.requirements_file.name} into {where} with {chosen.name}, "
+                "from the mirrors, with no key on the machine"
+            )
             install_into(job, cleanup)
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
         failure = exc
-    output.step("Removing the keys and the ssh config")
-    report_scrub(cleanup, key_dir)
+    for what in cleanup.done:
+        output.detail(f"removed {what}")
     output.step("Checking what the build keeps for the keys")
     leak = leak_check(scanned, plan.keys, plan.tokens)
     if failure is not None:
@@ -267,25 +310,25 @@ def install_cycle(
         raise failure
     if leak is not None:
         raise leak
-    output.step("Done: private dependencies installed; the keys are gone")
+    output.step("Done: private dependencies installed; the keys were gone before the install")
 
 
 def checked(plan: Plan) -> None:
-    """Open access in a temporary key dir, check every private requirement, remove the key dir:
-    the doctor, and compile's dry run."""
-    from deploykey import scrub
+    """Fetch every private repository into temporary mirrors with the keys, then remove both:
+    the doctor, and compile's dry run (they write nothing that is kept)."""
+    import tempfile
 
-    cleanup = Cleanup()
-    with scrub.guarded(cleanup):
-        output.step("Learning what each key opens")
-        opened = open_access(plan, cleanup)
-        output.step("Checking every private requirement")
-        check(plan, opened)
-    output.step("All private requirements can be fetched")
+    root = Path(tempfile.mkdtemp(prefix="deploykey-mirrors-"))
+    try:
+        fetch(plan, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    output.step("All private repositories can be fetched")
 
 
-def pip_env(plan: Plan, opened: Access) -> dict[str, str]:
-    """pip's environment: the allow-list, the user's PIP_*/UV_* config vars, the git settings."""
+def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:
+    """The installer's environment: the allow-list, the user's PIP_*/UV_* config vars, and the git
+    settings that send the private URLs to the mirrors. No key, no ssh command, no token."""
     from deploykey.childenv import child_env
 
     extra = {
@@ -293,7 +336,7 @@ def pip_env(plan: Plan, opened: Access) -> dict[str, str]:
         for name, value in plan.env.values.items()
         if name.startswith(("PIP_", "UV_")) and name not in os.environ
     }
-    extra.update(opened.env())
+    extra.update(fetched.env())
     return child_env(extra)
 
 

@@ -73,13 +73,18 @@ def _setup(args: argparse.Namespace) -> int:
 
     if not args.shell:
         raise UserError("usage", message="deploykey setup: give --shell", command="deploykey setup")
-    return docker.setup_command(args.requirement, args.env_dir, tuple(args.key_file))
+    return docker.setup_command(
+        args.requirement,
+        args.env_dir,
+        tuple(args.key_file),
+        args.cache_dir or os.environ.get("DEPLOYKEY_CACHE_DIR"),
+    )
 
 
 def _cleanup(args: argparse.Namespace) -> int:
     from deploykey import docker
 
-    return docker.cleanup_command(tuple(args.paths), args.shell)
+    return docker.cleanup_command(tuple(args.paths), args.shell, args.env_dir, tuple(args.key_file))
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -205,12 +210,19 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--shell", action="store_true", help="print shell exports on stdout")
     sub.add_argument("-r", "--requirement", metavar="FILE", help="check these requirements too")
+    sub.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep the mirrors here between jobs (a CI cache); default $DEPLOYKEY_CACHE_DIR, "
+        "else a temp dir that `cleanup` removes",
+    )
     _key_options(sub)
     sub = add("cleanup", _cleanup, "CI: remove what `setup` made, then scan PATHs (default: .).")
     sub.add_argument("paths", metavar="PATH", nargs="*")
     sub.add_argument(
         "--shell", action="store_true", help="print `unset` for the variables setup exported"
     )
+    _key_options(sub)
     sub = add("scan", _scan, "Look for the keys and tokens in files: exit 0 clean, 1 found.")
     sub.add_argument("paths", metavar="PATH", nargs="+")
     _key_options(sub)

@@ -2,21 +2,22 @@
 
 buildpack.toml sets `clear-env = true`: config vars never enter this buildpack's environment; keys
 are read from `$CNB_PLATFORM_DIR/env/DEPLOY_KEY*` files and from service bindings of type
-ssh-auth. bin/build then either
-- hands ssh to the buildpacks after it (default): one layer `types = {build = true, launch = false,
-  cache = false}` holding the keys, the ssh config, the pinned known_hosts and the router, with
-  `env.build/GIT_SSH_COMMAND.override` and the other git settings, which the lifecycle applies to
-  every later buildpack's build (heroku/python, paketo pip-install) and never exports or caches; or
-- installs the requirements itself (DEPLOYKEY_INSTALL=venv) into a launch layer, with the keys in a
-  temp dir that is removed afterwards.
-The scan step (a second buildpack, `deploykey scan-buildpack DIR`, last in a post-group) removes the
-keys from that layer and scans /workspace and every launch and cache layer for them.
+ssh-auth. bin/build fetches every private repository into local mirrors with the keys (in a temp
+dir, removed before bin/build ends), then either
+- hands the mirrors to the buildpacks after it (default): one layer `types = {build = true,
+  launch = false, cache = true}` holding the mirrors, with `env.build/GIT_CONFIG_*.override` git
+  settings that send the private URLs there, which the lifecycle applies to every later buildpack's
+  build (heroku/python, paketo pip-install); the later buildpacks never have a key; or
+- installs the requirements itself (DEPLOYKEY_INSTALL=venv) into a launch layer.
+The scan step (a second buildpack, `deploykey scan-buildpack DIR`, last in a post-group) scans
+/workspace and every launch and cache layer for the keys.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from deploykey import (
@@ -24,9 +25,9 @@ from deploykey import (
     config,
     credentials,
     install,
-    keydir,
+    manifests,
+    mirrors,
     output,
-    requirements,
     scrub,
     sources,
 )
@@ -37,7 +38,6 @@ MAIN_ID = "deploykey/deploykey"
 KEY_LAYER = "deploykey"
 VENV_LAYER = "venv"
 CACHE_LAYER = "cache"
-SECRET_FILES = ("id_", "token_")
 
 
 def _required(name: str) -> Path:
@@ -68,7 +68,7 @@ def detect() -> int:
     and exit 100 there would fail the whole build; the build then does nothing."""
     app = Path.cwd()
     env = _env(_required("CNB_PLATFORM_DIR"))
-    _files, found = requirements.detect(app)
+    found = manifests.read_all(app)
     reasons = [config.CONFIG_FILE] if (app / config.CONFIG_FILE).is_file() else []
     reasons += ["git+ssh requirements"] if found.uses_ssh else []
     reasons += env.key_names()
@@ -93,7 +93,7 @@ def build_step() -> int:
     output.step("deploykey: private git dependencies with deploy keys (Cloud Native Buildpack)")
     tokens = credentials.read(env, settings)
     if not env.key_names() and not tokens:
-        _files, found = requirements.detect(app)
+        found = manifests.read_all(app)
         if found.uses_ssh:
             raise UserError("key::missing", source=platform / "env", name=build.KEY_NAME)
         output.detail("nothing to do: no deploy key, no token, no git+ssh requirement")
@@ -116,23 +116,25 @@ def build_step() -> int:
 
 
 def _handoff(plan: build.Plan, layers: Path) -> int:
-    cleanup = scrub.Cleanup()
-    with scrub.guarded(cleanup):
-        output.step(f"Writing the build-only layer {KEY_LAYER}")
-        directory = keydir.at(layers / KEY_LAYER, plan.outside)
-        opened = build.open_access(plan, cleanup, directory)
-        output.step("Checking every private requirement")
-        build.check(plan, opened)
-        env_build = opened.key_dir / "env.build"
-        env_build.mkdir()
-        for name, value in opened.env().items():
-            (env_build / f"{name}.override").write_text(value)
-        (layers / f"{KEY_LAYER}.toml").write_text(_types(build=True, launch=False, cache=False))
-        cleanup.actions.clear()  # success: the later buildpacks use the layer
-    output.detail(f"env.build: {', '.join(sorted(opened.env()))} for the buildpacks after this one")
-    output.detail("the layer is build-only: never exported, never cached")
-    output.step("Checking the app for the keys")
-    leak = build.leak_check([plan.app_dir], plan.keys, plan.tokens)
+    """Fetch into mirrors in the layer `deploykey` (build = true: the later buildpacks read it;
+    cache = true: the next build fetches only what changed; launch = false: never exported), with
+    the keys in a temp dir removed before this step ends; the layer's env.build hands the later
+    buildpacks git settings that send the private URLs to the mirrors, and no key."""
+    layer = layers / KEY_LAYER
+    layer.mkdir(exist_ok=True)
+    fetched, _findings = build.fetch(plan, layer / mirrors.DIR)
+    env_build = layer / "env.build"
+    shutil.rmtree(env_build, ignore_errors=True)
+    env_build.mkdir()
+    for name, value in fetched.env().items():
+        (env_build / f"{name}.override").write_text(value)
+    (layers / f"{KEY_LAYER}.toml").write_text(_types(build=True, launch=False, cache=True))
+    output.detail(
+        f"env.build: {', '.join(sorted(fetched.env()))} for the buildpacks after this one"
+    )
+    output.detail("the layer is build and cache only: never exported; it holds no key")
+    output.step("Checking the app and the layer for the keys")
+    leak = build.leak_check([plan.app_dir, layer], plan.keys, plan.tokens)
     if leak is not None:
         raise leak
     return 0
@@ -184,12 +186,6 @@ def scan_step() -> int:
         output.detail("no deploy key and no token in this build: nothing to look for")
         return 0
     found_keys = build.read_keys(env, tokens)
-    key_layer = layers_root / MAIN_ID.replace("/", "_") / KEY_LAYER
-    if key_layer.is_dir():
-        for path in sorted(key_layer.iterdir()):
-            if path.name.startswith(SECRET_FILES) and path.is_file():
-                path.unlink()
-                output.detail(f"removed {path}")
     roots = [app]
     for toml in sorted(layers_root.glob("*/*.toml")):
         types = layer_types(toml)

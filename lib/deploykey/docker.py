@@ -14,15 +14,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
-from deploykey import build, config, image, install, keydir, output, scan, scrub, sources
+from deploykey import build, config, image, install, mirrors, output, scan, scrub, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
 TOKEN_NAMES = tuple(config.DEFAULT_TOKENS)
+MIRRORS_PREFIX = "deploykey-mirrors-"
 
 
 def _source(env_dir: str | None, key_files: tuple[str, ...]) -> sources.EnvSource:
@@ -92,54 +95,68 @@ def _where(venv: str | None, target: str | None, user: bool) -> tuple[str, Path,
     return f"{sys.executable}'s site-packages", Path(sys.executable), [], site
 
 
-def setup_command(requirements: str | None, env_dir: str | None, key_files: tuple[str, ...]) -> int:
-    """`eval "$(deploykey setup --shell)"`: the git settings as shell exports on stdout; the key
-    dir stays until `deploykey cleanup`. Everything for people goes to stderr."""
+def setup_command(
+    requirements: str | None,
+    env_dir: str | None,
+    key_files: tuple[str, ...],
+    cache_dir: str | None = None,
+) -> int:
+    """`eval "$(deploykey setup --shell)"`: fetch every private repository into mirrors (in
+    --cache-dir, which a CI cache can keep, or a temp dir), remove the keys, and print as shell
+    exports the git settings that send the private URLs to the mirrors: the job's own install
+    never has a key. Everything for people goes to stderr."""
+    import tempfile
+
     output.to_stderr()
     app = Path.cwd()
     env = _source(env_dir, key_files)
     settings = _settings(app, env, requirements or "requirements.txt")
-    output.step("deploykey setup: git settings for this shell")
+    output.step("deploykey setup: private repositories fetched for this shell's install")
     plan = build.plan(app, None, env, settings, Target("off", "the job's own install command"))
-    cleanup = scrub.Cleanup()
-    with scrub.guarded(cleanup):
-        opened = build.open_access(plan, cleanup)
-        if requirements is not None or plan.requirements_file.is_file():
-            output.step("Checking every private requirement")
-            build.check(plan, opened)
-        keydir.KeyDir(opened.key_dir).outlive()
-        cleanup.actions.clear()  # success: the job's own commands use the key dir
-    for name, value in {**opened.env(), "DEPLOYKEY_KEY_DIR": str(opened.key_dir)}.items():
+    if cache_dir is not None:
+        root = Path(cache_dir).resolve() / mirrors.DIR
+        exports = {}
+    else:
+        root = Path(tempfile.mkdtemp(prefix=MIRRORS_PREFIX))
+        exports = {"DEPLOYKEY_MIRRORS": str(root)}
+    try:
+        fetched, _findings = build.fetch(plan, root)
+    except BaseException:
+        if cache_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    for name, value in {**fetched.env(), **exports}.items():
         output.shell(f"export {name}={shlex.quote(value)}")
-    output.detail("run your install now; then `deploykey cleanup` removes the keys")
+    output.detail("run your install now (no key is left for it); then `deploykey cleanup`")
     return 0
 
 
-def cleanup_command(paths: tuple[str, ...], shell: bool) -> int:
-    """`deploykey cleanup [PATH...]`: remove the key dir setup made, then scan PATHs (default: the
-    current directory) for the keys still in the environment."""
+def cleanup_command(
+    paths: tuple[str, ...], shell: bool, env_dir: str | None = None, key_files: tuple[str, ...] = ()
+) -> int:
+    """`deploykey cleanup [PATH...]`: remove the temporary mirrors setup made (the keys went at the
+    end of setup), then scan PATHs (default: the current directory) for the keys."""
     if shell:
         output.to_stderr()
     output.step("deploykey cleanup")
-    named = os.environ.get("DEPLOYKEY_KEY_DIR") or os.environ.get("GIT_SSH_COMMAND") or ""
-    directory = keydir.named_in(named)
-    if directory is not None:
-        keydir.KeyDir(directory).remove()
-        output.detail(f"removed the key dir {directory}")
+    made = Path(os.environ.get("DEPLOYKEY_MIRRORS") or "/nonexistent")
+    if made.name.startswith(MIRRORS_PREFIX) and made.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(made, ignore_errors=True)
+        output.detail(f"removed the mirrors {made}")
     else:
-        output.detail("no key dir of deploykey's to remove")
+        output.detail("no temporary mirrors of deploykey's to remove")
     if shell:
         count = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
-        names = ["GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_CONFIG_COUNT", "DEPLOYKEY_KEY_DIR"]
+        names = ["GIT_CONFIG_COUNT", "DEPLOYKEY_MIRRORS", "POETRY_SYSTEM_GIT_CLIENT"]
         names += [
             f"GIT_CONFIG_{kind}_{index}" for index in range(count) for kind in ("KEY", "VALUE")
         ]
         output.shell("unset " + " ".join(names))
-    env = _source(None, ())
+    env = _source(env_dir, key_files)
     if not env.key_names():
         output.detail("no DEPLOY_KEY* in the environment: nothing to scan for")
         return 0
-    return scan_command(paths or (".",), None, ())
+    return scan_command(paths or (".",), env_dir, key_files)
 
 
 def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[str, ...]) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from deploykey import output, routing, run
+from deploykey import discover, mirrors, output, routing, run
 from deploykey.access import Access
 from deploykey.config import Settings
 from deploykey.credentials import Token
@@ -61,8 +61,15 @@ def private_https(
 
 
 def check(
-    requirements: Requirements, access: Access, tokens: Sequence[Token], settings: Settings
+    requirements: Requirements,
+    access: Access,
+    tokens: Sequence[Token],
+    settings: Settings,
+    fetcher: mirrors.Fetcher,
 ) -> list[Finding]:
+    """Fetch every private requirement into its mirror (the check IS the fetch), then what the
+    fetched commits name in turn (submodules, their manifests' private git dependencies), until
+    nothing new turns up."""
     findings = [
         Finding(
             f"{problem.facts['file']}:{problem.facts['line']}",
@@ -74,20 +81,50 @@ def check(
         )
         for problem in requirements.problems
     ]
-    git = (
-        run.which("git", "fetch git dependencies")
-        if requirements.git or requirements.https
-        else "git"
-    )
-    env = run.child_env(access.env())
-    # One `git ls-remote` per requirement, several at once: each is a network round trip.
+    pending = list(requirements.git) + private_https(requirements, access.routes, tokens)
+    seen: set[tuple[str, str, str | None, str]] = set()
+    # Several at once: each fetch that needs the network is a round trip.
     with ThreadPoolExecutor(max_workers=routing.CONNECTIONS) as pool:
-        ssh = pool.map(lambda req: _check_ssh(git, env, req, access, settings), requirements.git)
-        https = pool.map(
-            lambda req: _check_https(git, env, req, access, tokens),
-            private_https(requirements, access.routes, tokens),
-        )
-        return findings + list(ssh) + list(https)
+        while pending:
+            batch = []
+            for req in pending:
+                if (req.host_port, req.repo, req.ref, req.fragment) not in seen:
+                    seen.add((req.host_port, req.repo, req.ref, req.fragment))
+                    batch.append(req)
+            found = list(
+                pool.map(lambda req: _check(req, access, tokens, settings, fetcher), batch)
+            )
+            findings += found
+            pending = [
+                more
+                for finding in found
+                if finding.ok and finding.requirement is not None and finding.commit
+                for more in _named_by(finding, fetcher, access, tokens)
+            ]
+    return findings
+
+
+def _named_by(
+    finding: Finding, fetcher: mirrors.Fetcher, access: Access, tokens: Sequence[Token]
+) -> list[GitRequirement]:
+    """The private repositories a fetched commit names: submodules, and the git dependencies in
+    the manifests it holds (read as files, never run)."""
+    assert finding.requirement is not None and finding.commit is not None
+    found = discover.named_by(fetcher, finding.requirement, finding.commit)
+    private = [req for req in found.git if req.scheme == "ssh"]
+    return private + private_https(found, access.routes, tokens)
+
+
+def _check(
+    req: GitRequirement,
+    access: Access,
+    tokens: Sequence[Token],
+    settings: Settings,
+    fetcher: mirrors.Fetcher,
+) -> Finding:
+    if req.scheme == "ssh":
+        return _check_ssh(req, access, settings, fetcher)
+    return _check_https(req, access, tokens, fetcher)
 
 
 def report(findings: Sequence[Finding]) -> None:
@@ -109,11 +146,11 @@ def report(findings: Sequence[Finding]) -> None:
 
 
 def _what(req: GitRequirement) -> str:
-    return f"{req.host}/{req.repo}" + (f" @ {req.ref}" if req.ref else "")
+    return f"{req.host}/{req.repo}" + (f" @ {req.ref}" if req.ref else "") + req.fragment
 
 
 def _check_ssh(
-    git: str, env: dict[str, str], req: GitRequirement, access: Access, settings: Settings
+    req: GitRequirement, access: Access, settings: Settings, fetcher: mirrors.Fetcher
 ) -> Finding:
     host = settings.host(req.host)
     route = routing.lookup(access.routes, req.host, req.repo)
@@ -134,9 +171,10 @@ def _check_ssh(
     via = (
         f"{route.key.name} ({route.key.fingerprint})" if route else "the ssh agent"
     ) + f" -> {host.address}"
-    result = run.run([git, "ls-remote", req.remote], env=env)
+    fetched = fetcher.fetch(req)
+    result = fetched.result
     if result.ok:
-        return _check_ref(req, via, result.lines)
+        return _check_ref(req, via, fetched, fetcher.git)
     text = result.text
     if "Host key verification failed" in text or "REVOKED HOST KEY" in text:
         if route is not None and access.greeter is not None:
@@ -180,7 +218,7 @@ def _check_ssh(
 
 
 def _check_https(
-    git: str, env: dict[str, str], req: GitRequirement, access: Access, tokens: Sequence[Token]
+    req: GitRequirement, access: Access, tokens: Sequence[Token], fetcher: mirrors.Fetcher
 ) -> Finding:
     token = next((t for t in tokens if t.host == req.host_port), None)
     route = routing.lookup(access.routes, req.host, req.repo)
@@ -188,9 +226,10 @@ def _check_https(
         via = f"{route.key.name} ({route.key.fingerprint}), https rewritten to ssh"
     else:
         via = f"token {token.describe()}" if token else "no token"
-    result = run.run([git, "ls-remote", req.remote], env=env)
+    fetched = fetcher.fetch(req)
+    result = fetched.result
     if result.ok:
-        return _check_ref(req, via, result.lines)
+        return _check_ref(req, via, fetched, fetcher.git)
     text = result.text
     if token is not None and (
         "Authentication failed" in text
@@ -209,17 +248,38 @@ def _check_https(
     return Finding(req.where, _what(req), via, False, _last_words(result), "")
 
 
-def _check_ref(req: GitRequirement, via: str, lines: Sequence[str]) -> Finding:
-    """Is the requirement's ref there, and which commit is it (pinned for the installer's cache)."""
-    refs = {}
-    for line in lines:
-        if "\t" in line:
-            sha, name = line.split("\t", 1)
-            refs[name] = sha
+def _check_ref(req: GitRequirement, via: str, fetched: mirrors.Fetched, git: str) -> Finding:
+    """Is the requirement's ref in the mirror, and which commit is it."""
+    refs = fetched.refs
+    how = "fetched" if fetched.network else "in the mirror, no network"
 
     def found(detail: str, commit: str | None) -> Finding:
-        return Finding(req.where, _what(req), via, True, detail, requirement=req, commit=commit)
+        sub = discover.subdirectory(req)
+        if sub and commit and mirrors.show(git, fetched.path, commit, sub + "/") is None:
+            return Finding(
+                req.where,
+                _what(req),
+                via,
+                False,
+                f"{detail}, but it has no directory `{sub}` (#subdirectory=).",
+                f"name the directory that holds the package's pyproject.toml or setup.py in "
+                f"{req.file}:{req.line}.",
+            )
+        return Finding(
+            req.where, _what(req), via, True, f"{detail} ({how})", requirement=req, commit=commit
+        )
 
+    if req.commit:
+        if fetched.has_commit(git, req.commit):
+            return found(f"locked at {req.commit[:7]}", req.commit)
+        return Finding(
+            req.where,
+            _what(req),
+            via,
+            False,
+            f"the repository is readable, but has no commit {req.commit} (force-pushed away?).",
+            f"lock again ({req.file} is out of date with the repository).",
+        )
     if not req.ref:
         head = refs.get("HEAD")
         return found(f"readable, HEAD is {(head or '?')[:7]}", head)
@@ -227,10 +287,21 @@ def _check_ref(req: GitRequirement, via: str, lines: Sequence[str]) -> Finding:
         if name in refs:
             return found(f"{req.ref} is {refs[name][:7]}", refs[name])
     if SHA.match(req.ref):
-        full = req.ref if len(req.ref) == 40 else None
-        if any(sha.startswith(req.ref) for sha in refs.values()):
-            return found(f"commit {req.ref[:7]} is a branch or tag head", full)
-        return found(f"readable; commit {req.ref[:7]} is fetched by the installer", full)
+        full = [sha for sha in set(refs.values()) if sha.startswith(req.ref)]
+        if len(req.ref) == 40 and fetched.has_commit(git, req.ref):
+            return found(f"commit {req.ref[:7]} is there", req.ref)
+        if len(full) == 1:
+            return found(f"commit {req.ref[:7]} is a branch or tag head", full[0])
+        return Finding(
+            req.where,
+            _what(req),
+            via,
+            False,
+            f"the repository is readable, but commit {req.ref} is on none of its branches and "
+            "tags (deploykey fetches branches and tags; an abbreviated commit must be a branch or "
+            "tag head).",
+            f"use the full 40-character commit, or a tag, in {req.file}:{req.line}.",
+        )
     tags = sorted(
         n.removeprefix("refs/tags/")
         for n in refs

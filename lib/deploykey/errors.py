@@ -56,6 +56,14 @@ PROBLEMS: dict[str, Problem] = {
         fix="Run the hook from heroku-buildpack-python, or set ENV_DIR to a directory (or .env file) "
         "holding DEPLOY_KEY.",
     ),
+    "cache::not-set": Problem(
+        title="CACHE_DIR is not set (or not a directory) in the {hook} hook",
+        why="pre_compile fetches the private repositories into mirrors in the build cache, where "
+        "the install that follows reads them; heroku-buildpack-python exports CACHE_DIR to its "
+        "hooks (bin/compile).",
+        fix="Run the hook from heroku-buildpack-python, or set CACHE_DIR to an existing directory "
+        "that the rest of the build can read.",
+    ),
     "key::missing": Problem(
         title="No deploy key: {source} has no {name}",
         why="deploykey needs the private half of a deploy key to fetch private git dependencies.",
@@ -193,12 +201,41 @@ PROBLEMS: dict[str, Problem] = {
         "reads `{port}` as a port number and the install fails.",
         fix="Write it as `{fixed}`.",
     ),
+    "manifests::invalid": Problem(
+        title="Cannot read {file}: {detail}",
+        why="deploykey reads {file} to find the private git dependencies the build fetches over "
+        "ssh, and its {format} parser stopped there.",
+        fix="Correct {file} where the message says (the installer would refuse it too); "
+        "regenerate a lockfile with its own tool (`uv lock`, `poetry lock`, `pipenv lock`) "
+        "rather than editing it. If the message is about Python, run the build with Python 3.11 "
+        "or newer, or make the tomli package importable.",
+    ),
+    "manifests::ambiguous": Problem(
+        title="Multiple Python package manager files were found: {files}",
+        why="Exactly one of requirements.txt, Pipfile.lock, poetry.lock and uv.lock decides how "
+        "the app is installed; with several, the others are silently ignored. "
+        "heroku-buildpack-python refuses such an app too (since v325).",
+        fix="Decide which package manager the app uses, then delete the other files and their "
+        "config. A third-party uv or Poetry buildpack writes a requirements.txt: remove that "
+        "buildpack, heroku/python reads uv.lock and poetry.lock itself.",
+    ),
     "install::failed": Problem(
         title="{installer} failed with exit status {status}",
-        why="The command `{command}` failed; its output is above. The key and the ssh config "
-        "have been removed.",
-        fix="Read the first error in the output above. Run `deploykey compile ... --dry-run` to "
-        "check the key and the host settings without installing.",
+        why="The command `{command}` failed; its output is above. It ran from the local mirrors "
+        "of the private repositories, after the keys had been removed.",
+        fix="Read the first error in the output above. Run `deploykey doctor` (or `bin/compile "
+        "... --dry-run`) to check the keys, the hosts and every private repository without "
+        "installing.",
+    ),
+    "install::not-fetched": Problem(
+        title="{installer} needed a private repository that was not fetched: {repos}",
+        why="deploykey fetches every private repository before the install and removes the keys "
+        "before any package's build code runs. It finds them in the app's requirements, manifests "
+        "and lockfiles, and in the pyproject.toml, setup.cfg, requirements.txt and .gitmodules of "
+        "each repository it fetches; this one is named somewhere it cannot read without running "
+        "code (a setup.py, say).",
+        fix="Name it where deploykey reads: lock it (uv.lock, poetry.lock, Pipfile.lock), or add "
+        "it to requirements.txt (or the app's pyproject.toml), with the same URL and ref.",
     ),
     "install::app-path": Problem(
         title="Cannot create the virtual environment at the run-time path {app_path}",

@@ -2,33 +2,38 @@
 
 compile reads config vars from ENV_DIR (a directory of files; for local runs also a .env file),
 installs the app's requirements with the deploy key, scrubs, and scans BUILD_DIR and CACHE_DIR.
-Placed before heroku/python (DEPLOYKEY_INSTALL=off, or detected), it only sets ssh up and hands the
-ssh command to the next buildpack through `$BUILDPACK_DIR/export`, which the platform sources before
-the next buildpack runs; a config var named GIT_SSH_COMMAND would never reach pip, an export does.
+Placed before heroku/python (DEPLOYKEY_INSTALL=off, or detected), it fetches the private
+repositories into mirrors in CACHE_DIR, removes the keys, and hands the next buildpack git settings
+that point the private URLs at the mirrors, through `$BUILDPACK_DIR/export`, which the platform
+sources before the next buildpack runs (heroku-buildpack-python v351 clears nothing of it but
+PYTHONHOME and PYTHONPATH: bin/compile, and keeps out of CACHE_DIR/deploykey: lib/cache.sh).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploykey import build, config, install, keydir, output, requirements, scrub, sources
+from deploykey import build, config, install, manifests, mirrors, output, scrub, sources
 from deploykey.errors import UserError
 
 NAME = "deploykey"
+CACHE = "deploykey"  # the kit's part of CACHE_DIR: mirrors, the installer's cache
 KIT_DIR = Path(__file__).resolve().parents[2]
 
 
 def detect(build_dir: str) -> int:
     app_dir = Path(build_dir)
-    files, found = requirements.detect(app_dir)
+    found = manifests.read_all(app_dir)
+    files = found.files
     if (app_dir / config.CONFIG_FILE).is_file() or found.uses_ssh:
         output.plain(NAME)
         return 0
     output.plain(f"{NAME}: no private git dependency over ssh in this app")
     output.plain(
-        f"  looked for {config.CONFIG_FILE} and git+ssh:// URLs in {', '.join(requirements.DETECT_GLOBS)}"
+        f"  looked for {config.CONFIG_FILE} and git+ssh:// URLs in requirements files, "
+        "pyproject.toml, setup.cfg, uv.lock, poetry.lock, Pipfile, Pipfile.lock and pylock.toml"
     )
-    output.plain(f"  requirements files: {', '.join(files) or 'none'}")
+    output.plain(f"  manifests read: {', '.join(files) or 'none'}")
     listing = (
         sorted(p.name + ("/" if p.is_dir() else "") for p in app_dir.iterdir())
         if app_dir.is_dir()
@@ -74,7 +79,7 @@ def _install(plan: build.Plan) -> int:
         install.install(plan.target, plan.app_dir, plan.settings, job, cleanup)
 
     # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned).
-    cache = plan.cache_dir / "deploykey" if plan.cache_dir else None
+    cache = plan.cache_dir / CACHE if plan.cache_dir else None
     build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside, cache)
     return 0
 
@@ -84,27 +89,19 @@ def export_file() -> Path:
 
 
 def _handoff(plan: build.Plan) -> int:
-    cleanup = scrub.Cleanup()
-    with scrub.guarded(cleanup):
-        output.step("Setting up ssh for the next buildpack")
-        opened = build.open_access(plan, cleanup)
-        output.step("Checking every private requirement")
-        build.check(plan, opened)
-        target = export_file()
-        if target.is_symlink():
-            raise UserError("path::symlink", path=target)
-        target.write_text(
-            "# Written by deploykey: git and pip in the next buildpacks use the deploy keys through this.\n"
-            + opened.export()
-        )
-        keydir.KeyDir(opened.key_dir).outlive()
-        cleanup.actions.clear()  # success: the key dir must outlive this buildpack
-    output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
-    output.detail(
-        f"The keys stay in {opened.key_dir}, outside the app and the cache, until the build ends. "
-        "To remove them right after pip and scan the slug, add the post_compile hook "
-        "(`deploykey hooks --post-compile-only APP_DIR`)."
+    """Fetch with the keys, remove them, and hand the next buildpack (heroku/python) only the git
+    settings that send the private URLs to the mirrors in the build cache: whatever its installer
+    does to git's ssh command (pip >= 25.1 forces its own), no ssh is needed."""
+    assert plan.cache_dir is not None
+    fetched, _findings = build.fetch(plan, plan.cache_dir / CACHE / mirrors.DIR)
+    target = export_file()
+    if target.is_symlink():
+        raise UserError("path::symlink", path=target)
+    target.write_text(
+        "# Written by deploykey: git in the next buildpacks fetches the private repositories from "
+        "their mirrors.\n" + fetched.export()
     )
+    output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
     output.step("Checking the app and the cache for the keys")
     leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
     if leak is not None:

@@ -14,26 +14,21 @@ with a `/app/.heroku/python` symlink.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import output, routing, run
-from deploykey.access import Access
+from deploykey import mirrors, output, run
 from deploykey.config import Settings
 from deploykey.errors import UserError
 from deploykey.installer import Installer
+from deploykey.mirrors import Mirrors
 from deploykey.scrub import Cleanup
 
 HEROKU_PYTHON = Path(".heroku/python")
 PROFILE_SCRIPT = Path(".profile.d/deploykey.sh")
-# An ssh URL in pip's ("Cloning ssh://...") or uv's ("`x @ git+ssh://...`") output.
-REPOSITORY_URL = re.compile(
-    r"ssh://(?:[^@/\s]+@)?(?P<host>[^/:\s]+)(?::\d+)?/(?P<repo>[^\s@`'\"]+?)(?:\.git)?(?=[\s@`'\"]|$)"
-)
 
 
 @dataclass(frozen=True)
@@ -75,13 +70,13 @@ def choose(app_dir: Path, settings: Settings, environ: Mapping[str, str] | None 
 @dataclass(frozen=True)
 class Job:
     """One install: the installer, the requirements, the child environment (the installer's own
-    settings included), where it runs, the access it uses, and the pinned commits (uv)."""
+    settings included), where it runs, the mirrors it installs from, the pinned commits (uv)."""
 
     installer: Installer
     requirements: Path
     env: Mapping[str, str]
     cwd: Path
-    opened: Access
+    mirrors: Mirrors
     overrides: Path | None = None
 
 
@@ -144,20 +139,15 @@ def _create_venv(where: Path, job: Job) -> None:
 
 
 def _classify(result: run.Result, job: Job) -> UserError:
-    """The installer's failure, named after the most specific cause found in its output (for a
-    transitive dependency: the requirements' own were checked before it ran)."""
-    if "Repository not found" in result.text:
-        urls = list(
-            REPOSITORY_URL.finditer(result.text[: result.text.index("Repository not found")])
+    """The installer's failure, named after the most specific cause found in its output: a private
+    repository the fetch did not bring (the keys were gone by then), or the installer's own."""
+    missing = mirrors.not_fetched(result.text, job.mirrors.root)
+    if missing:
+        return UserError(
+            "install::not-fetched",
+            repos=", ".join(missing),
+            installer=job.installer.name,
         )
-        repo, host = (
-            (urls[-1]["repo"], urls[-1]["host"]) if urls else ("a repository", "the git host")
-        )
-        route = routing.lookup(job.opened.routes, host, repo)
-        fingerprint = (
-            f"{route.key.fingerprint} ({route.key.name})" if route else "(none is routed there)"
-        )
-        return UserError("key::wrong-repo", fingerprint=fingerprint, repo=repo, host=host)
     return UserError(
         "install::failed",
         installer=job.installer.name,

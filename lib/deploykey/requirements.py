@@ -49,6 +49,8 @@ class GitRequirement:
     scheme: str = "ssh"
     name: str | None = None  # the project name, when the line gives it (`name @ URL`, `#egg=name`)
     fragment: str = ""  # `#subdirectory=...` and the like, after the URL
+    commit: str | None = None  # the commit a lockfile pins (uv.lock, poetry.lock, ...)
+    subdirectory: str | None = None  # the project's directory in the repository, if not its root
 
     def pinned(self, commit: str) -> str:
         """This requirement at a commit: `name @ URL@commit#fragment`."""
@@ -116,29 +118,36 @@ def _read(app_dir: Path, path: Path, found: Requirements, seen: set[Path]) -> No
     if resolved in seen or not path.is_file():
         return
     seen.add(resolved)
-    label = _label(app_dir, path)
-    found.files.append(label)
-    for number, text in _logical_lines(path):
+    name = label(app_dir, path)
+    found.files.append(name)
+    for number, text in _logical_lines(path.read_text(encoding="utf-8", errors="replace")):
         include = INCLUDE.match(text)
         if include:
             _read(app_dir, path.parent / include.group("file"), found, seen)
             continue
-        _parse_line(label, number, text, found)
+        _parse_line(name, number, text, found)
 
 
-def _label(app_dir: Path, path: Path) -> str:
+def label(app_dir: Path, path: Path) -> str:
     try:
         return str(path.relative_to(app_dir))
     except ValueError:
         return str(path)
 
 
-def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_text(label: str, text: str) -> Requirements:
+    """A requirements file's text from elsewhere (a fetched repository); includes are not followed."""
+    found = Requirements(files=[label])
+    for number, line in _logical_lines(text):
+        if not INCLUDE.match(line):
+            _parse_line(label, number, line, found)
+    return found
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """pip's line handling: join `\\` continuations, then drop comments (`#` after whitespace)."""
     pending, start = "", 0
-    for number, raw in enumerate(
-        path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
-    ):
+    for number, raw in enumerate(text.splitlines(), 1):
         if not pending:
             start = number
         if raw.endswith("\\"):

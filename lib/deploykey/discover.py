@@ -1,0 +1,64 @@
+"""What a fetched commit names in turn: its submodules and its manifests' git dependencies.
+
+The fetch phase must bring every private repository the install will need before the key is
+removed, and the app's own files name only the first level. So each fetched commit is read (as
+files through `git show`, never built or run): pyproject.toml, setup.cfg and requirements.txt at
+the package's subdirectory, and .gitmodules. A dependency computed by a setup.py at build time
+cannot be seen this way: the install then fails naming it (see mirrors.not_fetched).
+"""
+
+from __future__ import annotations
+
+import re
+
+from deploykey import mirrors
+from deploykey.requirements import GitRequirement, Requirements
+
+MANIFESTS = ("pyproject.toml", "setup.cfg", "requirements.txt")
+SUBDIRECTORY = re.compile(r"[#&]subdirectory=(?P<path>[^&\s]+)")
+SCP = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^\s]+)$")
+
+
+def subdirectory(req: GitRequirement) -> str:
+    """The package's directory in its repository (`#subdirectory=`, or a lockfile's field)."""
+    if req.subdirectory:
+        return req.subdirectory.strip("/")
+    match = SUBDIRECTORY.search(req.fragment)
+    return match.group("path").strip("/") if match else ""
+
+
+def named_by(fetcher: mirrors.Fetcher, req: GitRequirement, commit: str) -> Requirements:
+    """The git dependencies named at `commit` of req's mirror (already fetched)."""
+    from deploykey import manifests
+
+    path = mirrors.mirror_path(fetcher.root, req)
+    base = subdirectory(req)
+    found = Requirements()
+    for name in MANIFESTS:
+        inside = f"{base}/{name}" if base else name
+        text = mirrors.show(fetcher.git, path, commit, inside)
+        if text is not None:
+            label = f"{req.host}/{req.repo}@{commit[:7]}:{inside}"
+            _merge(found, manifests.read_repository_file(name, text, label))
+    for sub_path, url, gitlink in mirrors.submodules(fetcher.git, path, commit):
+        label = f"{req.host}/{req.repo}@{commit[:7]}:.gitmodules ({sub_path})"
+        _merge(found, _submodule(mirrors.resolve_url(req.remote, url), gitlink, label))
+    return found
+
+
+def _submodule(url: str, gitlink: str, label: str) -> Requirements:
+    from deploykey import requirements
+
+    scp = SCP.match(url)
+    if scp:
+        url = f"ssh://{scp['user']}@{scp['host']}/{scp['path']}"
+    if not url.startswith(("ssh://", "https://", "http://")):
+        return Requirements()
+    return requirements.read_text(label, f"git+{url}@{gitlink}")
+
+
+def _merge(into: Requirements, more: Requirements) -> None:
+    into.files += more.files
+    into.git += more.git
+    into.https += more.https
+    into.problems += more.problems
