@@ -52,6 +52,9 @@ path=${path#/}
 repo=${path%.git}
 if grep -qxF "$key $repo" "$root/access" && [ -d "$root/repos/$repo.git" ]; then
   echo "$key $repo granted" >> "$root/log"
+  case "$repo" in
+    */slow-fetch) echo "$key" > "$root/repos/slow-fetch-started"; sleep 60 ;;  # a test interrupts it
+  esac
   exec git-upload-pack "$root/repos/$repo.git"
 fi
 echo "$key $repo refused" >> "$root/log"

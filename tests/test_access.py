@@ -1,4 +1,4 @@
-"""The key dir a build gets, and the three forms git's settings take (env, .gitconfig, export)."""
+"""The key dir a build gets, and the environment deploykey's own git fetches with."""
 
 from __future__ import annotations
 
@@ -59,22 +59,20 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
             "github.com acme/billing deploy_key_billing.github.com\n"
             "github.com * deploy_key.github.com\n"
         )
-        settings = opened.gitconfig() + opened.export() + str(opened.env())
+        settings = str(opened.env())
         assert TOKEN.decode() not in settings and "PRIVATE KEY" not in settings
     finally:
         shutil.rmtree(opened.key_dir)
 
 
-def test_git_reads_the_same_settings_from_env_and_gitconfig(tmp_path: Path, keys_dir: Path) -> None:
+def test_git_reads_the_fetch_settings_from_env(tmp_path: Path, keys_dir: Path) -> None:
     # The token serves another host, so https URLs of routed github.com repositories go over ssh.
     mapping = {"DEPLOY_KEY_BILLING": ("acme/billing", "acme/tools-*")}
     opened = open_access(tmp_path, keys_dir, mapping, "git.example.com")
     try:
-        home, empty = tmp_path / "home", tmp_path / "empty"
-        home.mkdir()
+        empty = tmp_path / "empty"
         empty.mkdir()
-        (home / ".gitconfig").write_text(opened.gitconfig())
-        base = {"PATH": "/usr/bin:/bin", "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
+        base = {"PATH": "/usr/bin:/bin", "HOME": str(empty), "GIT_CONFIG_NOSYSTEM": "1"}
         expected = [
             "url.ssh://git@github.com/acme/billing.git.insteadof=https://github.com/acme/billing.git",
             "url.ssh://git@github.com/acme/billing.insteadof=https://github.com/acme/billing",
@@ -83,12 +81,7 @@ def test_git_reads_the_same_settings_from_env_and_gitconfig(tmp_path: Path, keys
             f"credential.helper=!sh {opened.key_dir}/git-credential-deploykey",
         ]
         command = f"sh {opened.key_dir}/ssh"
-        assert git_config_list(empty, base) == [
-            f"core.sshcommand={command}",
-            "ssh.variant=ssh",
-            *expected,
-        ]
-        env = {**base, "HOME": str(empty), **opened.env()}
+        env = {**base, **opened.env()}
         assert git_config_list(empty, env) == expected
         assert env["GIT_SSH_COMMAND"] == command
         assert env["GIT_SSH_VARIANT"] == "ssh"

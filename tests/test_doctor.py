@@ -25,7 +25,7 @@ def test_healthy_app(build: Build, utils_key: GeneratedKey) -> None:
     assert "requirements.txt:1  github.com/acme/private-utils @ v1.0" in result.stdout
     via = f"via DEPLOY_KEY ({utils_key.fingerprint}) -> 127.0.0.1:{build.server.port}: ok, v1.0 is "
     assert via in result.stdout
-    assert "-----> All private requirements can be fetched" in result.stdout
+    assert "-----> Every private repository can be fetched (1 checked)" in result.stdout
     assert snapshot(build.app, build.cache, build.home) == state
     assert key_dirs() == before
     assert not text_has_key(result.stdout + result.stderr, utils_key.text)

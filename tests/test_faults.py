@@ -48,9 +48,9 @@ def start_compile(build: Build, *args: str) -> subprocess.Popen[str]:
 def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 120
     while not path.exists():
-        assert time.monotonic() < deadline and process.poll() is None, (
-            "the slow build never started"
-        )
+        if process.poll() is not None:
+            raise AssertionError("the build ended early:\n" + "".join(process.communicate()))
+        assert time.monotonic() < deadline, "the slow build never started"
         time.sleep(0.05)
 
 
@@ -62,20 +62,30 @@ def kill_leftovers(build: Build) -> None:
 
 
 def test_after_sigkill_the_next_build_removes_the_key(
-    build: Build, utils_key: GeneratedKey
+    build: Build, utils_key: GeneratedKey, git_server: GitServer
 ) -> None:
+    """SIGKILL while the fetch has the key (no handler runs): the next build sweeps the key dir."""
     before = key_dirs()
+    if not (git_server.root / "repos" / "acme" / "slow-fetch.git").exists():
+        git_server.add_repo("acme/slow-fetch", {"README": "served after a minute\n"})
+    git_server.grant(utils_key.label, utils_key.public, ["acme/slow-fetch"])
+    started = git_server.root / "repos" / "slow-fetch-started"
+    started.unlink(missing_ok=True)
     build.set_key(utils_key.text)
-    (build.app / "requirements.txt").write_text(SLOW)
+    (build.app / "requirements.txt").write_text(
+        "slow-fetch @ git+ssh://git@github.com/acme/slow-fetch.git@v1.0\n"
+    )
     process = start_compile(build)
     try:
-        wait_for(build.home / "slow-started", process)
+        wait_for(started, process)
         left = key_dirs() - before
         assert len(left) == 1
         process.kill()  # SIGKILL: no handler runs, the key dir stays behind
         process.wait(timeout=30)
     finally:
         kill_leftovers(build)
+        for directory in key_dirs() - before:  # git's ssh child, still waiting for the server
+            subprocess.run(["pkill", "-KILL", "-f", directory], check=False)
     assert key_dirs() - before == left
     (build.app / "requirements.txt").write_text(REQUIREMENT + "\n")
     result = build.compile("--dry-run")
@@ -86,6 +96,23 @@ def test_after_sigkill_the_next_build_removes_the_key(
         in result.stdout
     )
     assert key_dirs() - before == set()
+
+
+def test_sigkill_during_the_install_leaves_no_key(build: Build, utils_key: GeneratedKey) -> None:
+    """The keys are gone before the installer starts: killing the build there leaves none."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(SLOW)
+    process = start_compile(build)
+    try:
+        wait_for(build.home / "slow-started", process)
+        assert key_dirs() - before == set()
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        kill_leftovers(build)
+    assert key_dirs() - before == set()
+    assert files_with_key([build.app, build.cache, build.home], utils_key.text) == []
 
 
 def test_two_builds_at_once_keep_to_their_own_keys(
@@ -208,7 +235,12 @@ def test_hook_with_a_home_it_cannot_write(build: Build, utils_key: GeneratedKey)
     home = (
         build.root / "a-file" / "home"
     )  # cannot exist, whatever else runs (rustup makes ~/.rustup)
-    env = {**build.environ(), "ENV_DIR": str(build.env_dir), "HOME": str(home)}
+    env = {
+        **build.environ(),
+        "ENV_DIR": str(build.env_dir),
+        "CACHE_DIR": str(build.cache),
+        "HOME": str(home),
+    }
     result = subprocess.run(
         [str(build.app / "bin" / "pre_compile")],
         cwd=build.app,

@@ -65,9 +65,9 @@ def test_detect_says_what_it_looked_for(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "deploykey: no private git dependency over ssh in this app",
-        "  looked for deploykey.yml and git+ssh:// URLs in requirements*.txt, requirements/*.txt, "
-        "requirements/*.in, requirements*.in",
-        "  requirements files: requirements.txt",
+        "  looked for deploykey.yml and git+ssh:// URLs in requirements files, pyproject.toml, "
+        "setup.cfg, uv.lock, poetry.lock, Pipfile, Pipfile.lock and pylock.toml",
+        "  manifests read: requirements.txt",
         "  the app dir holds: app.py, requirements.txt",
     ]
 
@@ -246,7 +246,7 @@ def test_signal_during_install_scrubs(build: Build, utils_key: GeneratedKey, sig
             "the slow build never started"
         )
         time.sleep(0.1)
-    assert key_dirs() - before, "the key dir should exist while pip runs"
+    assert key_dirs() - before == set(), "the keys are removed before pip starts"
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum
@@ -398,8 +398,9 @@ def test_venv_built_at_an_existing_app_path_is_moved_into_the_slug(
 def test_handoff_to_the_next_buildpack_through_export(
     build: Build, utils_key: GeneratedKey
 ) -> None:
-    """Before heroku/python: only ssh is set up, handed over in $BUILDPACK_DIR/export; pip in the
-    next buildpack (another process, env from the export only) fetches with it; post_compile removes it."""
+    """Before heroku/python: the private repositories are fetched into mirrors in the cache and the
+    keys removed; the export hands over only git settings that point at the mirrors, and pip in
+    the next buildpack (another process, env from the export only) installs from them."""
     before = key_dirs()
     export = KIT / "export"
     build.set_key(utils_key.text)
@@ -411,37 +412,22 @@ def test_handoff_to_the_next_buildpack_through_export(
             f"wrote {export}: the git settings for the next buildpack (DEPLOYKEY_INSTALL=off)"
             in result.stdout
         )
-        handed = key_dirs() - before
-        assert len(handed) == 1
+        assert key_dirs() - before == set()  # nothing for the next buildpack's code to find
         assert not (build.app / ".venv").exists()
-        assert not text_has_key(export.read_text(), utils_key.text)
+        handed = export.read_text()
+        assert not text_has_key(handed, utils_key.text)
+        assert "GIT_SSH_COMMAND" not in handed and "GIT_CONFIG_COUNT" in handed
         venv = build.root / "python-buildpack"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = f". {export} && {venv}/bin/pip install --no-cache-dir -r requirements.txt"
+        pip = f". {export} && {venv}/bin/pip install --no-cache-dir --no-input -r requirements.txt"
         env = {k: v for k, v in build.environ().items() if k != "DEPLOYKEY_APP_PATH"}
         installed = subprocess.run(
             ["bash", "-c", pip], cwd=build.app, env=env, capture_output=True, text=True
         )
         assert installed.returncode == 0, installed.stdout + installed.stderr
-        # The hook runs in the next buildpack's environment, which has the export's variables.
-        sourced = subprocess.run(
-            ["bash", "-c", f". {export} && env -0"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        handed_env = dict(item.split("=", 1) for item in sourced.split("\0") if "=" in item)
-        assert handed_env["GIT_SSH_COMMAND"].startswith("sh ")
-        hook = subprocess.run(
-            [str(BIN / "post_compile")],
-            cwd=build.app,
-            env={**handed_env, "ENV_DIR": str(build.env_dir)},
-            capture_output=True,
-            text=True,
-        )
-        assert hook.returncode == 0, hook.stdout + hook.stderr
-        assert "(handed over by the deploykey buildpack)" in hook.stdout
-        assert key_dirs() - before == set()
+        direct_url = next(venv.rglob("private_utils-1.0.dist-info/direct_url.json")).read_text()
+        assert "ssh://git@github.com/acme/private-utils.git" in direct_url  # never the mirror
+        assert "mirrors" not in direct_url
+        assert files_with_key([build.app, build.cache, build.home], utils_key.text) == []
     finally:
         export.unlink(missing_ok=True)

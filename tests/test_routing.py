@@ -290,7 +290,7 @@ def test_repository_no_key_can_read_is_named_first(
     utils = deploy_key(git_server, keys_dir, "acme/private-utils")
     build.set_key(utils.text, "DEPLOY_KEY_UTILS")
     (build.app / "requirements.txt").write_text(f"{UTILS}\n{BILLING}\n")
-    state = snapshot(build.app, build.cache)
+    state = snapshot(build.app)
     result = build.compile()
     assert result.returncode == 1
     assert "requirements.txt:1  github.com/acme/private-utils @ v1.0" in result.stdout
@@ -299,7 +299,11 @@ def test_repository_no_key_can_read_is_named_first(
         in result.stderr
     )
     assert "Installing" not in result.stdout
-    assert snapshot(build.app, build.cache) == state
+    assert snapshot(build.app) == state
+    # The cache keeps the one complete mirror (the next build fetches only what changed), and
+    # nothing half-written.
+    mirrors = build.cache / "deploykey" / "mirrors" / "github.com" / "acme"
+    assert sorted(p.name for p in mirrors.iterdir()) == ["private-utils.git"]
     assert_clean(build, result, before, utils)
 
 

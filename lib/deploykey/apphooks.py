@@ -55,6 +55,7 @@ def pre_compile() -> int:
         app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
     )
     fetched, _findings = build.fetch(plan, cache / heroku.CACHE / mirrors.DIR)
+    heroku.forget_keys(plan)
     try:
         blocks.insert(gitconfig(), fetched.gitconfig())
     except OSError as exc:
@@ -81,6 +82,12 @@ def post_compile() -> int:
         output.detail(f"removed {what}" if not what.startswith("nothing") else what)
     settings = config.load(app_dir, env)
     tokens = credentials.read(env, settings)
+    if not env.key_names() and not tokens:
+        output.detail(
+            f"no key in {env.path}: pre_compile removed them before the install, so no build "
+            "code could copy them; nothing to scan for"
+        )
+        return 0
     found_keys = build.read_keys(env, tokens)
     output.step("Checking the app and the cache for the keys")
     roots = [app_dir] + ([cache] if (cache := _cache_dir()) else [])

@@ -320,10 +320,14 @@ def checked(plan: Plan) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="deploykey-mirrors-"))
     try:
-        fetch(plan, root)
+        _fetched, findings = fetch(plan, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    output.step("All private repositories can be fetched")
+    if findings:
+        output.step(f"Every private repository can be fetched ({len(findings)} checked)")
+        return
+    read = ", ".join(plan.requirements.files) or "no manifest or lockfile"
+    output.step(f"Nothing to fetch: no private git dependency in {read}")
 
 
 def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:

@@ -7,6 +7,7 @@ interruption after the scrub (128 + signal), anything else as a bug in the kit (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -280,7 +281,19 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def undumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): no other process of this user (a package's build code run later
+    in the build) can read this one's memory, environment or open files through /proc/PID, nor
+    ptrace it, while it holds a key for the leak check. Children are unaffected (exec resets it).
+    Only the superuser (CAP_SYS_PTRACE) still can: build as a user, as CNB lifecycles do."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    undumpable()
     try:
         args = parser().parse_args(argv)
         result: int = args.func(args)

@@ -127,6 +127,12 @@ def setup_command(
         raise
     for name, value in {**fetched.env(), **exports}.items():
         output.shell(f"export {name}={shlex.quote(value)}")
+    # A CI secret exported as a variable reaches every command of the job, its install included:
+    # the shell that evaluates this forgets it (the fetch is done).
+    secrets = [n for n in env.key_names() + [t.name for t in plan.tokens] if n in os.environ]
+    if secrets:
+        output.shell("unset " + " ".join(secrets))
+        output.detail(f"this shell forgets {', '.join(secrets)}: the fetch is done")
     output.detail("run your install now (no key is left for it); then `deploykey cleanup`")
     return 0
 

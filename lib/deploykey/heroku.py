@@ -11,6 +11,7 @@ PYTHONHOME and PYTHONPATH: bin/compile, and keeps out of CACHE_DIR/deploykey: li
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from deploykey import build, config, install, manifests, mirrors, output, scrub, sources
@@ -76,12 +77,30 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
 
 def _install(plan: build.Plan) -> int:
     def into(job: install.Job, cleanup: scrub.Cleanup) -> None:
+        forget_keys(plan)
         install.install(plan.target, plan.app_dir, plan.settings, job, cleanup)
 
     # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned).
     cache = plan.cache_dir / CACHE if plan.cache_dir else None
     build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside, cache)
     return 0
+
+
+def forget_keys(plan: build.Plan) -> None:
+    """On Heroku, ENV_DIR is this build's own copy of the config vars, and every later step can
+    read it: heroku-buildpack-python exports its path to pip's environment (v351 bin/compile,
+    `export BUILD_DIR CACHE_DIR ENV_DIR`). Once fetched, the keys and tokens are removed from it,
+    so that no package's build code finds them there. Elsewhere an env dir (or .env file) is the
+    user's own: it is left as it is."""
+    names = plan.env.key_names() + [token.name for token in plan.tokens]
+    if not names:
+        return
+    if plan.env.is_file or not os.environ.get("STACK", "").startswith("heroku-"):
+        output.detail(f"{plan.env.path} still holds {', '.join(names)}: not a Heroku build (STACK)")
+        return
+    for name in names:
+        (plan.env.path / name).unlink(missing_ok=True)
+    output.detail(f"removed {', '.join(names)} from {plan.env.path}: nothing after this reads them")
 
 
 def export_file() -> Path:
@@ -94,6 +113,7 @@ def _handoff(plan: build.Plan) -> int:
     does to git's ssh command (pip >= 25.1 forces its own), no ssh is needed."""
     assert plan.cache_dir is not None
     fetched, _findings = build.fetch(plan, plan.cache_dir / CACHE / mirrors.DIR)
+    forget_keys(plan)
     target = export_file()
     if target.is_symlink():
         raise UserError("path::symlink", path=target)
