@@ -31,7 +31,7 @@ from gitserver import GitServer
 HOSTILE = "hostile @ git+ssh://git@github.com/acme/hostile.git@v1.0"
 
 # Reads everything it can reach into $HOME/loot (the test's HOME is private to one build).
-HOSTILE_BACKEND = r'''
+HOSTILE_BACKEND = r"""
 import os, subprocess
 from flit_core import buildapi as _flit
 
@@ -91,7 +91,7 @@ def build_wheel(*args, **kwargs):
 
 get_requires_for_build_wheel = _flit.get_requires_for_build_wheel
 prepare_metadata_for_build_wheel = _flit.prepare_metadata_for_build_wheel
-'''
+"""
 
 
 @pytest.fixture(scope="module")
