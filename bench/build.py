@@ -34,12 +34,12 @@ from conftest import download_wheels, flit_package  # noqa: E402
 from gitserver import GitServer  # noqa: E402
 
 PUBLIC = ("requests==2.32.3",)
-WHEELS = ("flit_core==3.9.0", "uv", "sh", "python-dotenv", "pyyaml", *PUBLIC)
+WHEELS = ("flit_core==3.9.0", "uv", "sh", "python-dotenv", "pyyaml", "ahocorasick-rs", *PUBLIC)
 
 
 def wheelhouse(cache: Path) -> Path:
     directory = cache / "wheels"
-    if not any(directory.glob("requests-*.whl")):
+    if not any(directory.glob("requests-*.whl")) or not any(directory.glob("ahocorasick_rs-*")):
         directory.mkdir(parents=True, exist_ok=True)
         download_wheels(directory, *WHEELS)
     return directory

@@ -171,15 +171,19 @@ def test_handoff_to_the_next_buildpack(
     results = life.build(group)
     assert [r.returncode for r in results] == [0, 0], output_of(results)
     assert "Successfully installed private-utils-1.0" in results[1].stdout
-    # The layer: build-only, with env.build for the next buildpack and no env.launch.
+    # The layer: the mirrors, for the build and the next build's cache, never exported; env.build
+    # points the private URLs at them, and hands over no ssh command and no key.
     [layer] = life.layers(group[0])
     assert layer.path.name == "deploykey"
-    assert layer.types == {"build": True, "launch": False, "cache": False}
-    assert (
-        layer.path / "env.build" / "GIT_SSH_COMMAND.override"
-    ).read_text() == f"sh {layer.path}/ssh"
+    assert layer.types == {"build": True, "launch": False, "cache": True}
+    env_build = {p.name: p.read_text() for p in (layer.path / "env.build").iterdir()}
+    assert "GIT_CONFIG_COUNT.override" in env_build
+    assert not any("GIT_SSH" in name for name in env_build)
+    assert f"url.file://{layer.path}/mirrors/github.com/acme/private-utils.insteadOf" in (
+        env_build.values()
+    )
+    assert sorted(p.name for p in layer.path.iterdir()) == ["env.build", "mirrors"]
     assert not (layer.path / "env.launch").exists() and not (layer.path / "env").exists()
-    assert oct(layer.path.stat().st_mode & 0o777) == "0o700"
     image, cache = life.export(group)
     assert list(
         image.glob("layers/test_pip/site/lib/python3*/site-packages/private_utils/__init__.py")
@@ -214,7 +218,8 @@ def test_key_from_a_service_binding_never_reaches_pip(
     assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in results[0].stdout
     saw = (life.root / "home" / "backend-saw.json").read_text()
     assert (
-        "GIT_SSH_COMMAND" in saw
+        "GIT_CONFIG_COUNT" in saw
+        and "GIT_SSH_COMMAND" not in saw
         and "DEPLOY_KEY" not in saw
         and not text_has_key(saw, utils_key.text)
     )
@@ -283,7 +288,7 @@ def test_standalone_install_into_a_launch_layer(
     assert_not_exported(image, cache, utils_key)
 
 
-def test_scan_step_removes_the_keys_and_passes_a_clean_build(
+def test_scan_step_passes_a_clean_build(
     app: Path,
     utils_key: GeneratedKey,
     deploykey_buildpack: Path,
@@ -298,9 +303,9 @@ def test_scan_step_removes_the_keys_and_passes_a_clean_build(
     results = life.build(group)
     assert [r.returncode for r in results] == [0, 0, 0], output_of(results)
     scanned = results[2].stdout
-    assert "removed " in scanned and "id_deploy_key" in scanned
     assert "layers/test_pip/site" in scanned and "no key material found" in scanned
-    assert not (life.layers_dir(group[0]) / "deploykey" / "id_deploy_key").exists()
+    assert "layers/deploykey_deploykey/deploykey" in scanned  # the cached mirrors too
+    assert key_files(life.layers_dir(group[0])) == []
 
 
 def test_scan_step_fails_a_leaky_build(
@@ -360,6 +365,10 @@ def test_build_image_without_ssh(
         assert list(life.layers_dir(group[0]).iterdir()) == []
     finally:
         shutil.rmtree(tools)
+
+
+def key_files(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("id_*"))
 
 
 def test_example_project_toml_names_this_buildpack() -> None:

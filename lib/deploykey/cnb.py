@@ -121,11 +121,10 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
     the keys in a temp dir removed before this step ends; the layer's env.build hands the later
     buildpacks git settings that send the private URLs to the mirrors, and no key."""
     layer = layers / KEY_LAYER
-    layer.mkdir(exist_ok=True)
     fetched, _findings = build.fetch(plan, layer / mirrors.DIR)
     env_build = layer / "env.build"
     shutil.rmtree(env_build, ignore_errors=True)
-    env_build.mkdir()
+    env_build.mkdir(parents=True)
     for name, value in fetched.env().items():
         (env_build / f"{name}.override").write_text(value)
     (layers / f"{KEY_LAYER}.toml").write_text(_types(build=True, launch=False, cache=True))

@@ -34,13 +34,15 @@ def named_by(fetcher: mirrors.Fetcher, req: GitRequirement, commit: str) -> Requ
     path = mirrors.mirror_path(fetcher.root, req)
     base = subdirectory(req)
     found = Requirements()
-    for name in MANIFESTS:
-        inside = f"{base}/{name}" if base else name
-        text = mirrors.show(fetcher.git, path, commit, inside)
+    wanted = {f"{base}/{name}" if base else name: name for name in MANIFESTS}
+    there = mirrors.present(fetcher.git, path, commit, [*wanted, ".gitmodules"])
+    for inside in there:
+        text = mirrors.show(fetcher.git, path, commit, inside) if inside in wanted else None
         if text is not None:
             label = f"{req.host}/{req.repo}@{commit[:7]}:{inside}"
-            _merge(found, manifests.read_repository_file(name, text, label))
-    for sub_path, url, gitlink in mirrors.submodules(fetcher.git, path, commit):
+            _merge(found, manifests.read_repository_file(wanted[inside], text, label))
+    submodules = mirrors.submodules(fetcher.git, path, commit) if ".gitmodules" in there else []
+    for sub_path, url, gitlink in submodules:
         label = f"{req.host}/{req.repo}@{commit[:7]}:.gitmodules ({sub_path})"
         _merge(found, _submodule(mirrors.resolve_url(req.remote, url), gitlink, label))
     return found
