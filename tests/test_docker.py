@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,27 +216,33 @@ def test_install_from_a_secret_file(build: Build, utils_key: GeneratedKey, tmp_p
 def test_setup_shell_then_own_install_then_cleanup(
     build: Build, utils_key: GeneratedKey, tmp_path: Path
 ) -> None:
-    """A CI job (CircleCI's recipe, done safely): DEPLOY_KEY as base64 in the environment, deploykey
-    sets git up for the shell, the job runs its own pip, deploykey takes everything back."""
+    """A CI job (CircleCI's recipe, done safely): DEPLOY_KEY as base64 in the environment; setup
+    fetches into temporary mirrors, removes the key dir and makes the shell forget DEPLOY_KEY; the
+    job's own pip installs from the mirrors; cleanup removes them and unsets the settings."""
     before = key_dirs()
+    temp_mirrors = set(Path(tempfile.gettempdir()).glob("deploykey-mirrors-*"))
     venv = tmp_path / "venv"
     script = f"""
         set -euo pipefail
         eval "$({BIN}/deploykey setup --shell)"
-        test -n "$GIT_SSH_COMMAND"
+        test -n "$GIT_CONFIG_COUNT" && test -z "${{GIT_SSH_COMMAND:-}}"
+        echo "during: ${{DEPLOY_KEY:-unset}}"
+        ls -d /dev/shm/deploykey-???????? 2>/dev/null || echo "no key dir"
         {sys.executable} -m venv {venv}
-        {venv}/bin/pip install --no-cache-dir -r requirements.txt
+        {venv}/bin/pip install --no-cache-dir --no-input -r requirements.txt
         eval "$({BIN}/deploykey cleanup --shell)"
-        echo "after: ${{GIT_SSH_COMMAND:-unset}}"
+        echo "after: ${{GIT_CONFIG_COUNT:-unset}} ${{DEPLOYKEY_MIRRORS:-unset}}"
     """
     env = build.environ(DEPLOY_KEY=base64.b64encode(utils_key.text.encode()).decode())
     result = subprocess.run(
         ["bash", "-c", script], cwd=build.app, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "during: unset" in result.stdout and "no key dir" in result.stdout
     assert "Successfully installed private-utils-1.0" in result.stdout
-    assert "after: unset" in result.stdout
-    assert "removed the key dir" in result.stderr and "no key material found" in result.stderr
+    assert "after: unset unset" in result.stdout
+    assert "removed the key dir" in result.stderr and "removed the mirrors" in result.stderr
+    assert set(Path(tempfile.gettempdir()).glob("deploykey-mirrors-*")) == temp_mirrors
     assert key_dirs() - before == set()
     assert files_with_key([build.app, venv, build.home], utils_key.text) == []
     assert not text_has_key(result.stdout + result.stderr, utils_key.text)

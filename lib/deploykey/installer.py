@@ -56,6 +56,11 @@ class Installer:
                 # A private repository has no public API answer: ask git, not api.github.com.
                 UV_NO_GITHUB_FAST_PATH="1",
             )
+            # uv trusts its bundled roots unless told otherwise; pip trusts the system's. Behind
+            # a TLS-intercepting proxy whose CA is in the system store, only the system's work.
+            # (UV_SYSTEM_CERTS since uv 0.11, 2026-03; UV_NATIVE_TLS, its older name, for older uv.)
+            found.setdefault("UV_SYSTEM_CERTS", "true")
+            found.setdefault("UV_NATIVE_TLS", "true")
         return found
 
     def venv_argv(self, where: Path) -> list[str]:
