@@ -55,6 +55,10 @@ def pre_compile() -> int:
         app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
     )
     fetched, _findings = build.fetch(plan, cache / heroku.CACHE / mirrors.DIR)
+    output.step("Checking the app and the cache for the keys, before the install")
+    leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
+    if leak is not None:
+        raise leak
     heroku.forget_keys(plan)
     try:
         blocks.insert(gitconfig(), fetched.gitconfig())
