@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -246,3 +247,44 @@ def test_ci_setup_in_its_own_step(hostile_build: Build, utils_key: GeneratedKey)
     assert files_with_key([build.app, build.cache, build.home], utils_key.text) == []
     assert not text_has_key(setup.stdout + setup.stderr + job.stdout, utils_key.text)
     assert key_dirs() - before == set()
+
+
+def test_a_mirror_changed_by_build_code_is_never_trusted(
+    build: Build, utils_key: GeneratedKey, git_server: GitServer
+) -> None:
+    """Build code can write the build cache: a hook, or settings that make git run a command,
+    planted in a cached mirror would run in the next build's fetch, which has the key. deploykey
+    runs no hook of a mirror, and discards one whose settings it did not write."""
+    if not (git_server.root / "repos" / "acme" / "moving.git").exists():
+        git_server.add_repo("acme/moving", flit_package("moving", "1.0"))
+    git_server.grant(utils_key.label, utils_key.public, ["acme/moving"])
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(
+        "moving @ git+ssh://git@github.com/acme/moving.git@main\n"
+    )
+    first = build.compile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    mirror = build.cache / "deploykey" / "mirrors" / "github.com" / "acme" / "moving.git"
+    ran = build.root / "planted-ran"
+    for hook in ("reference-transaction", "post-receive", "pre-auto-gc"):
+        (mirror / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {ran}-{hook}\n")
+        (mirror / "hooks" / hook).chmod(0o755)
+    # A new commit: the next fetch updates refs, which is when git runs reference-transaction.
+    release = time.time_ns()  # a tag no earlier run made
+    git_server.add_commit("acme/moving", {"moving/extra.py": "x = 1\n"}, f"r{release}")
+    second = build.compile()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "main is " in second.stdout and "(fetched)" in second.stdout
+    assert list(build.root.glob("planted-ran*")) == []
+    # Settings that would run a command with the key dir in its environment: an ext:: URL.
+    with (mirror / "config").open("a") as config:
+        config.write(
+            f'[url "ext::sh -c touch% {ran}-ext"]\n\tinsteadOf = ssh://git@github.com/\n'
+            '[protocol "ext"]\n\tallow = always\n'
+        )
+    git_server.add_commit("acme/moving", {"moving/extra.py": "x = 2\n"}, f"r{release + 1}")
+    third = build.compile()
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert f"discarded the cached mirror {mirror}" in third.stderr
+    assert list(build.root.glob("planted-ran*")) == []
+    assert "ext::" not in (mirror / "config").read_text()

@@ -34,6 +34,19 @@ DIR = "mirrors"  # under the kit's part of the build cache
 NOT_FETCHED = "not-fetched"
 SAFE_PART = re.compile(r"^[A-Za-z0-9._~-]+$")
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+FETCH_KEY = "remote.origin.fetch"
+# Later fetches update every branch and tag (and drop deleted ones), never GitHub's refs/pull/*.
+REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+# What `git clone --bare` and deploykey write into a mirror's config, and nothing else.
+NO_HOOKS = ("-c", "core.hooksPath=/dev/null")  # no hook of a mirror ever runs
+MIRROR_KEYS = {
+    "core.repositoryformatversion",
+    "core.filemode",
+    "core.bare",
+    "core.logallrefupdates",
+    "remote.origin.url",
+    FETCH_KEY,
+}
 
 
 def mirror_path(root: Path, req: GitRequirement) -> Path:
@@ -70,6 +83,7 @@ class Fetcher:
     locks: dict[Path, threading.Lock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     fetched: dict[Path, GitRequirement] = field(default_factory=dict)
+    discarded: list[Path] = field(default_factory=list)
 
     def fetch(self, req: GitRequirement) -> Fetched:
         path = mirror_path(self.root, req)
@@ -77,6 +91,11 @@ class Fetcher:
             lock = self.locks.setdefault(path, threading.Lock())
         with lock:
             network = True
+            if path.is_dir() and not _untouched(self.git, path, req):
+                # Build code (it can write the build cache) may have planted hooks or settings
+                # that a fetch with the keys would run: such a mirror is never used again.
+                shutil.rmtree(path)
+                self.discarded.append(path)
             if not path.is_dir():
                 result = self._clone(req, path)
             elif _settled(self.git, path, wanted(req)):
@@ -84,17 +103,39 @@ class Fetcher:
                 result = run.Result(("git", "cat-file", "-e", str(wanted(req))), 0, ())
             else:
                 result = run.run(
-                    [self.git, "--git-dir", str(path), "fetch", "--prune", "--quiet", "origin"],
+                    [
+                        self.git,
+                        *NO_HOOKS,
+                        "--git-dir",
+                        str(path),
+                        "fetch",
+                        "--prune",
+                        "--quiet",
+                        "origin",
+                    ],
                     env=self.env,
                 )
-            commit = wanted(req)
-            missing = bool(commit and FULL_SHA.match(commit)) and network
-            if result.ok and commit and missing and not _has_commit(self.git, path, commit):
+            commit = wanted(req) or ""
+            if (
+                result.ok
+                and network
+                and FULL_SHA.match(commit)
+                and not _has_commit(self.git, path, commit)
+            ):
                 # On no branch or tag any more (a force-push): ask for the commit itself, kept
                 # under a ref of its own so that git's gc never drops it.
                 refspec = f"{commit}:refs/deploykey/{commit}"
                 run.run(
-                    [self.git, "--git-dir", str(path), "fetch", "--quiet", "origin", refspec],
+                    [
+                        self.git,
+                        *NO_HOOKS,
+                        "--git-dir",
+                        str(path),
+                        "fetch",
+                        "--quiet",
+                        "origin",
+                        refspec,
+                    ],
                     env=self.env,
                 )
             if result.ok:
@@ -119,23 +160,28 @@ class Fetcher:
                 with contextlib.suppress(OSError):
                     directory.rmdir()
             return result
-        # A bare clone records no refspec: later fetches update every branch and tag (and drop
-        # deleted ones), never GitHub's refs/pull/*.
-        for refspec in ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"):
-            run.run(
-                [
-                    self.git,
-                    "--git-dir",
-                    str(partial),
-                    "config",
-                    "--add",
-                    "remote.origin.fetch",
-                    refspec,
-                ],
-                env=self.env,
-            )
+        # A bare clone records no refspec of its own.
+        for refspec in REFSPECS:
+            _local([self.git, "--git-dir", str(partial), "config", "--add", FETCH_KEY, refspec])
         partial.rename(path)
         return result
+
+
+def _untouched(git: str, path: Path, req: GitRequirement) -> bool:
+    """The mirror's config holds only what clone and deploykey wrote, for this repository's URL:
+    no hook path, no ssh command, no credential helper, no include, nothing a fetch would run."""
+    if path.is_symlink() or not (path / "config").is_file() or (path / "config").is_symlink():
+        return False
+    listed = _local([git, "config", "--file", str(path / "config"), "--no-includes", "--list"])
+    if not listed.ok:
+        return False
+    entries = [line.partition("=") for line in listed.lines]
+    keys = {key.lower() for key, _, _ in entries}
+    urls = [value for key, _, value in entries if key.lower() == "remote.origin.url"]
+    fetches = sorted(value for key, _, value in entries if key.lower() == FETCH_KEY)
+    forms = {url.removesuffix(".git") for url in [req.remote, *url_forms(req)]}
+    known = len(urls) == 1 and urls[0].removesuffix(".git") in forms
+    return keys <= MIRROR_KEYS and known and fetches == sorted(REFSPECS)
 
 
 def wanted(req: GitRequirement) -> str | None:
@@ -165,7 +211,7 @@ def _packed_tag(path: Path, ref: str) -> bool:
 def _local(argv: Sequence[str]) -> run.Result:
     """A read of a mirror on disk: a short git run straight through subprocess (run.capture), not
     through `sh`, whose start costs tens of milliseconds a call in a build that makes dozens."""
-    return run.capture(argv, env=run.child_env(), stdin=b"")
+    return run.capture([argv[0], *NO_HOOKS, *argv[1:]], env=run.child_env(), stdin=b"")
 
 
 def _has_commit(git: str, path: Path, sha: str) -> bool:
