@@ -11,8 +11,10 @@ import hashlib
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -415,3 +417,36 @@ def key_dirs() -> set[str]:
         if base.is_dir():
             found |= {str(p) for p in base.glob("deploykey-*") if name.match(p.name)}
     return found
+
+
+# ---------------------------------------------------------------- Cloud Native Buildpacks
+
+
+@pytest.fixture(scope="session")
+def deploykey_buildpack() -> Iterator[Path]:
+    """The repository as a buildpack directory (what `pack` would copy): buildpack.toml, bin, lib."""
+    root = Path(tempfile.mkdtemp(prefix="deploykey-bp-", dir="/tmp"))
+    target = root / "deploykey"
+    target.mkdir()
+    for name in ("buildpack.toml", "LICENSE"):
+        shutil.copy2(KIT / name, target / name)
+    for name in ("bin", "lib"):
+        shutil.copytree(
+            KIT / name, target / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    root.chmod(0o755)
+    yield target
+    shutil.rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def scan_buildpack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="deploykey-scanbp-", dir="/tmp"))
+    root.chmod(0o755)
+    target = root / "scan"
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "scan-buildpack", str(target)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    yield target
+    shutil.rmtree(root)

@@ -1,5 +1,8 @@
-"""deploykey as a Cloud Native Buildpack, run by the spec-following lifecycle emulation (tests/cnb.py)
-against the real sshd git server, with a real pip buildpack after it, as a non-root user."""
+"""deploykey as a Cloud Native Buildpack: what the REAL lifecycle tests (test_lifecycle.py) do not
+cover, run by the spec-following emulation (tests/cnb.py): detect's strict mode and its
+nothing-to-do pass, bindings under SERVICE_BINDING_ROOT (a host variable the emulation passes
+through), a build image without ssh (a PATH of chosen tools), a leaky buildpack caught by the scan
+step; and the command-line contract of bin/detect and bin/build as the lifecycle calls them."""
 
 from __future__ import annotations
 
@@ -26,36 +29,6 @@ from deploykey import __version__, keys, scan
 from gitserver import GitServer
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="session")
-def deploykey_buildpack() -> Iterator[Path]:
-    """The repository as a buildpack directory (what `pack` would copy): buildpack.toml, bin, lib."""
-    root = Path(tempfile.mkdtemp(prefix="deploykey-bp-", dir="/tmp"))
-    target = root / "deploykey"
-    target.mkdir()
-    for name in ("buildpack.toml", "LICENSE"):
-        shutil.copy2(KIT / name, target / name)
-    for name in ("bin", "lib"):
-        shutil.copytree(
-            KIT / name, target / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    root.chmod(0o755)
-    yield target
-    shutil.rmtree(root)
-
-
-@pytest.fixture(scope="session")
-def scan_buildpack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="deploykey-scanbp-", dir="/tmp"))
-    root.chmod(0o755)
-    target = root / "scan"
-    result = subprocess.run(
-        [str(BIN / "deploykey"), "scan-buildpack", str(target)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    yield target
-    shutil.rmtree(root)
 
 
 @pytest.fixture(scope="session")
@@ -158,75 +131,6 @@ def test_detect_in_both_platform_modes(
     assert result.returncode == 100
 
 
-def test_handoff_to_the_next_buildpack(
-    app: Path,
-    utils_key: GeneratedKey,
-    deploykey_buildpack: Path,
-    public_wheelhouse: Path,
-    new_lifecycle: NewLifecycle,
-) -> None:
-    env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
-    life, group = new_lifecycle(app, [deploykey_buildpack, TESTS / "buildpacks" / "pip"], env)
-    assert [r.returncode for r in life.detect(group)] == [0, 0]
-    results = life.build(group)
-    assert [r.returncode for r in results] == [0, 0], output_of(results)
-    assert "Successfully installed private-utils-1.0" in results[1].stdout
-    # The layer: the mirrors, for the build and the next build's cache, never exported; env.build
-    # points the private URLs at them, and hands over no ssh command and no key.
-    [layer] = life.layers(group[0])
-    assert layer.path.name == "deploykey"
-    assert layer.types == {"build": True, "launch": False, "cache": True}
-    env_build = {p.name: p.read_text() for p in (layer.path / "env.build").iterdir()}
-    assert "GIT_CONFIG_COUNT.override" in env_build
-    assert not any("GIT_SSH" in name for name in env_build)
-    assert f"url.file://{layer.path}/mirrors/github.com/acme/private-utils.insteadOf" in (
-        env_build.values()
-    )
-    assert sorted(p.name for p in layer.path.iterdir()) == ["env.build", "mirrors"]
-    assert not (layer.path / "env.launch").exists() and not (layer.path / "env").exists()
-    image, cache = life.export(group)
-    assert list(
-        image.glob("layers/test_pip/site/lib/python3*/site-packages/private_utils/__init__.py")
-    )
-    assert not (image / "layers" / "deploykey_deploykey").exists()
-    assert_not_exported(image, cache, utils_key)
-    assert not text_has_key(output_of(results), utils_key.text)
-
-
-def test_key_from_a_service_binding_never_reaches_pip(
-    app: Path,
-    git_server: GitServer,
-    utils_key: GeneratedKey,
-    deploykey_buildpack: Path,
-    public_wheelhouse: Path,
-    new_lifecycle: NewLifecycle,
-) -> None:
-    """A Kubernetes ssh-auth secret as a binding: no platform env var, so no buildpack's
-    environment holds the key; the env-dumping build backend shows pip's did not."""
-    (app / "requirements.txt").write_text(
-        "env-dumper @ git+ssh://git@github.com/acme/env-dumper.git@v1.0\n"
-    )
-    bindings = {"deploy-key": {"type": "kubernetes.io/ssh-auth", "ssh-privatekey": utils_key.text}}
-    life, group = new_lifecycle(
-        app,
-        [deploykey_buildpack, TESTS / "buildpacks" / "pip"],
-        platform_env(public_wheelhouse),
-        bindings,
-    )
-    results = life.build(group)
-    assert [r.returncode for r in results] == [0, 0], output_of(results)
-    assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in results[0].stdout
-    saw = (life.root / "home" / "backend-saw.json").read_text()
-    assert (
-        "GIT_CONFIG_COUNT" in saw
-        and "GIT_SSH_COMMAND" not in saw
-        and "DEPLOY_KEY" not in saw
-        and not text_has_key(saw, utils_key.text)
-    )
-    image, cache = life.export(group)
-    assert_not_exported(image, cache, utils_key)
-
-
 def test_bindings_under_service_binding_root(
     app: Path,
     utils_key: GeneratedKey,
@@ -252,60 +156,6 @@ def test_bindings_under_service_binding_root(
         assert f"DEPLOY_KEY_UTILS: ED25519 key {utils_key.fingerprint}" in results[0].stdout
     finally:
         shutil.rmtree(root)
-
-
-def test_standalone_install_into_a_launch_layer(
-    app: Path,
-    utils_key: GeneratedKey,
-    deploykey_buildpack: Path,
-    public_wheelhouse: Path,
-    new_lifecycle: NewLifecycle,
-) -> None:
-    env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text, DEPLOYKEY_INSTALL="venv")
-    life, group = new_lifecycle(app, [deploykey_buildpack], env)
-    [result] = life.build(group)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "into the launch layer venv with uv" in result.stdout
-    layers = {layer.path.name: layer for layer in life.layers(group[0])}
-    assert {name: layer.types for name, layer in layers.items()} == {
-        "venv": {"build": False, "launch": True, "cache": False},
-        "cache": {"build": False, "launch": False, "cache": True},  # the installer's cache
-    }
-    layer = layers["venv"]
-    assert any((layers["cache"].path / "uv-cache").iterdir())  # exported to the cache, scanned
-    assert (layer.path / "env.launch" / "VIRTUAL_ENV.override").read_text() == str(layer.path)
-    ran = subprocess.run(
-        [
-            str(layer.path / "bin" / "python"),
-            "-c",
-            "import private_utils; print(private_utils.hello())",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
-    image, cache = life.export(group)
-    assert_not_exported(image, cache, utils_key)
-
-
-def test_scan_step_passes_a_clean_build(
-    app: Path,
-    utils_key: GeneratedKey,
-    deploykey_buildpack: Path,
-    scan_buildpack: Path,
-    public_wheelhouse: Path,
-    new_lifecycle: NewLifecycle,
-) -> None:
-    env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
-    life, group = new_lifecycle(
-        app, [deploykey_buildpack, TESTS / "buildpacks" / "pip", scan_buildpack], env
-    )
-    results = life.build(group)
-    assert [r.returncode for r in results] == [0, 0, 0], output_of(results)
-    scanned = results[2].stdout
-    assert "layers/test_pip/site" in scanned and "no key material found" in scanned
-    assert "layers/deploykey_deploykey/deploykey" in scanned  # the cached mirrors too
-    assert key_files(life.layers_dir(group[0])) == []
 
 
 def test_scan_step_fails_a_leaky_build(
@@ -375,3 +225,52 @@ def test_example_project_toml_names_this_buildpack() -> None:
     data = tomllib.loads((KIT / "examples" / "cnb" / "project.toml").read_text())
     assert data["io"]["buildpacks"]["pre"]["group"] == [{"uri": "../deploykey"}]
     assert data["io"]["buildpacks"]["post"]["group"] == [{"uri": "../deploykey-scan"}]
+
+
+def test_detect_and_build_take_the_lifecycles_arguments(app: Path, tmp_path: Path) -> None:
+    """buildpacks/lifecycle v0.21 runs `bin/detect PLATFORM PLAN` and `bin/build LAYERS PLATFORM
+    PLAN` with the CNB_* variables as well; arguments that disagree with them are refused."""
+    platform, plan, layers = tmp_path / "platform", tmp_path / "plan.toml", tmp_path / "layers"
+    platform.mkdir()
+    layers.mkdir()
+    plan.write_text("")
+    cnb_env = {
+        "PATH": "/usr/bin:/bin",
+        "CNB_PLATFORM_DIR": str(platform),
+        "CNB_BUILD_PLAN_PATH": str(plan),
+    }
+    detect = [str(BIN / "detect"), str(platform), str(plan)]
+    ok = subprocess.run(detect, cwd=app, env=cnb_env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    other = subprocess.run(
+        [str(BIN / "detect"), str(tmp_path), str(plan)],
+        cwd=app,
+        env=cnb_env,
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 2
+    assert (
+        f" !     bin/detect: the argument for CNB_PLATFORM_DIR is {tmp_path}, but "
+        f"CNB_PLATFORM_DIR is {platform}" in other.stderr
+    )
+    build_env = {**cnb_env, "CNB_LAYERS_DIR": str(layers), "CNB_BP_PLAN_PATH": str(plan)}
+    del build_env["CNB_BUILD_PLAN_PATH"]
+    wrong = subprocess.run(
+        [str(BIN / "build"), str(layers), str(platform), str(tmp_path / "other.toml")],
+        cwd=app,
+        env=build_env,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 2
+    assert "the argument for CNB_BP_PLAN_PATH is" in wrong.stderr
+    # Heroku's bin/detect BUILD_DIR, with no CNB_* variable: one argument, exit 0 or 1.
+    heroku = subprocess.run(
+        [str(BIN / "detect"), str(app)], env={"PATH": "/usr/bin:/bin"}, capture_output=True
+    )
+    assert heroku.returncode == 0
+    none = subprocess.run(
+        [str(BIN / "detect")], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert none.returncode == 2 and "bin/detect takes BUILD_DIR" in none.stderr

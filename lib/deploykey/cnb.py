@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from deploykey import (
@@ -51,6 +52,43 @@ def _required(name: str) -> Path:
     return Path(value)
 
 
+# What the lifecycle passes as arguments, and the variable that says the same (buildpacks/lifecycle
+# v0.21.17, buildpack/detect.go `runDetect` and buildpack/build.go: `bin/detect PLATFORM_DIR
+# PLAN_PATH`, `bin/build LAYERS_DIR PLATFORM_DIR PLAN_PATH`, with the CNB_* variables for Buildpack
+# API 0.8 and newer).
+DETECT_ARGUMENTS = ("CNB_PLATFORM_DIR", "CNB_BUILD_PLAN_PATH")
+BUILD_ARGUMENTS = ("CNB_LAYERS_DIR", "CNB_PLATFORM_DIR", "CNB_BP_PLAN_PATH")
+
+
+def under_lifecycle() -> bool:
+    """A CNB lifecycle runs this buildpack: it always sets CNB_PLATFORM_DIR (Buildpack API 0.8+)."""
+    return bool(os.environ.get("CNB_PLATFORM_DIR"))
+
+
+def _arguments(given: Sequence[str], names: Sequence[str], command: str) -> None:
+    """The lifecycle's positional arguments must say what its variables say; none is fine too (a
+    platform that sets only the variables)."""
+    if not given:
+        return
+    if len(given) != len(names):
+        raise UserError(
+            "usage",
+            message=f"{command} takes {' '.join(n.removeprefix('CNB_') for n in names)} (or none): "
+            f"got {len(given)} arguments",
+            command=f"deploykey {command.removeprefix('bin/')}",
+        )
+    for name, argument in zip(names, given, strict=True):
+        variable = os.environ.get(name)
+        if variable is None or Path(variable).resolve() != Path(argument).resolve():
+            raise UserError(
+                "cnb::arguments",
+                command=command,
+                name=name,
+                variable=variable if variable is not None else "(not set)",
+                argument=argument,
+            )
+
+
 def _env(platform: Path) -> sources.EnvSource:
     env_dir = platform / "env"
     found = sources.read(env_dir) if env_dir.is_dir() else sources.EnvSource(env_dir, False, {})
@@ -62,10 +100,11 @@ def _types(**flags: bool) -> str:
     return "[types]\n" + lines
 
 
-def detect() -> int:
+def detect(arguments: Sequence[str] = ()) -> int:
     """Pass when there is anything to do. Otherwise pass too (exit 0) unless DEPLOYKEY_DETECT=strict:
     with `pack --pre-buildpack` or a project.toml pre/post group the buildpack is not optional,
     and exit 100 there would fail the whole build; the build then does nothing."""
+    _arguments(arguments, DETECT_ARGUMENTS, "bin/detect")
     app = Path.cwd()
     env = _env(_required("CNB_PLATFORM_DIR"))
     found = manifests.read_all(app)
@@ -84,7 +123,8 @@ def detect() -> int:
     return 0
 
 
-def build_step() -> int:
+def build_step(arguments: Sequence[str] = ()) -> int:
+    _arguments(arguments, BUILD_ARGUMENTS, "bin/build")
     app = Path.cwd()
     platform = _required("CNB_PLATFORM_DIR")
     layers = _required("CNB_LAYERS_DIR")
