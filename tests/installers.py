@@ -22,6 +22,10 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gitserver import GitServer
 
 # The newest releases on PyPI when this was written, bumped on purpose: these tests are about the
 # installers users get now. heroku-buildpack-python v351 itself pins pip 26.2.1, uv 0.12.5, Poetry
@@ -243,6 +247,12 @@ def noindex_package() -> dict[str, str]:
         "backend.py": BACKEND,
         "noindex_lib/__init__.py": f'def hello():\n    return "{GREETING}"\n',
     }
+
+
+def serve_noindex(server: GitServer) -> None:
+    """acme/noindex-lib on the session's git server, once (several test modules use it)."""
+    if not (server.root / "repos" / f"{REPO}.git").is_dir():
+        server.add_repo(REPO, noindex_package())
 
 
 def manifests(manager: str) -> dict[str, str]:

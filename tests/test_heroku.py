@@ -275,7 +275,8 @@ def test_dry_run_changes_no_byte(build: Build, utils_key: GeneratedKey) -> None:
     assert "requirements.txt:1: ssh://git@github.com/acme/private-utils.git @ v1.0" in out
     assert "via DEPLOY_KEY" in out and ": ok, v1.0 is " in out  # the dry run checked it
     assert f"Install: {build.app_path}/.venv (venv; no .heroku/python in the app)" in out
-    assert f"  with pip: {build.app / 'requirements.txt'}" in out
+    assert "  package manager: uv or pip, for a requirements file (requirements.txt decides)" in out
+    assert f"  runs: pip install --requirement {build.app / 'requirements.txt'} (DEPLOYKEY_" in out
     assert not text_has_key(out + result.stderr, utils_key.text)
 
 

@@ -18,6 +18,7 @@ from conftest import (
     text_has_key,
 )
 from deploykey import installer
+from deploykey.errors import UserError
 from gitserver import GitServer
 
 # For the system python3 (what a build image has): the kit's own dependencies, flit_core, uv.
@@ -172,3 +173,43 @@ def test_choosing_the_installer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (
         env["UV_CACHE_DIR"] == str(tmp_path / "uv-cache") and env["UV_NO_GITHUB_FAST_PATH"] == "1"
     )
+
+
+@pytest.mark.parametrize(
+    ("files", "manager", "installed"),
+    [
+        (("requirements.txt", "pyproject.toml"), "pip", "requirements.txt"),
+        (("uv.lock", "pyproject.toml"), "uv", "uv.lock"),
+        (("poetry.lock", "pyproject.toml"), "poetry", "poetry.lock"),
+        (("Pipfile", "Pipfile.lock"), "pipenv", "Pipfile.lock"),
+        (("pyproject.toml",), "pip", "requirements.txt"),  # reported as missing by build.plan
+    ],
+)
+def test_the_app_files_decide(
+    tmp_path: Path, files: tuple[str, ...], manager: str, installed: str
+) -> None:
+    for name in files:
+        (tmp_path / name).write_text("")
+    choice = installer.decide(tmp_path, tmp_path / "requirements.txt", None)
+    assert (choice.manager, choice.file) == (manager, tmp_path / installed)
+    assert choice.locked == (manager != "pip")
+
+
+def test_a_given_requirements_file_wins_and_a_lone_pipfile_is_refused(tmp_path: Path) -> None:
+    for name in ("uv.lock", "requirements.txt", "Pipfile"):
+        (tmp_path / name).write_text("")
+    given = installer.decide(tmp_path, tmp_path / "deps.txt", "-r deps.txt")
+    assert (given.manager, given.file, given.reason) == (
+        "pip",
+        tmp_path / "deps.txt",
+        "-r deps.txt names it",
+    )
+    with pytest.raises(UserError) as ambiguous:
+        installer.decide(tmp_path, tmp_path / "requirements.txt", None)
+    assert ambiguous.value.slug == "manifests::ambiguous"
+    (tmp_path / "uv.lock").unlink()
+    (tmp_path / "requirements.txt").unlink()
+    with pytest.raises(UserError) as lone:
+        installer.decide(tmp_path, tmp_path / "requirements.txt", None)
+    assert lone.value.slug == "install::lock-missing"
+    assert lone.value.title == "The app has a Pipfile but no Pipfile.lock"

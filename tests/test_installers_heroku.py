@@ -40,7 +40,7 @@ def tools() -> Tools:
 @pytest.fixture(scope="module")
 def lib_key(git_server: GitServer, tmp_path_factory: pytest.TempPathFactory) -> GeneratedKey:
     """acme/noindex-lib on the server, and a deploy key that opens it (and nothing else)."""
-    git_server.add_repo(REPO, installers.noindex_package())
+    installers.serve_noindex(git_server)
     key = make_key(tmp_path_factory.mktemp("keys"))
     git_server.grant(key.label, key.public, [REPO])
     return key

@@ -18,6 +18,7 @@ from deploykey import (
     doctor,
     hosts,
     install,
+    installer,
     keydir,
     keys,
     mirrors,
@@ -31,6 +32,7 @@ from deploykey.config import HostConfig, Settings
 from deploykey.credentials import Token
 from deploykey.errors import UserError
 from deploykey.install import Target
+from deploykey.installer import Choice
 from deploykey.keys import Key
 from deploykey.mirrors import Mirrors
 from deploykey.requirements import Requirements
@@ -55,6 +57,7 @@ class Plan:
     target: Target
     agent: str | None = None  # an ssh agent's socket, instead of keys (Docker `--mount=type=ssh`)
     kept: tuple[Path, ...] = ()  # more directories the build keeps (an install target)
+    choice: Choice | None = None  # the package manager, when deploykey installs
 
     @property
     def outside(self) -> list[Path]:
@@ -112,6 +115,10 @@ def host_configs(
     return configs
 
 
+# The targets deploykey installs into itself (`off` hands the install to another tool).
+INSTALLING = ("python", "venv", "docker")
+
+
 def plan(
     app_dir: Path,
     cache_dir: Path | None,
@@ -119,16 +126,26 @@ def plan(
     settings: Settings,
     target: Target | None = None,
     agent: str | None = None,
+    given: str | None = None,
 ) -> Plan:
+    """What the build will do, everything checked that can be before the fetch: the keys, the
+    manifests, the hosts, and (when deploykey installs) the package manager. `given` names the
+    option that chose the requirements file (`-r`), when it was not DEPLOYKEY_REQUIREMENTS."""
     tokens = credentials.read(env, settings)
     found_keys = read_keys(env, tokens, agent)
     requirements_file, found = read_requirements(app_dir, settings)
     configs = host_configs(found, settings, requirements_file)
     if target is None:
         target = install.choose(app_dir, settings)
-        if target.kind != "off" and not requirements_file.is_file():
+    choice = None
+    if target.kind in INSTALLING:
+        if given is None and "DEPLOYKEY_REQUIREMENTS" in settings.given:
+            given = "DEPLOYKEY_REQUIREMENTS"
+        choice = installer.decide(app_dir, requirements_file, given)
+        if not choice.locked and not requirements_file.is_file():
             listing = ", ".join(sorted(p.name for p in app_dir.iterdir())[:20]) or "nothing"
-            raise UserError("requirements::missing", file=requirements_file.name, listing=listing)
+            name = settings.get("DEPLOYKEY_REQUIREMENTS")
+            raise UserError("requirements::missing", file=name, listing=listing)
     return Plan(
         app_dir,
         cache_dir,
@@ -141,10 +158,11 @@ def plan(
         configs,
         target,
         agent,
+        choice=choice,
     )
 
 
-def show_plan(plan: Plan, steps: Sequence[str]) -> None:
+def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -> None:
     """What a real run would do, with the files it would write (the checks follow)."""
     placeholder = Path(keydir.base_for(plan.outside), keydir.PREFIX + "XXXXXXXX")
     output.step("Plan")
@@ -178,10 +196,11 @@ def show_plan(plan: Plan, steps: Sequence[str]) -> None:
     for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
         output.detail("  | " + line)
     output.detail(f"Install: {plan.target.describe(plan.settings)}")
-    if plan.target.relative is not None:
-        chosen = plan.settings.get("DEPLOYKEY_INSTALLER")
-        pinned = "" if chosen == "pip" else ", each checked ref pinned to its commit (uv)"
-        output.detail(f"  with {chosen}: {plan.requirements_file}{pinned}")
+    if plan.choice is not None:
+        setting = plan.settings.get("DEPLOYKEY_INSTALLER")
+        output.detail(f"  package manager: {plan.choice.shown} ({plan.choice.reason})")
+        runs = installer.planned(plan.choice, setting, kit_cache, plan.requirements.editable_vcs)
+        output.detail(f"  runs: {runs}")
     for step in steps:
         output.detail(step)
     output.detail(f"Scrub: remove {placeholder} and everything listed above as written")
@@ -228,6 +247,11 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             git = run.which("git", "fetch git dependencies")
             fetcher = mirrors.Fetcher(git, run.child_env(opened.env()), root)
             findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings, fetcher)
+            for path in fetcher.discarded:
+                output.warn(
+                    f"discarded the cached mirror {path}: its settings were changed since deploykey "
+                    "wrote them (by build code?), so it was fetched again"
+                )
             doctor.report(findings)
     finally:
         if key_dir is not None:
@@ -262,12 +286,14 @@ def install_cycle(
     user: bool = False,
 ) -> None:
     """The whole cycle in one process: fetch every private repository into mirrors in `cache`
-    (the build cache) with the keys, remove the keys, install (uv or pip, from the mirrors, its
-    cache in `cache` too), then ALWAYS scan `scanned`, also when something failed or a signal came;
-    a leak is reported even when the install failed, and fails the build."""
+    (the build cache) with the keys, remove the keys, install (with the package manager
+    `plan.choice` names: uv or pip for a requirements file, uv, Poetry or Pipenv for a lockfile;
+    from the mirrors, its cache in `cache` too), then ALWAYS scan `scanned`, also when something
+    failed or a signal came; a leak is reported even when the install failed, and fails the
+    build."""
     import tempfile
 
-    from deploykey import installer, scrub
+    from deploykey import scrub
 
     cleanup = Cleanup()
     failure: BaseException | None = None
@@ -281,20 +307,23 @@ def install_cycle(
                     lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
             fetched, findings = fetch(plan, cache / mirrors.DIR)
-            chosen = installer.choose(
-                plan.settings.get("DEPLOYKEY_INSTALLER"),
-                cache,
-                plan.requirements.editable_vcs,
-                user,
-            )
-            pins = doctor.pins(findings) if chosen.name == "uv" else []
+            choice = plan.choice
+            assert choice is not None, "plan() chooses the package manager for an install"
+            setting = plan.settings.get("DEPLOYKEY_INSTALLER")
+            if choice.locked:
+                chosen = installer.for_lockfile(choice, setting, cache)
+            else:
+                chosen = installer.choose(setting, cache, plan.requirements.editable_vcs, user)
+            # A lockfile pins its commits itself; uv's requirements install is pinned here.
+            pins = doctor.pins(findings) if chosen.name == "uv" and not choice.locked else []
             overrides = cache / "overrides.txt" if pins else None
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
             env = chosen.env(pip_env(plan, fetched))
-            job = install.Job(chosen, plan.requirements_file, env, plan.app_dir, fetched, overrides)
+            job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides)
+            how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
             output.step(
-                f"Installing {plan.requirements_file.name} into {where} with {chosen.name}, "
+                f"Installing {choice.file.name} into {where} with {how} ({choice.reason}), "
                 "from the mirrors, with no key on the machine"
             )
             install_into(job, cleanup)
@@ -331,14 +360,15 @@ def checked(plan: Plan) -> None:
 
 
 def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:
-    """The installer's environment: the allow-list, the user's PIP_*/UV_* config vars, and the git
-    settings that send the private URLs to the mirrors. No key, no ssh command, no token."""
-    from deploykey.childenv import child_env
+    """The installer's environment: the allow-list, the user's PIP_*/UV_*/POETRY_*/PIPENV_* config
+    vars, and the git settings that send the private URLs to the mirrors. No key, no ssh command,
+    no token."""
+    from deploykey.childenv import INSTALLER_PREFIXES, child_env
 
     extra = {
         name: value.decode("utf-8", "replace").strip()
         for name, value in plan.env.values.items()
-        if name.startswith(("PIP_", "UV_")) and name not in os.environ
+        if name.startswith(INSTALLER_PREFIXES) and name not in os.environ
     }
     extra.update(fetched.env())
     return child_env(extra)

@@ -39,8 +39,10 @@ PASSED = frozenset(
         "ALL_PROXY",
     }
 )
-# Locale settings, and the user's own pip/uv settings (index URLs, certificates, timeouts).
-PASSED_PREFIXES = ("LC_", "PIP_", "UV_")
+# Locale settings, and the user's own pip, uv, Poetry and Pipenv settings (index URLs,
+# certificates, timeouts): the package managers deploykey runs read them.
+INSTALLER_PREFIXES = ("PIP_", "UV_", "POETRY_", "PIPENV_")
+PASSED_PREFIXES = ("LC_", *INSTALLER_PREFIXES)
 # Never passed, whatever the lists above say:
 # - DEPLOY_KEY*: the key itself; every package's build code run by pip could read it.
 # Everything else is dropped by default, notably:

@@ -18,20 +18,28 @@ from deploykey.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UserError
 
 
 def _detect(args: argparse.Namespace) -> int:
-    """Both platforms: Heroku passes BUILD_DIR; a CNB lifecycle passes CNB_* variables."""
-    if args.build_dir is None:
-        from deploykey import cnb
-
-        return cnb.detect()
-    from deploykey import heroku
-
-    return heroku.detect(args.build_dir)
-
-
-def _build(_args: argparse.Namespace) -> int:
+    """Both platforms. A CNB lifecycle sets CNB_* variables and passes PLATFORM_DIR PLAN_PATH;
+    Heroku passes BUILD_DIR and no CNB_* variable. The variables decide, not the count."""
     from deploykey import cnb
 
-    return cnb.build_step()
+    if cnb.under_lifecycle():
+        return cnb.detect(args.arguments)
+    from deploykey import heroku
+
+    if len(args.arguments) != 1:
+        raise UserError(
+            "usage",
+            message="bin/detect takes BUILD_DIR (Heroku), or runs under a Cloud Native Buildpacks "
+            "lifecycle (CNB_PLATFORM_DIR set)",
+            command="deploykey detect",
+        )
+    return heroku.detect(args.arguments[0])
+
+
+def _build(args: argparse.Namespace) -> int:
+    from deploykey import cnb
+
+    return cnb.build_step(args.arguments)
 
 
 def _cnb_scan(_args: argparse.Namespace) -> int:
@@ -177,8 +185,21 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     sub = add("detect", _detect, "bin/detect: does this app fetch private git dependencies?")
-    sub.add_argument("build_dir", metavar="BUILD_DIR", nargs="?", help="Heroku; CNB uses CNB_*")
-    add("build", _build, "CNB bin/build: hand ssh to the next buildpacks, or install.")
+    sub.add_argument(
+        "arguments",
+        metavar="ARG",
+        nargs="*",
+        help="Heroku: BUILD_DIR; CNB: PLATFORM_DIR PLAN_PATH (the lifecycle's, with CNB_*)",
+    )
+    sub = add(
+        "build", _build, "CNB bin/build: fetch into mirrors for the next buildpacks, or install."
+    )
+    sub.add_argument(
+        "arguments",
+        metavar="ARG",
+        nargs="*",
+        help="LAYERS_DIR PLATFORM_DIR PLAN_PATH (the lifecycle's)",
+    )
     add("cnb-scan", _cnb_scan, "CNB scan step: scan the image and the cache for the keys.")
     sub = add("scan-buildpack", _scan_buildpack, "Write the deploykey/scan buildpack into DIR.")
     sub.add_argument("directory", metavar="DIR")
@@ -189,7 +210,13 @@ def parser() -> argparse.ArgumentParser:
         _install,
         "Docker/CI: set up, install the requirements, scrub, scan: one process.",
     )
-    sub.add_argument("-r", "--requirement", default="requirements.txt", metavar="FILE")
+    sub.add_argument(
+        "-r",
+        "--requirement",
+        metavar="FILE",
+        help="install this requirements file (default: the app's uv.lock, poetry.lock, "
+        "Pipfile.lock or requirements.txt decides, as heroku-buildpack-python)",
+    )
     where = sub.add_mutually_exclusive_group()
     where.add_argument(
         "--venv", metavar="PATH", help="into a virtual environment (made if missing)"

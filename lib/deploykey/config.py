@@ -59,15 +59,19 @@ SETTINGS = (
         "DEPLOYKEY_INSTALLER",
         "auto",
         ("auto", "uv", "pip"),
-        "What installs: `uv` (from PyPI, installed into the build cache once), `pip`, or `auto`: "
-        "uv, and pip when uv cannot be had or for `-e git+...` requirements. Its cache is kept in "
-        "the build cache (Heroku CACHE_DIR, a CNB cache layer, `install --cache-dir`).",
+        "What installs a requirements file: `uv` (from PyPI, installed into the build cache "
+        "once), `pip`, or `auto`: uv, and pip when uv cannot be had or for `-e git+...` "
+        "requirements. Its cache is kept in the build cache (Heroku CACHE_DIR, a CNB cache layer, "
+        "`install --cache-dir`). A uv.lock, poetry.lock or Pipfile.lock is installed with its own "
+        "tool (see [Package managers](#package-managers-pip-uv-poetry-pipenv)).",
     ),
     Setting(
         "DEPLOYKEY_REQUIREMENTS",
         "requirements.txt",
         None,
-        "The requirements file to install, relative to the app dir.",
+        "The requirements file to install, relative to the app dir. Unset, the app's files "
+        "decide as heroku-buildpack-python does (uv.lock, poetry.lock, Pipfile.lock or "
+        "requirements.txt); set, this file is installed with uv or pip whatever else the app has.",
     ),
     Setting(
         "DEPLOYKEY_APP_PATH",
@@ -125,6 +129,7 @@ class Settings:
     config_file: Path | None
     keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()  # the DEPLOYKEY_* settings set, not defaulted
 
     def get(self, name: str) -> str:
         return self.values[name]
@@ -154,18 +159,24 @@ def load(
 ) -> Settings:
     environ = os.environ if environ is None else environ
     values = {setting.name: _value(setting, env, environ) for setting in SETTINGS}
+    given = frozenset(s.name for s in SETTINGS if _raw(s.name, env, environ).strip())
     config_file = app_dir / CONFIG_FILE
     if config_file.is_file():
         hosts, keys, tokens = _read_config(config_file)
-        return Settings(values, hosts, config_file, keys, tokens)
-    return Settings(values, {}, None)
+        return Settings(values, hosts, config_file, keys, tokens, given)
+    return Settings(values, {}, None, given=given)
+
+
+def _raw(name: str, env: EnvSource | None, environ: Mapping[str, str]) -> str:
+    raw = environ.get(name)
+    if raw is None and env is not None:
+        raw = env.text(name)
+    return raw or ""
 
 
 def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) -> str:
-    raw = environ.get(setting.name)
-    if raw is None and env is not None:
-        raw = env.text(setting.name)
-    value = setting.default if raw is None or raw.strip() == "" else raw.strip()
+    raw = _raw(setting.name, env, environ)
+    value = setting.default if raw.strip() == "" else raw.strip()
     if setting.choices is not None:
         value = value.lower()
         if value not in setting.choices:

@@ -32,8 +32,11 @@ def _source(env_dir: str | None, key_files: tuple[str, ...]) -> sources.EnvSourc
     return sources.gather(os.environ, TOKEN_NAMES, env_dir, key_files)
 
 
-def _settings(app: Path, env: sources.EnvSource, requirements: str) -> config.Settings:
+def _settings(app: Path, env: sources.EnvSource, requirements: str | None) -> config.Settings:
+    """The settings, with `-r FILE` (when given) as DEPLOYKEY_REQUIREMENTS."""
     settings = config.load(app, env)
+    if requirements is None:
+        return settings
     values = {**settings.values, "DEPLOYKEY_REQUIREMENTS": requirements}
     return dataclasses.replace(settings, values=values)
 
@@ -48,7 +51,7 @@ def _agent(wanted: bool) -> str | None:
 
 
 def install_command(
-    requirements: str,
+    requirements: str | None,
     venv: str | None,
     target: str | None,
     user: bool,
@@ -57,16 +60,22 @@ def install_command(
     agent: bool,
     cache_dir: str | None = None,
 ) -> int:
-    """`deploykey install`: the whole cycle in one process, for a `RUN --mount=type=secret` line."""
+    """`deploykey install`: the whole cycle in one process, for a `RUN --mount=type=secret` line.
+    With no `-r`, the app's files choose the package manager as heroku-buildpack-python does (a
+    lockfile's tool installs into --venv only)."""
     app = Path.cwd()
     env = _source(env_dir, key_files)
     settings = _settings(app, env, requirements)
     output.step("deploykey install: private git dependencies with deploy keys")
     where, python, extra, scanned = _where(venv, target, user)
-    plan = build.plan(app, None, env, settings, Target("docker", where), _agent(agent))
-    if not plan.requirements_file.is_file():
-        listing = ", ".join(sorted(p.name for p in app.iterdir())[:20]) or "nothing"
-        raise UserError("requirements::missing", file=requirements, listing=listing)
+    given = f"-r {requirements}" if requirements is not None else None
+    plan = build.plan(app, None, env, settings, Target("docker", where), _agent(agent), given)
+    assert plan.choice is not None
+    if plan.choice.locked and venv is None:
+        raise UserError(
+            "install::needs-venv", file=plan.choice.file.name, tool=plan.choice.shown, where=where
+        )
+    output.detail(f"package manager: {plan.choice.shown} ({plan.choice.reason})")
     plan = dataclasses.replace(plan, kept=(scanned,))
 
     def into(job: install.Job, _cleanup: scrub.Cleanup) -> None:
@@ -110,7 +119,7 @@ def setup_command(
     output.to_stderr()
     app = Path.cwd()
     env = _source(env_dir, key_files)
-    settings = _settings(app, env, requirements or "requirements.txt")
+    settings = _settings(app, env, requirements)
     output.step("deploykey setup: private repositories fetched for this shell's install")
     plan = build.plan(app, None, env, settings, Target("off", "the job's own install command"))
     if cache_dir is not None:

@@ -56,6 +56,14 @@ PROBLEMS: dict[str, Problem] = {
         fix="Run the hook from heroku-buildpack-python, or set ENV_DIR to a directory (or .env file) "
         "holding DEPLOY_KEY.",
     ),
+    "cnb::arguments": Problem(
+        title="{command}: the argument for {name} is {argument}, but {name} is {variable}",
+        why="A Cloud Native Buildpacks lifecycle passes the same directories as arguments and as "
+        "CNB_* variables; they disagree, so this is not the lifecycle's call.",
+        fix="Run the buildpack through a lifecycle (pack, kpack, Heroku), or pass the arguments "
+        "the CNB_* variables name.",
+        exit_code=EXIT_USAGE,
+    ),
     "cache::not-set": Problem(
         title="CACHE_DIR is not set (or not a directory) in the {hook} hook",
         why="pre_compile fetches the private repositories into mirrors in the build cache, where "
@@ -237,6 +245,32 @@ PROBLEMS: dict[str, Problem] = {
         fix="Name it where deploykey reads: lock it (uv.lock, poetry.lock, Pipfile.lock), or add "
         "it to requirements.txt (or the app's pyproject.toml), with the same URL and ref.",
     ),
+    "install::lock-outdated": Problem(
+        title="{file} is out of date: {tool} refused to install from it",
+        why="{tool} installs exactly what {file} locks, and {file} no longer matches the app's "
+        "{manifest} (a dependency, a version range or requires-python changed since it was "
+        "made); `{command}` said so above. deploykey does not lock: locking resolves against "
+        "the package index and the private repositories, which is the developer's step.",
+        fix="Update the lockfile where the private repositories are reachable and commit it:\n"
+        'eval "$(bin/deploykey setup --shell)"; {lock}; eval "$(bin/deploykey cleanup --shell)"\n'
+        "(or `{lock}` with your own ssh access), then build again.",
+    ),
+    "install::lock-missing": Problem(
+        title="The app has a {file} but no {lockfile}",
+        why="{tool} installs from {lockfile}, as heroku-buildpack-python does: without it the "
+        "build would have to resolve (and lock) the dependencies itself.",
+        fix='Make it where the private repositories are reachable and commit it: eval "$(bin/'
+        'deploykey setup --shell)"; pipenv lock; eval "$(bin/deploykey cleanup --shell)"',
+    ),
+    "install::needs-venv": Problem(
+        title="{file} is installed with {tool} into a virtual environment, not {where}",
+        why="{tool} installs a lockfile into a whole environment of its own, which `deploykey "
+        "install` builds with --venv; --target, --user and the running Python's site-packages "
+        "take a requirements file only.",
+        fix="Use `deploykey install --venv PATH`, or install a requirements file with `-r FILE` "
+        "(exported from the lockfile: `uv export --format requirements-txt`, `poetry export`, "
+        "`pipenv requirements`).",
+    ),
     "install::app-path": Problem(
         title="Cannot create the virtual environment at the run-time path {app_path}",
         why="A virtual environment has its own path baked into its scripts, so deploykey builds it "
@@ -248,6 +282,13 @@ PROBLEMS: dict[str, Problem] = {
         title="`{tool}` is not installed",
         why="deploykey needs {tool} to {purpose}.",
         fix="{fix}",
+    ),
+    "tool::bootstrap": Problem(
+        title="Could not install {requirement} into the build cache ({target})",
+        why="The app's lockfile is installed with {tool}, which is not on PATH and not in the build "
+        "cache yet, so deploykey installs it from PyPI with pip, once. {detail}",
+        fix="Let the build reach PyPI (or your index: PIP_INDEX_URL, PIP_CERT for a proxy's CA), "
+        "or put {tool} on PATH; then build again.",
     ),
     "path::symlink": Problem(
         title="{path} is a symbolic link; deploykey will not write through it",

@@ -67,7 +67,7 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
             if plan.target.kind == "off"
             else []
         )
-        build.show_plan(plan, handoff)
+        build.show_plan(plan, handoff, plan.cache_dir / CACHE if plan.cache_dir else None)
         build.checked(plan)
         return 0
     if plan.target.kind == "off":

@@ -1,4 +1,5 @@
-"""Installing the app's requirements with pip, into the right Python, at the app's run-time path.
+"""Installing the app (a requirements file with uv or pip; uv.lock, poetry.lock or Pipfile.lock
+with its own tool: see installer.py) into the right Python, at the app's run-time path.
 
 Where (DEPLOYKEY_INSTALL):
 - `python`: the Python an earlier buildpack put in `BUILD_DIR/.heroku/python`;
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import mirrors, output, run
+from deploykey import installer, mirrors, output, run
 from deploykey.config import Settings
 from deploykey.errors import UserError
 from deploykey.installer import Installer
@@ -98,10 +99,14 @@ def install(target: Target, app_dir: Path, settings: Settings, job: Job, cleanup
 
 
 def into(where: Path, create: bool, job: Job) -> None:
-    """Install the requirements into the Python environment at `where` (made first if `create`),
-    the path it has at run time."""
+    """Install the requirements file or the lockfile into the Python environment at `where` (made
+    first if `create`), the path it has at run time."""
     if create:
         _create_venv(where, job)
+    if job.installer.lockfile is not None:
+        argv, env = job.installer.locked(where, job.env)
+        _run(argv, job, env)
+        return
     python = where / "bin" / "python"
     argv = job.installer.install_argv(
         python, job.requirements, where / "src", (), job.overrides, job.env
@@ -115,9 +120,9 @@ def with_python(python: Path, job: Job, extra: Sequence[str]) -> None:
     _run(argv, job)
 
 
-def _run(argv: list[str], job: Job) -> None:
+def _run(argv: list[str], job: Job, env: Mapping[str, str] | None = None) -> None:
     output.detail("$ " + " ".join(argv))
-    result = run.run(argv, env=job.env, cwd=job.cwd, on_line=output.detail)
+    result = run.run(argv, env=job.env if env is None else env, cwd=job.cwd, on_line=output.detail)
     if not result.ok:
         raise _classify(result, job)
 
@@ -146,11 +151,21 @@ def _classify(result: run.Result, job: Job) -> UserError:
         return UserError(
             "install::not-fetched",
             repos=", ".join(missing),
-            installer=job.installer.name,
+            installer=job.installer.shown,
+        )
+    chosen = job.installer
+    if chosen.lockfile is not None and installer.lock_outdated(chosen.name, result.text):
+        return UserError(
+            "install::lock-outdated",
+            tool=chosen.shown,
+            file=chosen.lockfile,
+            manifest="Pipfile" if chosen.name == "pipenv" else "pyproject.toml",
+            command=" ".join((chosen.name, *installer.LOCKED[chosen.name][1])),
+            lock=installer.LOCKED[chosen.name][2],
         )
     return UserError(
         "install::failed",
-        installer=job.installer.name,
+        installer=chosen.shown,
         status=result.status,
         command=result.command,
     )
