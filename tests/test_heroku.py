@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -432,3 +433,48 @@ def test_handoff_to_the_next_buildpack_through_export(
         assert files_with_key([build.app, build.cache, build.home], utils_key.text) == []
     finally:
         export.unlink(missing_ok=True)
+
+
+def test_editable_installs_work_at_the_run_time_path(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """`-e .` and `-e git+ssh://...` in a venv build: the slug moves to the run-time path and the
+    build dir is gone; the profile script points the editable paths there, as heroku-buildpack-python
+    v351 does (bin/compile), and both import."""
+    from conftest import flit_package
+
+    before = key_dirs()
+    for relative, text in flit_package("own_app", "0.1", 'WHERE = "own"\n').items():
+        path = build.app / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (build.app / "requirements.txt").write_text(
+        "-e .\n-e git+ssh://git@github.com/acme/private-utils.git@v1.0#egg=private-utils\n"
+    )
+    build.set_key(utils_key.text)
+    build.set_key("venv", name="DEPLOYKEY_INSTALL")
+    result = build.compile()
+    assert result.returncode == 0, result.stdout + result.stderr
+    profile = (build.app / ".profile.d" / "deploykey.sh").read_text()
+    assert "sed -i" in profile  # `-e .` names the build dir until boot
+    # The slug, extracted at the run-time path; the build dir is gone.
+    build.app_path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(build.app), str(build.app_path)], check=True)
+    subprocess.run(["mv", str(build.app), str(tmp_path / "gone")], check=True)
+    code = "import own_app, private_utils; print(own_app.WHERE, private_utils.hello())"
+    boot = f". .profile.d/deploykey.sh && python -c {shlex.quote(code)}"
+    ran = subprocess.run(
+        ["bash", "-c", boot],
+        cwd=build.app_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert ran.stdout.strip() == "own hello from private-utils", ran.stdout + ran.stderr
+    site = next((build.app_path / ".venv" / "lib").glob("python*/site-packages"))
+    named = "".join(p.read_text() for p in site.glob("*.pth")) + "".join(
+        p.read_text() for p in site.glob("__editable__*_finder.py")
+    )
+    assert str(tmp_path / "gone") not in named and str(build.app) not in named
+    subprocess.run(["mv", str(tmp_path / "gone"), str(build.app)], check=True)
+    assert_clean(build, utils_key, result, before)

@@ -15,6 +15,7 @@ with a `/app/.heroku/python` symlink.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -95,7 +96,36 @@ def install(target: Target, app_dir: Path, settings: Settings, job: Job, cleanup
             shutil.rmtree(app_dir / target.relative, ignore_errors=True)
         raise
     if target.kind == "venv":
-        _write_profile(app_dir, app_path / target.relative)
+        at_boot = _rewrite_editables(app_dir, app_path, target.relative)
+        _write_profile(app_dir, app_path / target.relative, at_boot)
+
+
+# Files in which editable installs name their source's absolute path (heroku-buildpack-python v351
+# bin/compile rewrites the same ones).
+EDITABLE_FILES = ("*.egg-link", "*.pth", "__editable___*_finder.py")
+
+
+def _rewrite_editables(app_dir: Path, app_path: Path, relative: Path) -> bool:
+    """Editable installs record where their source was when they were built. Paths inside the
+    environment (`-e git+...` checkouts in its src/) are rewritten to the run-time path now; paths
+    elsewhere in the app (`-e .`) are rewritten at boot by the profile script, as
+    heroku-buildpack-python v351 does (bin/compile: later buildpacks may still use them at the
+    build dir's path). Returns whether any file needs the boot-time rewrite."""
+    venv = app_dir / relative
+    build = {str(app_dir), str(app_dir.resolve())}
+    at_boot = False
+    for pattern in EDITABLE_FILES:
+        for path in venv.glob(f"lib/python*/site-packages/{pattern}"):
+            if path.is_symlink() or not path.is_file():
+                continue
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            fixed = text
+            for prefix in build:
+                fixed = fixed.replace(f"{prefix}/{relative}", str(app_path / relative))
+            if fixed != text:
+                path.write_text(fixed, encoding="utf-8", errors="surrogateescape")
+            at_boot = at_boot or any(prefix in fixed for prefix in build)
+    return at_boot
 
 
 def into(where: Path, create: bool, job: Job) -> None:
@@ -228,12 +258,22 @@ def _remove_link(link: Path, made: list[Path]) -> None:
         directory.rmdir()
 
 
-def _write_profile(app_dir: Path, venv: Path) -> None:
-    """Heroku sources .profile.d/*.sh at dyno start: put the venv first on PATH at run time."""
+def _write_profile(app_dir: Path, venv: Path, rewrite_editables: bool) -> None:
+    """Heroku sources .profile.d/*.sh at dyno start: put the venv first on PATH at run time, and
+    point path-based editable installs at the run-time app path."""
     script = app_dir / PROFILE_SCRIPT
     script.parent.mkdir(exist_ok=True)
-    script.write_text(
-        "# Written by deploykey: the app's virtual environment.\n"
-        f'export VIRTUAL_ENV="{venv}"\n'
-        f'export PATH="{venv}/bin:$PATH"\n'
-    )
+    lines = [
+        "# Written by deploykey: the app's virtual environment.",
+        f'export VIRTUAL_ENV="{venv}"',
+        f'export PATH="{venv}/bin:$PATH"',
+    ]
+    if rewrite_editables:
+        names = " -o ".join(f"-name {shlex.quote(pattern)}" for pattern in EDITABLE_FILES)
+        expression = shlex.quote(f"s#{app_dir}#{venv.parent}#g")
+        lines += [
+            "# Editable installs (-e .) name the build dir: the app runs from here.",
+            f'find "$VIRTUAL_ENV"/lib/python*/site-packages/ -type f \\( {names} \\) '
+            f"-exec sed -i -e {expression} {{}} +",
+        ]
+    script.write_text("\n".join(lines) + "\n")
