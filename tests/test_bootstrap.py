@@ -106,3 +106,34 @@ def test_without_a_wheel_of_the_fast_search_the_scan_uses_python(tmp_path: Path)
     assert "Installing" not in second and "could not install" not in second
     installed = next(temp.glob("deploykey-deps-*/py3*"))
     assert (installed / "no-wheel-for-ahocorasick-rs").exists()
+
+
+def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
+    """pip runs but cannot reach the index (here a proxy nobody listens on): the error says so,
+    and blames neither ahocorasick-rs nor a missing pip."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "requirements.txt").write_text("flask\n")
+    result = subprocess.run(
+        [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "doctor", str(app)],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path / "home"),
+            "TMPDIR": str(tmp_path),
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "https_proxy": "http://127.0.0.1:9",
+            "PIP_RETRIES": "1",  # pip names the cause only when it retries
+            "PIP_TIMEOUT": "3",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    err = result.stderr
+    assert " !     Could not reach the package index for deploykey's own dependencies" in err
+    assert "ProxyError" in err or "Max retries exceeded" in err
+    assert "ahocorasick-rs" not in err.split("Could not reach")[0]
+    assert "Make pip available" not in err
+    assert "(deps::unreachable: README.md#deps-unreachable)" in err
+    assert not list(tmp_path.glob("deploykey-deps-*/py3*"))  # nothing half-installed

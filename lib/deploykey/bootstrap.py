@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -73,6 +74,13 @@ def deps_dir() -> Path:
     return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", version)
 
 
+# pip's words when the index cannot be reached at all (TLS interception, proxy, DNS, offline).
+UNREACHABLE = re.compile(
+    r"CERTIFICATE_VERIFY_FAILED|SSLError|ProxyError|NewConnectionError|Temporary failure in name"
+    r"|Name or service not known|Max retries exceeded|Network is unreachable|Connection refused"
+)
+
+
 def ensure() -> None:
     if not missing():
         return
@@ -83,7 +91,10 @@ def ensure() -> None:
     try:
         # The whole set: the directory replaces any earlier, partial one.
         _install(target, [*REQUIREMENTS.values(), *OPTIONAL.values()])
-    except UserError:
+    except UserError as first:
+        if first.slug == "deps::unreachable":  # not ahocorasick-rs's fault: nothing installs
+            output.error(first)
+            sys.exit(first.exit_code)
         output.warn(
             "could not install ahocorasick-rs, the leak check's fast search, for this Python: "
             "the scan will search with Python alone, several times slower"
@@ -178,6 +189,12 @@ def pip_install(target: Path, requirements: list[str]) -> None:
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         said = (result.stdout + result.stderr).strip().splitlines()
+        unreachable = [line.strip() for line in said if UNREACHABLE.search(line)]
+        if unreachable:
+            # pip ran, but never reached the index: neither pip nor a wheel is what is missing.
+            raise UserError(
+                "deps::unreachable", packages=", ".join(requirements), cause=unreachable[0][:300]
+            )
         raise UserError(
             "deps::bootstrap",
             packages=", ".join(requirements),

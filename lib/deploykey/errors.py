@@ -348,6 +348,14 @@ PROBLEMS: dict[str, Problem] = {
         why="The kit runs with the build image's python3.",
         fix="Use a stack whose python3 is 3.10 or newer (heroku-22, heroku-24).",
     ),
+    "deps::unreachable": Problem(
+        title="Could not reach the package index for deploykey's own dependencies ({packages})",
+        why="pip ran but never reached the index: {cause}",
+        fix="Check the network and proxy settings of the build (HTTPS_PROXY; PIP_INDEX_URL for "
+        "a mirror; SSL_CERT_FILE or PIP_CERT when a proxy's certificate authority is not in the "
+        "system store), or install the packages into a directory and point DEPLOYKEY_DEPS_DIR at "
+        "it.",
+    ),
     "deps::bootstrap": Problem(
         title="Could not install deploykey's own dependencies ({packages})",
         why="{detail}",
