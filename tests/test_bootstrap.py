@@ -137,3 +137,45 @@ def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
     assert "Make pip available" not in err
     assert "(deps::unreachable: README.md#deps-unreachable)" in err
     assert not list(tmp_path.glob("deploykey-deps-*/py3*"))  # nothing half-installed
+
+
+def test_dependencies_in_the_build_cache_are_sealed_with_the_key(tmp_path: Path) -> None:
+    """bin/compile keeps the kit's dependencies in CACHE_DIR, which build code can write. The next
+    build imports them only if they still carry the seal made with the build's key: code planted
+    there never runs in the process that reads the keys."""
+    missing = subprocess.run(
+        [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
+    )
+    if missing.returncode == 0:
+        pytest.fail("/usr/bin/python3 already has sh and dotenv: this test needs one without")
+    app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
+    for directory in (app, cache, env_dir):
+        directory.mkdir()
+    (app / "requirements.txt").write_text("flask\n")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "compile"]
+    argv += [str(app), str(cache), str(env_dir), "--dry-run"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+
+    def compile_() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+    first = compile_()
+    assert first.returncode == 0, first.stdout + first.stderr
+    deps = next((cache / "deploykey" / "deps").glob("py3*"))
+    assert (deps / ".deploykey-seal").is_file()
+    second = compile_()  # sealed: imported as it is
+    assert second.returncode == 0 and "Installing deploykey's dependencies" not in second.stdout
+    # Build code plants code in a dependency: it must never run.
+    ran = tmp_path / "planted-ran"
+    planted = next(deps.glob("dotenv/__init__.py"))
+    planted.write_text(f"open({str(ran)!r}, 'w').close()\n" + planted.read_text())
+    third = compile_()
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert f"{deps} is not as deploykey left it: not imported; installing again" in third.stderr
+    assert "Installing deploykey's dependencies" in third.stdout
+    assert not ran.exists()
+    assert "planted" not in next(deps.glob("dotenv/__init__.py")).read_text()

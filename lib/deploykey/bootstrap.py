@@ -4,7 +4,9 @@ bin/* run with the build image's system python3, which has none of `sh`, `python
 `pyyaml` and `ahocorasick-rs` (the last optional: see OPTIONAL). When one is missing, they are
 installed with that Python's pip into a private directory
 in the system temp dir (never the app, whose contents are released), reused by later runs on the same
-machine. Standard library only; this is the one place besides `run` that starts a process, because
+machine; for bin/compile, into the build cache, sealed with an HMAC keyed with the build's key
+config vars, and imported by a later build only if the seal still holds (build code can write the
+cache, never the key). Standard library only; this is the one place besides `run` that starts a process, because
 it installs `sh` itself.
 """
 
@@ -85,6 +87,12 @@ def ensure() -> None:
     if not missing():
         return
     target = deps_dir()
+    secret = _secret()
+    if _in_build_cache() and target.exists() and not _sealed(target, secret):
+        # Build code can write the build cache: what it left there would run in this process,
+        # which reads the keys next. Only a directory this kit sealed with them is imported.
+        shutil.rmtree(target, ignore_errors=True)
+        output.warn(f"{target} is not as deploykey left it: not imported; installing again")
     _use(target)
     if not missing():
         return
@@ -107,7 +115,63 @@ def ensure() -> None:
                 sys.exit(error.exit_code)
             # The rest installs: this Python has no wheel of ahocorasick-rs. Not again.
             (target / NO_WHEEL).touch()
+    if _in_build_cache() and secret is not None:
+        (target / SEAL).write_text(_seal(target, secret))
     _use(target)
+
+
+SEAL = ".deploykey-seal"
+
+
+def _in_build_cache() -> bool:
+    """bin/compile keeps the dependencies in CACHE_DIR, which a build's code can write."""
+    return (
+        not os.environ.get("DEPLOYKEY_DEPS_DIR") and len(sys.argv) > 3 and sys.argv[1] == "compile"
+    )
+
+
+def _secret() -> bytes | None:
+    """What only the build itself knows: its key config vars (bin/compile's ENV_DIR, raw). No
+    package's build code ever has them (they are removed before any runs), so it cannot seal a
+    directory it changed."""
+    if len(sys.argv) < 5 or sys.argv[1] != "compile":
+        return None
+    env = Path(sys.argv[4])
+    try:
+        if env.is_file():
+            return env.read_bytes() or None
+        return b"".join(path.read_bytes() for path in sorted(env.glob("DEPLOY_KEY*"))) or None
+    except OSError:
+        return None
+
+
+def _seal(target: Path, secret: bytes) -> str:
+    """An HMAC, keyed with the build's secret, of every path and byte under `target`."""
+    import hashlib
+    import hmac
+
+    digest = hashlib.sha256()
+    for path in sorted(target.rglob("*")):
+        if path.name == SEAL and path.parent == target:
+            continue
+        relative = str(path.relative_to(target)).encode()
+        if path.is_symlink():
+            digest.update(b"L" + relative + b"\0" + str(path.readlink()).encode() + b"\0")
+        elif path.is_file():
+            digest.update(b"F" + relative + b"\0" + path.read_bytes() + b"\0")
+        else:
+            digest.update(b"D" + relative + b"\0")
+    return hmac.new(secret, digest.digest(), "sha256").hexdigest()
+
+
+def _sealed(target: Path, secret: bytes | None) -> bool:
+    import hmac
+
+    try:
+        recorded = (target / SEAL).read_text().strip()
+    except OSError:
+        return False
+    return secret is not None and hmac.compare_digest(recorded, _seal(target, secret))
 
 
 def _use(target: Path) -> None:
