@@ -9,22 +9,17 @@ cannot be seen this way: the install then fails naming it (see mirrors.not_fetch
 
 from __future__ import annotations
 
-import re
-
 from deploykey import mirrors
 from deploykey.requirements import GitRequirement, Requirements
 
 MANIFESTS = ("pyproject.toml", "setup.cfg", "requirements.txt")
-SUBDIRECTORY = re.compile(r"[#&]subdirectory=(?P<path>[^&\s]+)")
-SCP = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^\s]+)$")
 
 
 def subdirectory(req: GitRequirement) -> str:
     """The package's directory in its repository (`#subdirectory=`, or a lockfile's field)."""
-    if req.subdirectory:
-        return req.subdirectory.strip("/")
-    match = SUBDIRECTORY.search(req.fragment)
-    return match.group("path").strip("/") if match else ""
+    from deploykey.manifests import base
+
+    return (req.subdirectory or base.subdirectory_of(req.fragment) or "").strip("/")
 
 
 def named_by(fetcher: mirrors.Fetcher, req: GitRequirement, commit: str) -> Requirements:
@@ -33,34 +28,26 @@ def named_by(fetcher: mirrors.Fetcher, req: GitRequirement, commit: str) -> Requ
 
     path = mirrors.mirror_path(fetcher.root, req)
     base = subdirectory(req)
-    found = Requirements()
     wanted = {f"{base}/{name}" if base else name: name for name in MANIFESTS}
     there = mirrors.present(fetcher.git, path, commit, [*wanted, ".gitmodules"])
+    parts = []
     for inside in there:
         text = mirrors.show(fetcher.git, path, commit, inside) if inside in wanted else None
         if text is not None:
             label = f"{req.host}/{req.repo}@{commit[:7]}:{inside}"
-            _merge(found, manifests.read_repository_file(wanted[inside], text, label))
+            parts.append(manifests.read_repository_file(wanted[inside], text, label))
     submodules = mirrors.submodules(fetcher.git, path, commit) if ".gitmodules" in there else []
     for sub_path, url, gitlink in submodules:
         label = f"{req.host}/{req.repo}@{commit[:7]}:.gitmodules ({sub_path})"
-        _merge(found, _submodule(mirrors.resolve_url(req.remote, url), gitlink, label))
-    return found
+        parts.append(_submodule(mirrors.resolve_url(req.remote, url), gitlink, label))
+    return manifests.merge(parts)
 
 
 def _submodule(url: str, gitlink: str, label: str) -> Requirements:
-    from deploykey import requirements
+    """A submodule at the commit its superproject records (ssh, scp-like or https URL; a local
+    path is not fetched)."""
+    from deploykey.manifests import base
 
-    scp = SCP.match(url)
-    if scp:
-        url = f"ssh://{scp['user']}@{scp['host']}/{scp['path']}"
-    if not url.startswith(("ssh://", "https://", "http://")):
-        return Requirements()
-    return requirements.read_text(label, f"git+{url}@{gitlink}")
-
-
-def _merge(into: Requirements, more: Requirements) -> None:
-    into.files += more.files
-    into.git += more.git
-    into.https += more.https
-    into.problems += more.problems
+    collector = base.Collector(label, url)
+    collector.git(url, name=None, commit=gitlink)
+    return collector.found
