@@ -9,6 +9,7 @@ keeps the original URL, and anything else on a private host fails at once, named
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,19 @@ def test_the_subdirectory_of_a_requirement() -> None:
     req = requirement("ssh://git@github.com/acme/mono.git@v1#subdirectory=pkgs/a")
     assert discover.subdirectory(req) == "pkgs/a"
     assert discover.subdirectory(requirement("ssh://git@github.com/acme/x.git@v1")) == ""
+
+
+def test_clones_that_fail_together_leave_no_directory(tmp_path: Path) -> None:
+    """Clones of one owner fail at once (here ssh itself fails): once every fetch is over, none of
+    the directories they made is left in the build cache, whichever failed last."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**env_with({}, home), "GIT_SSH_COMMAND": "false"}
+    root = tmp_path / "cache" / "deploykey" / mirrors.DIR
+    fetcher = mirrors.Fetcher("git", env, root)
+    reqs = [requirement(f"ssh://git@github.com/acme/repo{n}.git@v1") for n in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(fetcher.fetch, reqs))
+    assert not any(fetched.result.ok for fetched in results)
+    fetcher.tidy()
+    assert not (tmp_path / "cache").exists()

@@ -254,6 +254,8 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
                 )
             doctor.report(findings)
     finally:
+        if fetcher is not None:
+            fetcher.tidy()
         if key_dir is not None:
             output.step("Removing the keys: nothing that runs after this can read them")
             report_scrub(cleanup, key_dir)

@@ -84,6 +84,14 @@ class Fetcher:
     guard: threading.Lock = field(default_factory=threading.Lock)
     fetched: dict[Path, GitRequirement] = field(default_factory=dict)
     discarded: list[Path] = field(default_factory=list)
+    made: set[Path] = field(default_factory=set)  # directories the clones created
+
+    def tidy(self) -> None:
+        """Removes the directories the clones created that hold nothing (every clone under them
+        failed): after all fetches, as two clones that fail at once share their parents."""
+        for directory in sorted(self.made, key=lambda path: len(path.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def fetch(self, req: GitRequirement) -> Fetched:
         path = mirror_path(self.root, req)
@@ -147,8 +155,9 @@ class Fetcher:
     def _clone(self, req: GitRequirement, path: Path) -> run.Result:
         """A new bare mirror, made beside its place and renamed into it: a failed or interrupted
         clone leaves nothing half-written where a later build would trust it."""
-        made = [parent for parent in path.parents if not parent.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.guard:
+            self.made.update(parent for parent in path.parents if not parent.exists())
+            path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         result = run.run(
@@ -156,9 +165,6 @@ class Fetcher:
         )
         if not result.ok:
             shutil.rmtree(partial, ignore_errors=True)
-            for directory in made:  # innermost first; one another fetch uses stays
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
             return result
         # A bare clone records no refspec of its own.
         for refspec in REFSPECS:
