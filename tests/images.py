@@ -34,9 +34,8 @@ def buildah(*args: str, check: bool = True, timeout: int = 900) -> subprocess.Co
     return result
 
 
-def ensure_base_image() -> str:
-    if buildah("images", "-q", BASE_IMAGE, check=False).stdout.strip():
-        return BASE_IMAGE
+def ensure_rootfs() -> Path:
+    """Debian bookworm with Python, git and ssh, made with debootstrap once per machine (~40 s)."""
     rootfs = CACHE / "rootfs-bookworm"
     if not (rootfs / "usr" / "bin" / "python3").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -56,6 +55,13 @@ def ensure_base_image() -> str:
             timeout=1200,
         )
         partial.rename(rootfs)
+    return rootfs
+
+
+def ensure_base_image() -> str:
+    if buildah("images", "-q", BASE_IMAGE, check=False).stdout.strip():
+        return BASE_IMAGE
+    rootfs = ensure_rootfs()
     container = buildah("from", "scratch").stdout.strip()
     try:
         buildah("copy", "--quiet", container, str(rootfs), "/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import engine as engines
 import images
 from conftest import (
     BIN,
@@ -37,7 +39,21 @@ KIT_DEPS = ("sh", "python-dotenv", "pyyaml", "ahocorasick-rs", "uv")
 
 
 @pytest.fixture(scope="session")
+def engine() -> Iterator[engines.Engine]:
+    """A real dockerd (Debian's docker.io, Engine 20.10 with BuildKit) for the whole session, with
+    the base image imported; .ci/setup installs it."""
+    assert engines.available(), "Debian's docker.io is not installed: run .ci/setup"
+    started = engines.start()
+    try:
+        engines.import_base_image(started)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
 def base_image() -> str:
+    """The same base image for buildah (daemonless, OCI archives)."""
     return images.ensure_base_image()
 
 
@@ -81,113 +97,158 @@ def scan_image(archive: Path, key: GeneratedKey) -> subprocess.CompletedProcess[
     )
 
 
-def assert_image_clean(archive: Path, key: GeneratedKey) -> None:
-    """deploykey scan-image says clean, and so does the test's own read of every layer."""
+def places_with_key(found: Iterator[tuple[str, bytes]], key: GeneratedKey) -> list[str]:
+    """The test's own search (not deploykey's scanner): the key's lines, also with newlines
+    escaped or removed, in each (where, bytes)."""
+    fragments = key_fragments(key.text)
+    places = []
+    for where, data in found:
+        flat = data.replace(b"\\n", b"").replace(b"\n", b"")
+        if any(f in data or f in flat for f in fragments):
+            places.append(where)
+    return places
+
+
+def assert_image_clean(engine: engines.Engine, tag: str, archive: Path, key: GeneratedKey) -> None:
+    """deploykey scan-image says clean about `docker save`, and so does the test's own read of
+    every layer, the config, the manifest and `docker history --no-trunc`."""
+    engine.save(tag, archive)
     result = scan_image(archive, key)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no key material found" in result.stdout
-    fragments = key_fragments(key.text)
-    for where, data in images.everything_in(archive):
-        flat = data.replace(b"\\n", b"").replace(b"\n", b"")
-        assert not any(f in data or f in flat for f in fragments), where
+    assert places_with_key(engines.everything_in(archive), key) == []
+    history = [(f"history {n}", line.encode()) for n, line in enumerate(engine.history(tag))]
+    assert places_with_key(iter(history), key) == []
 
 
 @pytest.fixture
-def tags() -> Iterator[list[str]]:
+def tags(engine: engines.Engine) -> Iterator[list[str]]:
     made: list[str] = []
     yield made
-    for tag in made:
-        images.remove(tag)
+    engine.remove(*made)
+
+
+def secret(key: GeneratedKey, name: str = "deploy_key") -> tuple[str, str]:
+    return ("--secret", f"id={name},src={key.path}")
 
 
 def test_example_image_builds_runs_and_holds_no_key(
-    base_image: str, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
+    engine: engines.Engine, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
 ) -> None:
-    tag = "localhost/deploykey-example:test"
+    """The README's command, under BuildKit: the final image and the build stage (what
+    `--target build` or a builder's cache keeps) hold the key nowhere."""
+    tag = "deploykey-example:test"
     tags.append(tag)
-    built = images.build(context, tag, "--secret", f"id=deploy_key,src={utils_key.path}", *OFFLINE)
-    assert built.returncode == 0, built.stdout + built.stderr
+    built = engine.build(context, tag, *secret(utils_key), *OFFLINE)
     out = built.stdout + built.stderr
+    assert built.returncode == 0, out
     assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
     assert " + private-utils==1.0" in out  # installed by uv
     assert "no key material found" in out
-    assert "process, ahocorasick-rs)" in out or "processes, ahocorasick-rs)" in out
     assert not text_has_key(out, utils_key.text)
-    ran = images.run(tag, "python3", "/app/app.py")
+    ran = engine.run(tag, "python3", "/app/app.py")
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
-    assert_image_clean(images.export(tag, tmp_path / "final.tar"), utils_key)
-    # The build stage's own committed layers (what `--target build` or a build cache keeps).
-    stage = "localhost/deploykey-example-build:test"
+    assert_image_clean(engine, tag, tmp_path / "final.tar", utils_key)
+    stage = "deploykey-example-build:test"
     tags.append(stage)
-    built = images.build(
-        context,
-        stage,
-        "--target",
-        "build",
-        "--secret",
-        f"id=deploy_key,src={utils_key.path}",
-        *OFFLINE,
-    )
+    built = engine.build(context, stage, "--target", "build", *secret(utils_key), *OFFLINE)
     assert built.returncode == 0, built.stdout + built.stderr
-    assert_image_clean(images.export(stage, tmp_path / "build-stage.tar"), utils_key)
+    assert_image_clean(engine, stage, tmp_path / "build-stage.tar", utils_key)
+
+
+def key_step(progress: str) -> str:
+    """Whether BuildKit's plain progress shows the anti-example's key step run or CACHED."""
+    steps = re.findall(r"^(#\d+) \[build +\d+/\d+\] RUN echo ", progress, re.M)
+    assert len(steps) == 1, progress
+    return "cached" if re.search(f"^{steps[0]} CACHED$", progress, re.M) else "ran"
 
 
 def test_anti_example_leaks_and_scan_image_catches_it(
-    base_image: str,
+    engine: engines.Engine,
     context: Path,
     git_server: GitServer,
     utils_key: GeneratedKey,
     tmp_path: Path,
     tags: list[str],
 ) -> None:
-    tag = "localhost/deploykey-anti-example-build:test"
-    tags.append(tag)
-    built = images.build(
-        context,
-        tag,
-        "--target",
-        "build",
+    """The recipe deploykey replaces: a plain build's final image looks clean, but the build
+    stage is in the builder's cache, key and all; `--target build` brings it back without running
+    anything, and scan-image names the layer by the digest `docker inspect` shows."""
+    arguments = (
         "--build-arg",
         f"SSH_PRIVATE_KEY={utils_key.text}",
         "--build-arg",
         "KNOWN_HOST=127.0.0.1",
         "--build-arg",
         f"KNOWN_HOST_PORT={git_server.port}",
-        dockerfile="Dockerfile.anti-example",
+    )
+    final = "deploykey-anti-example:test"
+    stage = "deploykey-anti-example-build:test"
+    tags.extend([final, stage])
+    built = engine.build(context, final, *arguments, dockerfile="Dockerfile.anti-example")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert key_step(built.stderr) == "ran"
+    assert text_has_key(built.stderr, utils_key.text)  # BuildKit prints the step, key and all
+    assert scan_image(engine.save(final, tmp_path / "final.tar"), utils_key).returncode == 0
+    built = engine.build(
+        context, stage, "--target", "build", *arguments, dockerfile="Dockerfile.anti-example"
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    archive = images.export(tag, tmp_path / "anti.tar")
+    assert key_step(built.stderr) == "cached"
+    archive = engine.save(stage, tmp_path / "anti.tar")
     result = scan_image(archive, utils_key)
     assert result.returncode == 1
     err = result.stderr
     assert " !     Key material found in" in err
     assert "root/.ssh/id_rsa (private key text" in err  # the file, in the layer that wrote it
-    assert "config: history[" in err and "created_by (private key text" in err  # the build argument
+    assert "created_by (private key text" in err  # the build argument, in the history
+    leaky = [line for line in err.splitlines() if "root/.ssh/id_rsa" in line]
+    assert any(diff_id in line for line in leaky for diff_id in engine.diff_ids(stage)), leaky
     assert not text_has_key(result.stdout + err, utils_key.text)
+    assert places_with_key(engines.everything_in(archive), utils_key)  # the test agrees
 
 
 def test_ssh_agent_variant(
-    base_image: str, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
+    engine: engines.Engine, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
 ) -> None:
     agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
     sock = agent.split("SSH_AUTH_SOCK=")[1].split(";")[0]
     pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
-    tag = "localhost/deploykey-example-ssh:test"
+    tag = "deploykey-example-ssh:test"
     tags.append(tag)
     try:
         subprocess.run(
             ["ssh-add", "-q", str(utils_key.path)], env={"SSH_AUTH_SOCK": sock}, check=True
         )
-        built = images.build(
+        built = engine.build(
             context, tag, "--ssh", f"default={sock}", *OFFLINE, dockerfile="Dockerfile.ssh"
         )
     finally:
         os.kill(pid, signal.SIGTERM)
     assert built.returncode == 0, built.stdout + built.stderr
     assert "via the ssh agent -> 127.0.0.1:" in built.stdout + built.stderr
-    ran = images.run(tag, "python3", "/app/app.py")
+    ran = engine.run(tag, "python3", "/app/app.py")
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
-    assert_image_clean(images.export(tag, tmp_path / "ssh.tar"), utils_key)
+    assert_image_clean(engine, tag, tmp_path / "ssh.tar", utils_key)
+
+
+def test_buildah_oci_archive(
+    base_image: str, context: Path, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """The same example with buildah (daemonless, as rootless CI runners build), exported as an
+    OCI archive: scan-image reads that layout too, and the test's own read agrees."""
+    tag = "localhost/deploykey-example:test"
+    try:
+        built = images.build(context, tag, *secret(utils_key), *OFFLINE)
+        assert built.returncode == 0, built.stdout + built.stderr
+        ran = images.run(tag, "python3", "/app/app.py")
+        assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+        archive = images.export(tag, tmp_path / "final.tar")
+        result = scan_image(archive, utils_key)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert places_with_key(images.everything_in(archive), utils_key) == []
+    finally:
+        images.remove(tag)
 
 
 # ---------------------------------------------------------------- without an image build
@@ -264,7 +325,13 @@ def _tar_bytes(files: dict[str, bytes], compress: bool) -> bytes:
     return gzip.compress(raw.getvalue()) if compress else raw.getvalue()
 
 
-def _archive(path: Path, layers: list[bytes], config: dict[str, object], docker: bool) -> Path:
+def _archive(
+    path: Path,
+    layers: list[bytes],
+    config: dict[str, object],
+    docker: bool,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
     import hashlib
 
     def digest(data: bytes) -> str:
@@ -292,6 +359,7 @@ def _archive(path: Path, layers: list[bytes], config: dict[str, object], docker:
             {"manifests": [{"digest": digest(manifest_bytes)}]}
         ).encode()
         members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    members.update(extra or {})
     path.write_bytes(_tar_bytes(members, compress=False))
     return path
 
@@ -313,10 +381,13 @@ def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, dock
         "config": {"Env": ["PATH=/usr/bin"]},
         "history": [{"created_by": f"|1 SSH_PRIVATE_KEY={key.text} /bin/sh -c x"}],
     }
-    archive = _archive(tmp_path / "image.tar", [clean, leaky], config, docker)
+    # Any other member (a legacy layer's v1 json, `repositories`) is read too.
+    legacy = {"0/json": json.dumps({"container_config": {"Cmd": [key.text]}}).encode()}
+    archive = _archive(tmp_path / "image.tar", [clean, leaky], config, docker, legacy)
     result = scan_image(archive, key)
     assert result.returncode == 1
-    assert " !     Key material found in 2 place(s) of the image" in result.stderr
+    assert " !     Key material found in 3 place(s) of the image" in result.stderr
+    assert "archive: 0/json (private key text" in result.stderr
     assert "config: history[0].created_by (private key text" in result.stderr
     assert "tmp/deleted-later (private key text" in result.stderr
     clean_archive = _archive(tmp_path / "clean.tar", [clean], {"history": []}, docker)

@@ -52,6 +52,20 @@ class _Image:
     layers: tuple[tuple[str, str], ...]  # (digest, member name)
 
 
+def _named_by_diff_id(image: _Image, config: bytes) -> _Image:
+    """A `docker save` manifest lists layers by file (Engine 20.10: a legacy directory id that no
+    command shows); the config's rootfs.diff_ids, in the same order, are the digests `docker
+    inspect` and `docker history` users see."""
+    try:
+        diff_ids = json.loads(config).get("rootfs", {}).get("diff_ids", [])
+    except (ValueError, AttributeError):
+        return image
+    if len(diff_ids) != len(image.layers) or not all(isinstance(d, str) for d in diff_ids):
+        return image
+    named = zip(diff_ids, image.layers, strict=True)
+    return _Image(image.config, tuple((diff_id, member) for diff_id, (_, member) in named))
+
+
 def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
     try:
         outer = tarfile.open(archive)  # noqa: SIM115 - closed by the `with` below
@@ -71,14 +85,19 @@ def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
             )
         hits: list[ImageHit] = []
         seen: set[str] = set()
+        read: set[str] = set()
         layers = files = 0
         for image in images:
             config = _read(outer, image.config)
+            read.add(image.config)
+            if "index.json" not in names:
+                image = _named_by_diff_id(image, config)
             hits += [
                 ImageHit("config", field, kind, label)
                 for field, kind, label in _config_hits(config, searcher)
             ]
             for digest, member in image.layers:
+                read.add(member)
                 if digest in seen:
                     continue
                 seen.add(digest)
@@ -89,6 +108,16 @@ def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
                     files += counted
                     if kind:
                         hits.append(ImageHit(digest, path, kind, label))
+        # Everything else in the archive (manifests, index, each legacy layer's v1 json,
+        # `repositories`) is read too: nothing in it goes unsearched.
+        for entry in outer.getmembers():
+            if entry.isfile() and entry.name.removeprefix("./") not in read:
+                content = outer.extractfile(entry)
+                assert content is not None
+                hits += [
+                    ImageHit("archive", entry.name, kind, label)
+                    for kind, label in searcher.search(chunks(content))
+                ]
     return ImageReport(tuple(hits), layers, files)
 
 
