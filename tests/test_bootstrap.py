@@ -22,7 +22,7 @@ def test_dependencies_bootstrapped_into_a_private_temp_dir(tmp_path: Path) -> No
         )
     app = tmp_path / "app"
     app.mkdir()
-    (app / "requirements.txt").write_text("flask\n")
+    (app / "requirements.txt").write_text("flask\n" if command == "compile" else "# none\n")
     env_file = tmp_path / "local.env"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
@@ -113,7 +113,7 @@ def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
     and blames neither ahocorasick-rs nor a missing pip."""
     app = tmp_path / "app"
     app.mkdir()
-    (app / "requirements.txt").write_text("flask\n")
+    (app / "requirements.txt").write_text("flask\n" if command == "compile" else "# none\n")
     result = subprocess.run(
         [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "doctor", str(app)],
         env={
@@ -139,10 +139,14 @@ def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("deploykey-deps-*/py3*"))  # nothing half-installed
 
 
-def test_dependencies_in_the_build_cache_are_sealed_with_the_key(tmp_path: Path) -> None:
-    """bin/compile keeps the kit's dependencies in CACHE_DIR, which build code can write. The next
-    build imports them only if they still carry the seal made with the build's key: code planted
-    there never runs in the process that reads the keys."""
+@pytest.mark.parametrize("command", ["compile", "install"])
+def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
+    tmp_path: Path, command: str
+) -> None:
+    """bin/compile keeps the kit's dependencies in CACHE_DIR, `install --cache-dir` on the Docker
+    cache mount; build code can write both. The next build imports them only if they still carry
+    the seal made with the build's key: code planted there never runs in the process that reads
+    the keys."""
     missing = subprocess.run(
         [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
     )
@@ -151,21 +155,27 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(tmp_path: Path)
     app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
     for directory in (app, cache, env_dir):
         directory.mkdir()
-    (app / "requirements.txt").write_text("flask\n")
+    (app / "requirements.txt").write_text("flask\n" if command == "compile" else "# none\n")
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
     )
     (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
-    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "compile"]
-    argv += [str(app), str(cache), str(env_dir), "--dry-run"]
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), command]
+    if command == "compile":
+        argv += [str(app), str(cache), str(env_dir), "--dry-run"]
+        deps_root = cache / "deploykey" / "deps"
+    else:  # the Dockerfile's RUN line, with --env-dir for /run/secrets
+        argv += ["--cache-dir", str(cache), "--env-dir", str(env_dir)]
+        argv += ["--target", str(tmp_path / "target")]
+        deps_root = cache / "deps"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
 
     def compile_() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300)
 
     first = compile_()
     assert first.returncode == 0, first.stdout + first.stderr
-    deps = next((cache / "deploykey" / "deps").glob("py3*"))
+    deps = next(deps_root.glob("py3*"))
     assert (deps / ".deploykey-seal").is_file()
     second = compile_()  # sealed: imported as it is
     assert second.returncode == 0 and "Installing deploykey's dependencies" not in second.stdout

@@ -156,6 +156,35 @@ def test_example_image_builds_runs_and_holds_no_key(
     assert_image_clean(engine, stage, tmp_path / "build-stage.tar", utils_key)
 
 
+def test_rebuild_after_an_app_change_fetches_nothing_again(
+    engine: engines.Engine,
+    context: Path,
+    git_server: GitServer,
+    utils_key: GeneratedKey,
+    tags: list[str],
+) -> None:
+    """The cache mount keeps the kit's dependencies (sealed with the key), uv, its cache and the
+    mirrors: after a change to the app, the install step runs again but downloads nothing, and
+    the git server is not asked for anything."""
+    tag = "deploykey-example-rebuild:test"
+    tags.append(tag)
+    first = engine.build(context, tag, *secret(utils_key), *OFFLINE)
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out
+    assert "Installing deploykey's dependencies" in out and "installing uv into" in out
+    asked = len(git_server.log())
+    (context / "app.py").write_text((context / "app.py").read_text() + "# changed\n")
+    again = engine.build(context, tag, *secret(utils_key), *OFFLINE)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "deploykey.pyz install" in out and "no key material found" in out  # it ran again
+    assert "Installing deploykey's dependencies" not in out and "installing uv into" not in out
+    assert "in the mirror, no network" in out
+    assert len(git_server.log()) == asked
+    ran = engine.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+
+
 def key_step(progress: str) -> str:
     """Whether BuildKit's plain progress shows the anti-example's key step run or CACHED."""
     steps = re.findall(r"^(#\d+) \[build +\d+/\d+\] RUN echo ", progress, re.M)

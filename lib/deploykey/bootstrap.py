@@ -4,7 +4,7 @@ bin/* run with the build image's system python3, which has none of `sh`, `python
 `pyyaml` and `ahocorasick-rs` (the last optional: see OPTIONAL). When one is missing, they are
 installed with that Python's pip into a private directory
 in the system temp dir (never the app, whose contents are released), reused by later runs on the same
-machine; for bin/compile, into the build cache, sealed with an HMAC keyed with the build's key
+machine; for bin/compile and `install --cache-dir` (a BuildKit cache mount), into the build cache, sealed with an HMAC keyed with the build's key
 config vars, and imported by a later build only if the seal still holds (build code can write the
 cache, never the key). Standard library only; this is the one place besides `run` that starts a process, because
 it installs `sh` itself.
@@ -65,15 +65,43 @@ def _lacking(modules: dict[str, str]) -> list[str]:
 
 
 def deps_dir() -> Path:
-    """DEPLOYKEY_DEPS_DIR; for bin/compile, the build cache (kept between builds: the first build
-    installs, later ones find them); else a private dir in the system temp dir."""
+    """DEPLOYKEY_DEPS_DIR; for bin/compile, and for `install --cache-dir` (a Docker cache mount),
+    the build cache (kept between builds: the first build installs, later ones find them); else a
+    private dir in the system temp dir."""
     configured = os.environ.get("DEPLOYKEY_DEPS_DIR")
     if configured:
         return Path(configured)
+    cache = _build_cache()
+    if cache is not None:
+        return cache / "deps" / f"py{sys.version_info[0]}{sys.version_info[1]}"
     version = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    if len(sys.argv) > 3 and sys.argv[1] == "compile" and Path(sys.argv[3]).is_dir():
-        return Path(sys.argv[3]).resolve() / "deploykey" / "deps" / version
     return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", version)
+
+
+def _build_cache() -> Path | None:
+    """The kit's part of a build cache this command was given: bin/compile's CACHE_DIR, or the
+    directory `install --cache-dir` names (a BuildKit cache mount). Build code can write either."""
+    if os.environ.get("DEPLOYKEY_DEPS_DIR") or len(sys.argv) < 2:
+        return None
+    if sys.argv[1] == "compile" and len(sys.argv) > 3 and Path(sys.argv[3]).is_dir():
+        return Path(sys.argv[3]).resolve() / "deploykey"
+    cache = _option("--cache-dir") or os.environ.get("DEPLOYKEY_CACHE_DIR")
+    if sys.argv[1] == "install" and cache and Path(cache).is_dir():
+        return Path(cache).resolve()
+    return None
+
+
+def _option(name: str) -> str | None:
+    """The last value of `name` on the command line (`name VALUE` or `name=VALUE`): read before
+    argparse, which is imported with the rest of the kit."""
+    value = None
+    arguments = sys.argv[2:]
+    for index, argument in enumerate(arguments):
+        if argument == name and index + 1 < len(arguments):
+            value = arguments[index + 1]
+        elif argument.startswith(name + "="):
+            value = argument.split("=", 1)[1]
+    return value
 
 
 # pip's words when the index cannot be reached at all (TLS interception, proxy, DNS, offline).
@@ -88,7 +116,7 @@ def ensure() -> None:
         return
     target = deps_dir()
     secret = _secret()
-    if _in_build_cache() and target.exists() and not _sealed(target, secret):
+    if _build_cache() is not None and target.exists() and not _sealed(target, secret):
         # Build code can write the build cache: what it left there would run in this process,
         # which reads the keys next. Only a directory this kit sealed with them is imported.
         shutil.rmtree(target, ignore_errors=True)
@@ -115,7 +143,7 @@ def ensure() -> None:
                 sys.exit(error.exit_code)
             # The rest installs: this Python has no wheel of ahocorasick-rs. Not again.
             (target / NO_WHEEL).touch()
-    if _in_build_cache() and secret is not None:
+    if _build_cache() is not None and secret is not None:
         (target / SEAL).write_text(_seal(target, secret))
     _use(target)
 
@@ -123,26 +151,46 @@ def ensure() -> None:
 SEAL = ".deploykey-seal"
 
 
-def _in_build_cache() -> bool:
-    """bin/compile keeps the dependencies in CACHE_DIR, which a build's code can write."""
-    return (
-        not os.environ.get("DEPLOYKEY_DEPS_DIR") and len(sys.argv) > 3 and sys.argv[1] == "compile"
-    )
-
-
 def _secret() -> bytes | None:
-    """What only the build itself knows: its key config vars (bin/compile's ENV_DIR, raw). No
+    """What only the build itself knows: its keys, raw (bin/compile: the DEPLOY_KEY* files of
+    ENV_DIR; `install`: the DEPLOY_KEY* variables, BuildKit secrets, --env-dir and --key-file). No
     package's build code ever has them (they are removed before any runs), so it cannot seal a
     directory it changed."""
-    if len(sys.argv) < 5 or sys.argv[1] != "compile":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("compile", "install"):
         return None
-    env = Path(sys.argv[4])
-    try:
-        if env.is_file():
-            return env.read_bytes() or None
-        return b"".join(path.read_bytes() for path in sorted(env.glob("DEPLOY_KEY*"))) or None
-    except OSError:
-        return None
+    places: list[Path] = []
+    parts: list[bytes] = []
+    if sys.argv[1] == "compile":
+        if len(sys.argv) < 5:
+            return None
+        places.append(Path(sys.argv[4]))
+    else:
+        parts += [
+            f"{name}={value}".encode()
+            for name, value in sorted(os.environ.items())
+            if name.startswith("DEPLOY_KEY")
+        ]
+        places += [Path("/run/secrets"), *map(Path, filter(None, [_option("--env-dir")]))]
+        places += [Path(file) for file in _all("--key-file")]
+    for place in places:
+        try:
+            if place.is_file():
+                parts.append(place.read_bytes())
+            elif place.is_dir():
+                parts += [
+                    path.read_bytes()
+                    for path in sorted(place.iterdir())
+                    if path.name.upper().startswith("DEPLOY_KEY") and path.is_file()
+                ]
+        except OSError:
+            continue
+    return b"\0".join(parts) or None
+
+
+def _all(name: str) -> list[str]:
+    arguments = sys.argv[2:]
+    found = [arguments[i + 1] for i, a in enumerate(arguments[:-1]) if a == name]
+    return found + [a.split("=", 1)[1] for a in arguments if a.startswith(name + "=")]
 
 
 def _seal(target: Path, secret: bytes) -> str:
