@@ -22,7 +22,7 @@ def test_dependencies_bootstrapped_into_a_private_temp_dir(tmp_path: Path) -> No
         )
     app = tmp_path / "app"
     app.mkdir()
-    (app / "requirements.txt").write_text("flask\n" if command == "compile" else "# none\n")
+    (app / "requirements.txt").write_text("flask\n")
     env_file = tmp_path / "local.env"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
@@ -113,7 +113,7 @@ def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
     and blames neither ahocorasick-rs nor a missing pip."""
     app = tmp_path / "app"
     app.mkdir()
-    (app / "requirements.txt").write_text("flask\n" if command == "compile" else "# none\n")
+    (app / "requirements.txt").write_text("flask\n")
     result = subprocess.run(
         [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "doctor", str(app)],
         env={
