@@ -113,6 +113,10 @@ class Engine:
         if tags:
             self.docker("image", "rm", "--force", *tags, check=False)
 
+    def prune(self) -> None:
+        """Forget every cached step and cache mount, as on a builder that never built anything."""
+        self.docker("builder", "prune", "--all", "--force")
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
