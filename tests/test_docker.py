@@ -186,11 +186,55 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
 
 
-def key_step(progress: str) -> str:
-    """Whether BuildKit's plain progress shows the anti-example's key step run or CACHED."""
-    steps = re.findall(r"^(#\d+) \[build +\d+/\d+\] RUN echo ", progress, re.M)
+def step(progress: str, instruction: str) -> str:
+    """Whether BuildKit's plain progress shows the build stage's step (or the only stage's) that
+    starts with `instruction` run or CACHED."""
+    pattern = r"^(#\d+) \[(?:build +)?\d+/\d+\] " + re.escape(instruction)
+    steps = re.findall(pattern, progress, re.M)
     assert len(steps) == 1, progress
     return "cached" if re.search(f"^{steps[0]} CACHED$", progress, re.M) else "ran"
+
+
+def key_step(progress: str) -> str:
+    """The anti-example's key step."""
+    return step(progress, "RUN echo ")
+
+
+def test_key_file_in_the_context_fails_the_build_and_says_to_prune(
+    engine: engines.Engine,
+    context: Path,
+    utils_key: GeneratedKey,
+    tmp_path: Path,
+    tags: list[str],
+) -> None:
+    """The key file next to the Dockerfile, copied in by `COPY . .`: the install fails and says
+    where it is; the layer `COPY` made stays in the builder's cache (a build with the same steps
+    reuses it) until `docker builder prune`, which the message says to run."""
+    shutil.copy(utils_key.path, context / "deploy_key")
+    tag = "deploykey-example-context:test"
+    tags.append(tag)
+    built = engine.build(context, tag, *secret(utils_key), *OFFLINE)
+    out = built.stdout + built.stderr
+    assert built.returncode != 0, out
+    assert " !     Key material found in the build context /src" in out
+    assert "/src/deploy_key (private key text, " in out
+    assert "`docker builder prune --all`" in out
+    assert "(leak::context: README.md#leak-context)" in out
+    assert not text_has_key(out, utils_key.text)
+    # What the message claims: the same steps up to `COPY . .` come from the builder's cache.
+    dockerfile = (context / "Dockerfile").read_text()
+    copy = "COPY . .\n"
+    probe_file = tmp_path / "Dockerfile.probe"  # outside the context, which COPY . . copies
+    probe_file.write_text(dockerfile[: dockerfile.index(copy) + len(copy)])
+    probe = "deploykey-example-probe:test"
+    tags.append(probe)
+    probed = engine.build(context, probe, dockerfile=str(probe_file))
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    assert step(probed.stderr, "COPY . .") == "cached"
+    engine.prune()
+    probed = engine.build(context, probe, dockerfile=str(probe_file))
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    assert step(probed.stderr, "COPY . .") == "ran"
 
 
 def test_anti_example_leaks_and_scan_image_catches_it(

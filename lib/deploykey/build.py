@@ -419,4 +419,5 @@ def leak_check(
         output.detail("no key material found")
         return None
     files = sorted({f"{hit.path} ({hit.kind}, {hit.label})" for hit in failing})
-    return UserError("leak::found", count=len(files), files="\n".join(files))
+    paths = tuple(sorted({hit.path.split("!", 1)[0] for hit in failing}))
+    return UserError("leak::found", count=len(files), files="\n".join(files), paths=paths)

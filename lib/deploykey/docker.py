@@ -85,8 +85,25 @@ def install_command(
         install.with_python(python, job, extra)
 
     cache = Path(cache_dir).resolve() if cache_dir else None
-    build.install_cycle(plan, where, into, [app, scanned] + ([cache] if cache else []), cache, user)
+    try:
+        build.install_cycle(
+            plan, where, into, [app, scanned] + ([cache] if cache else []), cache, user
+        )
+    except UserError as error:
+        raise _in_context(error, app) from None
     return 0
+
+
+def _in_context(error: UserError, app: Path) -> UserError:
+    """A key found in the app dir came with the build context (the key file itself, copied in by
+    `COPY . .`): besides deleting it, the user must drop the layer the builder keeps in its cache."""
+    if error.slug != "leak::found":
+        return error
+    paths = error.facts["paths"]
+    assert isinstance(paths, tuple)
+    if not any(Path(path).is_relative_to(app) for path in paths):
+        return error
+    return UserError("leak::context", app=app, files=error.facts["files"])
 
 
 def _where(venv: str | None, target: str | None, user: bool) -> tuple[str, Path, list[str], Path]:

@@ -318,6 +318,15 @@ PROBLEMS: dict[str, Problem] = {
         why="{files}",
         fix="Remove these files from the app or the cache, and find what wrote them. " + ROTATE,
     ),
+    "leak::context": Problem(
+        title="Key material found in the build context {app}",
+        why="{files}\n"
+        "These came in with the build context: the `COPY` that brought them made a layer, and the "
+        "builder keeps that layer in its cache although this build failed; a later build with "
+        "the same steps reuses it, key and all.",
+        fix="Delete the file from the context and list it in .dockerignore, then drop the cached "
+        "layer with `docker builder prune --all` (buildx: `docker buildx prune --all`). " + ROTATE,
+    ),
     "leak::image": Problem(
         title="Key material found in {count} place(s) of the image {path}",
         why="{places}",
