@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import engine as engines
 import images
@@ -484,3 +485,95 @@ def test_scan_image_refuses_what_it_cannot_read(tmp_path: Path, keys_dir: Path) 
     (tmp_path / "nothing.tar").write_bytes(b"not a tar")
     result = scan_image(tmp_path / "nothing.tar", key)
     assert result.returncode == 1 and "Cannot read the image archive" in result.stderr
+
+
+# ---------------------------------------------------------------- CI examples (examples/ci)
+
+
+def ci_shell(tmp_path: Path, engine: engines.Engine, variables: dict[str, str]) -> dict[str, str]:
+    """The environment a CI job's shell gives the example's lines: the CI's variables, and a
+    `docker` first on PATH that is the real client with what this machine needs added to `docker
+    build` (the host network, the local base image, the wheels instead of PyPI), nothing else.
+    BuildKit is on only if the example turns it on."""
+    shim = tmp_path / "ci-bin"
+    shim.mkdir()
+    extra = " ".join(["--progress plain --network host", f"--build-arg BASE={engines.BASE_IMAGE}"])
+    extra += " " + " ".join(OFFLINE)
+    (shim / "docker").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = build ]; then shift; exec {engines.DOCKER} build {extra} "$@"; fi\n'
+        f'exec {engines.DOCKER} "$@"\n'
+    )
+    (shim / "docker").chmod(0o755)
+    env = {name: value for name, value in engine.env.items() if name != "DOCKER_BUILDKIT"}
+    return {**env, "PATH": f"{shim}:{env['PATH']}", **variables}
+
+
+def run_ci_lines(
+    lines: list[str], context: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-e", "-c", "\n".join(lines)],
+        cwd=context,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_github_actions_example_builds_with_the_secret_from_the_step_env(
+    engine: engines.Engine,
+    context: Path,
+    utils_key: GeneratedKey,
+    tmp_path: Path,
+    tags: list[str],
+) -> None:
+    """examples/ci/github-actions.yml's build step, its `run` line as written, with the step's
+    `env` as Actions sets it (the repository secret's value in DEPLOY_KEY). Not run here: the
+    runner, and the step that clones deploykey from GitHub (the context already holds the pyz)."""
+    workflow = yaml.safe_load((KIT / "examples" / "ci" / "github-actions.yml").read_text())
+    (step,) = [s for s in workflow["jobs"]["image"]["steps"] if s.get("id") == "build"]
+    assert step["env"]["DEPLOY_KEY"] == "${{ secrets.DEPLOY_KEY }}"
+    variables = {**step["env"], "DEPLOY_KEY": utils_key.text.rstrip("\n")}  # as Actions trims it
+    tags.append("my-app")
+    built = run_ci_lines([step["run"]], context, ci_shell(tmp_path, engine, variables))
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
+    assert "no key material found" in out and not text_has_key(out, utils_key.text)
+    assert engine.run("my-app", "python3", "/app/app.py").stdout.strip() == (
+        "hello from private-utils"
+    )
+    assert_image_clean(engine, "my-app", tmp_path / "my-app.tar", utils_key)
+
+
+def test_gitlab_ci_example_builds_with_the_secret_from_a_file_variable(
+    engine: engines.Engine,
+    context: Path,
+    utils_key: GeneratedKey,
+    tmp_path: Path,
+    tags: list[str],
+) -> None:
+    """examples/ci/gitlab-ci.yml's script, as written, with its variables and DEPLOY_KEY as a
+    File-type CI/CD variable (GitLab writes the value to a file and puts the file's path in the
+    variable). Not run here: the runner, docker:dind, and before_script (apk, the clone from
+    GitHub; the context already holds the pyz)."""
+    pipeline = yaml.safe_load((KIT / "examples" / "ci" / "gitlab-ci.yml").read_text())
+    job = pipeline["build-image"]
+    variable_file = tmp_path / "DEPLOY_KEY"
+    variable_file.write_text(utils_key.text)
+    variables = {
+        **job["variables"],
+        "DEPLOY_KEY": str(variable_file),
+        "CI_REGISTRY_IMAGE": "registry.example.com/acme/my-app",
+        "CI_COMMIT_SHORT_SHA": "0123abcd",
+    }
+    image = "registry.example.com/acme/my-app:0123abcd"
+    tags.append(image)
+    built = run_ci_lines(job["script"], context, ci_shell(tmp_path, engine, variables))
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
+    assert "no key material found" in out and not text_has_key(out, utils_key.text)
+    assert_image_clean(engine, image, tmp_path / "gitlab.tar", utils_key)
