@@ -88,8 +88,8 @@ PLATFORMS: dict[str, Platform] = {
         "give it as a service binding of type ssh-auth: `mkdir -p bindings/{binding}; printf "
         "ssh-auth > bindings/{binding}/type; cp deploy_key bindings/{binding}/ssh-privatekey`, then "
         '`pack build ... --volume "$PWD/bindings/{binding}:/platform/bindings/{binding}"` (or '
-        '`{name}="$(cat deploy_key)" pack build ... --env {name}`; on Heroku Fir, a CNB platform: '
-        '`heroku config:set {name}="$(cat deploy_key)"`)',
+        '`{name}="$(cat deploy_key)" pack build ... --env {name}`; Heroku Fir, a CNB platform, '
+        "gives the build its config vars as platform env: set a config var {name} there)",
     ),
 }
 
