@@ -5,6 +5,7 @@ CNB's bin/build is in test_cnb.py, next to its lifecycle helpers."""
 
 from __future__ import annotations
 
+import base64
 import string
 import subprocess
 from pathlib import Path
@@ -185,6 +186,30 @@ def test_doctor_names_the_apps_dotenv(build: Build) -> None:
         "(a line in the .env file)."
     )
     assert HEROKU not in result.stderr
+
+
+def test_doctor_finding_names_the_apps_dotenv(build: Build, utils_key: GeneratedKey) -> None:
+    """A repository no key opens: the doctor's fix for it is a line in the .env file it read."""
+    billing = "billing @ git+ssh://git@github.com/acme/billing.git@v1.0"
+    (build.app / "requirements.txt").write_text(f"{billing}\n")
+    encoded = base64.b64encode(utils_key.path.read_bytes()).decode()
+    (build.app / ".env").write_text(f"DEPLOY_KEY_UTILS={encoded}\n")
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "doctor", str(build.app)],
+        env=build.environ(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert (
+        "no key is routed to acme/billing: no DEPLOY_KEY, and no DEPLOY_KEY_<NAME> is mapped to it "
+        "or opens it. Fix: add a deploy key for acme/billing as DEPLOY_KEY_<NAME> (`echo "
+        f'"DEPLOY_KEY_<NAME>=$(base64 -w0 deploy_key)" >> {build.app / ".env"}` (a line in the '
+        ".env file); map it under `keys:`" in result.stderr
+    )
+    assert HEROKU not in result.stdout + result.stderr
+    assert not text_has_key(result.stdout + result.stderr, utils_key.text)
+    assert encoded not in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------- Docker: deploykey install
