@@ -32,7 +32,6 @@ def _detect(args: argparse.Namespace) -> int:
     from deploykey import heroku
 
     errors.use(PLATFORMS["heroku"])
-
     if len(args.arguments) != 1:
         raise UserError(
             "usage",

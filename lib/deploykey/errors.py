@@ -2,8 +2,10 @@
 
 A failure is raised as ``UserError(slug, **facts)``; the facts are real values (paths, variable
 names, fingerprints), never key material. ``cli`` renders it once through ``output`` and maps it to
-an exit code: 1 user-fixable, 2 usage, 3 internal bug. This module imports nothing but the standard
-library so that the bootstrap can use it before the kit's dependencies are importable.
+an exit code: 1 user-fixable, 2 usage, 3 internal bug. The one part of the wording that differs by
+platform, how to set (or replace) a key, comes from the Platform the command's entry point named
+(`use`): a fix says `{set_key}`, never one platform's command. This module imports nothing but the
+standard library so that the bootstrap can use it before the kit's dependencies are importable.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Platform:
     set_key: str
 
     def facts(self, name: str) -> dict[str, str]:
-        binding = "deploy-key" if name == "DEPLOY_KEY" else name.removeprefix("DEPLOY_KEY_")
+        # A binding named deploy-key gives DEPLOY_KEY, billing gives DEPLOY_KEY_BILLING (sources).
+        binding = "deploy-key" if name == "DEPLOY_KEY" else name[len("DEPLOY_KEY_") :]
         set_key = self.set_key.format(
             name=name, id=name.lower(), binding=binding.lower().replace("_", "-")
         )
