@@ -23,6 +23,7 @@ from conftest import (
     REQUIREMENT,
     GeneratedKey,
     files_with_key,
+    make_key,
     text_has_key,
 )
 from deploykey import __version__, keys, scan
@@ -175,7 +176,51 @@ def test_scan_step_fails_a_leaky_build(
     err = results[2].stderr
     assert " !     Key material found in 1 file(s) of the build" in err
     assert "layers/test_leaky/oops/key-copy (private key text" in err
+    # The rotation advice is CNB's: a new key goes into a binding, not a Heroku config var.
+    assert "replace DEPLOY_KEY with it (give it as a service binding of type ssh-auth" in err
+    assert "heroku config:set" not in err
     assert not text_has_key(output_of(results), utils_key.text)
+
+
+def test_key_errors_give_cnb_advice(
+    app: Path,
+    keys_dir: Path,
+    deploykey_buildpack: Path,
+    public_wheelhouse: Path,
+    new_lifecycle: NewLifecycle,
+) -> None:
+    """No key, then a binding holding a cut key: the fix is a binding (or platform env), the way
+    examples/cnb/README.md gives one, never `heroku config:set`."""
+    life, [bp] = new_lifecycle(app, [deploykey_buildpack], platform_env(public_wheelhouse))
+    [result] = life.build([bp])
+    assert result.returncode == 1
+    assert f" !     No deploy key: {life.root / 'platform' / 'env'} has no DEPLOY_KEY" in (
+        result.stderr
+    )
+    fix = "then give it as a service binding of type ssh-auth: `mkdir -p bindings/deploy-key; "
+    assert fix in result.stderr
+    assert "heroku config:set" not in result.stderr
+    key = make_key(keys_dir)
+    cut = "".join(key.text.splitlines(keepends=True)[:-1])
+    binding = {"billing": {"type": "ssh-auth", "ssh-privatekey": cut}}
+    life, [bp] = new_lifecycle(
+        app, [deploykey_buildpack], platform_env(public_wheelhouse), bindings=binding
+    )
+    [result] = life.build([bp])
+    assert result.returncode == 1
+    assert " !     the binding billing (" in result.stderr
+    assert "holds an incomplete private key" in result.stderr
+    assert (
+        " !     Fix: Set DEPLOY_KEY_BILLING again from the whole key file: give it as a service "
+        "binding of type ssh-auth: `mkdir -p bindings/billing; printf ssh-auth > "
+        "bindings/billing/type; cp deploy_key bindings/billing/ssh-privatekey`, then `pack build "
+        '... --volume "$PWD/bindings/billing:/platform/bindings/billing"` (or '
+        '`DEPLOY_KEY_BILLING="$(cat deploy_key)" pack build ... --env DEPLOY_KEY_BILLING`; Heroku '
+        "Fir, a CNB platform, gives the build its config vars as platform env: set a config var "
+        "DEPLOY_KEY_BILLING there)." in result.stderr
+    )
+    assert "heroku config:set" not in result.stderr
+    assert not text_has_key(result.stdout + result.stderr, key.text)
 
 
 def test_build_image_without_ssh(

@@ -157,6 +157,26 @@ def test_example_image_builds_runs_and_holds_no_key(
     assert_image_clean(engine, stage, tmp_path / "build-stage.tar", utils_key)
 
 
+def test_build_without_the_secret_says_how_to_pass_it(
+    engine: engines.Engine, context: Path, tags: list[str]
+) -> None:
+    """`docker build` without `--secret`: the RUN fails with the fix in Docker's terms, the secret
+    id the example's Dockerfile mounts, and no Heroku config var."""
+    tag = "deploykey-example-nokey:test"
+    tags.append(tag)
+    built = engine.build(context, tag, "--target", "build", *OFFLINE)
+    out = built.stdout + built.stderr
+    assert built.returncode != 0, out
+    assert " !     No deploy key: /run/secrets has no DEPLOY_KEY" in out
+    assert (
+        "then pass the key file as a BuildKit secret, `docker build --secret "
+        "id=deploy_key,src=deploy_key .`, read in the Dockerfile by `RUN "
+        "--mount=type=secret,id=deploy_key python3 deploykey.pyz install ...`" in out
+    )
+    assert "RUN --mount=type=secret,id=deploy_key " in (context / "Dockerfile").read_text()
+    assert "heroku config:set" not in out
+
+
 def test_rebuild_after_an_app_change_fetches_nothing_again(
     engine: engines.Engine,
     context: Path,

@@ -298,6 +298,10 @@ def test_repository_no_key_can_read_is_named_first(
         "requirements.txt:2 github.com/acme/billing @ v1.0: no key is routed to acme/billing"
         in result.stderr
     )
+    assert (
+        "Fix: add a deploy key for acme/billing as DEPLOY_KEY_<NAME> (`heroku config:set "
+        'DEPLOY_KEY_<NAME>="$(cat deploy_key)"`; map it under `keys:`' in result.stderr
+    )
     assert "Installing" not in result.stdout
     assert snapshot(build.app) == state
     # The cache keeps the one complete mirror (the next build fetches only what changed), and

@@ -1,5 +1,9 @@
 """The `deploykey` command line: a flat dispatch to one function per command, each returning an int.
 
+Each command names the platform it serves (errors.use) before anything can fail, so that every
+error's advice on setting a key is that platform's own: Heroku config vars, a BuildKit secret, a
+CI secret, a CNB binding, or the local .env file.
+
 One handler renders every failure: a UserError with its wording (exit 1, or 2 for usage), an
 interruption after the scrub (128 + signal), anything else as a bug in the kit (exit 3).
 """
@@ -13,8 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from deploykey import __version__, output
-from deploykey.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UserError
+from deploykey import __version__, errors, output
+from deploykey.errors import EXIT_BUG, EXIT_USAGE, PLATFORMS, Interrupted, UserError
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -23,9 +27,11 @@ def _detect(args: argparse.Namespace) -> int:
     from deploykey import cnb
 
     if cnb.under_lifecycle():
+        errors.use(PLATFORMS["cnb"])
         return cnb.detect(args.arguments)
     from deploykey import heroku
 
+    errors.use(PLATFORMS["heroku"])
     if len(args.arguments) != 1:
         raise UserError(
             "usage",
@@ -39,12 +45,14 @@ def _detect(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from deploykey import cnb
 
+    errors.use(PLATFORMS["cnb"])
     return cnb.build_step(args.arguments)
 
 
 def _cnb_scan(_args: argparse.Namespace) -> int:
     from deploykey import cnb
 
+    errors.use(PLATFORMS["cnb"])
     return cnb.scan_step()
 
 
@@ -65,6 +73,7 @@ def _pyz(args: argparse.Namespace) -> int:
 def _install(args: argparse.Namespace) -> int:
     from deploykey import docker
 
+    errors.use(docker.platform(ci=False))
     return docker.install_command(
         args.requirement,
         args.venv,
@@ -80,6 +89,7 @@ def _install(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace) -> int:
     from deploykey import docker
 
+    errors.use(docker.platform(ci=True))
     if not args.shell:
         raise UserError("usage", message="deploykey setup: give --shell", command="deploykey setup")
     return docker.setup_command(
@@ -93,18 +103,21 @@ def _setup(args: argparse.Namespace) -> int:
 def _cleanup(args: argparse.Namespace) -> int:
     from deploykey import docker
 
+    errors.use(docker.platform(ci=True))
     return docker.cleanup_command(tuple(args.paths), args.shell, args.env_dir, tuple(args.key_file))
 
 
 def _scan(args: argparse.Namespace) -> int:
     from deploykey import docker
 
+    errors.use(docker.platform(ci=False))
     return docker.scan_command(tuple(args.paths), args.env_dir, tuple(args.key_file))
 
 
 def _scan_image(args: argparse.Namespace) -> int:
     from deploykey import docker
 
+    errors.use(docker.platform(ci=False))
     return docker.scan_image_command(args.archive, args.env_dir, tuple(args.key_file))
 
 
@@ -126,30 +139,35 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
 def _compile(args: argparse.Namespace) -> int:
     from deploykey import heroku
 
+    errors.use(heroku.platform(args.env_dir, args.dry_run))
     return heroku.compile(args.build_dir, args.cache_dir, args.env_dir, dry_run=args.dry_run)
 
 
 def _release(args: argparse.Namespace) -> int:
     from deploykey import heroku
 
+    errors.use(PLATFORMS["heroku"])
     return heroku.release(args.build_dir)
 
 
 def _pre_compile(_args: argparse.Namespace) -> int:
     from deploykey import apphooks
 
+    errors.use(PLATFORMS["heroku"])
     return apphooks.pre_compile()
 
 
 def _post_compile(_args: argparse.Namespace) -> int:
     from deploykey import apphooks
 
+    errors.use(PLATFORMS["heroku"])
     return apphooks.post_compile()
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from deploykey import local
 
+    errors.use(errors.local(local.env_source(args.app_dir, args.env_dir)))
     return local.doctor(args.app_dir, args.env_dir)
 
 

@@ -20,12 +20,25 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from deploykey import build, config, image, install, mirrors, output, scan, scrub, sources
+from deploykey import build, config, errors, image, install, mirrors, output, scan, scrub, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
 TOKEN_NAMES = tuple(config.DEFAULT_TOKENS)
 MIRRORS_PREFIX = "deploykey-mirrors-"
+
+
+def platform(ci: bool) -> errors.Platform:
+    """GitHub Actions sets GITHUB_ACTIONS=true in every step, GitLab CI sets GITLAB_CI=true, and most
+    CI systems CI=true. A `docker build` passes none of them to a RUN (only ARG and ENV reach it):
+    `install` there is a Docker build. setup/cleanup run in a CI job, named or not."""
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        return errors.PLATFORMS["github"]
+    if os.environ.get("GITLAB_CI") == "true":
+        return errors.PLATFORMS["gitlab"]
+    if ci or os.environ.get("CI", "").lower() in ("true", "1"):
+        return errors.PLATFORMS["ci"]
+    return errors.PLATFORMS["docker"]
 
 
 def _source(env_dir: str | None, key_files: tuple[str, ...]) -> sources.EnvSource:

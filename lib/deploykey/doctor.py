@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from deploykey import discover, mirrors, output, routing, run
+from deploykey import discover, errors, mirrors, output, routing, run
 from deploykey.access import Access
 from deploykey.config import Settings
 from deploykey.credentials import Token
@@ -145,6 +145,11 @@ def report(findings: Sequence[Finding]) -> None:
         )
 
 
+def _set_key(name: str) -> str:
+    """How to set the key `name` on the platform this command serves (errors.Platform)."""
+    return errors.current().facts(name)["set_key"]
+
+
 def _what(req: GitRequirement) -> str:
     return f"{req.host}/{req.repo}" + (f" @ {req.ref}" if req.ref else "") + req.fragment
 
@@ -162,8 +167,9 @@ def _check_ssh(
             False,
             f"no key is routed to {req.repo}: no DEPLOY_KEY, and no DEPLOY_KEY_<NAME> is mapped to it "
             "or opens it.",
-            f"add a deploy key for {req.repo} as DEPLOY_KEY_<NAME> (and map it under `keys:` in "
-            "deploykey.yml if its host does not name the repository in its greeting).",
+            f"add a deploy key for {req.repo} as DEPLOY_KEY_<NAME> ({_set_key('DEPLOY_KEY_<NAME>')}; "
+            "map it under `keys:` in deploykey.yml if its host does not name the repository in its "
+            "greeting).",
         )
     # Which key: the routed one, or (Docker `--mount=type=ssh`) whatever the agent holds.
     key = f"the key {route.key.fingerprint}" if route else "the ssh agent's keys"

@@ -2,13 +2,16 @@
 
 A failure is raised as ``UserError(slug, **facts)``; the facts are real values (paths, variable
 names, fingerprints), never key material. ``cli`` renders it once through ``output`` and maps it to
-an exit code: 1 user-fixable, 2 usage, 3 internal bug. This module imports nothing but the standard
-library so that the bootstrap can use it before the kit's dependencies are importable.
+an exit code: 1 user-fixable, 2 usage, 3 internal bug. The one part of the wording that differs by
+platform, how to set (or replace) a key, comes from the Platform the command's entry point named
+(`use`): a fix says `{set_key}`, never one platform's command. This module imports nothing but the
+standard library so that the bootstrap can use it before the kit's dependencies are importable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_USER = 1
 EXIT_USAGE = 2
@@ -25,9 +28,105 @@ class Problem:
     exit_code: int = EXIT_USER
 
 
+@dataclass(frozen=True)
+class Platform:
+    """Where the command runs, for the one part of the advice that differs by platform: how the
+    user gives the build a key. A Problem says `{setting}` for what holds a key there and
+    `{set_key}` for how to set it, a template of its own: `{name}` is the key's variable
+    (DEPLOY_KEY or DEPLOY_KEY_<NAME>), `{id}` the same in lower case (a BuildKit secret id),
+    `{binding}` a binding's name. Each entry point names its platform once (`use`)."""
+
+    name: str
+    setting: str
+    set_key: str
+
+    def facts(self, name: str) -> dict[str, str]:
+        # A binding named deploy-key gives DEPLOY_KEY, billing gives DEPLOY_KEY_BILLING (sources).
+        binding = "deploy-key" if name == "DEPLOY_KEY" else name[len("DEPLOY_KEY_") :]
+        set_key = self.set_key.format(
+            name=name, id=name.lower(), binding=binding.lower().replace("_", "-")
+        )
+        return {"setting": self.setting, "set_key": set_key}
+
+
+PLATFORMS: dict[str, Platform] = {
+    # Heroku classic (bin/compile) and the app hooks: config vars, which reach the build as ENV_DIR.
+    "heroku": Platform("heroku", "config var", '`heroku config:set {name}="$(cat deploy_key)"`'),
+    # `deploykey install` in a Dockerfile: sources.gather reads /run/secrets/<id>, where BuildKit
+    # mounts `--mount=type=secret,id=<id>` (examples/docker/Dockerfile: id=deploy_key).
+    "docker": Platform(
+        "docker",
+        "build secret",
+        "pass the key file as a BuildKit secret, `docker build --secret id={id},src=deploy_key .`, "
+        "read in the Dockerfile by `RUN --mount=type=secret,id={id} python3 deploykey.pyz install "
+        "...` (never as ARG or ENV: both stay in the image)",
+    ),
+    # GitHub Actions: a repository secret reaches a step only through its `env:`.
+    "github": Platform(
+        "github",
+        "secret",
+        "store the key file's content as a repository secret {name} (Settings, Secrets and "
+        "variables, Actions) and give it only to the step that runs deploykey: "
+        "`env: {name}: ${{{{ secrets.{name} }}}}`",
+    ),
+    # GitLab masks single-line values only, and a File variable holds the path of a file.
+    "gitlab": Platform(
+        "gitlab",
+        "CI/CD variable",
+        "add it as a masked, protected CI/CD variable {name} (Settings, CI/CD, Variables): of type "
+        "Variable holding `base64 -w0 deploy_key` (GitLab masks single-line values only; "
+        'deploykey takes base64), or of type File, passed as `--key-file "${name}"`',
+    ),
+    "ci": Platform(
+        "ci",
+        "secret variable",
+        "store the key file's content as a secret (masked) variable {name} in the CI's settings, "
+        "never in the repository, and give it only to the step that runs deploykey",
+    ),
+    # cnb.py reads `$CNB_PLATFORM_DIR/env/DEPLOY_KEY*` and service bindings of type ssh-auth. Heroku
+    # Fir runs CNB and gives config vars as that platform env; nothing here tells it from `pack`.
+    "cnb": Platform(
+        "cnb",
+        "binding or platform env var",
+        "give it as a service binding of type ssh-auth: `mkdir -p bindings/{binding}; printf "
+        "ssh-auth > bindings/{binding}/type; cp deploy_key bindings/{binding}/ssh-privatekey`, then "
+        '`pack build ... --volume "$PWD/bindings/{binding}:/platform/bindings/{binding}"` (or '
+        '`{name}="$(cat deploy_key)" pack build ... --env {name}`; Heroku Fir, a CNB platform, '
+        "gives the build its config vars as platform env: set a config var {name} there)",
+    ),
+}
+
+
+def local(env: str | None) -> Platform:
+    """A developer's machine (`bin/compile ... --dry-run`, a .env file, `deploykey doctor`): the key
+    goes into the env dir or .env file the command reads (base64 keeps a .env value one line)."""
+    path = (env or ".env").replace("{", "{{").replace("}", "}}")  # set_key is a template
+    dotenv = '`echo "{name}=$(base64 -w0 deploy_key)" >> ' + path + "`"
+    if env is not None and Path(env).is_dir():
+        how = "`cp deploy_key " + path + "/{name}` (a file in the env dir)"
+    elif env is not None:
+        how = dotenv + " (a line in the .env file)"
+    else:
+        how = dotenv + " (a line in the app's .env file; or a file {name} in the env dir given)"
+    return Platform("local", "variable", how)
+
+
+_platform = PLATFORMS["heroku"]
+
+
+def use(platform: Platform) -> None:
+    """Set once by each command's entry point: the advice of every error after it is worded for it."""
+    global _platform
+    _platform = platform
+
+
+def current() -> Platform:
+    return _platform
+
+
 ROTATE = (
     "Treat the key as exposed: create a new deploy key, add its public half to the repository, "
-    "replace the DEPLOY_KEY config var, then delete the old key on the git host."
+    "replace DEPLOY_KEY with it ({set_key}), then delete the old key on the git host."
 )
 
 PROBLEMS: dict[str, Problem] = {
@@ -76,13 +175,12 @@ PROBLEMS: dict[str, Problem] = {
         title="No deploy key: {source} has no {name}",
         why="deploykey needs the private half of a deploy key to fetch private git dependencies.",
         fix="Create a key with `ssh-keygen -t ed25519 -N '' -f deploy_key`, add deploy_key.pub as a "
-        "read-only deploy key of the repository, then `heroku config:set "
-        '{name}="$(cat deploy_key)"`.',
+        "read-only deploy key of the repository, then {set_key}.",
     ),
     "key::empty": Problem(
         title="{source} is empty",
-        why="The config var exists but holds no key.",
-        fix='Set it to the private key file\'s content: `heroku config:set {name}="$(cat deploy_key)"`.',
+        why="The {setting} exists but holds no key.",
+        fix="Set it to the private key file's content: {set_key}.",
     ),
     "key::public": Problem(
         title="{source} holds a public key, not a private key",
@@ -113,12 +211,11 @@ PROBLEMS: dict[str, Problem] = {
     "key::truncated": Problem(
         title="{source} holds an incomplete private key",
         why="{detail} The value was probably cut when it was copied or pasted.",
-        fix="Set {name} again from the whole key file: `heroku config:set "
-        '{name}="$(cat deploy_key)"`.',
+        fix="Set {name} again from the whole key file: {set_key}.",
     ),
     "key::multiple": Problem(
         title="{source} holds {count} private keys",
-        why="One config var carries one key; deploykey cannot guess which one to use.",
+        why="One {setting} carries one key; deploykey cannot guess which one to use.",
         fix="Keep one key in {name}. For a second repository use another variable "
         "(DEPLOY_KEY_<NAME>).",
     ),
@@ -137,7 +234,7 @@ PROBLEMS: dict[str, Problem] = {
         title="{host} refused the deploy key {fingerprint}",
         why="The server answered: {detail}",
         fix="Add the public half of this key (fingerprint {fingerprint}) as a deploy key of the "
-        "repository on {host}, or set the config var to the key that is registered there.",
+        "repository on {host}, or give the build the key that is registered there.",
     ),
     "key::wrong-repo": Problem(
         title="The deploy key {fingerprint} cannot read {repo} on {host}",
@@ -146,10 +243,10 @@ PROBLEMS: dict[str, Problem] = {
         fix="Add this key's public half as a deploy key of {repo}, or use the key registered there.",
     ),
     "keys::unset": Problem(
-        title="deploykey.yml maps {name}, but no config var {name} is set",
-        why="`keys:` in deploykey.yml routes repositories to keys by config var name; the keys set "
+        title="deploykey.yml maps {name}, but no {setting} {name} is set",
+        why="`keys:` in deploykey.yml routes repositories to keys by variable name; the keys set "
         "are: {known}.",
-        fix='Set it (`heroku config:set {name}="$(cat deploy_key)"`) or correct the name in deploykey.yml.',
+        fix="Set it ({set_key}) or correct the name in deploykey.yml.",
     ),
     "doctor::failed": Problem(
         title="{count} of {total} private requirements cannot be fetched",
@@ -388,17 +485,23 @@ class UserError(Exception):
     def problem(self) -> Problem:
         return PROBLEMS[self.slug]
 
+    def _facts(self) -> dict[str, object]:
+        """The error's facts, and how to set its key (or DEPLOY_KEY) on the current platform."""
+        name = self.facts.get("name")
+        key = name if isinstance(name, str) and name.startswith("DEPLOY_KEY") else "DEPLOY_KEY"
+        return {**_platform.facts(key), **self.facts}
+
     @property
     def title(self) -> str:
-        return self.problem.title.format(**self.facts)
+        return self.problem.title.format(**self._facts())
 
     @property
     def why(self) -> str:
-        return self.problem.why.format(**self.facts)
+        return self.problem.why.format(**self._facts())
 
     @property
     def fix(self) -> str:
-        return self.problem.fix.format(**self.facts)
+        return self.problem.fix.format(**self._facts())
 
     @property
     def exit_code(self) -> int:

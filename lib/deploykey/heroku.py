@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploykey import build, config, install, manifests, mirrors, output, scrub, sources
+from deploykey import build, config, errors, install, manifests, mirrors, output, scrub, sources
 from deploykey.errors import UserError
 
 NAME = "deploykey"
@@ -42,6 +42,14 @@ def detect(build_dir: str) -> int:
     )
     output.plain(f"  the app dir holds: {', '.join(listing[:30]) or 'nothing'}")
     return 1
+
+
+def platform(env_dir: str, dry_run: bool) -> errors.Platform:
+    """A Heroku build passes ENV_DIR, a directory, and never --dry-run; a .env file or --dry-run is
+    a developer's run of bin/compile, whose keys go into that file or directory."""
+    if dry_run or Path(env_dir).is_file():
+        return errors.local(env_dir)
+    return errors.PLATFORMS["heroku"]
 
 
 def release(build_dir: str) -> int:

@@ -14,13 +14,19 @@ from deploykey import build, config, install, output, sources
 from deploykey.errors import UserError
 
 
-def doctor(app_dir: str, env_dir: str | None) -> int:
+def env_source(app_dir: str, env_dir: str | None) -> str | None:
+    """The env dir or .env file the doctor reads: the one given, $ENV_DIR, else APP_DIR/.env."""
     app = Path(app_dir).resolve()
-    source = (
+    return (
         env_dir
         or os.environ.get("ENV_DIR")
         or (str(app / ".env") if (app / ".env").is_file() else None)
     )
+
+
+def doctor(app_dir: str, env_dir: str | None) -> int:
+    app = Path(app_dir).resolve()
+    source = env_source(app_dir, env_dir)
     if source is None:
         raise UserError("env::missing", path=app / ".env")
     env = sources.read(source)
