@@ -126,6 +126,12 @@ def _tool_venv(name: str, version: str, python: str) -> Path:
     return _atomic(final, make)
 
 
+def pinned(name: str) -> Path:
+    """One pinned tool (uv, poetry, pipenv) from PyPI, once per machine: its executable."""
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return _tool_venv(name, VERSIONS[name], python) / "bin" / name
+
+
 def install_tools() -> Tools:
     """Each pinned tool from PyPI, once per machine (the only step that needs the network)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import installers
 from deploykey import manifests
 from deploykey.errors import UserError
 from deploykey.manifests import base
@@ -534,13 +534,8 @@ def test_every_reader_is_registered_with_its_names() -> None:
 
 
 def _uv() -> list[str]:
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    import importlib.util
-
-    assert importlib.util.find_spec("uv"), "the uv test needs uv: python3 -m pip install uv"
-    return [sys.executable, "-m", "uv"]
+    """The pinned uv the installer tests use (tests/installers.py), not whatever is on PATH."""
+    return [str(installers.pinned("uv"))]
 
 
 def _git(*args: str, cwd: Path, env: dict[str, str]) -> str:
