@@ -114,6 +114,11 @@ UNREACHABLE = re.compile(
 def ensure() -> None:
     if not missing():
         return
+    try:
+        _check_install_mounts()
+    except UserError as error:
+        output.error(error)
+        sys.exit(error.exit_code)
     target = deps_dir()
     secret = _secret()
     if _build_cache() is not None and target.exists() and not _sealed(target, secret):
@@ -149,6 +154,24 @@ def ensure() -> None:
 
 
 SEAL = ".deploykey-seal"
+
+
+def _check_install_mounts() -> None:
+    """`install` under a non-root USER: the secrets it reads and the cache mount it installs into
+    are the user's, before anything is installed there (BuildKit makes both as root)."""
+    if len(sys.argv) < 2 or sys.argv[1] != "install":
+        return
+    from deploykey import permissions
+
+    try:
+        found = sorted(Path("/run/secrets").iterdir())
+    except OSError:  # no secret mounted, or not listable: sources.gather says so later
+        found = []
+    keys = [path for path in found if path.name.upper().startswith("DEPLOY_KEY")]
+    permissions.check_secrets(keys + [Path(file) for file in _all("--key-file")])
+    cache = _build_cache()
+    if cache is not None:
+        permissions.check_cache(cache)
 
 
 def _secret() -> bytes | None:

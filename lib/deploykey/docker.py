@@ -20,7 +20,18 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from deploykey import build, config, image, install, mirrors, output, scan, scrub, sources
+from deploykey import (
+    build,
+    config,
+    image,
+    install,
+    mirrors,
+    output,
+    permissions,
+    scan,
+    scrub,
+    sources,
+)
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -67,6 +78,7 @@ def install_command(
     env = _source(env_dir, key_files)
     settings = _settings(app, env, requirements)
     output.step("deploykey install: private git dependencies with deploy keys")
+    _check_writable(venv, target, cache_dir)
     where, python, extra, scanned = _where(venv, target, user)
     given = f"-r {requirements}" if requirements is not None else None
     plan = build.plan(app, None, env, settings, Target("docker", where), _agent(agent), given)
@@ -87,6 +99,18 @@ def install_command(
     cache = Path(cache_dir).resolve() if cache_dir else None
     build.install_cycle(plan, where, into, [app, scanned] + ([cache] if cache else []), cache, user)
     return 0
+
+
+def _check_writable(venv: str | None, target: str | None, cache_dir: str | None) -> None:
+    """Before anything is fetched: a RUN under a non-root USER can write what deploykey writes
+    (BuildKit makes mounts, and earlier steps make directories, as root)."""
+    if cache_dir:
+        permissions.check_cache(Path(cache_dir).resolve())
+    if venv is not None:
+        permissions.check_target(Path(venv).resolve(), "virtual environment")
+        install.check_venv_path(Path(venv).resolve())
+    if target is not None:
+        permissions.check_target(Path(target).resolve(), "--target directory")
 
 
 def _where(venv: str | None, target: str | None, user: bool) -> tuple[str, Path, list[str], Path]:
@@ -123,6 +147,7 @@ def setup_command(
     output.step("deploykey setup: private repositories fetched for this shell's install")
     plan = build.plan(app, None, env, settings, Target("off", "the job's own install command"))
     if cache_dir is not None:
+        permissions.check_cache(Path(cache_dir).resolve())
         root = Path(cache_dir).resolve() / mirrors.DIR
         exports = {}
     else:
