@@ -147,3 +147,25 @@ def test_non_root_install_with_its_own_secret_cache_and_empty_venv(
     assert (venv / "pyvenv.cfg").is_file()
     assert "no key material found" in result.stdout
     assert files_with_key([venv, cache, app], utils_key.text) == []
+
+
+def test_a_cache_another_user_filled_fails_the_leak_check(
+    nonroot: NonRoot, git_server: GitServer, utils_key: GeneratedKey
+) -> None:
+    """A cache shared with a root build (the same mount id) holds files only root reads: the
+    install works, but the check of what the build keeps cannot read them, and says so."""
+    key = own_key(nonroot, utils_key)
+    cache = nonroot.mkdir("cache", owner=nonroot.uid)
+    left = nonroot.mkdir("cache/from-a-root-build", mode=0o700)
+    nonroot.write("cache/from-a-root-build/wheel.whl", b"root's\n", mode=0o600)
+    venv = nonroot.mkdir("venv", owner=nonroot.uid)
+    app = app_dir(nonroot, git_server)
+    args = ("install", "--venv", str(venv), "--key-file", str(key), "--cache-dir", str(cache))
+    result = nonroot.run(*args, cwd=app)
+    out, err = result.stdout, result.stderr
+    assert result.returncode == 1, out + err
+    assert "no key material found" not in out + err
+    assert " !     The leak check could not read 1 path(s)" in err
+    assert f" !     {left} (Permission denied)\n" in err
+    assert f"`--mount=type=cache,id=deploykey-{nonroot.uid},target=...,uid={nonroot.uid}`" in err
+    assert "(scan::unreadable: README.md#scan-unreadable)" in err
