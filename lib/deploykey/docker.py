@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from deploykey import (
+    agent,
     build,
     config,
     image,
@@ -53,11 +54,15 @@ def _settings(app: Path, env: sources.EnvSource, requirements: str | None) -> co
 
 
 def _agent(wanted: bool) -> str | None:
+    """The agent's socket, with --agent: asked for its keys first, so that a build without
+    `--ssh default` (or an agent without the key) is told so, not that the key is refused."""
     if not wanted:
         return None
     socket = os.environ.get("SSH_AUTH_SOCK")
     if not socket:
         raise UserError("agent::missing")
+    keys = agent.identities(socket)
+    output.detail(f"ssh agent {socket}: {', '.join(key.describe() for key in keys)}")
     return socket
 
 

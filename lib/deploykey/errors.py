@@ -379,7 +379,20 @@ PROBLEMS: dict[str, Problem] = {
         title="--agent was given, but SSH_AUTH_SOCK is not set",
         why="With --agent, ssh uses the keys of the agent the build mounts; there is none here.",
         fix="Use `RUN --mount=type=ssh deploykey install --agent ...` and build with "
-        "`docker build --ssh default .` (buildah: `--ssh default`).",
+        "`docker build --ssh default .` (buildah: `--ssh default`) from a shell whose agent "
+        "holds the deploy key (`ssh-add deploy_key`; `ssh-add -l` lists it).",
+    ),
+    "agent::unusable": Problem(
+        title="The ssh agent at SSH_AUTH_SOCK={socket} cannot be used: {problem}",
+        why="With --agent, ssh authenticates with the keys of the agent the build mounts "
+        "(`RUN --mount=type=ssh` sets SSH_AUTH_SOCK). This is not about the deploy key: "
+        "`docker build` was run without `--ssh default`, or its agent holds no key.",
+        fix="Start an agent that holds the deploy key, check it, and pass it to the build:\n"
+        'eval "$(ssh-agent -s)" && ssh-add deploy_key\n'
+        "ssh-add -l    # must list the key\n"
+        "docker build --ssh default -f Dockerfile.ssh .    (buildah: --ssh default)\n"
+        "Under a non-root USER ({user}, uid {uid}), mount the socket for it: "
+        "`RUN --mount=type=ssh,uid={uid} ...`.",
     ),
     "build::interrupted": Problem(
         title="The build was interrupted by {signal}",
