@@ -169,3 +169,21 @@ def test_a_cache_another_user_filled_fails_the_leak_check(
     assert f" !     {left} (Permission denied)\n" in err
     assert f"`--mount=type=cache,id=deploykey-{nonroot.uid},target=...,uid={nonroot.uid}`" in err
     assert "(scan::unreadable: README.md#scan-unreadable)" in err
+
+
+def test_setup_with_a_root_owned_cache(
+    nonroot: NonRoot, git_server: GitServer, keys_dir: Path
+) -> None:
+    """`eval "$(deploykey setup --shell --cache-dir DIR)"` in a CI job or RUN as another user."""
+    key = own_key(nonroot, make_key(keys_dir))
+    cache = nonroot.mkdir("cache")
+    app = app_dir(nonroot, git_server)
+    result = nonroot.run(
+        "setup", "--shell", "--cache-dir", str(cache), "--key-file", str(key), cwd=app
+    )
+    err = result.stderr
+    assert result.returncode == 1, result.stdout + err
+    assert result.stdout == ""  # nothing for the shell to evaluate
+    assert f" !     The cache dir {cache} is not writable by nobody (uid {nonroot.uid})\n" in err
+    assert BUG not in err
+    assert list(cache.iterdir()) == []

@@ -141,7 +141,13 @@ def gather(
             values[name] = value.encode()
             origins[name] = f"the environment variable {name}"
     if secrets_dir.is_dir():
-        for secret in sorted(secrets_dir.iterdir()):
+        try:
+            mounted = sorted(secrets_dir.iterdir())
+        except PermissionError as exc:
+            raise UserError(
+                "env::unreadable", path=secrets_dir, reason=exc.strerror, uid=os.getuid()
+            ) from None
+        for secret in mounted:
             name = secret.name.upper().replace("-", "_")
             if (KEY_NAME.match(name) or name in names) and secret.is_file():
                 values[name] = permissions.read_secret(secret)
