@@ -69,11 +69,13 @@ def test_a_root_only_key_file(nonroot: NonRoot, git_server: GitServer, keys_dir:
 def test_a_root_owned_cache_mount_names_the_mount_options(
     nonroot: NonRoot, git_server: GitServer, keys_dir: Path
 ) -> None:
-    """The cache mount as BuildKit makes it without `uid=`: root's, 0755. Without the kit's
-    dependencies (a python:*-slim image) the bootstrap would install them there first; with
-    them, the install would write its mirrors there."""
+    """The cache mount as BuildKit makes it without `uid=`, filled by a root build that used the
+    same mount: root's, 0755. Without the kit's dependencies (a python:*-slim image) the bootstrap
+    looks for them there first; with them, the install would write its mirrors there."""
     key = own_key(nonroot, make_key(keys_dir))
     cache = nonroot.mkdir("cache")
+    # What a root build leaves there: the kit's dependencies, in a directory private to root.
+    nonroot.mkdir("cache/deps", mode=0o700)
     app = app_dir(nonroot, git_server)
     venv = nonroot.root / "venv"
     args = ("install", "--venv", str(venv), "--key-file", str(key), "--cache-dir", str(cache))
@@ -91,7 +93,7 @@ def test_a_root_owned_cache_mount_names_the_mount_options(
             f"uid={nonroot.uid} ..."
         ) in err
         assert "(cache::unwritable: README.md#cache-unwritable)" in err
-        assert list(cache.iterdir()) == []
+        assert [path.name for path in cache.iterdir()] == ["deps"]
         assert not venv.exists()
 
 

@@ -51,9 +51,18 @@ def missing() -> list[str]:
     needed = _lacking(REQUIREMENTS)
     optional = _lacking(OPTIONAL)
     # Only then: deps_dir() asks tempfile for the temp dir, which writes a probe file there.
-    if optional and not (deps_dir() / NO_WHEEL).exists():
+    if optional and not _marked(deps_dir() / NO_WHEEL):
         needed += optional
     return needed
+
+
+def _marked(path: Path) -> bool:
+    """Whether a marker file is there; one in a directory this user cannot enter (a cache
+    mount a root build filled) is not this user's to trust."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _lacking(modules: dict[str, str]) -> list[str]:
@@ -112,13 +121,13 @@ UNREACHABLE = re.compile(
 
 
 def ensure() -> None:
-    if not missing():
-        return
     try:
-        _check_install_mounts()
+        _check_install_mounts()  # first: the deps dir may be in a cache this user cannot enter
     except UserError as error:
         output.error(error)
         sys.exit(error.exit_code)
+    if not missing():
+        return
     target = deps_dir()
     secret = _secret()
     if _build_cache() is not None and target.exists() and not _sealed(target, secret):
