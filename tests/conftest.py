@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gitserver import GitServer  # noqa: E402
+from nonroot import NonRoot, kit_deps, public_dir  # noqa: E402
 
 KIT = Path(__file__).resolve().parents[1]
 BIN = KIT / "bin"
@@ -450,3 +451,27 @@ def scan_buildpack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert result.returncode == 0, result.stderr
     yield target
     shutil.rmtree(root)
+
+
+# ---------------------------------------------------------------- runs as a user who is not root
+
+
+@pytest.fixture(scope="session")
+def nonroot_kit(wheelhouse: Path) -> Iterator[tuple[Path, Path]]:
+    """The kit's dependencies for the system python3, and the test wheels, where nobody reads."""
+    root = public_dir("deploykey-nonroot-kit-")
+    wheels = root / "wheels"
+    wheels.mkdir(mode=0o755)
+    for wheel in wheelhouse.glob("*.whl"):
+        shutil.copy(wheel, wheels)
+        (wheels / wheel.name).chmod(0o644)
+    yield kit_deps(root / "deps"), wheels
+    shutil.rmtree(root)
+
+
+@pytest.fixture
+def nonroot(nonroot_kit: tuple[Path, Path]) -> Iterator[NonRoot]:
+    """A world-traversable directory for one test, and deploykey run as nobody under it."""
+    made = NonRoot(public_dir("deploykey-nonroot-"), *nonroot_kit)
+    yield made
+    made.remove()

@@ -207,6 +207,80 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
 
 
+def non_root_dockerfile(context: Path, secret_uid: bool, cache_uid: bool) -> str:
+    """examples/docker/Dockerfile with the build stage of the README's non-root snippet (section
+    "A non-root user"), so the test builds what the README shows; without `uid=` (and the cache's
+    own `id`) on a mount when asked."""
+    example = (context / "Dockerfile").read_text()
+    readme = (KIT / "examples" / "docker" / "README.md").read_text()
+    found = re.search(r"## A non-root user.*?```dockerfile\n(.*?)```", readme, re.S)
+    assert found is not None, "the README's non-root snippet"
+    steps = found.group(1).split("# ...git and ssh as in Dockerfile...\n")[1]
+    head, rest = example.split("WORKDIR /src\n")
+    final = rest[rest.index("FROM ${BASE}\n") :]
+    # The offline build's index settings, declared as in the example (before the install's RUN).
+    arguments = "".join(
+        f"ARG {name}\n" for name in ("PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")
+    )
+    steps = steps.replace("USER app\n", arguments + "USER app\n")
+    if not secret_uid:
+        steps = steps.replace("id=deploy_key,uid=10001", "id=deploy_key")
+    if not cache_uid:
+        steps = steps.replace(
+            "id=deploykey-10001,target=/var/cache/deploykey,uid=10001",
+            "target=/var/cache/deploykey",
+        )
+    assert steps.count("uid=10001") == secret_uid + cache_uid, steps
+    return head + steps + final
+
+
+def test_non_root_user_variant(
+    engine: engines.Engine, context: Path, utils_key: GeneratedKey, tmp_path: Path, tags: list[str]
+) -> None:
+    """`USER app` in the build stage: without `uid=` on the secret, then on the cache mount, the
+    build fails with the error that names the mount option (never "a bug"); with the README's
+    mounts it builds, runs and holds no key."""
+    tag = "deploykey-example-nonroot:test"
+    tags.append(tag)
+    # The test's offline wheels come from a pytest tmp dir (0700): COPY keeps modes, so `app`
+    # could not read them. A real context holds no such directory.
+    for path in [context / "wheels", *(context / "wheels").iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    for secret_uid, cache_uid, expected in (
+        (
+            False,
+            False,
+            "The secret /run/secrets/deploy_key is readable only by root (uid 0); "
+            "deploykey runs as app (uid 10001)",
+        ),
+        (True, False, "The cache dir /var/cache/deploykey is not writable by app (uid 10001)"),
+    ):
+        (context / "Dockerfile.nonroot").write_text(
+            non_root_dockerfile(context, secret_uid, cache_uid)
+        )
+        failed = engine.build(
+            context, tag, *secret(utils_key), *OFFLINE, dockerfile="Dockerfile.nonroot"
+        )
+        out = failed.stdout + failed.stderr
+        assert failed.returncode != 0, out
+        assert expected in out, out
+        assert "This is a bug" not in out and "Traceback" not in out
+        fix = "RUN --mount=type=secret,id=deploy_key,uid=10001 ..."
+        if not secret_uid:
+            assert fix in out, out
+    (context / "Dockerfile.nonroot").write_text(non_root_dockerfile(context, True, True))
+    built = engine.build(
+        context, tag, *secret(utils_key), *OFFLINE, dockerfile="Dockerfile.nonroot"
+    )
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert "no key material found" in out
+    assert not text_has_key(out, utils_key.text)
+    ran = engine.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+    assert_image_clean(engine, tag, tmp_path / "nonroot.tar", utils_key)
+
+
 def step(progress: str, instruction: str) -> str:
     """Whether BuildKit's plain progress shows the build stage's step (or the only stage's) that
     starts with `instruction` run or CACHED."""

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import GeneratedKey, make_key
 from deploykey import keys, scan
+from nonroot import NonRoot
 
 
 def load(key: GeneratedKey) -> keys.Key:
@@ -278,14 +279,47 @@ def test_every_form_over_many_keys(keys_dir: Path) -> None:
         key.path.unlink()
 
 
-def test_a_truncated_gzip_is_named_unreadable(tmp_path: Path, keys_dir: Path) -> None:
+def test_a_truncated_gzip_is_named_as_not_unpacked(tmp_path: Path, keys_dir: Path) -> None:
+    """Its bytes were read and searched; only its members were not all unpacked."""
     import gzip
 
     key = make_key(keys_dir)
     whole = gzip.compress(key.text.encode() * 50)
     (tmp_path / "cut.gz").write_bytes(whole[: len(whole) // 2])
     report = scan.scan([tmp_path], [load(key)])
-    assert any(entry.startswith(f"{tmp_path / 'cut.gz'} (") for entry in report.unreadable)
+    assert any(entry.startswith(f"{tmp_path / 'cut.gz'} (") for entry in report.unpacked)
+    assert report.unreadable == ()
+
+
+def test_what_the_scan_cannot_read_fails_it(nonroot: NonRoot, keys_dir: Path) -> None:
+    """`deploykey scan` as a user who cannot read a file and a directory of the tree: exit 1,
+    each named with why; never "no key material found" with files unsearched."""
+    key = make_key(keys_dir)
+    key_file = nonroot.write("deploy_key", key.text.encode(), owner=nonroot.uid, mode=0o400)
+    tree = nonroot.mkdir("tree")
+    nonroot.write("tree/app.py", b"print(1)\n")
+    secret = nonroot.write("tree/root-only.txt", b"whatever root wrote\n", mode=0o600)
+    closed = nonroot.mkdir("tree/closed", mode=0o700)
+    nonroot.write("tree/closed/inside.txt", b"unseen\n")
+    result = nonroot.run("scan", str(tree), "--key-file", str(key_file), cwd=nonroot.root)
+    out, err = result.stdout, result.stderr
+    assert result.returncode == 1, out + err
+    assert "no key material found" not in out + err
+    assert (
+        " !     The leak check could not read 2 path(s), so it cannot say they hold no key\n"
+    ) in err
+    assert f" !     {secret} (Permission denied)\n" in err
+    assert f" !     {closed} (Permission denied)\n" in err
+    assert f"It runs as nobody (uid {nonroot.uid})" in err
+    assert "Fix: Make these paths readable by nobody" in err
+    assert "(scan::unreadable: README.md#scan-unreadable)" in err
+    assert "This is a bug" not in err
+    # The same tree, all of it readable: clean.
+    secret.chmod(0o644)
+    closed.chmod(0o755)
+    again = nonroot.run("scan", str(tree), "--key-file", str(key_file), cwd=nonroot.root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "no key material found" in again.stdout
 
 
 def test_every_batch_of_files_is_searched_by_every_process(

@@ -51,9 +51,18 @@ def missing() -> list[str]:
     needed = _lacking(REQUIREMENTS)
     optional = _lacking(OPTIONAL)
     # Only then: deps_dir() asks tempfile for the temp dir, which writes a probe file there.
-    if optional and not (deps_dir() / NO_WHEEL).exists():
+    if optional and not _marked(deps_dir() / NO_WHEEL):
         needed += optional
     return needed
+
+
+def _marked(path: Path) -> bool:
+    """Whether a marker file is there; one in a directory this user cannot enter (a cache
+    mount a root build filled) is not this user's to trust."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _lacking(modules: dict[str, str]) -> list[str]:
@@ -112,6 +121,11 @@ UNREACHABLE = re.compile(
 
 
 def ensure() -> None:
+    try:
+        _check_install_mounts()  # first: the deps dir may be in a cache this user cannot enter
+    except UserError as error:
+        output.error(error)
+        sys.exit(error.exit_code)
     if not missing():
         return
     target = deps_dir()
@@ -149,6 +163,24 @@ def ensure() -> None:
 
 
 SEAL = ".deploykey-seal"
+
+
+def _check_install_mounts() -> None:
+    """`install` under a non-root USER: the secrets it reads and the cache mount it installs into
+    are the user's, before anything is installed there (BuildKit makes both as root)."""
+    if len(sys.argv) < 2 or sys.argv[1] != "install":
+        return
+    from deploykey import permissions
+
+    try:
+        found = sorted(Path("/run/secrets").iterdir())
+    except OSError:  # no secret mounted, or not listable: sources.gather says so later
+        found = []
+    keys = [path for path in found if path.name.upper().startswith("DEPLOY_KEY")]
+    permissions.check_secrets(keys + [Path(file) for file in _all("--key-file")])
+    cache = _build_cache()
+    if cache is not None:
+        permissions.check_cache(cache)
 
 
 def _secret() -> bytes | None:

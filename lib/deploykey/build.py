@@ -23,6 +23,7 @@ from deploykey import (
     keys,
     mirrors,
     output,
+    permissions,
     run,
     scan,
     sshconfig,
@@ -380,6 +381,9 @@ def report_scrub(cleanup: Cleanup, removed_dir: Path | None) -> None:
         raise RuntimeError(f"{removed_dir} still exists after the scrub")
 
 
+UNREADABLE_SHOWN = 20  # paths an error names; a cache another user filled can hold thousands
+
+
 def leak_check(
     roots: Sequence[Path],
     found_keys: Sequence[Key],
@@ -391,7 +395,7 @@ def leak_check(
     scan`); a build warns about it: only the build's own keys and tokens are its to guard."""
     import time
 
-    existing = [root for root in roots if root.exists()]
+    existing = [root for root in roots if _present(root)]
     began = time.monotonic()
     report = scan.scan(existing, found_keys, {token.name: token.value for token in tokens})
     seconds = time.monotonic() - began
@@ -407,17 +411,44 @@ def leak_check(
             "ahocorasick-rs is not installed for this Python (no wheel for this platform?): "
             "the scan searched with Python alone, several times slower"
         )
-    for path in report.unreadable:
-        output.warn(f"could not read {path}: it was not checked")
+    for path in report.unpacked:
+        output.warn(
+            f"could not unpack the archive {path}: its bytes were searched, not its members"
+        )
     failing = [hit for hit in report.hits if strict or hit.is_ours]
     for hit in report.hits:
         if hit not in failing:
             output.warn(
                 f"{hit.path}: {hit.kind} ({hit.label}); not this build's, so not failing it"
             )
-    if not failing:
+    if failing:
+        for path in report.unreadable:
+            output.warn(f"could not read {path}: not searched")
+        files = sorted({f"{hit.path} ({hit.kind}, {hit.label})" for hit in failing})
+        paths = tuple(sorted({hit.path.split("!", 1)[0] for hit in failing}))
+        return UserError("leak::found", count=len(files), files="\n".join(files), paths=paths)
+    if report.unreadable:
+        # A file the scan could not read could hold a copy: never "clean" with it unsearched.
+        shown = list(report.unreadable[:UNREADABLE_SHOWN])
+        if len(report.unreadable) > UNREADABLE_SHOWN:
+            shown.append(f"... and {len(report.unreadable) - UNREADABLE_SHOWN} more")
+        return UserError(
+            "scan::unreadable",
+            count=len(report.unreadable),
+            paths="\n".join(shown),
+            uid=os.getuid(),
+            user=permissions.user_name(),
+        )
+    if report.unpacked:
+        output.detail("no key material found (the archives named above: in their bytes only)")
+    else:
         output.detail("no key material found")
-        return None
-    files = sorted({f"{hit.path} ({hit.kind}, {hit.label})" for hit in failing})
-    paths = tuple(sorted({hit.path.split("!", 1)[0] for hit in failing}))
-    return UserError("leak::found", count=len(files), files="\n".join(files), paths=paths)
+    return None
+
+
+def _present(root: Path) -> bool:
+    """Whether a root exists; one this user cannot even look at is there for the scan to name."""
+    try:
+        return root.exists()
+    except OSError:
+        return True

@@ -20,7 +20,20 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from deploykey import build, config, errors, image, install, mirrors, output, scan, scrub, sources
+from deploykey import (
+    agent,
+    build,
+    config,
+    errors,
+    image,
+    install,
+    mirrors,
+    output,
+    permissions,
+    scan,
+    scrub,
+    sources,
+)
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -55,11 +68,15 @@ def _settings(app: Path, env: sources.EnvSource, requirements: str | None) -> co
 
 
 def _agent(wanted: bool) -> str | None:
+    """The agent's socket, with --agent: asked for its keys first, so that a build without
+    `--ssh default` (or an agent without the key) is told so, not that the key is refused."""
     if not wanted:
         return None
     socket = os.environ.get("SSH_AUTH_SOCK")
     if not socket:
         raise UserError("agent::missing")
+    keys = agent.identities(socket)
+    output.detail(f"ssh agent {socket}: {', '.join(key.describe() for key in keys)}")
     return socket
 
 
@@ -80,6 +97,7 @@ def install_command(
     env = _source(env_dir, key_files)
     settings = _settings(app, env, requirements)
     output.step("deploykey install: private git dependencies with deploy keys")
+    _check_writable(venv, target, cache_dir)
     where, python, extra, scanned = _where(venv, target, user)
     given = f"-r {requirements}" if requirements is not None else None
     plan = build.plan(app, None, env, settings, Target("docker", where), _agent(agent), given)
@@ -105,6 +123,18 @@ def install_command(
     except UserError as error:
         raise _in_context(error, app) from None
     return 0
+
+
+def _check_writable(venv: str | None, target: str | None, cache_dir: str | None) -> None:
+    """Before anything is fetched: a RUN under a non-root USER can write what deploykey writes
+    (BuildKit makes mounts, and earlier steps make directories, as root)."""
+    if cache_dir:
+        permissions.check_cache(Path(cache_dir).resolve())
+    if venv is not None:
+        permissions.check_target(Path(venv).resolve(), "virtual environment")
+        install.check_venv_path(Path(venv).resolve())
+    if target is not None:
+        permissions.check_target(Path(target).resolve(), "--target directory")
 
 
 def _in_context(error: UserError, app: Path) -> UserError:
@@ -153,6 +183,7 @@ def setup_command(
     output.step("deploykey setup: private repositories fetched for this shell's install")
     plan = build.plan(app, None, env, settings, Target("off", "the job's own install command"))
     if cache_dir is not None:
+        permissions.check_cache(Path(cache_dir).resolve())
         root = Path(cache_dir).resolve() / mirrors.DIR
         exports = {}
     else:

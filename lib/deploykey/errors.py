@@ -171,6 +171,25 @@ PROBLEMS: dict[str, Problem] = {
         fix="Run the hook from heroku-buildpack-python, or set CACHE_DIR to an existing directory "
         "that the rest of the build can read.",
     ),
+    "secret::unreadable": Problem(
+        title="The secret {path} is readable only by {owner}; deploykey runs as {user} (uid {uid})",
+        why="The file exists, with mode {mode}. BuildKit mounts a secret as root with mode 0400 "
+        "unless the mount says otherwise, and this RUN runs as {user} (the Dockerfile's USER).",
+        fix="Mount the secret for that user: `RUN --mount=type=secret,id={id},uid={uid} ...` "
+        "(one `uid=` per secret mount). Outside Docker, make {path} readable by {user}.",
+    ),
+    "cache::unwritable": Problem(
+        title="The cache dir {path} is not writable by {user} (uid {uid})",
+        why="{blocker} is owned by {owner} with mode {mode}. deploykey keeps its own "
+        "dependencies, uv, the installers' caches and the mirrors of the private repositories "
+        "there. BuildKit makes a cache mount owned by root unless the mount says `uid=`, and this "
+        "RUN runs as {user} (the Dockerfile's USER).",
+        fix="Give the cache mount that user and an id of its own, so that root's and {user}'s "
+        "builds never share one:\n"
+        "RUN --mount=type=cache,id=deploykey-{uid},target={path},uid={uid} ...\n"
+        "Outside Docker: make {path} writable by {user}, or point --cache-dir "
+        "(DEPLOYKEY_CACHE_DIR) at a directory that is.",
+    ),
     "key::missing": Problem(
         title="No deploy key: {source} has no {name}",
         why="deploykey needs the private half of a deploy key to fetch private git dependencies.",
@@ -368,6 +387,21 @@ PROBLEMS: dict[str, Problem] = {
         "(exported from the lockfile: `uv export --format requirements-txt`, `poetry export`, "
         "`pipenv requirements`).",
     ),
+    "install::not-a-venv": Problem(
+        title="{path} exists and is not a virtual environment",
+        why="{found} deploykey makes the virtual environment itself, in a path that "
+        "does not exist yet or in an empty directory, and never writes over other files.",
+        fix="Give --venv a new path or an empty directory (in a Dockerfile, made for a non-root "
+        "USER as root: `RUN mkdir {path} && chown app {path}`), or empty {path} first.",
+    ),
+    "install::unwritable": Problem(
+        title="Cannot write the {what} {path} as {user} (uid {uid})",
+        why="{blocker} is owned by {owner} with mode {mode}, and deploykey runs as {user} (in a "
+        "Docker build: the Dockerfile's USER), so it cannot make or fill {path}.",
+        fix="Make the directory for that user in an earlier step, as root (before `USER`): "
+        "`RUN mkdir -p {path} && chown {uid} {path}`; deploykey installs into an empty "
+        "directory. Or give a path {user} can write.",
+    ),
     "install::app-path": Problem(
         title="Cannot create the virtual environment at the run-time path {app_path}",
         why="A virtual environment has its own path baked into its scripts, so deploykey builds it "
@@ -410,6 +444,15 @@ PROBLEMS: dict[str, Problem] = {
         fix="Rename your hook (e.g. bin/{hook}.app), run `deploykey hooks` again, and call the "
         "renamed hook from the top of the new bin/{hook}.",
     ),
+    "scan::unreadable": Problem(
+        title="The leak check could not read {count} path(s), so it cannot say they hold no key",
+        why="{paths}\nIt runs as {user} (uid {uid}); a file it cannot read could hold a copy of "
+        "the key, so it does not report the build clean.",
+        fix="Make these paths readable by {user} (`chmod -R a+rX PATH`, or `chown`), or run the "
+        "scan as a user who can read them. In a Docker build with a non-root USER, give the cache "
+        "mount an `id` of its own and that user (`--mount=type=cache,id=deploykey-{uid},"
+        "target=...,uid={uid}`): a cache a root build filled stays root's.",
+    ),
     "leak::found": Problem(
         title="Key material found in {count} file(s) of the build",
         why="{files}",
@@ -442,7 +485,20 @@ PROBLEMS: dict[str, Problem] = {
         title="--agent was given, but SSH_AUTH_SOCK is not set",
         why="With --agent, ssh uses the keys of the agent the build mounts; there is none here.",
         fix="Use `RUN --mount=type=ssh deploykey install --agent ...` and build with "
-        "`docker build --ssh default .` (buildah: `--ssh default`).",
+        "`docker build --ssh default .` (buildah: `--ssh default`) from a shell whose agent "
+        "holds the deploy key (`ssh-add deploy_key`; `ssh-add -l` lists it).",
+    ),
+    "agent::unusable": Problem(
+        title="The ssh agent at SSH_AUTH_SOCK={socket} cannot be used: {problem}",
+        why="With --agent, ssh authenticates with the keys of the agent the build mounts "
+        "(`RUN --mount=type=ssh` sets SSH_AUTH_SOCK). This is not about the deploy key: "
+        "`docker build` was run without `--ssh default`, or its agent holds no key.",
+        fix="Start an agent that holds the deploy key, check it, and pass it to the build:\n"
+        'eval "$(ssh-agent -s)" && ssh-add deploy_key\n'
+        "ssh-add -l    # must list the key\n"
+        "docker build --ssh default -f Dockerfile.ssh .    (buildah: --ssh default)\n"
+        "Under a non-root USER ({user}, uid {uid}), mount the socket for it: "
+        "`RUN --mount=type=ssh,uid={uid} ...`.",
     ),
     "build::interrupted": Problem(
         title="The build was interrupted by {signal}",

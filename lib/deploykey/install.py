@@ -157,13 +157,20 @@ def _run(argv: list[str], job: Job, env: Mapping[str, str] | None = None) -> Non
         raise _classify(result, job)
 
 
+def check_venv_path(where: Path) -> None:
+    """A virtual environment can be made at `where`: nothing is there, an environment is (it is
+    updated), or an empty directory is: a Dockerfile makes one for its non-root USER as root
+    (`RUN mkdir /opt/venv && chown app /opt/venv`) where that user could not make it."""
+    if not where.exists() or (where / "pyvenv.cfg").exists():
+        return
+    held = sorted(p.name for p in where.iterdir()) if where.is_dir() else None
+    if held is None or held:
+        found = "It is a file." if held is None else f"It holds: {', '.join(held[:10])}."
+        raise UserError("install::not-a-venv", path=where, found=found)
+
+
 def _create_venv(where: Path, job: Job) -> None:
-    if where.exists() and not (where / "pyvenv.cfg").exists():
-        raise UserError(
-            "install::app-path",
-            app_path=where,
-            reason=f"{where} exists and is not a virtual environment.",
-        )
+    check_venv_path(where)
     argv = job.installer.venv_argv(where)
     output.detail("$ " + " ".join(argv))
     result = run.run(argv, env=job.env, cwd=job.cwd, on_line=output.detail)

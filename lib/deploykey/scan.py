@@ -99,9 +99,14 @@ class Report:
     hits: tuple[Hit, ...]
     files: int
     size: int  # bytes read, archives counted as they are on disk
+    # "PATH (why)" of each file or directory that could not be read: not searched at all, so the
+    # scan cannot call the tree clean (build.leak_check fails on them).
     unreadable: tuple[str, ...]
     engine: str  # what searched: FAST_SEARCH or PYTHON_SEARCH
     processes: int  # how many processes shared the files
+    # "PATH (why)" of each archive whose members could not all be unpacked (corrupt, truncated,
+    # past ARCHIVE_BUDGET): its bytes were searched as they are on disk, its members not all.
+    unpacked: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ the needles
@@ -370,13 +375,18 @@ def chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 def walk(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str]]:
     """(path, name) of every regular file under the roots; symbolic links are not followed, and a
-    directory that cannot be listed is noted. os.scandir's entries know their type: no stat."""
+    directory that cannot be listed is noted with why (one removed since it was seen is gone: it
+    holds nothing). os.scandir's entries know their type: no stat."""
     found = []
     for root in roots:
-        if root.is_symlink() or not root.exists():
-            continue
-        if root.is_file():
-            found.append((str(root), root.name))
+        try:
+            if root.is_symlink() or not root.exists():
+                continue
+            if root.is_file():
+                found.append((str(root), root.name))
+                continue
+        except OSError as exc:  # a parent this user cannot enter
+            unreadable.append(f"{root} ({exc.strerror or exc})")
             continue
         pending = [str(root)]
         while pending:
@@ -388,8 +398,10 @@ def walk(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str]]:
                             pending.append(entry.path)
                         elif entry.is_file(follow_symlinks=False):
                             found.append((entry.path, entry.name))
+            except FileNotFoundError:
+                continue
             except OSError as exc:
-                unreadable.append(f"{directory} ({exc.strerror})")
+                unreadable.append(f"{directory} ({exc.strerror or exc})")
     return found
 
 
@@ -454,6 +466,7 @@ def scan(
         tuple(unreadable + found.unreadable),
         searcher.engine,
         found.processes,
+        tuple(found.unpacked),
     )
 
 
@@ -464,12 +477,14 @@ def scan(
 class _Found:
     hits: list[Hit] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    unpacked: list[str] = field(default_factory=list)
     size: int = 0
     processes: int = 1
 
     def add(self, other: _Found) -> None:
         self.hits += other.hits
         self.unreadable += other.unreadable
+        self.unpacked += other.unpacked
         self.size += other.size
         self.processes += other.processes
 
@@ -572,12 +587,14 @@ def _search_batch(batch: Sequence[tuple[str, str]], searcher: Searcher, found: _
     for path, name in batch:
         try:
             _search_file(path, name, searcher, found)
-        except OSError:
-            found.unreadable.append(path)
+        except FileNotFoundError:  # removed since the walk: it holds nothing now
+            continue
+        except OSError as exc:
+            found.unreadable.append(f"{path} ({exc.strerror or exc})")
 
 
 # O_NOFOLLOW: a file swapped for a link since the walk is not followed; O_NONBLOCK: nor does a fifo
-# swapped in make the scan wait (its read fails: the path is noted as unreadable).
+# swapped in make the scan wait (its read fails: the path is noted as unreadable, failing the scan).
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -599,7 +616,7 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
             if streamed:
                 os.lseek(fd, 0, os.SEEK_SET)
             with open(fd, "rb", closefd=False) if streamed else io.BytesIO(data) as archive:
-                found.hits += _archive_hits(path, archive, searcher, found.unreadable)
+                found.hits += _archive_hits(path, archive, searcher, found.unpacked)
     finally:
         os.close(fd)
     if name in CREDENTIAL_FILES or (
@@ -626,19 +643,20 @@ def _archive_kind(head: bytes) -> str | None:
 
 
 def _archive_hits(
-    path: str, stream: IO[bytes], searcher: Searcher, unreadable: list[str]
+    path: str, stream: IO[bytes], searcher: Searcher, unpacked: list[str]
 ) -> list[Hit]:
     hits = []
-    for label, data in _unpacked(path, stream, unreadable):
+    for label, data in _unpacked(path, stream, unpacked):
         hits += [Hit(label, kind, what) for kind, what in searcher.search((data,))]
         if os.path.basename(label) in CREDENTIAL_FILES:
             hits += _url_hits(label, data)
     return hits
 
 
-def _unpacked(path: str, stream: IO[bytes], unreadable: list[str]) -> Iterator[tuple[str, bytes]]:
+def _unpacked(path: str, stream: IO[bytes], unpacked: list[str]) -> Iterator[tuple[str, bytes]]:
     """(FILE!MEMBER, bytes) for every member of an archive, nested archives opened too (depth
-    ARCHIVE_DEPTH), at most ARCHIVE_BUDGET bytes unpacked; what could not be read is noted."""
+    ARCHIVE_DEPTH), at most ARCHIVE_BUDGET bytes unpacked; an archive not unpacked in full is
+    noted in `unpacked`."""
     budget = [ARCHIVE_BUDGET]
 
     def members(where: str, stream: IO[bytes], depth: int) -> Iterator[tuple[str, bytes]]:
@@ -646,7 +664,7 @@ def _unpacked(path: str, stream: IO[bytes], unreadable: list[str]) -> Iterator[t
             data = member.read(budget[0] + 1)
             budget[0] -= len(data)
             if budget[0] < 0:
-                unreadable.append(f"{where} (not read past {ARCHIVE_BUDGET >> 20} MiB unpacked)")
+                unpacked.append(f"{where} (not unpacked past {ARCHIVE_BUDGET >> 20} MiB)")
                 return
             label = f"{where}!{name}"
             yield label, data
@@ -664,7 +682,7 @@ def _unpacked(path: str, stream: IO[bytes], unreadable: list[str]) -> Iterator[t
         lzma.LZMAError,
         zlib.error,
     ) as exc:
-        unreadable.append(f"{path} ({exc})")
+        unpacked.append(f"{path} ({exc})")
 
 
 def _members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:

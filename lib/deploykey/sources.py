@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploykey import permissions
 from deploykey.errors import UserError
 
 VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -140,10 +141,16 @@ def gather(
             values[name] = value.encode()
             origins[name] = f"the environment variable {name}"
     if secrets_dir.is_dir():
-        for secret in sorted(secrets_dir.iterdir()):
+        try:
+            mounted = sorted(secrets_dir.iterdir())
+        except PermissionError as exc:
+            raise UserError(
+                "env::unreadable", path=secrets_dir, reason=exc.strerror, uid=os.getuid()
+            ) from None
+        for secret in mounted:
             name = secret.name.upper().replace("-", "_")
             if (KEY_NAME.match(name) or name in names) and secret.is_file():
-                values[name] = secret.read_bytes()
+                values[name] = permissions.read_secret(secret)
                 origins[name] = str(secret)
     if env_dir is not None:
         source = read(env_dir)
@@ -154,6 +161,6 @@ def gather(
         path = Path(file)
         if not path.is_file():
             raise UserError("env::missing", path=path)
-        values[name] = path.read_bytes()
+        values[name] = permissions.read_secret(path)
         origins[name] = str(path)
     return EnvSource(secrets_dir, False, values, origins)
