@@ -339,6 +339,33 @@ def test_scp_like_typo_fails_before_installing(build: Build, utils_key: Generate
     clean(build, utils_key, result, before)
 
 
+@pytest.mark.parametrize("joined", [False, True], ids=["lines", "one-line"])
+def test_a_key_pasted_into_deploykey_yml_is_named_never_printed(
+    build: Build, utils_key: GeneratedKey, keys_dir: Path, joined: bool
+) -> None:
+    """A private key under `keys:` in deploykey.yml (read before any key is known to the
+    redactor): the error names the config var, says to rotate, and prints no line of the key,
+    also when the YAML joins its lines into one string."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    pasted = make_key(keys_dir)  # a key the build does not otherwise know
+    body = "\n".join("    " + line for line in pasted.text.splitlines())
+    value = f"'{' '.join(pasted.text.split())}'" if joined else f"|\n{body}"
+    (build.app / "deploykey.yml").write_text(
+        build.server.deploykey_yml() + f"keys:\n  DEPLOY_KEY_UTILS: {value}\n"
+    )
+    state = snapshot(build.app)
+    result = build.compile()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "deploykey.yml holds a private key (under keys: DEPLOY_KEY_UTILS)" in out
+    assert "Treat the key as exposed" in out
+    assert "(config::key-inside: README.md#config-key-inside)" in out
+    assert not text_has_key(out, pasted.text) and "PRIVATE KEY-----" not in out
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
 # ---------------------------------------------------------------- the build's surroundings
 
 

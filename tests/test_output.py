@@ -59,3 +59,30 @@ def test_every_problem_renders_with_its_facts() -> None:
         }
         error = UserError(slug, **{name: f"<{name}>" for name in fields})
         assert error.title and error.why and error.fix, slug
+
+
+def test_any_private_key_block_and_the_forms_of_a_registered_one_are_redacted(
+    capsys: pytest.CaptureFixture[str], keys_dir: object
+) -> None:
+    """A private key block never registered (whole, joined into one line, cut before its END
+    line) is redacted; a registered key is also redacted as base64 and hex of its text."""
+    import base64
+    from pathlib import Path
+
+    assert isinstance(keys_dir, Path)
+    unknown, known = make_key(keys_dir), make_key(keys_dir, "rsa")
+    output.add_secret(known.text)
+    body_line = unknown.text.splitlines()[1]
+    output.detail(f"before\n{unknown.text}after")
+    output.warn("joined: " + " ".join(unknown.text.split()) + " and then")
+    output.warn("cut: " + "\n".join(unknown.text.splitlines()[:3]))
+    output.detail("b64 " + base64.b64encode(known.text.encode()).decode())
+    output.detail("hex " + known.text.encode().hex())
+    captured = capsys.readouterr()
+    everything = captured.out + captured.err
+    assert body_line not in everything and "PRIVATE KEY" not in everything
+    assert base64.b64encode(known.text.encode()).decode()[:40] not in everything
+    assert known.text.encode().hex()[:40] not in everything
+    assert "       before\n       [redacted private key]\n       after\n" in captured.out
+    assert " !     joined: [redacted private key] and then\n" in captured.err
+    assert "b64 [redacted]" in captured.out and "hex [redacted]" in captured.out

@@ -235,6 +235,8 @@ def _patterns(path: Path, name: str, value: Any) -> tuple[str, ...]:
     def invalid(detail: str) -> UserError:
         return UserError("config::invalid", path=path, detail=f"keys: {name}: {detail}")
 
+    if "PRIVATE KEY" in repr(value):
+        raise UserError("config::key-inside", path=path, name=name)
     if not KEY_VAR.match(name):
         raise invalid("a key's config var is DEPLOY_KEY or DEPLOY_KEY_<NAME> (capitals, digits, _)")
     entries = [value] if isinstance(value, str) else value

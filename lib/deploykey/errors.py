@@ -278,6 +278,14 @@ PROBLEMS: dict[str, Problem] = {
         why="deploykey.yml holds per-host settings (hostname, port, user, known_hosts).",
         fix="Correct the file; see the README section `deploykey.yml`.",
     ),
+    "config::key-inside": Problem(
+        title="{path} holds a private key (under keys: {name})",
+        why="deploykey.yml is committed with the app: a key written there is in the repository's "
+        "history for everyone who can read it. Under `keys:` each config var lists the "
+        "repositories or hosts its key opens; the key itself is set as a {setting}.",
+        fix="Remove the key from the file and list there the repositories it opens (e.g. "
+        "`{name}: [acme/private-utils]`). " + ROTATE,
+    ),
     "config::setting": Problem(
         title="{name}={value} is not a valid setting",
         why="{name} takes one of: {choices}.",

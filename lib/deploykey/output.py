@@ -8,6 +8,8 @@ a subprocess echoing its input cannot print a key.
 
 from __future__ import annotations
 
+import base64
+import re
 import sys
 from collections.abc import Iterable
 from typing import TextIO
@@ -21,6 +23,14 @@ REDACTED = "[redacted]"
 MIN_SECRET = 16
 
 _secrets: set[str] = set()
+# Any private key block, known or not (one pasted into deploykey.yml is read before any key is
+# registered): from its BEGIN line to its END line, or to the first character a PEM body cannot
+# hold when the END line is missing or the lines were joined.
+PRIVATE_BLOCK = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[A-Za-z0-9+/=\s:,.-]*?"
+    r"(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|(?=[^A-Za-z0-9+/=\s:,.-])|\Z)"
+)
+REDACTED_BLOCK = "[redacted private key]"
 # `deploykey setup --shell` prints shell code on stdout: everything for people goes to stderr then.
 _to_stderr = False
 
@@ -35,14 +45,21 @@ def _out() -> TextIO:
 
 
 def add_secret(text: str) -> None:
-    """Register a secret: the text itself and each of its lines long enough to be distinctive."""
-    for piece in [text, *text.splitlines()]:
+    """Register a secret: the text itself and each of its lines long enough to be distinctive, and
+    the whole text as base64 (with and without its final newline) and as hex, the forms a child
+    or a debug dump prints it in."""
+    pieces = [text, *text.splitlines()]
+    for whole in {text, text.strip()}:
+        data = whole.encode()
+        pieces += [base64.b64encode(data).decode(), data.hex(), data.hex().upper()]
+    for piece in pieces:
         piece = piece.strip()
         if len(piece) >= MIN_SECRET:
             _secrets.add(piece)
 
 
 def redact(text: str) -> str:
+    text = PRIVATE_BLOCK.sub(REDACTED_BLOCK, text)
     for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
