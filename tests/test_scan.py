@@ -266,6 +266,19 @@ def test_scan_command(tmp_path: Path, keys_dir: Path) -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert usage.returncode == 2 and "no key to look for" in usage.stderr
+    # A symbolic link is scanned for its target; a path that is not there is an error, not clean.
+    (tmp_path / "link").symlink_to(tree)
+    linked = subprocess.run(
+        [*scan_cmd[:2], str(tmp_path / "link"), *scan_cmd[3:]], capture_output=True, text=True
+    )
+    assert linked.returncode == 1 and f"{tree / 'copy.b64'} (base64" in linked.stderr
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    for missing in (tmp_path / "nothing", tmp_path / "dangling"):
+        gone = subprocess.run(
+            [*scan_cmd[:2], str(missing), *scan_cmd[3:]], capture_output=True, text=True
+        )
+        assert gone.returncode == 1, gone.stdout
+        assert f"{missing} does not exist" in gone.stderr and "no key material" not in gone.stdout
 
 
 def test_every_form_over_many_keys(keys_dir: Path) -> None:

@@ -249,8 +249,14 @@ def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[s
             command="deploykey scan",
         )
     found = build.read_keys(env, tokens)
+    # What the user names is scanned as named: a symlink for its target, a missing path an error
+    # (a scan of nothing must not say "no key material found").
+    roots = [Path(path).resolve() for path in paths]
+    for path, root in zip(paths, roots, strict=True):
+        if not root.exists():
+            raise UserError("scan::missing", path=path)
     output.step("Scanning for the keys")
-    leak = build.leak_check([Path(path) for path in paths], found, tokens, strict=True)
+    leak = build.leak_check(roots, found, tokens, strict=True)
     if leak is not None:
         raise leak
     return 0

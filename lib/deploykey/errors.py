@@ -452,6 +452,12 @@ PROBLEMS: dict[str, Problem] = {
         fix="Rename your hook (e.g. bin/{hook}.app), run `deploykey hooks` again, and call the "
         "renamed hook from the top of the new bin/{hook}.",
     ),
+    "scan::missing": Problem(
+        title="{path} does not exist (or is a symbolic link to nothing)",
+        why="`deploykey scan` searches the paths it is given; it does not report a path it could "
+        "not find as holding no key.",
+        fix="Give the directory or file to scan (the app, the image's root, the cache).",
+    ),
     "scan::unreadable": Problem(
         title="The leak check could not read {count} path(s), so it cannot say they hold no key",
         why="{paths}\nIt runs as {user} (uid {uid}); a file it cannot read could hold a copy of "
