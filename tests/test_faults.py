@@ -366,6 +366,27 @@ def test_a_key_pasted_into_deploykey_yml_is_named_never_printed(
     clean(build, utils_key, result, before)
 
 
+def test_a_host_spelled_in_capitals_installs_from_the_mirror(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """`GitHub.COM` is github.com (host names are case-insensitive): fetched with the key like
+    github.com, and the installer, which asks git for the URL as written, gets the mirror (git's
+    insteadOf compares case-sensitively); no ssh to the real GitHub."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(
+        REQUIREMENT.replace("github.com", "GitHub.COM") + "\n"
+    )
+    result = build.compile()
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Successfully installed private-utils-1.0" in out
+    assert "Could not resolve hostname" not in out
+    clean(build, utils_key, result, before)
+    ran = build.run_app("import private_utils; print(private_utils.hello())")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+
+
 # ---------------------------------------------------------------- the build's surroundings
 
 

@@ -268,7 +268,12 @@ def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.F
     """What was fetched, and the private hosts whose other URLs must fail fast."""
     reqs = [f.requirement for f in findings if f.ok and f.requirement is not None]
     # Every requirement the app names is among `reqs`: the fetch failed otherwise.
-    private = {("ssh", req.host_port) for req in reqs if req.scheme == "ssh"}
+    private = {
+        ("ssh", req.host_port.replace(req.host, name, 1))
+        for req in reqs
+        if req.scheme == "ssh"
+        for name in req.written_hosts
+    }
     private |= {("https", token.host) for token in plan.tokens}
     repositories = tuple((req, path) for path, req in sorted(fetcher.fetched.items()))
     submodules = any(".gitmodules" in req.file for req in reqs)

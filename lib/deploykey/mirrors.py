@@ -359,15 +359,17 @@ class Mirrors:
 def url_forms(req: GitRequirement) -> list[str]:
     """The URLs an installer may ask git for this repository under: ssh with its user, the
     scp-like form, https (a transitive dependency may name it either way)."""
-    host = req.host_port
     user = f"{req.user or 'git'}@"
-    forms = [f"https://{req.host}/{req.repo}"] if ":" not in host else []
-    if req.scheme == "ssh" or ":" not in host:
-        forms.append(f"ssh://{user}{host}/{req.repo}")
-        if ":" not in host:
-            forms.append(f"{user}{host}:{req.repo}")
-    if req.scheme != "ssh":
-        forms.append(f"{req.scheme}://{host}/{req.repo}")
+    forms = []
+    for name in req.written_hosts:
+        host = req.host_port.replace(req.host, name, 1)
+        forms += [f"https://{name}/{req.repo}"] if ":" not in host else []
+        if req.scheme == "ssh" or ":" not in host:
+            forms.append(f"ssh://{user}{host}/{req.repo}")
+            if ":" not in host:
+                forms.append(f"{user}{host}:{req.repo}")
+        if req.scheme != "ssh":
+            forms.append(f"{req.scheme}://{host}/{req.repo}")
     return list(dict.fromkeys(forms))
 
 

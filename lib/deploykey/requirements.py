@@ -76,6 +76,14 @@ class GitRequirement:
         default = {"ssh": 22, "https": 443, "http": 80}[self.scheme]
         return self.host if self.port == default else f"{self.host}:{self.port}"
 
+    @property
+    def written_hosts(self) -> tuple[str, ...]:
+        """The host as compared (lower case) and as the URL spells it (`GitHub.COM`): git matches
+        `insteadOf` prefixes case-sensitively, so a rule for one spelling misses the other."""
+        start = self.url.lower().find(self.host)
+        written = self.url[start : start + len(self.host)] if start >= 0 else self.host
+        return tuple(dict.fromkeys([self.host, written]))
+
 
 @dataclass
 class Requirements:
