@@ -31,7 +31,7 @@ EGG = re.compile(r"^#(?:[^\s]*&)?egg=(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)")
 EDITABLE_VCS = re.compile(r"^(?:-e|--editable)(?:\s+|=)(?:git|hg|svn|bzr)\+")
 OTHER_VCS_SSH = re.compile(r"(?:hg|svn|bzr)\+ssh://")
 INCLUDE = re.compile(r"^(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(?P<file>\S+)")
-COMMENT = re.compile(r"(^|\s+)#.*$")
+COMMENT = re.compile(r"(?:^|\s)#.*$")  # linear: not (^|\s+)#, quadratic on a line of spaces
 # Files an app keeps its requirements in, for detection (pip and Heroku conventions).
 DETECT_GLOBS = ("requirements*.txt", "requirements/*.txt", "requirements/*.in", "requirements*.in")
 

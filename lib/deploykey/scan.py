@@ -61,7 +61,11 @@ ANY_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:\\r|\\n|\r|\n)+(?:[A-Za-z-]+: [^\r\n]*(?:\r?\n))*"
     rb"(?:\\r|\\n|\r|\n)?[A-Za-z0-9+/=]{40,}"
 )
-URL_CREDENTIALS = re.compile(rb"[a-z][a-z0-9+.-]*://([^\s/@:\"']+):([^\s/@\"']+)@([^\s/\"']+)")
+# A scheme starts where no scheme character precedes it: without the look-behind, a long run of
+# letters costs a try at each of its characters (quadratic).
+URL_CREDENTIALS = re.compile(
+    rb"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://([^\s/@:\"']+):([^\s/@\"']+)@([^\s/\"']+)"
+)
 CREDENTIAL_FILES = ("direct_url.json", ".git-credentials")
 PRIVATE_KEY = b"PRIVATE KEY-----"
 

@@ -33,7 +33,10 @@ HTTP = re.compile(
     r"(?:git\+)?(?P<scheme>https?)://(?:[^@/\s]+@)?(?P<host>[^/:@\s]+)(?::(?P<port>[0-9]+))?"
     r"(?P<path>/[^?#\s]*)"
 )
-SCP_LIKE = re.compile(r"(?:git\+)?(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^?#\s]+)")
+# The user starts where no user character precedes it (linear; see scan.URL_CREDENTIALS).
+SCP_LIKE = re.compile(
+    r"(?:git\+)?(?<![A-Za-z0-9._-])(?P<user>[A-Za-z0-9._-]+)@(?P<host>[^:/\s]+):(?P<path>[^?#\s]+)"
+)
 PEP508_GIT = re.compile(r"git\+[A-Za-z]+://\S+|git\+[A-Za-z0-9._-]+@\S+")
 DEFAULT_PORT = {"ssh": 22, "https": 443, "http": 80}
 
