@@ -387,6 +387,47 @@ def test_a_host_spelled_in_capitals_installs_from_the_mirror(
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
 
 
+def test_a_host_that_accepts_and_never_answers_fails_instead_of_hanging(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """A TCP server that accepts every connection and never sends a byte (a stuck proxy, a
+    firewall that swallows the banner): the fetch gives up after ssh's ConnectTimeout and the
+    build fails naming the host, with the keys removed. The subprocess timeout only tells a hang
+    from an answer (it hung before)."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = silent.getsockname()[1]
+    try:
+        before = key_dirs()
+        build.set_key(utils_key.text)
+        yml = build.server.deploykey_yml().replace(f"port: {build.server.port}", f"port: {port}")
+        (build.app / "deploykey.yml").write_text(yml)
+        result = build.compile(timeout=180)
+    finally:
+        silent.close()
+        for connection in accepted:
+            connection.close()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert f"Connection to 127.0.0.1 port {port} timed out" in out
+    assert f"check that 127.0.0.1:{port} is reachable" in out
+    assert accepted  # it did connect: the wait was for the server's answer
+    clean(build, utils_key, result, before)
+
+
 # ---------------------------------------------------------------- the build's surroundings
 
 

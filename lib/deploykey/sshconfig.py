@@ -27,6 +27,7 @@ FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 VERBOSE = ("debug", "OpenSSH_", "Authenticated to", "Transferred:", "Bytes per second")
 # Options every connection gets, also to hosts not named in requirements (a transitive dependency
 # on an unknown host then fails on its host key instead of trusting it).
+CONNECT_TIMEOUT = 20
 STRICT = (
     ("IdentitiesOnly", "yes"),
     ("IdentityAgent", "none"),
@@ -34,6 +35,11 @@ STRICT = (
     ("StrictHostKeyChecking", "yes"),
     ("UpdateHostKeys", "no"),
     ("GlobalKnownHostsFile", "/dev/null"),
+    # A host that accepts and never answers must not hang the build: the connection and the
+    # banner exchange get 20 s, and an open session that stops answering is dropped after 60 s.
+    ("ConnectTimeout", str(CONNECT_TIMEOUT)),
+    ("ServerAliveInterval", "15"),
+    ("ServerAliveCountMax", "4"),
 )
 
 
@@ -107,7 +113,7 @@ def greet(ssh: str, config: Path, host: HostConfig, key: Key, user: str | None) 
     """Connect once as `key` (`ssh -T` to its alias): is the host key trusted, is the key accepted,
     and what does the server say (GitHub names the repository a deploy key opens)."""
     target = routing.alias(key, host.name)
-    argv = [ssh, "-F", str(config), "-v", "-T", "-o", "ConnectTimeout=20"]
+    argv = [ssh, "-F", str(config), "-v", "-T"]
     argv.append(f"{user}@{target}" if user else target)
     result = run.run(argv, env=run.child_env())
     debug = [line for line in result.lines if line.startswith(VERBOSE)]
