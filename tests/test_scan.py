@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import urllib.parse
@@ -302,6 +303,100 @@ def test_a_truncated_gzip_is_named_as_not_unpacked(tmp_path: Path, keys_dir: Pat
     report = scan.scan([tmp_path], [load(key)])
     assert any(entry.startswith(f"{tmp_path / 'cut.gz'} (") for entry in report.unpacked)
     assert report.unreadable == ()
+
+
+def test_a_long_comment_is_not_taken_for_the_secret(tmp_path: Path, keys_dir: Path) -> None:
+    """An ed25519 key whose comment is longer than its 32 secret bytes: its own .pub file and
+    prose quoting the comment are no leak; a copy of the private key still is."""
+    comment = "deploy key for acme/private-utils on the production pipeline"
+    path = keys_dir / "long-comment"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
+    )
+    key = load(GeneratedKey(path, "long-comment"))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "deploy_key.pub").write_bytes(path.with_suffix(".pub").read_bytes())
+    (tree / "README.md").write_text(f"We use the key '{comment}' for the pipeline.\n")
+    assert scan.scan([tree], [key]).hits == ()
+    (tree / "copy").write_bytes(path.read_bytes())
+    assert [hit.path for hit in scan.scan([tree], [key]).hits] == [str(tree / "copy")]
+
+
+def _zip(members: dict[str, bytes]) -> bytearray:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return bytearray(buffer.getvalue())
+
+
+def test_archives_it_cannot_unpack_fail_it(tmp_path: Path, keys_dir: Path) -> None:
+    """`deploykey scan` over archives it cannot unpack in full (truncated gzip, a zip without its
+    central directory, an encrypted and a deflate64 member, zips nested 6 deep): exit 1 naming
+    each with why, never "clean" and never a crash; a broken first member does not hide a key in
+    the member after it. DEPLOYKEY_SCAN_INCOMPLETE=warn names them and goes on."""
+    import gzip
+
+    from conftest import BIN
+
+    key = make_key(keys_dir)
+    text = key.text.encode()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    whole = gzip.compress(b"nothing secret\n" * 500)
+    (tree / "cut.gz").write_bytes(whole[: len(whole) // 2])
+    no_directory = _zip({"inner.txt": b"nothing secret\n"})
+    (tree / "nocd.zip").write_bytes(no_directory[: no_directory.find(b"PK\x01\x02")])
+    encrypted = _zip({"inner.txt": b"nothing secret\n"})
+    encrypted[6] |= 1  # the encrypted flag, in the local header and the central directory
+    encrypted[encrypted.find(b"PK\x01\x02") + 8] |= 1
+    (tree / "encrypted.zip").write_bytes(encrypted)
+    deflate64 = _zip({"inner.txt": b"nothing secret\n"})
+    deflate64[8] = 9  # compression method 9, deflate64, which zipfile does not implement
+    deflate64[deflate64.find(b"PK\x01\x02") + 10] = 9
+    (tree / "deflate64.zip").write_bytes(deflate64)
+    nested = bytes(_zip({"note.txt": b"nothing secret\n"}))
+    for level in range(6):
+        nested = bytes(_zip({f"level{level}.zip": nested}))
+    (tree / "deep.zip").write_bytes(nested)
+    scan_cmd = [str(BIN / "deploykey"), "scan", str(tree), "--key-file", str(key.path)]
+    result = subprocess.run(scan_cmd, capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no key material found" not in result.stdout + result.stderr
+    assert "could not unpack 5 archive(s) in full" in result.stderr
+    for name in (
+        "cut.gz (",
+        "nocd.zip (",
+        "encrypted.zip!inner.txt (",
+        "deflate64.zip!inner.txt (",
+    ):
+        assert f" !     {tree / name}" in result.stderr, name
+    assert "(an archive nested deeper than 5)" in result.stderr
+    assert "(scan::incomplete: README.md#scan-incomplete)" in result.stderr
+    warned = subprocess.run(
+        scan_cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEPLOYKEY_SCAN_INCOMPLETE": "warn"},
+    )
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert f"could not unpack the archive {tree / 'cut.gz'} (" in warned.stderr
+    assert "no key material found (the archives named above: in their bytes only)" in warned.stdout
+    # A broken first member (a cut .gz) no longer hides the key in the member after it.
+    broken_first = _zip({"a-broken.gz": whole[: len(whole) // 2], "b-key.txt": text})
+    (tree / "mixed.zip").write_bytes(broken_first)
+    found = subprocess.run(
+        scan_cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEPLOYKEY_SCAN_INCOMPLETE": "warn"},
+    )
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f"{tree / 'mixed.zip'}!b-key.txt (private key text, {key.fingerprint})" in found.stderr
 
 
 def test_what_the_scan_cannot_read_fails_it(nonroot: NonRoot, keys_dir: Path) -> None:

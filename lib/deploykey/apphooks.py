@@ -56,7 +56,7 @@ def pre_compile() -> int:
     )
     fetched, _findings = build.fetch(plan, cache / heroku.CACHE / mirrors.DIR)
     output.step("Checking the app and the cache for the keys, before the install")
-    leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
+    leak = build.leak_check(plan.outside, plan.keys, plan.tokens, plan.settings)
     if leak is not None:
         raise leak
     heroku.forget_keys(plan)
@@ -95,7 +95,7 @@ def post_compile() -> int:
     found_keys = build.read_keys(env, tokens)
     output.step("Checking the app and the cache for the keys")
     roots = [app_dir] + ([cache] if (cache := _cache_dir()) else [])
-    leak = build.leak_check(roots, found_keys, tokens)
+    leak = build.leak_check(roots, found_keys, tokens, settings)
     if leak is not None:
         raise leak
     return 0

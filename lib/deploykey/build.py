@@ -337,7 +337,7 @@ def install_cycle(
     for what in cleanup.done:
         output.detail(f"removed {what}")
     output.step("Checking what the build keeps for the keys")
-    leak = leak_check(scanned, plan.keys, plan.tokens)
+    leak = leak_check(scanned, plan.keys, plan.tokens, plan.settings)
     if failure is not None:
         if leak is not None:
             output.error(leak)
@@ -392,12 +392,15 @@ UNREADABLE_SHOWN = 20  # paths an error names; a cache another user filled can h
 def leak_check(
     roots: Sequence[Path],
     found_keys: Sequence[Key],
-    tokens: Sequence[Token] = (),
+    tokens: Sequence[Token],
+    settings: Settings,
     strict: bool = False,
 ) -> UserError | None:
     """Scan the kept directories for the keys and tokens; a UserError naming the files if found.
     Another private key (a package's test key, say) fails only a `strict` scan (`deploykey
-    scan`); a build warns about it: only the build's own keys and tokens are its to guard."""
+    scan`); a build warns about it: only the build's own keys and tokens are its to guard. What
+    it could not read, or not unpack in full, fails it too (an archive only warns with
+    DEPLOYKEY_SCAN_INCOMPLETE=warn): it never says clean about what it did not search."""
     import time
 
     existing = [root for root in roots if _present(root)]
@@ -416,10 +419,13 @@ def leak_check(
             "ahocorasick-rs is not installed for this Python (no wheel for this platform?): "
             "the scan searched with Python alone, several times slower"
         )
-    for path in report.unpacked:
-        output.warn(
-            f"could not unpack the archive {path}: its bytes were searched, not its members"
-        )
+    incomplete_ok = settings.get("DEPLOYKEY_SCAN_INCOMPLETE") == "warn"
+    if incomplete_ok:
+        for path in report.unpacked:
+            output.warn(
+                f"could not unpack the archive {path}: its bytes were searched, not its members "
+                "(DEPLOYKEY_SCAN_INCOMPLETE=warn)"
+            )
     failing = [hit for hit in report.hits if strict or hit.is_ours]
     for hit in report.hits:
         if hit not in failing:
@@ -429,6 +435,8 @@ def leak_check(
     if failing:
         for path in report.unreadable:
             output.warn(f"could not read {path}: not searched")
+        for path in report.unpacked if not incomplete_ok else ():
+            output.warn(f"could not unpack the archive {path}: only its bytes were searched")
         files = sorted({f"{hit.path} ({hit.kind}, {hit.label})" for hit in failing})
         paths = tuple(sorted({hit.path.split("!", 1)[0] for hit in failing}))
         return UserError("leak::found", count=len(files), files="\n".join(files), paths=paths)
@@ -444,6 +452,11 @@ def leak_check(
             uid=os.getuid(),
             user=permissions.user_name(),
         )
+    if report.unpacked and not incomplete_ok:
+        shown = list(report.unpacked[:UNREADABLE_SHOWN])
+        if len(report.unpacked) > UNREADABLE_SHOWN:
+            shown.append(f"... and {len(report.unpacked) - UNREADABLE_SHOWN} more")
+        return UserError("scan::incomplete", count=len(report.unpacked), paths="\n".join(shown))
     if report.unpacked:
         output.detail("no key material found (the archives named above: in their bytes only)")
     else:

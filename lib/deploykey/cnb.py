@@ -173,7 +173,7 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
     )
     output.detail("the layer is build and cache only: never exported; it holds no key")
     output.step("Checking the app and the layer for the keys")
-    leak = build.leak_check([plan.app_dir, layer], plan.keys, plan.tokens)
+    leak = build.leak_check([plan.app_dir, layer], plan.keys, plan.tokens, plan.settings)
     if leak is not None:
         raise leak
     return 0
@@ -231,7 +231,7 @@ def scan_step() -> int:
         layer = toml.with_suffix("")
         if layer.is_dir() and (types.get("launch") or types.get("cache")):
             roots.append(layer)
-    leak = build.leak_check(roots, found_keys, tokens)
+    leak = build.leak_check(roots, found_keys, tokens, settings)
     if leak is not None:
         raise leak
     return 0

@@ -83,6 +83,14 @@ SETTINGS = (
         "DEPLOYKEY_VENV", ".venv", None, "The virtual environment's directory, relative to the app."
     ),
     Setting(
+        "DEPLOYKEY_SCAN_INCOMPLETE",
+        "fail",
+        ("fail", "warn"),
+        "An archive the leak check could not unpack in full (corrupt, truncated, encrypted, past "
+        "the 1 GiB bound): `fail` the build, naming each; `warn`: name them, search their bytes "
+        "only, and go on (for a package that ships broken archives as test data).",
+    ),
+    Setting(
         "DEPLOYKEY_DRY_RUN",
         "0",
         TRUE + FALSE[:-1],

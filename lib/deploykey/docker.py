@@ -256,7 +256,7 @@ def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[s
         if not root.exists():
             raise UserError("scan::missing", path=path)
     output.step("Scanning for the keys")
-    leak = build.leak_check(roots, found, tokens, strict=True)
+    leak = build.leak_check(roots, found, tokens, settings, strict=True)
     if leak is not None:
         raise leak
     return 0

@@ -452,6 +452,15 @@ PROBLEMS: dict[str, Problem] = {
         fix="Rename your hook (e.g. bin/{hook}.app), run `deploykey hooks` again, and call the "
         "renamed hook from the top of the new bin/{hook}.",
     ),
+    "scan::incomplete": Problem(
+        title="The leak check could not unpack {count} archive(s) in full, so it cannot say "
+        "they hold no key",
+        why="{paths}\nA copy of the key inside a member it could not reach would not be found "
+        "in the archive's packed bytes.",
+        fix="Find what wrote these archives. If a package ships them broken on purpose (test "
+        "data), set DEPLOYKEY_SCAN_INCOMPLETE=warn: they are then named and searched as bytes "
+        "only.",
+    ),
     "scan::missing": Problem(
         title="{path} does not exist (or is a symbolic link to nothing)",
         why="`deploykey scan` searches the paths it is given; it does not report a path it could "

@@ -131,7 +131,7 @@ def _handoff(plan: build.Plan) -> int:
     )
     output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
     output.step("Checking the app and the cache for the keys")
-    leak = build.leak_check(plan.outside, plan.keys, plan.tokens)
+    leak = build.leak_check(plan.outside, plan.keys, plan.tokens, plan.settings)
     if leak is not None:
         raise leak
     return 0

@@ -40,7 +40,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
@@ -54,7 +54,7 @@ WINDOW = 12  # secret bytes per needle: 16 base64 characters
 CHUNK = 1 << 22
 TEXT_WINDOWS = 4
 B64_WINDOWS = 2  # consecutive: base64 wrapped at 64 or 76 columns splits at most one of them
-ARCHIVE_DEPTH = 3
+ARCHIVE_DEPTH = 5  # deeper is reported as not unpacked (scan::incomplete), not passed
 ARCHIVE_BUDGET = 1 << 30  # bytes decompressed from one archive at most (zip bombs)
 PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n-----END \1-----", re.S)
 ANY_PRIVATE_KEY = re.compile(
@@ -255,7 +255,9 @@ def _openssh_values(blob: bytes, offset: int) -> list[tuple[int, int]]:
             break
         values.append((offset + 4, offset + 4 + size))
         offset += 4 + size
-    return values
+    # Not the key type (the same in every key) nor the comment (the last string: text anyone may
+    # write, also in the .pub file; a long one was taken for the secret and failed its own .pub).
+    return values[1:-1]
 
 
 def _der_values(blob: bytes, offset: int, end: int) -> list[tuple[int, int]]:
@@ -657,47 +659,68 @@ def _archive_hits(
     return hits
 
 
+# What opening or reading an archive can raise; the archive (or member) is then noted as not
+# unpacked in full, never a crash (encrypted zip members: RuntimeError; deflate64:
+# NotImplementedError).
+UNPACK_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    lzma.LZMAError,
+    zlib.error,
+)
+
+
 def _unpacked(path: str, stream: IO[bytes], unpacked: list[str]) -> Iterator[tuple[str, bytes]]:
     """(FILE!MEMBER, bytes) for every member of an archive, nested archives opened too (depth
-    ARCHIVE_DEPTH), at most ARCHIVE_BUDGET bytes unpacked; an archive not unpacked in full is
-    noted in `unpacked`."""
+    ARCHIVE_DEPTH), at most ARCHIVE_BUDGET bytes unpacked. An archive, or a member, not unpacked
+    in full is noted in `unpacked` (so is an archive nested deeper), and the rest of its archive
+    is still read: a broken member does not hide the ones after it."""
     budget = [ARCHIVE_BUDGET]
 
     def members(where: str, stream: IO[bytes], depth: int) -> Iterator[tuple[str, bytes]]:
-        for name, member in _members(stream):
-            data = member.read(budget[0] + 1)
-            budget[0] -= len(data)
-            if budget[0] < 0:
-                unpacked.append(f"{where} (not unpacked past {ARCHIVE_BUDGET >> 20} MiB)")
-                return
-            label = f"{where}!{name}"
-            yield label, data
-            if depth < ARCHIVE_DEPTH and _archive_kind(data[:512]):
-                yield from members(label, io.BytesIO(data), depth + 1)
+        try:
+            for name, read in _members(stream):
+                label = f"{where}!{name}"
+                try:
+                    data = read(budget[0] + 1)
+                except UNPACK_ERRORS as exc:
+                    unpacked.append(f"{label} ({exc})")
+                    continue
+                budget[0] -= len(data)
+                if budget[0] < 0:
+                    unpacked.append(f"{where} (not unpacked past {ARCHIVE_BUDGET >> 20} MiB)")
+                    return
+                yield label, data
+                if not _archive_kind(data[:512]):
+                    continue
+                if depth < ARCHIVE_DEPTH:
+                    yield from members(label, io.BytesIO(data), depth + 1)
+                else:
+                    unpacked.append(f"{label} (an archive nested deeper than {ARCHIVE_DEPTH})")
+        except UNPACK_ERRORS as exc:
+            unpacked.append(f"{where} ({exc})")
 
-    try:
-        yield from members(path, stream, 1)
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        zipfile.BadZipFile,
-        tarfile.TarError,
-        lzma.LZMAError,
-        zlib.error,
-    ) as exc:
-        unpacked.append(f"{path} ({exc})")
+    yield from members(path, stream, 1)
 
 
-def _members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
+Read = Callable[[int], bytes]
+
+
+def _members(stream: IO[bytes]) -> Iterator[tuple[str, Read]]:
+    """(name, read) for each member; `read(limit)` may raise for that member alone (a zip's
+    members are opened one by one, so the next one is still read)."""
     kind = _archive_kind(stream.read(512))
     stream.seek(0)
     if kind == "zip":
         with zipfile.ZipFile(stream) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    with archive.open(info) as member:
-                        yield info.filename, member
+                    yield info.filename, functools.partial(_zip_read, archive, info)
     elif kind == "tar":
         yield from _tar_members(stream)
     elif kind in ("gzip", "bzip2", "xz"):
@@ -705,7 +728,12 @@ def _members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
         if len(head) >= 262 and head[257:262] == b"ustar":
             yield from _tar_members(decompressed)
         else:
-            yield "(decompressed)", decompressed
+            yield "(decompressed)", decompressed.read
+
+
+def _zip_read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    with archive.open(info) as member:
+        return member.read(limit)
 
 
 def _decompressed(kind: str, stream: IO[bytes]) -> tuple[bytes, IO[bytes]]:
@@ -749,13 +777,13 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _tar_members(stream: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
+def _tar_members(stream: IO[bytes]) -> Iterator[tuple[str, Read]]:
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for entry in archive:
             if entry.isfile():
                 member = archive.extractfile(entry)
                 if member is not None:
-                    yield entry.name, member
+                    yield entry.name, member.read
 
 
 def _url_hits(where: str, data: bytes) -> list[Hit]:
