@@ -323,6 +323,53 @@ def test_a_long_comment_is_not_taken_for_the_secret(tmp_path: Path, keys_dir: Pa
     assert [hit.path for hit in scan.scan([tree], [key]).hits] == [str(tree / "copy")]
 
 
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
+def test_the_same_key_in_another_format_is_this_key(
+    tmp_path: Path, keys_dir: Path, kind: str
+) -> None:
+    """The build's key converted by ssh-keygen (PKCS#8, PEM; ed25519 has only OpenSSH), with
+    another comment, or re-wrapped at another line width, is a copy of this key, not "another
+    private key" that a build lets pass."""
+    import shutil
+
+    key = make_key(keys_dir, kind)
+    loaded = load(key)
+    copies = []
+    formats = ["PKCS8", "PEM"] if kind != "ed25519" else []
+    for fmt in formats:
+        converted = tmp_path / f"as-{fmt}"
+        shutil.copy(key.path, converted)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-p", "-N", "", "-P", "", "-m", fmt, "-f", str(converted)],
+            check=True,
+            capture_output=True,
+        )
+        assert converted.read_bytes() != key.path.read_bytes()
+        copies.append(converted)
+    recommented = tmp_path / "recommented"
+    shutil.copy(key.path, recommented)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-c", "-C", "someone else's laptop", "-P", "", "-f", str(recommented)],
+        check=True,
+        capture_output=True,
+    )
+    copies.append(recommented)
+    lines = key.text.strip().splitlines()
+    body = "".join(lines[1:-1])
+    rewrapped = tmp_path / "rewrapped"
+    rewrapped.write_text(
+        "\n".join([lines[0], *(body[i : i + 40] for i in range(0, len(body), 40)), lines[-1]])
+    )
+    copies.append(rewrapped)
+    for copy in copies:
+        tree = tmp_path / f"tree-{copy.name}"
+        tree.mkdir()
+        shutil.copy(copy, tree / "key")
+        hits = scan.scan([tree], [loaded]).hits
+        assert hits and all(hit.is_ours for hit in hits), (copy.name, hits)
+        assert {hit.label for hit in hits} == {loaded.fingerprint}, copy.name
+
+
 def _zip(members: dict[str, bytes]) -> bytearray:
     import io
     import zipfile

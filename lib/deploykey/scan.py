@@ -137,6 +137,19 @@ def needles(key: Key) -> list[Needle]:
     for window in _spread(_clean_first(text), TEXT_WINDOWS):
         found += [Needle(TEXT, variant) for variant in _escaped(window)]
     found.append(Needle(TEXT_UTF16, _clean_first(text)[0].decode().encode("utf-16-le")))
+    # The same secret bytes in another container (PKCS#8, PEM, OpenSSH with another comment):
+    # base64 of the secret run at each of its three alignments, three windows 8 characters apart
+    # (one line break, at any wrapping of 32 columns or more, splits at most two of them). Few
+    # needles: the fast search slows down as they grow.
+    secret = blob[start:end]
+    for shift in range(3):
+        encoded = base64.b64encode(secret[shift : shift + (end - start - shift) // 3 * 3])
+        middle = max((len(encoded) - 32) // 2, 0)
+        found += [
+            Needle(TEXT, encoded[o : o + 16])
+            for o in (middle, middle + 8, middle + 16)
+            if o + 16 <= len(encoded)
+        ]
     line, lo, hi = max(spans, key=lambda span: span[2] - span[1])
     for shift in range(3):
         found += [Needle(BASE64, w) for w in _encoded_windows(line[lo + shift : hi])]
