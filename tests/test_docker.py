@@ -569,6 +569,60 @@ def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, dock
     )
 
 
+@pytest.mark.parametrize("docker", [False, True], ids=["oci-archive", "docker-save"])
+def test_scan_image_opens_archives_in_layers(tmp_path: Path, keys_dir: Path, docker: bool) -> None:
+    """The key inside a wheel, a .tar.gz, a gzip named .json and a zip named .png in a layer is
+    found, named by the archive and its member; an archive in a layer that cannot be unpacked
+    fails the check (scan::incomplete), unless DEPLOYKEY_SCAN_INCOMPLETE=warn."""
+    import gzip
+    import io
+    import zipfile
+
+    key = make_key(keys_dir)
+    text = key.text.encode()
+
+    def zipped(name: str) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(name, text)
+        return buffer.getvalue()
+
+    layer = _tar_bytes(
+        {
+            "wheels/private_utils-1.0-py3-none-any.whl": zipped("private_utils/key.txt"),
+            "srv/backup.tar.gz": _tar_bytes({"home/.ssh/id": text}, True),
+            "srv/settings.json": gzip.compress(text),
+            "srv/logo.png": zipped("inside.txt"),
+        },
+        True,
+    )
+    archive = _archive(tmp_path / "image.tar", [layer], {"history": []}, docker)
+    result = scan_image(archive, key)
+    assert result.returncode == 1, result.stdout + result.stderr
+    for place in (
+        "wheels/private_utils-1.0-py3-none-any.whl!private_utils/key.txt (private key text",
+        "srv/backup.tar.gz!home/.ssh/id (private key text",
+        "srv/settings.json!(decompressed) (private key text",
+        "srv/logo.png!inside.txt (private key text",
+    ):
+        assert place in result.stderr, place
+    whole = gzip.compress(b"nothing secret\n" * 500)
+    broken = _tar_bytes({"srv/cut.tar.gz": whole[: len(whole) // 2]}, True)
+    archive = _archive(tmp_path / "broken.tar", [broken], {"history": []}, docker)
+    refused = scan_image(archive, key)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "could not unpack 1 archive(s) in full" in refused.stderr
+    assert "srv/cut.tar.gz (" in refused.stderr and "no key material found" not in refused.stdout
+    warned = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEPLOYKEY_SCAN_INCOMPLETE": "warn"},
+    )
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert "srv/cut.tar.gz (" in warned.stderr and "no key material found" in warned.stdout
+
+
 def test_scan_image_refuses_what_it_cannot_read(tmp_path: Path, keys_dir: Path) -> None:
     key = make_key(keys_dir)
     zstd = b"\x28\xb5\x2f\xfd" + b"\0" * 64

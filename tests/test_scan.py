@@ -370,6 +370,29 @@ def test_the_same_key_in_another_format_is_this_key(
         assert {hit.label for hit in hits} == {loaded.fingerprint}, copy.name
 
 
+def test_archives_are_recognised_by_their_bytes_not_their_names(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """A gzip named .json and a zip named .png are opened; a text file that starts like a bzip2
+    stream (`BZh`) or a gzip header without its method is just text, not a broken archive."""
+    import gzip
+
+    key = make_key(keys_dir)
+    loaded = load(key)
+    tmp_path = tmp_path / "tree"  # not the keys' directory
+    tmp_path.mkdir()
+    (tmp_path / "data.json").write_bytes(gzip.compress(key.text.encode()))
+    (tmp_path / "logo.png").write_bytes(bytes(_zip({"inside.txt": key.text.encode()})))
+    (tmp_path / "notes.txt").write_text("BZh, said the reviewer, is how bzip2 starts.\n")
+    (tmp_path / "odd.bin").write_bytes(b"\x1f\x8b\x01 not deflate")
+    report = scan.scan([tmp_path], [loaded])
+    assert {hit.path for hit in report.hits} == {
+        f"{tmp_path / 'data.json'}!(decompressed)",
+        f"{tmp_path / 'logo.png'}!inside.txt",
+    }
+    assert report.unpacked == ()
+
+
 def _zip(members: dict[str, bytes]) -> bytearray:
     import io
     import zipfile

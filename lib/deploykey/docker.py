@@ -280,8 +280,16 @@ def scan_image_command(archive: str, env_dir: str | None, key_files: tuple[str, 
     ours = [hit for hit in report.hits if hit.kind != scan.OTHER_KEY]
     for hit in sorted({hit.describe() for hit in report.hits if hit.kind == scan.OTHER_KEY}):
         output.warn(f"{hit}: not this build's key, so not failing the check")
+    incomplete_ok = settings.get("DEPLOYKEY_SCAN_INCOMPLETE") == "warn"
     if ours:
+        for entry in report.unpacked:
+            output.warn(f"could not unpack the archive {entry}: only its bytes were searched")
         places = sorted({hit.describe() for hit in ours})
         raise UserError("leak::image", count=len(places), path=archive, places="\n".join(places))
+    if report.unpacked and not incomplete_ok:
+        shown = "\n".join(report.unpacked[: build.UNREADABLE_SHOWN])
+        raise UserError("scan::incomplete", count=len(report.unpacked), paths=shown)
+    for entry in report.unpacked:
+        output.warn(f"could not unpack the archive {entry}: only its bytes were searched")
     output.detail("no key material found")
     return 0

@@ -11,6 +11,7 @@ tarballs (manifest.json; Docker 25 and later also write the OCI layout inside).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 from collections.abc import Iterator
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from deploykey.errors import UserError
-from deploykey.scan import Searcher, chunks
+from deploykey.scan import CHUNK, Searcher, archive_hits, archive_kind, chunks
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 ZSTD = b"\x28\xb5\x2f\xfd"
+IN_MEMORY = 256 << 20  # an archive in a layer larger than this is searched as bytes only
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class ImageReport:
     hits: tuple[ImageHit, ...]
     layers: int
     files: int
+    # "LAYER: PATH (why)" of each archive in a layer that could not be unpacked in full.
+    unpacked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
                 detail="it has no index.json and no manifest.json",
             )
         hits: list[ImageHit] = []
+        unpacked: list[str] = []
         seen: set[str] = set()
         read: set[str] = set()
         layers = files = 0
@@ -103,7 +108,7 @@ def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
                 seen.add(digest)
                 layers += 1
                 for path, kind, label, counted in _layer_hits(
-                    archive, outer, digest, member, searcher
+                    archive, outer, digest, member, searcher, unpacked
                 ):
                     files += counted
                     if kind:
@@ -118,7 +123,7 @@ def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
                     ImageHit("archive", entry.name, kind, label)
                     for kind, label in searcher.search(chunks(content))
                 ]
-    return ImageReport(tuple(hits), layers, files)
+    return ImageReport(tuple(hits), layers, files, tuple(unpacked))
 
 
 def _read(outer: tarfile.TarFile, name: str) -> bytes:
@@ -189,9 +194,15 @@ def _config_hits(config: bytes, searcher: Searcher) -> Iterator[tuple[str, str, 
 
 
 def _layer_hits(
-    archive: Path, outer: tarfile.TarFile, digest: str, member: str, searcher: Searcher
+    archive: Path,
+    outer: tarfile.TarFile,
+    digest: str,
+    member: str,
+    searcher: Searcher,
+    unpacked: list[str],
 ) -> Iterator[tuple[str, str, str, int]]:
-    """(path, kind, label, 1) per hit, and ("", "", "", 1) per file read without one."""
+    """(path, kind, label, 1) per hit, and ("", "", "", 1) per file read without one; an archive
+    in the layer that could not be unpacked in full is noted in `unpacked`."""
     blob = outer.extractfile(member)
     if blob is None:
         raise UserError("image::unreadable", path=archive, detail=f"layer {digest} is missing")
@@ -206,11 +217,34 @@ def _layer_hits(
             if not entry.isfile():
                 continue
             content = layer.extractfile(entry)
-            found = searcher.search(chunks(content)) if content is not None else []
+            if content is None:
+                continue
+            start = content.read(CHUNK)
+            if archive_kind(start):  # a wheel, a .tar.gz, a zip under any name: its members too
+                # A layer is a stream: the archive is read into memory once, and searched whole
+                # and member by member.
+                data = start + content.read(IN_MEMORY + 1 - len(start))
+                found = [(entry.name, kind, label) for kind, label in searcher.search((data,))]
+                if len(data) > IN_MEMORY:
+                    found += [
+                        (entry.name, kind, label)
+                        for kind, label in searcher.search(chunks(content))
+                    ]
+                    unpacked.append(f"{digest}: {entry.name} (larger than {IN_MEMORY >> 20} MiB)")
+                else:
+                    found += [
+                        (hit.path, hit.kind, hit.label)
+                        for hit in archive_hits(entry.name, io.BytesIO(data), searcher, unpacked)
+                    ]
+            else:
+                found = [
+                    (entry.name, kind, label)
+                    for kind, label in searcher.search(itertools.chain((start,), chunks(content)))
+                ]
             if not found:
                 yield "", "", "", 1
-            for number, (kind, label) in enumerate(found):
-                yield entry.name, kind, label, int(number == 0)
+            for number, (path, kind, label) in enumerate(found):
+                yield path, kind, label, int(number == 0)
 
 
 class _Prefixed(io.RawIOBase):

@@ -55,6 +55,8 @@ CHUNK = 1 << 22
 TEXT_WINDOWS = 4
 B64_WINDOWS = 2  # consecutive: base64 wrapped at 64 or 76 columns splits at most one of them
 ARCHIVE_DEPTH = 5  # deeper is reported as not unpacked (scan::incomplete), not passed
+# A bzip2 stream starts with its first block mark, or the end mark when it is empty.
+BZ2_BLOCK, BZ2_END = b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90"
 ARCHIVE_BUDGET = 1 << 30  # bytes decompressed from one archive at most (zip bombs)
 PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n-----END \1-----", re.S)
 ANY_PRIVATE_KEY = re.compile(
@@ -424,50 +426,6 @@ def walk(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-# Never archives: the file types a slug is made of, not sniffed for archive headers.
-PLAIN = frozenset(
-    [
-        ".py",
-        ".pyc",
-        ".pyi",
-        ".pyd",
-        ".so",
-        ".h",
-        ".c",
-        ".cpp",
-        ".txt",
-        ".md",
-        ".rst",
-        ".json",
-        ".html",
-        ".htm",
-        ".css",
-        ".js",
-        ".map",
-        ".ts",
-        ".svg",
-        ".png",
-        ".jpg",
-        ".gif",
-        ".ico",
-        ".cfg",
-        ".ini",
-        ".toml",
-        ".yaml",
-        ".yml",
-        ".typed",
-        ".mo",
-        ".po",
-        ".csv",
-        ".xml",
-        ".pxd",
-        ".pyx",
-        ".sh",
-        ".pem",
-    ]
-)
-
-
 def scan(
     roots: Sequence[Path], keys: Sequence[Key], tokens: Mapping[str, bytes] | None = None
 ) -> Report:
@@ -631,11 +589,11 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
             Hit(path, kind, label)
             for kind, label in searcher.search(itertools.chain((data,), rest))
         ]
-        if _archive_kind(data) and os.path.splitext(name)[1].lower() not in PLAIN:
+        if archive_kind(data):  # by its bytes, whatever its name (a gzip named .json)
             if streamed:
                 os.lseek(fd, 0, os.SEEK_SET)
             with open(fd, "rb", closefd=False) if streamed else io.BytesIO(data) as archive:
-                found.hits += _archive_hits(path, archive, searcher, found.unpacked)
+                found.hits += archive_hits(path, archive, searcher, found.unpacked)
     finally:
         os.close(fd)
     if name in CREDENTIAL_FILES or (
@@ -647,12 +605,15 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
 # ------------------------------------------------------------------------ archives, URL credentials
 
 
-def _archive_kind(head: bytes) -> str | None:
+def archive_kind(head: bytes) -> str | None:
+    """What archive the first bytes of a file announce, whatever its name. Magic numbers in full
+    (gzip's deflate method, bzip2's block mark): a text file that happens to start with `BZh`
+    is not an archive, and one that could not be unpacked would fail the scan."""
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
-    if head.startswith(b"\x1f\x8b"):
+    if head.startswith(b"\x1f\x8b\x08"):
         return "gzip"
-    if head.startswith(b"BZh"):
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in (BZ2_BLOCK, BZ2_END):
         return "bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
@@ -661,9 +622,11 @@ def _archive_kind(head: bytes) -> str | None:
     return None
 
 
-def _archive_hits(
+def archive_hits(
     path: str, stream: IO[bytes], searcher: Searcher, unpacked: list[str]
 ) -> list[Hit]:
+    """The hits in every member of the archive in `stream` (nested ones too), labelled
+    PATH!MEMBER; what could not be unpacked is noted in `unpacked`."""
     hits = []
     for label, data in _unpacked(path, stream, unpacked):
         hits += [Hit(label, kind, what) for kind, what in searcher.search((data,))]
@@ -709,7 +672,7 @@ def _unpacked(path: str, stream: IO[bytes], unpacked: list[str]) -> Iterator[tup
                     unpacked.append(f"{where} (not unpacked past {ARCHIVE_BUDGET >> 20} MiB)")
                     return
                 yield label, data
-                if not _archive_kind(data[:512]):
+                if not archive_kind(data[:512]):
                     continue
                 if depth < ARCHIVE_DEPTH:
                     yield from members(label, io.BytesIO(data), depth + 1)
@@ -727,7 +690,7 @@ Read = Callable[[int], bytes]
 def _members(stream: IO[bytes]) -> Iterator[tuple[str, Read]]:
     """(name, read) for each member; `read(limit)` may raise for that member alone (a zip's
     members are opened one by one, so the next one is still read)."""
-    kind = _archive_kind(stream.read(512))
+    kind = archive_kind(stream.read(512))
     stream.seek(0)
     if kind == "zip":
         with zipfile.ZipFile(stream) as archive:
