@@ -45,6 +45,15 @@ COPIES = {
     "URL-encoded": lambda text: urllib.parse.quote_plus(text).encode(),
     "JSON with escaped slashes": lambda text: json.dumps({"k": text}).replace("/", "\\/").encode(),
     "UTF-16 (PowerShell)": lambda text: text.encode("utf-16"),
+    "hex": lambda text: text.encode().hex().encode(),
+    "HEX": lambda text: text.encode().hex().upper().encode(),
+    "hex dump (xxd -p)": lambda text: "\n".join(
+        text.encode()[i : i + 30].hex() for i in range(0, len(text), 30)
+    ).encode(),
+    "base32": lambda text: base64.b32encode(text.encode()),
+    "base32 at offset 3": lambda text: base64.b32encode(b"abc" + text.encode()),
+    "base85": lambda text: base64.b85encode(text.encode()),
+    "base85 at offset 1": lambda text: base64.b85encode(b"x" + text.encode()),
     "YAML block": lambda text: (
         "key: |\n" + "".join("  " + line + "\n" for line in text.splitlines())
     ).encode(),
@@ -385,12 +394,15 @@ def test_archives_are_recognised_by_their_bytes_not_their_names(
     (tmp_path / "logo.png").write_bytes(bytes(_zip({"inside.txt": key.text.encode()})))
     (tmp_path / "notes.txt").write_text("BZh, said the reviewer, is how bzip2 starts.\n")
     (tmp_path / "odd.bin").write_bytes(b"\x1f\x8b\x01 not deflate")
+    # A zstd frame (the standard library can decompress it from Python 3.14 only).
+    frame = b"\x28\xb5\x2f\xfd" + bytes(range(40))
+    (tmp_path / "blob.dat").write_bytes(frame)
     report = scan.scan([tmp_path], [loaded])
     assert {hit.path for hit in report.hits} == {
         f"{tmp_path / 'data.json'}!(decompressed)",
         f"{tmp_path / 'logo.png'}!inside.txt",
     }
-    assert report.unpacked == ()
+    assert [entry.split(" (")[0] for entry in report.unpacked] == [str(tmp_path / "blob.dat")]
 
 
 def _zip(members: dict[str, bytes]) -> bytearray:

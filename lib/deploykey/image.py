@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from deploykey.errors import UserError
-from deploykey.scan import CHUNK, Searcher, archive_hits, archive_kind, chunks
+from deploykey.scan import CHUNK, ZSTD, Searcher, archive_hits, archive_kind, chunks
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
-ZSTD = b"\x28\xb5\x2f\xfd"
 IN_MEMORY = 256 << 20  # an archive in a layer larger than this is searched as bytes only
 
 

@@ -55,6 +55,7 @@ CHUNK = 1 << 22
 TEXT_WINDOWS = 4
 B64_WINDOWS = 2  # consecutive: base64 wrapped at 64 or 76 columns splits at most one of them
 ARCHIVE_DEPTH = 5  # deeper is reported as not unpacked (scan::incomplete), not passed
+ZSTD = b"\x28\xb5\x2f\xfd"
 # A bzip2 stream starts with its first block mark, or the end mark when it is empty.
 BZ2_BLOCK, BZ2_END = b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90"
 ARCHIVE_BUDGET = 1 << 30  # bytes decompressed from one archive at most (zip bombs)
@@ -75,6 +76,9 @@ TEXT = "private key text"
 TEXT_UTF16 = "private key text (UTF-16)"
 BASE64 = "base64 of the private key"
 BASE64_NESTED = "base64 of base64 of the private key"
+HEX = "hex of the private key"
+BASE32 = "base32 of the private key"
+BASE85 = "base85 of the private key"
 BYTES = "private key bytes"
 TOKEN = "token"  # noqa: S105 - the name of a kind of copy
 TOKEN_BASE64 = "base64 of the token"  # noqa: S105
@@ -140,19 +144,27 @@ def needles(key: Key) -> list[Needle]:
         found += [Needle(TEXT, variant) for variant in _escaped(window)]
     found.append(Needle(TEXT_UTF16, _clean_first(text)[0].decode().encode("utf-16-le")))
     # The same secret bytes in another container (PKCS#8, PEM, OpenSSH with another comment):
-    # base64 of the secret run at each of its three alignments, three windows 8 characters apart
-    # (one line break, at any wrapping of 32 columns or more, splits at most two of them). Few
-    # needles: the fast search slows down as they grow.
+    # base64 of the secret run at each of its three alignments, two adjacent windows (one line
+    # break, at any wrapping of 32 columns or more, splits at most one of them). Few needles: the
+    # fast search slows down past about 64 of them.
     secret = blob[start:end]
     for shift in range(3):
         encoded = base64.b64encode(secret[shift : shift + (end - start - shift) // 3 * 3])
         middle = max((len(encoded) - 32) // 2, 0)
         found += [
             Needle(TEXT, encoded[o : o + 16])
-            for o in (middle, middle + 8, middle + 16)
+            for o in (middle, middle + 16)
             if o + 16 <= len(encoded)
         ]
     line, lo, hi = max(spans, key=lambda span: span[2] - span[1])
+    # The key file dumped or encoded whole (a debug dump in hex, `base32 key`, base85/ascii85):
+    # a stretch of its secret text, at each alignment of the encoding's groups.
+    at = key.material.find(line) + lo
+    for kind, encode, group, length in ENCODINGS:
+        for shift in range(group):
+            region = key.material[at + shift : at + min(shift + length, hi - lo)]
+            encoded = encode(region)
+            found += [Needle(kind, encoded[o : o + 16]) for o in (0, 16) if o + 16 <= len(encoded)]
     for shift in range(3):
         found += [Needle(BASE64, w) for w in _encoded_windows(line[lo + shift : hi])]
     # Base64 of base64: the inner encoding at each alignment of the key text, encoded again.
@@ -170,6 +182,19 @@ def needles(key: Key) -> list[Needle]:
     for needle in found:
         unique.setdefault(needle.data, needle)
     return list(unique.values())
+
+
+def _hex(data: bytes) -> bytes:
+    return data.hex().encode()
+
+
+# (kind, encode, bytes per group, bytes of secret text to encode): enough for two windows.
+ENCODINGS = (
+    (HEX, _hex, 1, 16),
+    (HEX, lambda data: _hex(data).upper(), 1, 16),
+    (BASE32, base64.b32encode, 5, 20),
+    (BASE85, base64.b85encode, 4, 28),
+)
 
 
 def _clean_first(windows: list[bytes]) -> list[bytes]:
@@ -617,6 +642,8 @@ def archive_kind(head: bytes) -> str | None:
         return "bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
+    if head.startswith(ZSTD):
+        return "zstd"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     return None
@@ -699,12 +726,24 @@ def _members(stream: IO[bytes]) -> Iterator[tuple[str, Read]]:
                     yield info.filename, functools.partial(_zip_read, archive, info)
     elif kind == "tar":
         yield from _tar_members(stream)
+    elif kind == "zstd":
+        yield "(decompressed)", _zstd_reader(stream)
     elif kind in ("gzip", "bzip2", "xz"):
         head, decompressed = _decompressed(kind, stream)
         if len(head) >= 262 and head[257:262] == b"ustar":
             yield from _tar_members(decompressed)
         else:
             yield "(decompressed)", decompressed.read
+
+
+def _zstd_reader(stream: IO[bytes]) -> Read:
+    """Python 3.14's zstd decompressor; before 3.14 there is none in the standard library, and the
+    frame is reported as not unpacked (its bytes are still searched)."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        raise NotImplementedError("zstd: this Python (before 3.14) cannot decompress it") from None
+    return cast(Read, zstd.ZstdFile(stream).read)
 
 
 def _zip_read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
