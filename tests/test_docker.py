@@ -171,7 +171,7 @@ def test_build_without_the_secret_says_how_to_pass_it(
     assert (
         "then pass the key file as a BuildKit secret, `docker build --secret "
         "id=deploy_key,src=deploy_key .`, read in the Dockerfile by `RUN "
-        "--mount=type=secret,id=deploy_key python3 deploykey.pyz install ...`" in out
+        "--mount=type=secret,id=deploy_key python3 deploykey.pyz fetch ...`" in out
     )
     assert "RUN --mount=type=secret,id=deploy_key " in (context / "Dockerfile").read_text()
     assert "heroku config:set" not in out
@@ -199,7 +199,7 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     again = engine.build(context, tag, *secret(utils_key), *OFFLINE)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
-    assert "deploykey.pyz install" in out and "no key material found" in out  # it ran again
+    assert "deploykey.pyz install --fetched" in out and "no key material found" in out  # ran again
     assert "Installing deploykey's dependencies" not in out and "installing uv into" not in out
     assert "in the mirror, no network" in out
     assert len(git_server.log()) == asked
@@ -230,7 +230,8 @@ def non_root_dockerfile(context: Path, secret_uid: bool, cache_uid: bool) -> str
             "id=deploykey-10001,target=/var/cache/deploykey,uid=10001",
             "target=/var/cache/deploykey",
         )
-    assert steps.count("uid=10001") == secret_uid + cache_uid, steps
+    # The cache mount is on both steps (fetch and install --fetched), the secret on the first.
+    assert steps.count("uid=10001") == secret_uid + 2 * cache_uid, steps
     return head + steps + final
 
 
@@ -441,6 +442,66 @@ def test_install_from_a_secret_file(build: Build, utils_key: GeneratedKey, tmp_p
     assert list(venv.glob("lib/python3*/site-packages/private_utils"))
     assert files_with_key([venv, build.app], utils_key.text) == []
     assert key_dirs() - before == set()
+
+
+def test_fetch_then_install_with_no_key(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """The two-step build: `deploykey fetch` with the key (--env-dir standing in for the secret
+    of its own RUN), then `install --fetched` with none, from the mirrors in the cache, asking
+    the git server nothing. Given a key, `install --fetched` refuses; with another requirement
+    than was fetched, it says the fetch is stale; with no fetch, that it is missing."""
+    before = key_dirs()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    cache, venv = tmp_path / "mount", tmp_path / "venv"  # the cache mount
+    cache.mkdir()
+    kit = [str(BIN / "deploykey")]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*kit, *args], cwd=build.app, env=build.environ(), capture_output=True, text=True
+        )
+
+    missing = run("install", "--fetched", "--cache-dir", str(cache), "--venv", str(venv))
+    assert missing.returncode == 1 and "(fetch::missing: README.md#fetch-missing)" in missing.stderr
+    fetched = run("fetch", "--cache-dir", str(cache), "--env-dir", str(secrets))
+    out = fetched.stdout + fetched.stderr
+    assert fetched.returncode == 0, out
+    assert (
+        f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out and "no key material found" in out
+    )
+    assert not venv.exists()
+    refused = run(
+        "install",
+        "--fetched",
+        "--cache-dir",
+        str(cache),
+        "--venv",
+        str(venv),
+        "--env-dir",
+        str(secrets),
+    )
+    assert (
+        refused.returncode == 1
+        and "`install --fetched` was given keys (DEPLOY_KEY)" in refused.stderr
+    )
+    asked = len(build.server.log())
+    installed = run("install", "--fetched", "--cache-dir", str(cache), "--venv", str(venv))
+    out = installed.stdout + installed.stderr
+    assert installed.returncode == 0, out
+    assert "with no key on the machine" in out and "DEPLOY_KEY:" not in out
+    assert len(build.server.log()) == asked  # from the mirrors: the git server was not asked
+    assert list(venv.glob("lib/python3*/site-packages/private_utils"))
+    assert files_with_key([venv, build.app, cache], utils_key.text) == []
+    assert key_dirs() - before == set()
+    (build.app / "requirements.txt").write_text(
+        "other-lib @ git+ssh://git@github.com/acme/other-lib.git@v2.0\n"
+    )
+    stale = run("install", "--fetched", "--cache-dir", str(cache), "--venv", str(tmp_path / "v2"))
+    assert stale.returncode == 1 and "(fetch::stale: README.md#fetch-stale)" in stale.stderr
+    assert "it was written for other requirements than the app has now" in stale.stderr
 
 
 def test_setup_shell_then_own_install_then_cleanup(

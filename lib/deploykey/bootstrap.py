@@ -81,7 +81,7 @@ def deps_dir() -> Path:
     if configured:
         return Path(configured)
     cache = _build_cache()
-    if cache is not None:
+    if cache is not None and not _keyless():
         return cache / "deps" / f"py{sys.version_info[0]}{sys.version_info[1]}"
     version = f"py{sys.version_info[0]}{sys.version_info[1]}"
     return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", version)
@@ -95,9 +95,14 @@ def _build_cache() -> Path | None:
     if sys.argv[1] == "compile" and len(sys.argv) > 3 and Path(sys.argv[3]).is_dir():
         return Path(sys.argv[3]).resolve() / "deploykey"
     cache = _option("--cache-dir") or os.environ.get("DEPLOYKEY_CACHE_DIR")
-    if sys.argv[1] == "install" and cache and Path(cache).is_dir():
+    if sys.argv[1] in ("install", "fetch") and cache and Path(cache).is_dir():
         return Path(cache).resolve()
     return None
+
+
+def _keyless() -> bool:
+    """`install --fetched`: the install step of a two-step Docker build, run with no key."""
+    return len(sys.argv) > 2 and sys.argv[1] == "install" and "--fetched" in sys.argv[2:]
 
 
 def _option(name: str) -> str | None:
@@ -128,6 +133,15 @@ def ensure() -> None:
         sys.exit(error.exit_code)
     if not missing():
         return
+    cache = _build_cache()
+    if cache is not None and _keyless():
+        # `install --fetched` has no key (the fetch ran in an earlier step, with it): the
+        # dependencies that step sealed in the cache are imported as they are, with nothing here
+        # for planted code to take, and nothing is written there; if they are not there, they go
+        # to a private temp dir.
+        _use(cache / "deps" / f"py{sys.version_info[0]}{sys.version_info[1]}")
+        if not missing():
+            return
     target = deps_dir()
     secret = _secret()
     if _build_cache() is not None and target.exists() and not _sealed(target, secret):
@@ -168,7 +182,7 @@ SEAL = ".deploykey-seal"
 def _check_install_mounts() -> None:
     """`install` under a non-root USER: the secrets it reads and the cache mount it installs into
     are the user's, before anything is installed there (BuildKit makes both as root)."""
-    if len(sys.argv) < 2 or sys.argv[1] != "install":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("install", "fetch"):
         return
     from deploykey import permissions
 
@@ -188,7 +202,7 @@ def _secret() -> bytes | None:
     ENV_DIR; `install`: the DEPLOY_KEY* variables, BuildKit secrets, --env-dir and --key-file). No
     package's build code ever has them (they are removed before any runs), so it cannot seal a
     directory it changed."""
-    if len(sys.argv) < 2 or sys.argv[1] not in ("compile", "install"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("compile", "install", "fetch"):
         return None
     places: list[Path] = []
     parts: list[bytes] = []

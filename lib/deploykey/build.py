@@ -6,6 +6,8 @@ run; this module holds the steps themselves, each a function a platform calls un
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -36,7 +38,7 @@ from deploykey.install import Target
 from deploykey.installer import Choice
 from deploykey.keys import Key
 from deploykey.mirrors import Mirrors
-from deploykey.requirements import Requirements
+from deploykey.requirements import GitRequirement, Requirements
 from deploykey.scrub import Cleanup
 from deploykey.sources import EnvSource
 
@@ -128,12 +130,20 @@ def plan(
     target: Target | None = None,
     agent: str | None = None,
     given: str | None = None,
+    keyless: bool = False,
 ) -> Plan:
     """What the build will do, everything checked that can be before the fetch: the keys, the
     manifests, the hosts, and (when deploykey installs) the package manager. `given` names the
-    option that chose the requirements file (`-r`), when it was not DEPLOYKEY_REQUIREMENTS."""
+    option that chose the requirements file (`-r`), when it was not DEPLOYKEY_REQUIREMENTS.
+    `keyless`: an install from what an earlier step fetched, which must have no key at all."""
     tokens = credentials.read(env, settings)
-    found_keys = read_keys(env, tokens, agent)
+    if keyless:
+        if env.key_names() or tokens or agent:
+            names = ", ".join([*env.key_names(), *(t.name for t in tokens)]) or "an ssh agent"
+            raise UserError("fetch::key-present", names=names)
+        found_keys: list[Key] = []
+    else:
+        found_keys = read_keys(env, tokens, agent)
     requirements_file, found = read_requirements(app_dir, settings)
     configs = host_configs(found, settings, requirements_file)
     if target is None:
@@ -282,6 +292,75 @@ def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.F
     return Mirrors(fetcher.root, repositories, tuple(sorted(private)), submodules)
 
 
+RECORD = (
+    "fetched.json"  # in the cache: what `deploykey fetch` left for `deploykey install --fetched`
+)
+
+
+def _wanted(plan: Plan) -> list[list[str]]:
+    """The private requirements as the app names them: a record is for these and no others."""
+    reqs = plan.requirements.git + plan.requirements.https
+    return sorted([req.url, req.ref or "", req.commit or "", req.fragment] for req in reqs)
+
+
+def write_record(
+    cache: Path, plan: Plan, fetched: Mirrors, findings: Sequence[doctor.Finding]
+) -> Path:
+    """What the fetch left in the cache, for an install that runs later without the keys (a
+    second Docker RUN, with no secret mounted): the mirrors, the pins, and what they are for."""
+    record = {
+        "wanted": _wanted(plan),
+        "root": str(fetched.root),
+        "repositories": [
+            [dataclasses.asdict(req), str(path)] for req, path in fetched.repositories
+        ],
+        "private_hosts": [list(pair) for pair in fetched.private_hosts],
+        "submodules": fetched.submodules,
+        "pins": doctor.pins(findings),
+    }
+    path = cache / RECORD
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(json.dumps(record, indent=1))
+    temporary.replace(path)
+    return path
+
+
+def read_record(cache: Path, plan: Plan) -> tuple[Mirrors, list[str]]:
+    """The mirrors and pins `deploykey fetch` recorded in this cache for exactly these
+    requirements; every mirror must hold every commit it names."""
+    path = cache / RECORD
+    try:
+        record = json.loads(path.read_text())
+        wanted, pins = record["wanted"], [str(pin) for pin in record["pins"]]
+        fetched = Mirrors(
+            Path(record["root"]),
+            tuple((GitRequirement(**req), Path(where)) for req, where in record["repositories"]),
+            tuple((str(scheme), str(host)) for scheme, host in record["private_hosts"]),
+            bool(record["submodules"]),
+        )
+    except FileNotFoundError:
+        raise UserError("fetch::missing", path=path) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError("fetch::stale", path=path, detail=f"it cannot be read ({exc})") from None
+    if wanted != _wanted(plan):
+        raise UserError(
+            "fetch::stale",
+            path=path,
+            detail="it was written for other requirements than the app has now",
+        )
+    git = run.which("git", "install from the mirrors")
+    for req, mirror in fetched.repositories:
+        if not mirror.is_relative_to(fetched.root) or not mirror.is_dir():
+            raise UserError("fetch::stale", path=path, detail=f"{mirror} is not a mirror there")
+        output.detail(f"mirror: {req.host_port}/{req.repo} -> {mirror.parent}")
+    for pin in pins:
+        commit = pin.rsplit("@", 1)[1].split("#")[0]
+        names = [m for r, m in fetched.repositories if r.name and pin.startswith(f"{r.name} @")]
+        if names and not mirrors.holds_commit(git, names[0], commit):
+            raise UserError("fetch::stale", path=path, detail=f"{names[0]} lacks {commit}")
+    return fetched, pins
+
+
 def install_cycle(
     plan: Plan,
     where: str,
@@ -289,6 +368,7 @@ def install_cycle(
     scanned: Sequence[Path],
     cache: Path | None,
     user: bool = False,
+    recorded: tuple[Mirrors, list[str]] | None = None,
 ) -> None:
     """The whole cycle in one process: fetch every private repository into mirrors in `cache`
     (the build cache) with the keys, remove the keys, install (with the package manager
@@ -311,7 +391,11 @@ def install_cycle(
                     f"the temporary cache {cache}",
                     lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
-            fetched, findings = fetch(plan, cache / mirrors.DIR)
+            if recorded is None:
+                fetched, findings = fetch(plan, cache / mirrors.DIR)
+                pinned = doctor.pins(findings)
+            else:  # fetched by an earlier step (`deploykey fetch`): no key here at all
+                fetched, pinned = recorded
             choice = plan.choice
             assert choice is not None, "plan() chooses the package manager for an install"
             setting = plan.settings.get("DEPLOYKEY_INSTALLER")
@@ -320,7 +404,7 @@ def install_cycle(
             else:
                 chosen = installer.choose(setting, cache, plan.requirements.editable_vcs, user)
             # A lockfile pins its commits itself; uv's requirements install is pinned here.
-            pins = doctor.pins(findings) if chosen.name == "uv" and not choice.locked else []
+            pins = pinned if chosen.name == "uv" and not choice.locked else []
             overrides = cache / "overrides.txt" if pins else None
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))

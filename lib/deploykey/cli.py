@@ -83,6 +83,20 @@ def _install(args: argparse.Namespace) -> int:
         tuple(args.key_file),
         args.agent,
         args.cache_dir or os.environ.get("DEPLOYKEY_CACHE_DIR"),
+        args.fetched,
+    )
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from deploykey import docker
+
+    errors.use(docker.platform(ci=False))
+    return docker.fetch_command(
+        args.requirement,
+        args.env_dir,
+        tuple(args.key_file),
+        args.agent,
+        args.cache_dir or os.environ.get("DEPLOYKEY_CACHE_DIR"),
     )
 
 
@@ -249,6 +263,27 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep the installer's cache here between builds (RUN --mount=type=cache); "
         "default $DEPLOYKEY_CACHE_DIR, else none",
+    )
+    sub.add_argument(
+        "--fetched",
+        action="store_true",
+        help="install from what `deploykey fetch` put in --cache-dir, with no key (the second "
+        "RUN of a two-step Docker build)",
+    )
+    _key_options(sub)
+    sub = add(
+        "fetch",
+        _fetch,
+        "Docker: fetch into the cache mount with the keys, for a later `install --fetched`.",
+    )
+    sub.add_argument(
+        "-r", "--requirement", metavar="FILE", help="as for install: what will be installed"
+    )
+    sub.add_argument(
+        "--agent", action="store_true", help="use the ssh agent (RUN --mount=type=ssh), no key"
+    )
+    sub.add_argument(
+        "--cache-dir", metavar="DIR", help="the cache mount the install step reads (required)"
     )
     _key_options(sub)
     sub = add(

@@ -80,6 +80,46 @@ def _agent(wanted: bool) -> str | None:
     return socket
 
 
+def fetch_command(
+    requirements: str | None,
+    env_dir: str | None,
+    key_files: tuple[str, ...],
+    agent: bool,
+    cache_dir: str | None,
+) -> int:
+    """`deploykey fetch`: the first step of a two-step Docker build. With the keys (a `RUN
+    --mount=type=secret` of its own), fetch every private repository into mirrors in the cache
+    mount, remove the keys, record what was fetched, and check the app (the build context: a key
+    file copied in with it) and the cache for the keys; the next
+    `RUN`, with no secret mounted, runs `install --fetched`. No package's code runs here."""
+    if not cache_dir:
+        raise UserError(
+            "usage",
+            message="deploykey fetch: --cache-dir DIR is required (the cache mount the install "
+            "step reads)",
+            command="deploykey fetch",
+        )
+    app = Path.cwd()
+    env = _source(env_dir, key_files)
+    settings = _settings(app, env, requirements)
+    output.step("deploykey fetch: private git dependencies into the cache, with the deploy keys")
+    _check_writable(None, None, cache_dir)
+    cache = Path(cache_dir).resolve()
+    given = f"-r {requirements}" if requirements is not None else None
+    plan = build.plan(
+        app, cache, env, settings, Target("docker", "the cache"), _agent(agent), given
+    )
+    fetched, findings = build.fetch(plan, cache / mirrors.DIR)
+    record = build.write_record(cache, plan, fetched, findings)
+    output.detail(f"recorded what was fetched in {record}, for `install --fetched`")
+    output.step("Checking the app and the cache for the keys")
+    leak = build.leak_check([app, cache], plan.keys, plan.tokens, settings)
+    if leak is not None:
+        raise _in_context(leak, app)
+    output.step("Done: fetched; the keys are gone, and the install step needs none")
+    return 0
+
+
 def install_command(
     requirements: str | None,
     venv: str | None,
@@ -89,6 +129,7 @@ def install_command(
     key_files: tuple[str, ...],
     agent: bool,
     cache_dir: str | None = None,
+    fetched: bool = False,
 ) -> int:
     """`deploykey install`: the whole cycle in one process, for a `RUN --mount=type=secret` line.
     With no `-r`, the app's files choose the package manager as heroku-buildpack-python does (a
@@ -100,7 +141,17 @@ def install_command(
     _check_writable(venv, target, cache_dir)
     where, python, extra, scanned = _where(venv, target, user)
     given = f"-r {requirements}" if requirements is not None else None
-    plan = build.plan(app, None, env, settings, Target("docker", where), _agent(agent), given)
+    if fetched and not cache_dir:
+        raise UserError(
+            "usage",
+            message="deploykey install --fetched: --cache-dir DIR is required (the cache mount "
+            "`deploykey fetch` filled)",
+            command="deploykey install",
+        )
+    wanted_agent = None if fetched else _agent(agent)
+    plan = build.plan(
+        app, None, env, settings, Target("docker", where), wanted_agent, given, keyless=fetched
+    )
     assert plan.choice is not None
     if plan.choice.locked and venv is None:
         raise UserError(
@@ -116,10 +167,10 @@ def install_command(
         install.with_python(python, job, extra)
 
     cache = Path(cache_dir).resolve() if cache_dir else None
+    recorded = build.read_record(cache, plan) if fetched and cache is not None else None
+    roots = [app, scanned] + ([cache] if cache else [])
     try:
-        build.install_cycle(
-            plan, where, into, [app, scanned] + ([cache] if cache else []), cache, user
-        )
+        build.install_cycle(plan, where, into, roots, cache, user, recorded)
     except UserError as error:
         raise _in_context(error, app) from None
     return 0

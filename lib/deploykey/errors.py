@@ -52,13 +52,14 @@ class Platform:
 PLATFORMS: dict[str, Platform] = {
     # Heroku classic (bin/compile) and the app hooks: config vars, which reach the build as ENV_DIR.
     "heroku": Platform("heroku", "config var", '`heroku config:set {name}="$(cat deploy_key)"`'),
-    # `deploykey install` in a Dockerfile: sources.gather reads /run/secrets/<id>, where BuildKit
+    # `deploykey fetch` (or a one-step `install`) in a Dockerfile: sources.gather reads
+    # /run/secrets/<id>, where BuildKit
     # mounts `--mount=type=secret,id=<id>` (examples/docker/Dockerfile: id=deploy_key).
     "docker": Platform(
         "docker",
         "build secret",
         "pass the key file as a BuildKit secret, `docker build --secret id={id},src=deploy_key .`, "
-        "read in the Dockerfile by `RUN --mount=type=secret,id={id} python3 deploykey.pyz install "
+        "read in the Dockerfile by `RUN --mount=type=secret,id={id} python3 deploykey.pyz fetch "
         "...` (never as ARG or ENV: both stay in the image)",
     ),
     # GitHub Actions: a repository secret reaches a step only through its `env:`.
@@ -451,6 +452,25 @@ PROBLEMS: dict[str, Problem] = {
         why="deploykey does not overwrite an app's own hooks.",
         fix="Rename your hook (e.g. bin/{hook}.app), run `deploykey hooks` again, and call the "
         "renamed hook from the top of the new bin/{hook}.",
+    ),
+    "fetch::missing": Problem(
+        title="`install --fetched` found no record of a fetch in {path}",
+        why="`install --fetched` installs from the mirrors `deploykey fetch` left in the cache "
+        "mount, with no key; that step has not run with this cache.",
+        fix="Run `deploykey fetch --cache-dir DIR` in a `RUN` before this one, with the secret "
+        "mounted there and the same cache mount (`--mount=type=cache,target=DIR`) on both.",
+    ),
+    "fetch::stale": Problem(
+        title="What `deploykey fetch` recorded in {path} does not fit this install",
+        why="{detail}.",
+        fix="Run `deploykey fetch` with the same `-r` and the same cache mount in the `RUN` just "
+        "before `install --fetched`, in the same build.",
+    ),
+    "fetch::key-present": Problem(
+        title="`install --fetched` was given keys ({names})",
+        why="The point of `install --fetched` is an install with no key on the machine: the "
+        "packages it builds run code, and a secret mounted in this `RUN` is readable by it.",
+        fix="Mount the secret only in the `RUN` of `deploykey fetch`, not in this one.",
     ),
     "scan::incomplete": Problem(
         title="The leak check could not unpack {count} archive(s) in full, so it cannot say "

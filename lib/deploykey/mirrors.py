@@ -69,7 +69,7 @@ class Fetched:
     network: bool
 
     def has_commit(self, git: str, sha: str) -> bool:
-        return _has_commit(git, self.path, sha)
+        return holds_commit(git, self.path, sha)
 
 
 @dataclass
@@ -128,7 +128,7 @@ class Fetcher:
                 result.ok
                 and network
                 and FULL_SHA.match(commit)
-                and not _has_commit(self.git, path, commit)
+                and not holds_commit(self.git, path, commit)
             ):
                 # On no branch or tag any more (a force-push): ask for the commit itself, kept
                 # under a ref of its own so that git's gc never drops it.
@@ -202,7 +202,7 @@ def _settled(git: str, path: Path, ref: str | None) -> bool:
     if ref is None:
         return False
     if FULL_SHA.match(ref):
-        return _has_commit(git, path, ref)
+        return holds_commit(git, path, ref)
     return (path / "refs" / "tags" / ref).is_file() or _packed_tag(path, ref)
 
 
@@ -220,7 +220,7 @@ def _local(argv: Sequence[str]) -> run.Result:
     return run.capture([argv[0], *NO_HOOKS, *argv[1:]], env=run.child_env(), stdin=b"")
 
 
-def _has_commit(git: str, path: Path, sha: str) -> bool:
+def holds_commit(git: str, path: Path, sha: str) -> bool:
     return _local([git, "--git-dir", str(path), "cat-file", "-e", f"{sha}^{{commit}}"]).ok
 
 
