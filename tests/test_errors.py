@@ -20,7 +20,7 @@ HEROKU = "heroku config:set"
 DOCKER = (
     "pass the key file as a BuildKit secret, `docker build --secret id=deploy_key,src=deploy_key "
     ".`, read in the Dockerfile by `RUN --mount=type=secret,id=deploy_key python3 deploykey.pyz "
-    "install ...`"
+    "fetch ...`"
 )
 
 
