@@ -1,0 +1,354 @@
+"""Fuzzing every parser of user input: it returns a result or raises UserError, never anything else.
+
+Any other exception is what the CLI reports as "This is a bug" (exit 3); an input that makes a
+parser run for seconds hangs a build. Each property takes arbitrary input and structured mutations
+of valid files; a crash found here is kept as an @example next to its fix. derandomize=True makes
+a CI run reproducible, and the example counts keep the whole file near 30 s on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from deploykey import manifests, requirements
+from deploykey.errors import UserError
+
+T = TypeVar("T")
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# No single input may take this long: a parser that does is a hang in a build.
+BOUND_SECONDS = 5
+
+
+class Hang(Exception):
+    pass
+
+
+@contextmanager
+def bounded(seconds: float = BOUND_SECONDS) -> Iterator[None]:
+    def expired(signum: int, frame: object) -> None:
+        raise Hang(f"the parser ran for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def result_or_user_error(parse: Callable[[], T]) -> T | UserError:
+    """The property: a result, or a UserError whose wording renders; any other exception fails."""
+    with bounded():
+        try:
+            return parse()
+        except UserError as error:
+            assert error.title and error.why and error.fix  # the wording formats with its facts
+            return error
+
+
+@contextmanager
+def directory() -> Iterator[Path]:
+    # Not pytest's tmp_path: hypothesis runs many examples in one test call.
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as name:
+        yield Path(name)
+
+
+# ---------------------------------------------------------------- strategies
+
+
+def mutated(samples: list[str], fragments: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """A valid sample with a few edits: cut, insert a fragment, duplicate, truncate, swap lines."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> str:
+        text = draw(st.sampled_from(samples))
+        for _ in range(draw(st.integers(1, 4))):
+            op = draw(st.sampled_from(["cut", "insert", "insert", "duplicate", "truncate", "swap"]))
+            i = draw(st.integers(0, len(text)))
+            j = draw(st.integers(i, min(len(text), i + 40)))
+            if op == "cut":
+                text = text[:i] + text[j:]
+            elif op == "insert":
+                text = text[:i] + draw(fragments) + text[i:]
+            elif op == "duplicate":
+                text = text[:j] + text[i:j] + text[j:]
+            elif op == "truncate":
+                text = text[:i]
+            else:
+                lines = text.splitlines(keepends=True)
+                if len(lines) > 1:
+                    a = draw(st.integers(0, len(lines) - 1))
+                    b = draw(st.integers(0, len(lines) - 1))
+                    lines[a], lines[b] = lines[b], lines[a]
+                text = "".join(lines)
+        return text
+
+    return build()
+
+
+PUNCTUATION = st.sampled_from(
+    list("\"'[]{}=,:@#/\\?&%.\n\t \r") + ["\x00", "²", "\u2028", "\ufeff", "\\\n", "[::1", "[x"]
+)
+URL_PARTS = st.tuples(
+    st.sampled_from(["ssh://", "git+ssh://", "https://", "git+https://", "http://", "git+", ""]),
+    st.sampled_from(["", "git@", "u:p@", "@", "a@b@"]),
+    st.sampled_from(["github.com", "GitHub.COM", "h", "[::1]", "[abc", "]", "", "a b"]),
+    st.sampled_from(["", ":22", ":2222", ":²", ":١٢", ":acme", ":", ":99999999999999999999"]),
+    st.sampled_from(["/acme/x.git", ":acme/x.git", "/", "", "/a/b/c", "/x.git/"]),
+    st.sampled_from(["", "@v1", "@", "?tag=v1", "?subdirectory=a%2Fb&rev=x", "#" + "0" * 40]),
+    st.sampled_from(["", "#subdirectory=sub", "#egg=x&subdirectory=", "%zz", "?a=[b"]),
+)
+URLS = URL_PARTS.map("".join)
+FRAGMENTS = st.one_of(PUNCTUATION, URLS, st.text(max_size=12))
+NAMES = st.sampled_from(["x", "private-utils", "", "Ü", "a b", "-r", "HEAD"])
+SCALARS = st.one_of(st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=16), URLS, NAMES)
+TOML_KEYS = [
+    *("package", "packages", "source", "git", "url", "type", "reference", "resolved_reference"),
+    *("subdirectory", "name", "vcs", "requested-revision", "commit-id", "tag", "rev", "branch"),
+    *("project", "dependencies", "optional-dependencies", "dependency-groups", "tool", "uv"),
+    *("sources", "poetry", "group", "dev-dependencies", "dev-packages", "default", "develop"),
+    *("ref", "editable"),
+]
+VALUES = st.recursive(
+    st.one_of(SCALARS, st.just("git"), st.builds(lambda n, u: f"{n} @ {u}", NAMES, URLS)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.one_of(st.sampled_from(TOML_KEYS), st.text(max_size=6)), inner, max_size=4
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML inline value (TOML's basic strings take JSON's escapes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if -(2**63) <= value < 2**63 else json.dumps(str(value))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    items = (f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in value.items())
+    return "{" + ", ".join(items) + "}"
+
+
+def toml_document(data: dict[str, Any]) -> str:
+    return "".join(
+        f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}\n" for k, v in data.items()
+    )
+
+
+def either(expected: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly what the reader expects there, sometimes anything."""
+    return st.one_of(expected, expected, VALUES)
+
+
+def entries(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional={k: either(v) for k, v in fields.items()})
+
+
+GIT_SPEC = entries(
+    git=URLS,
+    tag=NAMES,
+    rev=NAMES,
+    branch=NAMES,
+    ref=NAMES,
+    subdirectory=NAMES,
+    editable=st.booleans(),
+)
+PEP508 = st.lists(either(st.builds(lambda n, u: f"{n} @ {u}", NAMES, URLS)), max_size=3)
+STRUCTURED: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "uv.lock": st.fixed_dictionaries(
+        {"package": either(st.lists(entries(name=NAMES, source=entries(git=URLS)), max_size=3))}
+    ),
+    "poetry.lock": st.fixed_dictionaries(
+        {
+            "package": either(
+                st.lists(
+                    entries(
+                        name=NAMES,
+                        source=entries(
+                            type=st.just("git"),
+                            url=URLS,
+                            reference=NAMES,
+                            resolved_reference=NAMES,
+                            subdirectory=NAMES,
+                        ),
+                    ),
+                    max_size=3,
+                )
+            )
+        }
+    ),
+    "pylock.toml": st.fixed_dictionaries(
+        {
+            "packages": either(
+                st.lists(
+                    entries(
+                        name=NAMES,
+                        vcs=entries(
+                            type=st.just("git"),
+                            url=URLS,
+                            **{"requested-revision": NAMES, "commit-id": NAMES},
+                            subdirectory=NAMES,
+                        ),
+                    ),
+                    max_size=3,
+                )
+            )
+        }
+    ),
+    "pyproject.toml": entries(
+        project=entries(
+            dependencies=PEP508,
+            **{"optional-dependencies": st.dictionaries(NAMES, PEP508, max_size=2)},
+        ),
+        **{"dependency-groups": st.dictionaries(NAMES, PEP508, max_size=2)},
+        tool=entries(
+            uv=entries(sources=st.dictionaries(NAMES, either(GIT_SPEC), max_size=2)),
+            poetry=entries(
+                dependencies=st.dictionaries(NAMES, either(GIT_SPEC), max_size=2),
+                group=st.dictionaries(
+                    NAMES, entries(dependencies=st.dictionaries(NAMES, GIT_SPEC, max_size=2))
+                ),
+            ),
+        ),
+    ),
+    "Pipfile": entries(
+        packages=st.dictionaries(NAMES, either(GIT_SPEC), max_size=3),
+        **{"dev-packages": st.dictionaries(NAMES, GIT_SPEC, max_size=2)},
+    ),
+    "Pipfile.lock": entries(
+        default=st.dictionaries(NAMES, either(GIT_SPEC), max_size=3),
+        develop=st.dictionaries(NAMES, GIT_SPEC, max_size=2),
+    ),
+}
+SHA = "0123456789abcdef0123456789abcdef01234567"
+SAMPLES = {
+    "requirements.txt": [
+        "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0\n"
+        "-e git+ssh://git@github.com/acme/x.git#egg=x \\\n  # comment\n"
+        "git+https://github.com/acme/y.git@main#subdirectory=sub\n"
+        "git+git@github.com:acme/z.git\n-r other.txt\n--index-url https://example.test\n",
+    ],
+    "uv.lock": [
+        'version = 1\n[[package]]\nname = "x"\nversion = "1.0"\n'
+        f'source = {{ git = "ssh://git@github.com/acme/x.git?subdirectory=pkg%2Fx&tag=v1.0#{SHA}" }}\n'
+        '[package.metadata]\nrequires-dist = [{ name = "y", git = "ssh://git@github.com/a/y.git" }]\n'
+    ],
+    "poetry.lock": [
+        '[[package]]\nname = "x"\nversion = "1.0"\n[package.source]\ntype = "git"\n'
+        'url = "git@github.com:acme/x.git"\nreference = "HEAD"\n'
+        f'resolved_reference = "{SHA}"\nsubdirectory = "sub"\n'
+    ],
+    "pylock.toml": [
+        'lock-version = "1.0"\n[[packages]]\nname = "x"\n[packages.vcs]\ntype = "git"\n'
+        f'url = "ssh://git@github.com/acme/x.git"\nrequested-revision = "v1"\ncommit-id = "{SHA}"\n'
+    ],
+    "pyproject.toml": [
+        '[project]\nname = "app"\ndependencies = ["x @ git+ssh://git@github.com/acme/x.git@v1"]\n'
+        '[project.optional-dependencies]\ne = ["y @ git+https://github.com/acme/y.git"]\n'
+        '[dependency-groups]\ndev = ["z @ git+ssh://git@h:2222/z.git", {include-group = "e"}]\n'
+        '[tool.uv.sources]\nw = { git = "ssh://git@github.com/acme/w.git", tag = "v1" }\n'
+        '[tool.poetry.dependencies]\np = [{ git = "git@github.com:acme/p.git", branch = "b" }]\n'
+        '[tool.poetry.group.dev.dependencies]\nq = { git = "https://github.com/acme/q.git" }\n'
+    ],
+    "Pipfile": [
+        '[packages]\nx = {git = "ssh://git@github.com/acme/x.git", ref = "v1", editable = true}\n'
+        '[dev-packages]\ny = {git = "git@github.com:acme/y.git", subdirectory = "s"}\n'
+    ],
+    "Pipfile.lock": [
+        json.dumps(
+            {
+                "_meta": {},
+                "default": {"x": {"git": "ssh://git@github.com/acme/x.git", "ref": SHA}},
+                "develop": {"y": {"git": "git@github.com:acme/y.git", "editable": True}},
+            },
+            indent=4,
+        )
+    ],
+    "setup.cfg": [
+        "[metadata]\nname = app\n[options]\ninstall_requires =\n"
+        "    x @ git+ssh://git@github.com/acme/x.git@v1  # pinned\n    requests\n"
+        "[options.extras_require]\ndev = y @ git+https://github.com/acme/y.git\n"
+    ],
+}
+
+
+# ---------------------------------------------------------------- requirements files, manifests
+
+
+def parse_file(name: str, text: str) -> object:
+    """As a build reads the file from the app dir, and as discovery reads it from a repository."""
+    with directory() as app:
+        (app / name).write_text(text, encoding="utf-8", errors="surrogatepass")
+        (app / "other.txt").write_text(
+            "y @ git+ssh://git@github.com/acme/y.git\n-r requirements.txt\n"
+        )
+        reader = manifests.reader_for(name)
+        assert reader is not None
+        result_or_user_error(lambda: reader.read(app, app / name))
+    return result_or_user_error(lambda: reader.parse(name, text))
+
+
+@FUZZ
+@given(text=st.one_of(st.text(), mutated(SAMPLES["requirements.txt"], FRAGMENTS)))
+@example(text="x @ git+ssh://git@github.com:²/acme/x.git")  # str.isdigit() takes ², int() not
+@example(text="-r " + "a" * 300)  # a name too long for the file system
+@example(text="-r a\x00b")
+def test_requirements(text: str) -> None:
+    parse_file("requirements.txt", text)
+    result_or_user_error(lambda: requirements.read_text("requirements.txt", text))
+
+
+MANIFESTS = [
+    "uv.lock",
+    "poetry.lock",
+    "pylock.toml",
+    "pyproject.toml",
+    "Pipfile",
+    "Pipfile.lock",
+    "setup.cfg",
+]
+
+
+@FUZZ
+@given(name=st.sampled_from(MANIFESTS), text=st.text())
+@example(name="pyproject.toml", text="a = " + "[" * 5000 + "]" * 5000)  # RecursionError in tomllib
+@example(name="Pipfile.lock", text="[" * 100_000 + "]" * 100_000)  # and in json
+@example(name="uv.lock", text='[[package]]\nname = "x"\nsource = { git = "ssh://[abc/x" }\n')
+@example(name="pyproject.toml", text='[tool.uv.sources]\nx = { git = "ssh://git@h:²/x.git" }\n')
+def test_manifests_arbitrary_text(name: str, text: str) -> None:
+    parse_file(name, text)
+
+
+@FUZZ
+@given(data=st.data(), name=st.sampled_from(MANIFESTS))
+def test_manifests_mutated(data: st.DataObject, name: str) -> None:
+    parse_file(name, data.draw(mutated(SAMPLES[name], FRAGMENTS)))
+
+
+@FUZZ
+@given(data=st.data(), name=st.sampled_from(sorted(STRUCTURED)))
+def test_manifests_structured(data: st.DataObject, name: str) -> None:
+    """Documents with the tables each reader looks in, holding random values where it looks."""
+    document = data.draw(STRUCTURED[name])
+    parse_file(name, json.dumps(document) if name == "Pipfile.lock" else toml_document(document))
