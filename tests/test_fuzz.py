@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from deploykey import manifests, requirements
+from deploykey import config, keys, manifests, requirements, sources
 from deploykey.errors import UserError
 
 T = TypeVar("T")
@@ -352,3 +352,95 @@ def test_manifests_structured(data: st.DataObject, name: str) -> None:
     """Documents with the tables each reader looks in, holding random values where it looks."""
     document = data.draw(STRUCTURED[name])
     parse_file(name, json.dumps(document) if name == "Pipfile.lock" else toml_document(document))
+
+
+# ---------------------------------------------------------------- env dirs, .env files, bindings
+
+VARIABLES = st.one_of(
+    st.sampled_from(
+        ["DEPLOY_KEY", "DEPLOY_KEY_BILLING", "DEPLOY_KEY_", "deploy_key", "GITHUB_TOKEN", "a-b"]
+        + [setting.name for setting in config.SETTINGS]
+    ),
+    st.text(
+        st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=12
+    ).filter(lambda n: n not in (".", "..")),
+)
+SETTING_VALUES = st.one_of(
+    st.sampled_from(["auto", "UV", " pip\n", "off", "1", "yes", "", "\x00", "é"]),
+    st.text(max_size=8),
+)
+VALUE_BYTES = st.one_of(st.binary(max_size=64), SETTING_VALUES.map(lambda v: v.encode()))
+
+
+def use_source(env: sources.EnvSource) -> None:
+    """What a command does with a source: its settings, and each key in it."""
+    with directory() as app:
+        result_or_user_error(lambda: config.load(app, env, {}))
+    for name in env.key_names():
+        value = env.get(name)
+        assert value is not None
+        where = env.describe(name)
+        result_or_user_error(lambda v=value, n=name, w=where: keys.load(v, n, w))
+
+
+@FUZZ
+@given(
+    files=st.dictionaries(VARIABLES, VALUE_BYTES, max_size=5),
+    bindings=st.dictionaries(
+        st.text(
+            st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=8
+        ).filter(lambda n: n not in (".", "..")),
+        st.tuples(
+            st.one_of(
+                st.sampled_from([b"ssh-auth\n", b"kubernetes.io/ssh-auth"]), st.binary(max_size=8)
+            ),
+            VALUE_BYTES,
+        ),
+        max_size=3,
+    ),
+)
+@example(files={}, bindings={"deploy-key": (b"\xff", b"x")})  # a type that is not UTF-8
+def test_env_dir_and_bindings(
+    files: dict[str, bytes], bindings: dict[str, tuple[bytes, bytes]]
+) -> None:
+    with directory() as root:
+        env_dir, bound = root / "env", root / "bindings"
+        env_dir.mkdir()
+        (env_dir / "DEPLOY_KEY_DIR").mkdir()  # a directory where a file is expected
+        for name, value in files.items():
+            (env_dir / name).write_bytes(value)
+        for name, (kind, secret) in bindings.items():
+            (bound / name).mkdir(parents=True)
+            (bound / name / "type").write_bytes(kind)
+            (bound / name / "ssh-privatekey").write_bytes(secret)
+        found = result_or_user_error(lambda: sources.read(env_dir).with_bindings(bound))
+        if isinstance(found, sources.EnvSource):
+            use_source(found)
+
+
+DOTENV_LINES = st.lists(
+    st.one_of(
+        st.builds(
+            lambda export, name, quote, value: f"{export}{name}={quote}{value}{quote}",
+            st.sampled_from(["", "export ", "  "]),
+            VARIABLES,
+            st.sampled_from(["", "'", '"']),
+            st.one_of(SETTING_VALUES, st.text(max_size=20)),
+        ),
+        st.sampled_from(["# comment", "", "=", "A", "A=\\", 'A="open', "A=${B}", "A='a\nb'"]),
+        st.text(max_size=20),
+    ),
+    max_size=6,
+).map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(), DOTENV_LINES, DOTENV_LINES.map(lambda b: b + b"\xff\xfe")))
+@example(data=b"DEPLOY_KEY=\xff\xfe\n")  # not UTF-8: UnicodeDecodeError in python-dotenv
+@example(data=b"# caf\xe9 (Latin-1)\nDEPLOYKEY_INSTALL=venv\n")
+def test_dotenv_file(data: bytes) -> None:
+    with directory() as root:
+        (root / ".env").write_bytes(data)
+        found = result_or_user_error(lambda: sources.read(root / ".env"))
+        if isinstance(found, sources.EnvSource):
+            use_source(found)
