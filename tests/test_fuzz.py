@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -444,3 +445,85 @@ def test_dotenv_file(data: bytes) -> None:
         found = result_or_user_error(lambda: sources.read(root / ".env"))
         if isinstance(found, sources.EnvSource):
             use_source(found)
+
+
+# ---------------------------------------------------------------- deploykey.yml and settings
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+YML = (
+    "hosts:\n  git.example.test:\n    hostname: 127.0.0.1\n    port: 2222\n    user: git\n"
+    f"    known_hosts:\n      - {HOST_KEY}\n      - '[h]:22 {HOST_KEY}'\n"
+    "  gitlab.com: {port: 22}\n"
+    "keys:\n  DEPLOY_KEY: [acme/private-utils, acme/*]\n  DEPLOY_KEY_BILLING: gitlab.com/group/x\n"
+    "tokens:\n  GITHUB_TOKEN: github.com\n  MY_TOKEN: {host: 'git.example.test:8443', username: u}\n"
+)
+YAML_FRAGMENTS = st.one_of(
+    FRAGMENTS,
+    st.sampled_from(
+        [
+            "&a ",
+            "*a",
+            "!!binary ",
+            "!!set ",
+            "? ",
+            "- ",
+            "{",
+            "[",
+            "|\n",
+            ">-\n",
+            "~",
+            "0x1F",
+            "1e9",
+        ]
+        + ["-----BEGIN OPENSSH PRIVATE KEY-----", "!!python/object:os.system ", "%YAML 1.1\n---\n"]
+    ),
+)
+YAML_VALUES = st.recursive(
+    st.one_of(SCALARS, st.none(), st.floats(allow_nan=False), st.just(HOST_KEY)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.one_of(
+                st.sampled_from(["hosts", "keys", "tokens", *config.HOST_FIELDS, "host"]),
+                st.sampled_from(["username", "DEPLOY_KEY", "GITHUB_TOKEN", "github.com"]),
+                SCALARS,
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=15,
+)
+# Nine lists of nine aliases of the one before: a graph of 9**9 strings in a few hundred bytes.
+LAUGHS = "keys:\n  DEPLOY_KEY:\n    - &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+
+def load_yml(text: str) -> None:
+    with directory() as app:
+        (app / config.CONFIG_FILE).write_text(text, encoding="utf-8", errors="surrogatepass")
+        result_or_user_error(lambda: config.load(app, None, {}))
+
+
+@FUZZ
+@given(text=st.one_of(st.text(), mutated([YML, LAUGHS], YAML_FRAGMENTS)))
+@example(text="keys:\n  DEPLOY_KEY: [" + "[" * 5000 + "]" * 5000 + "]\n")  # RecursionError
+@example(text=LAUGHS)  # repr() of the alias graph never ended
+@example(text=LAUGHS.replace("DEPLOY_KEY:", "DEPLOY_KEY: [acme/x, *a9]\n  X:"))
+@example(text=LAUGHS.replace("keys:\n  DEPLOY_KEY:", "hosts:\n  h:\n    known_hosts:"))
+def test_deploykey_yml_text(text: str) -> None:
+    load_yml(text)
+
+
+@FUZZ
+@given(data=st.one_of(YAML_VALUES, st.dictionaries(st.sampled_from(config.SECTIONS), YAML_VALUES)))
+def test_deploykey_yml_structured(data: object) -> None:
+    load_yml(yaml.safe_dump(data, allow_unicode=True))
+
+
+@FUZZ
+@given(environ=st.dictionaries(st.sampled_from([s.name for s in config.SETTINGS]), SETTING_VALUES))
+def test_settings(environ: dict[str, str]) -> None:
+    with directory() as app:
+        result_or_user_error(lambda: config.load(app, None, environ))
