@@ -8,6 +8,7 @@ a CI run reproducible, and the example counts keep the whole file near 30 s on 2
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import tempfile
@@ -16,10 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import GeneratedKey, make_key, text_has_key
 from deploykey import config, keys, manifests, requirements, sources
 from deploykey.errors import UserError
 
@@ -59,6 +62,7 @@ def result_or_user_error(parse: Callable[[], T]) -> T | UserError:
             return parse()
         except UserError as error:
             assert error.title and error.why and error.fix  # the wording formats with its facts
+            event(error.slug)  # --hypothesis-show-statistics: which errors the inputs reach
             return error
 
 
@@ -527,3 +531,157 @@ def test_deploykey_yml_structured(data: object) -> None:
 def test_settings(environ: dict[str, str]) -> None:
     with directory() as app:
         result_or_user_error(lambda: config.load(app, None, environ))
+
+
+# ---------------------------------------------------------------- keys
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GeneratedKey]:
+    """Keys made at run time, one per format users paste: none is ever committed."""
+    directory = tmp_path_factory.mktemp("fuzz-keys")
+    return {
+        "ed25519": make_key(directory),
+        "rsa-pem": make_key(directory, "rsa", fmt="PEM"),
+        "ecdsa-pkcs8": make_key(directory, "ecdsa", fmt="PKCS8"),
+    }
+
+
+def refuse_without_echo(value: bytes, key_text: str) -> None:
+    """keys.load returns a Key or a UserError, and no error text holds a line of the key's body."""
+    found = result_or_user_error(lambda: keys.load(value, "DEPLOY_KEY", "ENV_DIR/DEPLOY_KEY"))
+    if isinstance(found, UserError):
+        shown = "\n".join([str(found), found.title, found.why, found.fix, repr(found.facts)])
+        body = [line for line in key_text.splitlines() if line and not line.startswith("-----")]
+        assert not [line for line in body if line in shown], "the error shows key material"
+        assert not text_has_key(shown, key_text)
+    else:
+        assert key_text.splitlines()[2] not in repr(found)
+
+
+FRACTION = st.integers(0, 1000).map(lambda n: n / 1000)
+JUNK = st.one_of(
+    st.sampled_from(["\n", "x", "\x00", "é", "-----END OPENSSH PRIVATE KEY-----", "=", " \t"]),
+    st.text(max_size=12),
+)
+OPS = st.one_of(
+    st.tuples(st.just("truncate"), FRACTION),
+    st.tuples(st.just("cut"), FRACTION, st.integers(1, 80)),
+    st.tuples(st.just("rewrap"), st.integers(1, 200)),
+    st.tuples(st.just("crlf")),
+    st.tuples(st.just("base64"), st.integers(0, 100)),
+    st.tuples(st.just("urlsafe")),
+    st.tuples(st.just("prepend"), JUNK),
+    st.tuples(st.just("append"), JUNK),
+    st.tuples(st.just("insert"), FRACTION, JUNK),
+    st.tuples(st.just("literal-newlines")),
+    st.tuples(st.just("spaces")),
+    st.tuples(st.just("quote"), st.sampled_from(["'", '"'])),
+    st.tuples(st.just("indent"), st.sampled_from([" ", "    ", "\t"])),
+    st.tuples(st.just("drop-line"), FRACTION),
+    st.tuples(st.just("duplicate-line"), FRACTION),
+    st.tuples(st.just("label"), st.sampled_from(["RSA", "DSA", "EC", "ENCRYPTED", "OPENSSH", "X"])),
+    st.tuples(st.just("bom")),
+    st.tuples(st.just("twice")),
+)
+
+
+def mutate(text: str, program: list[tuple[Any, ...]]) -> str:
+    """Apply the edits a copy, a paste or a CI variable makes to a key file."""
+    for op, *args in program:
+        lines = text.split("\n")
+        at = int(args[0] * len(text)) if args and isinstance(args[0], float) else 0
+        if op == "truncate":
+            text = text[:at]
+        elif op == "cut":
+            text = text[:at] + text[at + args[1] :]
+        elif op == "rewrap":
+            body = "".join(line for line in lines if not line.startswith("-----"))
+            wrapped = [body[i : i + args[0]] for i in range(0, len(body), args[0])]
+            ends = [line for line in lines if line.startswith("-----")]
+            text = "\n".join(ends[:1] + wrapped + ends[1:]) + "\n"
+        elif op == "crlf":
+            text = text.replace("\n", "\r\n")
+        elif op == "base64":
+            encoded = base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()
+            width = args[0] or len(encoded) or 1
+            text = "\n".join(encoded[i : i + width] for i in range(0, len(encoded), width))
+        elif op == "urlsafe":
+            text = base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).decode()
+        elif op == "prepend":
+            text = args[0] + text
+        elif op == "append":
+            text = text + args[0]
+        elif op == "insert":
+            text = text[:at] + args[1] + text[at:]
+        elif op == "literal-newlines":
+            text = text.replace("\n", "\\n")
+        elif op == "spaces":
+            text = text.replace("\n", " ")
+        elif op == "quote":
+            text = args[0] + text + args[0]
+        elif op == "indent":
+            text = "\n".join(args[0] + line for line in lines)
+        elif op in ("drop-line", "duplicate-line"):
+            index = min(int(args[0] * len(lines)), len(lines) - 1)
+            lines[index:index] = [] if op == "duplicate-line" else []
+            if op == "drop-line":
+                del lines[index]
+            else:
+                lines.insert(index, lines[index])
+            text = "\n".join(lines)
+        elif op == "label":
+            text = text.replace("OPENSSH PRIVATE", f"{args[0]} PRIVATE")
+            text = text.replace("-----BEGIN PRIVATE", f"-----BEGIN {args[0]} PRIVATE")
+        elif op == "bom":
+            text = "\ufeff" + text
+        else:  # twice
+            text = text + text
+    return text
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(["ed25519", "rsa-pem", "ecdsa-pkcs8"]), program=st.lists(OPS, max_size=4)
+)
+@example(kind="ed25519", program=[("truncate", 0.5)])
+@example(kind="rsa-pem", program=[("rewrap", 7), ("crlf",), ("base64", 76)])
+@example(kind="ed25519", program=[("base64", 0), ("base64", 0), ("base64", 0)])
+@example(kind="ed25519", program=[("twice",)])
+@example(kind="ecdsa-pkcs8", program=[("append", "junk"), ("quote", "'"), ("literal-newlines",)])
+def test_key_mutations(
+    generated: dict[str, GeneratedKey], kind: str, program: list[tuple[Any, ...]]
+) -> None:
+    key_text = generated[kind].text
+    refuse_without_echo(mutate(key_text, program).encode("utf-8", "surrogatepass"), key_text)
+
+
+PEM_LIKE = st.builds(
+    lambda label, body, end: f"-----BEGIN {label}-----\n{body}\n{end}",
+    st.sampled_from(
+        ["OPENSSH PRIVATE KEY", "RSA PRIVATE KEY", "PRIVATE KEY", "EC PRIVATE KEY", "X"]
+    ),
+    st.one_of(
+        st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n :"),
+        st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode()),
+        st.binary(max_size=200).map(lambda b: base64.b64encode(b"openssh-key-v1\0" + b).decode()),
+        st.binary(max_size=200).map(lambda b: base64.b64encode(b"\x30" + b).decode()),
+    ),
+    st.sampled_from(["-----END OPENSSH PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", ""]),
+)
+
+
+@FUZZ
+@given(
+    value=st.one_of(
+        st.binary(),
+        st.text().map(lambda t: t.encode("utf-8", "surrogatepass")),
+        PEM_LIKE.map(str.encode),
+        PEM_LIKE.map(lambda t: base64.b64encode(t.encode())),
+    )
+)
+@example(value=b"")
+@example(value=b"ssh-ed25519 AAAA")
+@example(value=b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n")
+def test_key_arbitrary_bytes(value: bytes) -> None:
+    result_or_user_error(lambda: keys.load(value, "DEPLOY_KEY", "ENV_DIR/DEPLOY_KEY"))
