@@ -454,6 +454,36 @@ def test_dotenv_file(data: bytes) -> None:
             use_source(found)
 
 
+@FUZZ
+@given(
+    environ=st.dictionaries(
+        VARIABLES, SETTING_VALUES.filter(lambda v: "\x00" not in v), max_size=3
+    ),
+    secrets=st.dictionaries(
+        st.one_of(st.sampled_from(["deploy_key", "deploy-key-billing", "GITHUB_TOKEN"]), VARIABLES),
+        VALUE_BYTES,
+        max_size=3,
+    ),
+    key_files=st.lists(
+        st.sampled_from(["secrets/deploy_key", "missing", "secrets", ""]), max_size=2
+    ),
+)
+def test_gathered_for_docker_and_ci(
+    environ: dict[str, str], secrets: dict[str, bytes], key_files: list[str]
+) -> None:
+    """Docker and CI: environment variables, BuildKit secrets in /run/secrets, key files."""
+    with directory() as root:
+        (root / "secrets").mkdir()
+        for name, value in secrets.items():
+            (root / "secrets" / name).write_bytes(value)
+        files = tuple(str(root / file) for file in key_files)
+        found = result_or_user_error(
+            lambda: sources.gather(environ, ("GITHUB_TOKEN",), None, files, root / "secrets")
+        )
+        if isinstance(found, sources.EnvSource):
+            use_source(found)
+
+
 # ---------------------------------------------------------------- deploykey.yml and settings
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
