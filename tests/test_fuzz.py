@@ -314,7 +314,21 @@ def parse_file(name: str, text: str) -> object:
         result_or_user_error(lambda: manifests.read_all(app))  # and merged with the others
         result_or_user_error(lambda: requirements.detect(app))  # bin/detect
     result_or_user_error(lambda: manifests.read_repository_file(name, text))  # a dependency's
-    return result_or_user_error(lambda: reader.parse(name, text))
+    found = result_or_user_error(lambda: reader.parse(name, text))
+    if isinstance(found, requirements.Requirements):
+        use_requirements(found)
+    return found
+
+
+def use_requirements(found: requirements.Requirements) -> None:
+    """What a build asks of each requirement found: none of it may fail on what the file said."""
+    with bounded():
+        for req in found.git + found.https:
+            assert req.remote and req.host_port and req.written_hosts and req.where
+            assert req.pinned("0" * 40)
+        for problem in found.problems:
+            assert problem.title and problem.why and problem.fix
+        assert found.hosts is not None and found.uses_ssh in (True, False)
 
 
 @FUZZ
@@ -324,7 +338,9 @@ def parse_file(name: str, text: str) -> object:
 @example(text="-r a\x00b")
 def test_requirements(text: str) -> None:
     parse_file("requirements.txt", text)
-    result_or_user_error(lambda: requirements.read_text("requirements.txt", text))
+    found = result_or_user_error(lambda: requirements.read_text("requirements.txt", text))
+    if isinstance(found, requirements.Requirements):
+        use_requirements(found)
 
 
 MANIFESTS = [
