@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import GeneratedKey, make_key, text_has_key
-from deploykey import config, keys, manifests, requirements, sources
+from deploykey import config, keys, manifests, output, requirements, sources
 from deploykey.errors import UserError
 
 T = TypeVar("T")
@@ -64,6 +64,16 @@ def result_or_user_error(parse: Callable[[], T]) -> T | UserError:
             assert error.title and error.why and error.fix  # the wording formats with its facts
             event(error.slug)  # --hypothesis-show-statistics: which errors the inputs reach
             return error
+
+
+@pytest.fixture(scope="module", autouse=True)
+def forget_secrets() -> Iterator[None]:
+    """keys.load registers each value it reads for redaction, in a set the whole process shares:
+    the fuzzed values must not be redacted from the output of the tests that run after these."""
+    before = set(output._secrets)
+    yield
+    output._secrets.clear()
+    output._secrets.update(before)
 
 
 @contextmanager
