@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,10 @@ def _read_config(
         raise UserError("config::invalid", path=path, detail=f"{problem}{where}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError("config::invalid", path=path, detail=str(exc)) from None
+    except RecursionError:
+        # PyYAML composes nested flow collections by recursion.
+        detail = "its lists or mappings are nested too deeply"
+        raise UserError("config::invalid", path=path, detail=detail) from None
     if data is None:
         return {}, {}, {}
     if not isinstance(data, dict):
@@ -243,7 +248,7 @@ def _patterns(path: Path, name: str, value: Any) -> tuple[str, ...]:
     def invalid(detail: str) -> UserError:
         return UserError("config::invalid", path=path, detail=f"keys: {name}: {detail}")
 
-    if "PRIVATE KEY" in repr(value):
+    if _holds_private_key(value):
         raise UserError("config::key-inside", path=path, name=name)
     if not KEY_VAR.match(name):
         raise invalid("a key's config var is DEPLOY_KEY or DEPLOY_KEY_<NAME> (capitals, digits, _)")
@@ -252,8 +257,30 @@ def _patterns(path: Path, name: str, value: Any) -> tuple[str, ...]:
         raise invalid("must list repositories (org/repo, org/*) or hosts (gitlab.com)")
     for entry in entries:
         if not isinstance(entry, str) or not PATTERN.match(entry):
-            raise invalid(f"{entry!r} is not a repository, a glob of repositories or a host")
+            shown = repr(entry) if isinstance(entry, str) else reprlib.repr(entry)
+            raise invalid(f"{shown} is not a repository, a glob of repositories or a host")
     return tuple(str(entry).lower().removesuffix(".git") for entry in entries)
+
+
+def _holds_private_key(value: Any) -> bool:
+    """Whether any string in a YAML value holds a private key. Each node once: YAML aliases make a
+    value a graph, whose repr() (`&a [*b, *b, ...]` nine deep) is billions of items long."""
+    seen: set[int] = set()
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, str) and "PRIVATE KEY" in node:
+            return True
+        if isinstance(node, bytes) and b"PRIVATE KEY" in node:  # !!binary
+            return True
+        if isinstance(node, dict):
+            pending += [*node, *node.values()]
+        elif isinstance(node, (list, set, tuple)):  # set: !!set
+            pending += node
+    return False
 
 
 def _token(path: Path, name: str, value: Any) -> TokenConfig:
@@ -312,7 +339,8 @@ def _known_hosts(name: str, entries: Any, invalid: Any) -> tuple[hosts.HostKey, 
     keys = []
     for index, entry in enumerate(entries, 1):
         try:
-            keys.append(hosts.parse(str(entry), default_host=name))
+            line = entry if isinstance(entry, str) else reprlib.repr(entry)  # bounded, see above
+            keys.append(hosts.parse(line, default_host=name))
         except ValueError as exc:
             raise UserError("host::known-hosts", host=name, index=index, detail=str(exc)) from None
     return tuple(keys)

@@ -122,8 +122,13 @@ def detect(app_dir: Path) -> tuple[list[str], Requirements]:
 
 
 def _read(app_dir: Path, path: Path, found: Requirements, seen: set[Path]) -> None:
-    resolved = path.resolve()
-    if resolved in seen or not path.is_file():
+    try:
+        resolved = path.resolve()
+        if resolved in seen or not path.is_file():
+            return
+    except (OSError, ValueError):
+        # `-r` naming what cannot be a file (a name too long, a NUL byte): skipped like a missing
+        # include; pip reports it when it installs.
         return
     seen.add(resolved)
     name = label(app_dir, path)
@@ -172,7 +177,7 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
 def _parse_line(label: str, number: int, text: str, found: Requirements) -> None:
     for match in SSH_URL.finditer(text):
         port = match.group("port")
-        if port and not port.isdigit():
+        if port and not _is_port(port):
             fixed = f"git+ssh://{_user(match)}{match.group('host')}/{port}{match.group('path')}"
             fixed += f"@{match.group('ref')}" if match.group("ref") else ""
             found.problems.append(_scp_problem(label, number, match.group(0), port, fixed))
@@ -232,6 +237,11 @@ def _name(text: str, match: re.Match[str]) -> str | None:
 def _fragment(text: str, match: re.Match[str]) -> str:
     rest = text[match.end() :]
     return rest.split()[0] if rest.startswith("#") else ""
+
+
+def _is_port(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes `²`, which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def _user(match: re.Match[str]) -> str:

@@ -68,7 +68,7 @@ class EnvSource:
             secret = binding / "ssh-privatekey"
             if not (kind.is_file() and secret.is_file()):
                 continue
-            if kind.read_text().strip() not in BINDING_TYPES:
+            if kind.read_bytes().decode("utf-8", "replace").strip() not in BINDING_TYPES:
                 continue
             name = binding_key_name(binding.name)
             if name not in values:
@@ -113,11 +113,20 @@ def _read_dir(directory: Path) -> dict[str, bytes]:
 
 
 def _read_dotenv(file: Path) -> dict[str, bytes]:
+    import io
+
     from dotenv import dotenv_values
 
+    # Bytes that are not UTF-8 (a Latin-1 comment, a binary value) pass through as they are
+    # (surrogateescape): only a value that is used is judged, and a key's is by keys.load.
+    text = file.read_bytes().decode("utf-8", "surrogateescape")
     # interpolate=False: a value is taken literally; `${...}` in it is not expanded.
-    parsed = dotenv_values(file, interpolate=False, encoding="utf-8")
-    return {name: value.encode() for name, value in parsed.items() if value is not None}
+    parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {
+        name: value.encode("utf-8", "surrogateescape")
+        for name, value in parsed.items()
+        if value is not None
+    }
 
 
 SECRETS_DIR = Path("/run/secrets")

@@ -41,6 +41,9 @@ PEP508_GIT = re.compile(r"git\+[A-Za-z]+://\S+|git\+[A-Za-z0-9._-]+@\S+")
 DEFAULT_PORT = {"ssh": 22, "https": 443, "http": 80}
 
 Loads = Callable[[str], Any]
+# tomllib and json parse nested arrays and tables by recursion: past Python's limit (1000 frames)
+# they raise RecursionError, not their own error. No manifest nests more than a few levels.
+TOO_DEEP = "its arrays or tables are nested too deeply"
 
 
 def label(app_dir: Path, path: Path) -> str:
@@ -68,6 +71,8 @@ def load_toml(file: str, text: str) -> dict[str, Any]:
         data = loads(text)
     except error_type as error:
         raise UserError("manifests::invalid", file=file, format="TOML", detail=str(error)) from None
+    except RecursionError:
+        raise UserError("manifests::invalid", file=file, format="TOML", detail=TOO_DEEP) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -76,6 +81,8 @@ def load_json(file: str, text: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError("manifests::invalid", file=file, format="JSON", detail=str(error)) from None
+    except RecursionError:
+        raise UserError("manifests::invalid", file=file, format="JSON", detail=TOO_DEEP) from None
     if not isinstance(data, dict):
         detail = f"expected a JSON object, found {type(data).__name__}"
         raise UserError("manifests::invalid", file=file, format="JSON", detail=detail)
@@ -166,7 +173,7 @@ class Collector:
         ssh = SSH.fullmatch(url)
         scp = SCP_LIKE.fullmatch(url)
         http = HTTP.fullmatch(url)
-        if ssh and ssh.group("port") and not ssh.group("port").isdigit():
+        if ssh and ssh.group("port") and not requirements._is_port(ssh.group("port")):
             # `ssh://git@github.com:acme/x.git`: git reads `acme` as the port and fails.
             fixed = f"ssh://{_user(ssh.group('user'))}{ssh.group('host')}/{ssh.group('port')}"
             self.found.problems.append(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from deploykey.errors import UserError
 from deploykey.manifests import base
 from deploykey.requirements import Requirements
 
@@ -32,7 +33,15 @@ def parse(label: str, text: str) -> Requirements:
         source = base.text_or_none(base.table(package.get("source")).get("git"))
         if source is None:
             continue
-        url = urlsplit(source)
+        try:
+            url = urlsplit(source)
+        except ValueError as error:  # `ssh://[host/x`: an unclosed IPv6 bracket
+            name = base.text_or_none(package.get("name")) or "a package"
+            # The URL is not shown: an https one may hold a token.
+            detail = f"the git source of {name} is not a URL ({error})"
+            raise UserError(
+                "manifests::invalid", file=label, format="TOML", detail=detail
+            ) from None
         query = parse_qs(url.query)
         ref = next((query[key][0] for key in REFS if key in query), None)
         subdirectory = query.get("subdirectory", [None])[0]
