@@ -751,3 +751,178 @@ PEM_LIKE = st.builds(
 @example(value=b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n")
 def test_key_arbitrary_bytes(value: bytes) -> None:
     result_or_user_error(lambda: keys.load(value, "DEPLOY_KEY", "ENV_DIR/DEPLOY_KEY"))
+
+
+# ---------------------------------------------------------------- image archives (scan-image)
+
+
+def _tar(files: dict[str, bytes], compress: bool = False) -> bytes:
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue()) if compress else raw.getvalue()
+
+
+def _image_members(layers: list[bytes], config: object, docker: bool) -> dict[str, bytes]:
+    """A docker-save or OCI archive's members around these layers and this config."""
+    import hashlib
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    config_bytes = config if isinstance(config, bytes) else json.dumps(config).encode()
+    members: dict[str, bytes] = {}
+    if docker:
+        names = [f"{i}/layer.tar" for i in range(len(layers))]
+        members.update(zip(names, layers, strict=True))
+        members["config.json"] = config_bytes
+        manifest = [{"Config": "config.json", "RepoTags": ["x:y"], "Layers": names}]
+        members["manifest.json"] = json.dumps(manifest).encode()
+        return members
+    manifest_bytes = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"digest": digest(config_bytes)},
+            "layers": [{"digest": digest(layer)} for layer in layers],
+        }
+    ).encode()
+    for blob in [config_bytes, manifest_bytes, *layers]:
+        members["blobs/sha256/" + digest(blob).split(":")[1]] = blob
+    members["index.json"] = json.dumps({"manifests": [{"digest": digest(manifest_bytes)}]}).encode()
+    members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    return members
+
+
+@pytest.fixture(scope="module")
+def image_searcher(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from deploykey.scan import Searcher
+
+    key = make_key(tmp_path_factory.mktemp("image-key"))
+    return Searcher.of([keys.load(key.path.read_bytes(), "DEPLOY_KEY", "test")])
+
+
+def _scan_image(searcher: Any, data: bytes) -> None:
+    from deploykey import image
+
+    with tempfile.TemporaryDirectory() as temporary:
+        path = Path(temporary) / "image.tar"
+        path.write_bytes(data)
+        result_or_user_error(lambda: image.scan_archive(path, searcher))
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=10)
+    | st.sampled_from(
+        [
+            "sha256:00",
+            "blobs/x",
+            "config.json",
+            "0/layer.tar",
+            "application/vnd.oci.image.index.v1+json",
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "manifests",
+                    "digest",
+                    "mediaType",
+                    "config",
+                    "layers",
+                    "Config",
+                    "Layers",
+                    "rootfs",
+                ]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
+LAYERS = st.one_of(
+    st.just(_tar({"a": b"x"})),
+    st.just(_tar({"a": b"x"}, True)),
+    st.binary(max_size=64),
+    st.just(_tar({"a": b"x"}, True)[:20]),
+    st.just(_tar({"a": b"x"})[:700]),
+    st.just(b"BZh9" + b"\0" * 20),
+    st.just(b"\xfd7zXZ\x00" + b"\0" * 20),
+    st.just(b"\x1f\x8b" + b"\0" * 30),
+)
+# An OCI index that names itself (digests are never checked against content).
+LOOP = {
+    "index.json": json.dumps({"manifests": [{"digest": "sha256:loop"}]}).encode(),
+    "blobs/sha256/loop": json.dumps(
+        {
+            "manifests": [
+                {"digest": "sha256:loop", "mediaType": "application/vnd.oci.image.index.v1+json"}
+            ]
+        }
+    ).encode(),
+}
+
+
+@FUZZ
+@given(
+    layers=st.lists(LAYERS, max_size=2),
+    config_value=st.one_of(JSON_VALUES, st.binary(max_size=20)),
+    docker=st.booleans(),
+    replace=st.dictionaries(
+        st.sampled_from(["index.json", "manifest.json", "config.json", "extra"]),
+        st.one_of(
+            JSON_VALUES.map(lambda value: json.dumps(value).encode()), st.binary(max_size=20)
+        ),
+        max_size=2,
+    ),
+)
+@example(layers=[], config_value={}, docker=False, replace={"index.json": b"[]"})
+@example(layers=[], config_value={}, docker=False, replace={"index.json": b"\xa4"})
+@example(layers=[], config_value={}, docker=True, replace={"manifest.json": b'[{"Config": "c"}]'})
+@example(layers=[b"junk"], config_value={}, docker=True, replace={})
+def test_image_archives(
+    image_searcher: Any,
+    layers: list[bytes],
+    config_value: object,
+    docker: bool,
+    replace: dict[str, bytes],
+) -> None:
+    members = _image_members(layers, config_value, docker)
+    members.update(
+        {name: data for name, data in replace.items() if name != "index.json" or not docker}
+    )
+    _scan_image(image_searcher, _tar(members))
+
+
+@FUZZ
+@given(
+    docker=st.booleans(),
+    cut=st.integers(0, 10000),
+    flips=st.lists(st.tuples(st.integers(0, 10000), st.integers(0, 255)), max_size=4),
+)
+@example(docker=False, cut=512, flips=[])
+def test_image_archive_bytes(
+    image_searcher: Any, docker: bool, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    layer = _tar({"a": b"x"}, True)
+    data = bytearray(_tar(_image_members([layer], {"rootfs": {"diff_ids": ["sha256:1"]}}, docker)))
+    for at, value in flips:
+        data[at % len(data)] = value
+    _scan_image(image_searcher, bytes(data[: max(cut, 1)] if cut < len(data) else data))
+
+
+def test_an_index_that_names_itself(image_searcher: Any) -> None:
+    _scan_image(image_searcher, _tar(LOOP))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import lzma
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,15 +71,39 @@ def _named_by_diff_id(image: _Image, config: bytes) -> _Image:
     return _Image(image.config, tuple((diff_id, member) for diff_id, (_, member) in named))
 
 
+# What a damaged or foreign archive raises while its manifests and layers are read: JSON and
+# text errors (ValueError), a manifest of the wrong shape (KeyError, TypeError, AttributeError,
+# IndexError), a broken tar or compression. Each is image::unreadable, never a crash.
+DAMAGED = (
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    EOFError,
+    OSError,
+    tarfile.TarError,
+    zlib.error,
+    lzma.LZMAError,
+)
+
+
 def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
     try:
-        outer = tarfile.open(archive)  # noqa: SIM115 - closed by the `with` below
-    except (OSError, tarfile.TarError) as exc:
-        raise UserError("image::unreadable", path=archive, detail=str(exc)) from None
+        return _scan_archive(archive, searcher)
+    except UserError:
+        raise
+    except DAMAGED as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UserError("image::unreadable", path=archive, detail=detail) from None
+
+
+def _scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
+    outer = tarfile.open(archive)  # noqa: SIM115 - closed by the `with` below
     with outer:
         names = set(outer.getnames())
         if "index.json" in names:
-            images = list(_oci(outer, "index.json"))
+            images = list(_oci(outer, "index.json", set()))
         elif "manifest.json" in names:
             images = list(_docker(outer))
         else:
@@ -141,16 +167,21 @@ def _blob(digest: str) -> str:
     return f"blobs/{algorithm}/{value}"
 
 
-def _oci(outer: tarfile.TarFile, index_name: str) -> Iterator[_Image]:
+def _oci(outer: tarfile.TarFile, index_name: str, seen: set[str]) -> Iterator[_Image]:
+    """The images of an OCI index, nested indexes followed once each (an index that names
+    itself, directly or not, is read once: its digests are not checked against its bytes)."""
+    if index_name in seen:
+        return
+    seen.add(index_name)
     index = json.loads(_read(outer, index_name))
     for entry in index.get("manifests", []):
         name = _blob(entry["digest"])
         if entry.get("mediaType") in INDEX_TYPES:
-            yield from _oci(outer, name)
+            yield from _oci(outer, name, seen)
             continue
         manifest = json.loads(_read(outer, name))
         if "config" not in manifest:
-            yield from _oci(outer, name)  # an index without its media type in the parent
+            yield from _oci(outer, name, seen)  # an index without its media type in the parent
             continue
         layers = tuple(
             (layer["digest"], _blob(layer["digest"])) for layer in manifest.get("layers", [])
@@ -202,7 +233,10 @@ def _layer_hits(
 ) -> Iterator[tuple[str, str, str, int]]:
     """(path, kind, label, 1) per hit, and ("", "", "", 1) per file read without one; an archive
     in the layer that could not be unpacked in full is noted in `unpacked`."""
-    blob = outer.extractfile(member)
+    try:
+        blob = outer.extractfile(member)
+    except KeyError:
+        blob = None
     if blob is None:
         raise UserError("image::unreadable", path=archive, detail=f"layer {digest} is missing")
     head = blob.read(4)
