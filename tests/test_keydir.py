@@ -46,3 +46,38 @@ def test_private_and_exclusive(tmp_path: Path) -> None:
 def test_prefers_tmpfs() -> None:
     if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
         assert keydir.candidates()[0] == Path("/dev/shm")
+
+
+def test_falls_back_to_tmpdir_when_tmpfs_cannot_hold_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setattr(keydir, "TMPFS", tmp_path / "not-a-dir")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    directory = keydir.create([tmp_path / "app"])
+    try:
+        assert directory.path.parent == tmp_path / "tmp"
+        assert directory.passed_over == (
+            f"{tmp_path / 'not-a-dir'} cannot hold the key (Not a directory)",
+        )
+        assert sorted(p.name for p in directory.path.iterdir()) == [keydir.OWNER]
+    finally:
+        directory.remove()
+
+
+def test_neither_place_can_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(keydir, "TMPFS", tmp_path / "no-shm")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-tmp"))
+    with pytest.raises(UserError) as caught:
+        keydir.create([tmp_path / "app"])
+    assert caught.value.slug == "path::no-room"
+    assert caught.value.title == "No temporary directory can hold the key"
+    assert caught.value.why.startswith(
+        f"{tmp_path / 'no-shm'} cannot hold the key (No such file or directory); "
+        f"{tmp_path / 'no-tmp'} cannot hold the key (No such file or directory). "
+    )

@@ -216,6 +216,8 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
         for stale, reason in keydir.sweep():
             output.detail(f"removed {stale}, {reason}")
         directory = keydir.create(plan.outside)
+        for reason in directory.passed_over:
+            output.detail(f"{reason}: the key dir is {directory.path} instead")
     opened = access.open(
         directory,
         plan.hosts,

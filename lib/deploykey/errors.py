@@ -446,6 +446,13 @@ PROBLEMS: dict[str, Problem] = {
         why="{reason}",
         fix="Set TMPDIR to a private directory outside the app and the cache.",
     ),
+    "path::no-room": Problem(
+        title="No temporary directory can hold the key",
+        why="{tried}. deploykey keeps the key for the fetch in a fresh private directory in memory "
+        "(/dev/shm), else under TMPDIR, never in the app or the cache.",
+        fix="Free some space in /dev/shm (Docker: `docker run --shm-size`), or set TMPDIR to a "
+        "writable directory with free space, outside the app and the cache.",
+    ),
     "hooks::exists": Problem(
         title="{path} exists and is not deploykey's {hook} hook",
         why="deploykey does not overwrite an app's own hooks.",
