@@ -5,6 +5,7 @@ test_heroku.py; a setup.py reading its environment and argv: test_heroku.py and 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -113,6 +114,42 @@ def test_sigkill_during_the_install_leaves_no_key(build: Build, utils_key: Gener
         kill_leftovers(build)
     assert key_dirs() - before == set()
     assert files_with_key([build.app, build.cache, build.home], utils_key.text) == []
+
+
+def test_after_sigkill_the_next_build_removes_the_run_time_link(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """SIGKILL while the venv is built through the link APP_PATH -> BUILD_DIR (the run-time path
+    did not exist): the link stays behind. The next build, from another build dir as on Heroku,
+    knows the link for its own (it marked it), removes it and builds; before, every later build
+    failed path::symlink. A link the user made stays an error
+    (test_planted_app_path_link_is_refused)."""
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(SLOW)
+    process = start_compile(build)
+    try:
+        wait_for(build.home / "slow-started", process)
+        assert build.app_path.is_symlink()
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        kill_leftovers(build)
+    assert build.app_path.is_symlink()  # left behind
+    shutil.rmtree(build.app)  # that build dir is gone; the next build has its own
+    (build.root / "next").mkdir()
+    following = Build(build.root / "next", build.server, build.wheelhouse)
+    following.set_key(utils_key.text)
+    before = key_dirs()
+    result = following.compile(env=following.environ(DEPLOYKEY_APP_PATH=str(build.app_path)))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert (
+        f"       removed the link {build.app_path} -> {build.app}, left by a build that ended "
+        f"without cleaning up (pid {process.pid}, killed?)"
+    ) in result.stdout
+    assert "Successfully installed private-utils-1.0" in out
+    assert list(build.app_path.parent.iterdir()) == []
+    clean(following, utils_key, result, before)
 
 
 def test_two_builds_at_once_keep_to_their_own_keys(

@@ -142,7 +142,7 @@ def _make(base: Path) -> KeyDir:
         os.umask(previous)
     try:
         directory = _checked(path)
-        _write(path / OWNER, f"pid {os.getpid()} {_started(os.getpid())}\n".encode())
+        _write(path / OWNER, f"{stamp()}\n".encode())
         _write(path / ".reserve", bytes(RESERVE)).unlink()
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
@@ -212,16 +212,30 @@ def _started(pid: int) -> str:
     return stat_line.rsplit(")", 1)[1].split()[19]
 
 
+def stamp() -> str:
+    """This process, so that a later build can tell it has ended: "pid PID START"."""
+    return f"pid {os.getpid()} {_started(os.getpid())}"
+
+
+def ended(words: Sequence[str]) -> int | None:
+    """The pid of a stamp's process if that process has ended (killed), else None: it runs, or
+    this system cannot tell (no /proc)."""
+    if words[:1] != ["pid"] or len(words) != 3 or not words[1].isdigit():
+        return None
+    pid, start = int(words[1]), words[2]
+    if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
+        return None
+    return pid
+
+
 def _abandoned(directory: Path) -> str | None:
     """Why a key dir no one will clean up can go, or None while its owner may still need it."""
     try:
         owner = (directory / OWNER).read_text().split()
     except OSError:
         return None  # being created right now, or not ours to judge
-    if owner[:1] == ["pid"] and len(owner) == 3:
-        pid, start = int(owner[1]), owner[2]
-        if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
-            return None
+    pid = ended(owner)
+    if pid is not None:
         return f"left by a build that ended without cleaning up (pid {pid}, killed?)"
     if owner[:1] == ["until"] and len(owner) == 2 and time.time() > int(owner[1]):
         return f"kept for a later step until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(int(owner[1])))} UTC"
