@@ -393,6 +393,100 @@ def test_missing_requirements_file(build: Build, utils_key: GeneratedKey) -> Non
     clean(build, utils_key, result, before)
 
 
+def test_requirements_file_that_is_a_directory(build: Build, utils_key: GeneratedKey) -> None:
+    """It said 'No requirements.txt in the app' and then listed requirements.txt."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").unlink()
+    (build.app / "requirements.txt").mkdir()
+    (build.app / "requirements.txt" / "prod.txt").write_text(REQUIREMENT + "\n")
+    state = snapshot(build.app)
+    result = build.compile()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert " !     requirements.txt in the app is not a file: it is a directory" in result.stderr
+    assert (
+        "Fix: Make requirements.txt a file listing the app's requirements, or set "
+        "DEPLOYKEY_REQUIREMENTS to the file to install (e.g. requirements.txt/prod.txt)."
+    ) in result.stderr
+    assert "(requirements::not-a-file: README.md#requirements-not-a-file)" in result.stderr
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_a_dotenv_with_a_quote_never_closed(build: Build, utils_key: GeneratedKey) -> None:
+    """python-dotenv logged 'could not parse statement' (at the key's own lines, too) and the key
+    was then missing: the error names the file and the line, and shows no line of it."""
+    env_file = build.root / "local.env"
+    env_file.write_text("NAME='never closed\nDEPLOY_KEY='" + utils_key.text + "'\n")
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(env_file), "--dry-run"]
+    result = subprocess.run(argv, env=build.environ(), capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert f" !     {env_file}:1 cannot be read as a .env line" in result.stderr
+    assert "(env::dotenv: README.md#env-dotenv)" in result.stderr
+    assert "could not parse" not in out and "No deploy key" not in out
+    assert "never closed" not in out
+    assert not text_has_key(out, utils_key.text)
+
+
+@pytest.mark.parametrize(
+    ("where", "shown"),
+    [("hostname", "hostname '127.0.0.1\\n'"), ("name", "hosts: 'github.com\\n'")],
+)
+def test_a_newline_in_a_host_field_of_deploykey_yml(
+    build: Build, utils_key: GeneratedKey, where: str, shown: str
+) -> None:
+    """`hostname: |` (a YAML block scalar ends in a newline) passed the check (`$` matches before
+    a final newline), went into ssh_config and split the messages that name it."""
+    build.set_key(utils_key.text)
+    yml = build.server.deploykey_yml()
+    if where == "hostname":
+        yml = yml.replace("hostname: 127.0.0.1", "hostname: |\n      127.0.0.1")
+    else:
+        yml = yml.replace("  github.com:", '  "github.com\\n":')
+    (build.app / "deploykey.yml").write_text(yml)
+    result = build.compile()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    [title] = [line for line in result.stderr.splitlines() if "is not valid" in line]
+    assert shown in title
+    assert title.endswith(
+        "holds a newline; write it on one line, without quotes or `|` that add one"
+    )
+    assert "(config::invalid: README.md#config-invalid)" in result.stderr
+
+
+def test_an_ssh_option_as_the_user_name_is_refused_before_any_ssh(
+    build: Build, utils_key: GeneratedKey, keys_dir: Path
+) -> None:
+    """`git+ssh://-oProxyCommand=x@host/repo`: `-oProxyCommand=x@alias` on ssh's command line is
+    an option that runs a command (git refused it as a 'strange hostname', and the build said to
+    check that the host is reachable). Refused as a user name before any ssh runs: a second key
+    would have made deploykey greet the host as that user."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    build.set_key(make_key(keys_dir).text, "DEPLOY_KEY_OTHER")
+    (build.app / "requirements.txt").write_text(
+        "private-utils @ git+ssh://-oProxyCommand=x@github.com/acme/private-utils.git@v1.0\n"
+    )
+    state = snapshot(build.app)
+    result = build.compile()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert (
+        " !     requirements.txt:1: `-oProxyCommand=x` is not a valid ssh user name"
+        in result.stderr
+    )
+    assert (
+        "Fix: Write the user the git host expects (GitHub, GitLab and Bitbucket: `git`): "
+        "`git+ssh://git@github.com/acme/private-utils.git@v1.0`."
+    ) in result.stderr
+    assert "(requirements::ssh-user: README.md#requirements-ssh-user)" in result.stderr
+    assert "reachable" not in out and "Fetching" not in out
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
 def test_scp_like_typo_fails_before_installing(build: Build, utils_key: GeneratedKey) -> None:
     before = key_dirs()
     build.set_key(utils_key.text)

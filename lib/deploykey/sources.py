@@ -114,7 +114,14 @@ def _read_dir(directory: Path) -> dict[str, bytes]:
 
 def _read_dotenv(file: Path) -> dict[str, bytes]:
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
+    # dotenv_values logs "could not parse statement" and skips the line, then the key is missing:
+    # the first line it cannot parse is the error (by number: its text may be a key's).
+    with file.open(encoding="utf-8") as stream:
+        broken = next((b.original.line for b in parse_stream(stream) if b.error), None)
+    if broken is not None:
+        raise UserError("env::dotenv", path=file, line=broken)
     # interpolate=False: a value is taken literally; `${...}` in it is not expanded.
     parsed = dotenv_values(file, interpolate=False, encoding="utf-8")
     return {name: value.encode() for name, value in parsed.items() if value is not None}
