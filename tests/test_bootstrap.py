@@ -196,7 +196,8 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
     assert "planted" not in next(deps.glob("dotenv/__init__.py")).read_text()
 
 
-def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["--dry-run", "DEPLOYKEY_DRY_RUN"])
+def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path, how: str) -> None:
     """`bin/compile --dry-run` with a python3 that lacks the kit's dependencies: they are installed
     into a temp dir removed at exit, never into CACHE_DIR (it wrote some hundred files there);
     once a real build has sealed them in the cache, a dry run imports them from there as they are."""
@@ -223,13 +224,17 @@ def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path) -> None:
             [*argv, *extra], cwd=app, env=env, capture_output=True, text=True, timeout=300
         )
 
+    if how == "DEPLOYKEY_DRY_RUN":  # a config var, as on Heroku: `heroku config:set`
+        (env_dir / "DEPLOYKEY_DRY_RUN").write_text("1")
     state = snapshot(app, cache)
-    dry = compile_("--dry-run")
+    dry = compile_("--dry-run") if how == "--dry-run" else compile_()
+    assert "(dry run)" in dry.stdout
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "Installing deploykey's dependencies" in dry.stdout
     assert f"into {temp / 'deploykey-deps-dry-run-'}" in dry.stdout
     assert snapshot(app, cache) == state
     assert list(temp.iterdir()) == []
+    (env_dir / "DEPLOYKEY_DRY_RUN").unlink(missing_ok=True)
     real = compile_()
     assert real.returncode == 0, real.stdout + real.stderr
     deps = next((cache / "deploykey" / "deps").glob("py3*"))

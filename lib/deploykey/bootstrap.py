@@ -174,8 +174,26 @@ def ensure() -> None:
 
 
 def _dry_run() -> bool:
-    """`compile ... --dry-run`, read before argparse (imported with the rest of the kit)."""
-    return len(sys.argv) > 2 and sys.argv[1] == "compile" and "--dry-run" in sys.argv[2:]
+    """`compile ... --dry-run`, or DEPLOYKEY_DRY_RUN as config.load reads it (the environment,
+    else ENV_DIR: a file per variable, or a .env file), before the rest of the kit is importable."""
+    if len(sys.argv) < 3 or sys.argv[1] != "compile":
+        return False
+    if "--dry-run" in sys.argv[2:]:
+        return True
+    value = os.environ.get("DEPLOYKEY_DRY_RUN")
+    if value is None and len(sys.argv) > 4:
+        env = Path(sys.argv[4])
+        try:
+            if env.is_dir():
+                value = (env / "DEPLOYKEY_DRY_RUN").read_text()
+            elif env.is_file():  # the last plain `NAME=value` line, as python-dotenv reads it
+                for line in env.read_text(errors="replace").splitlines():
+                    name, _, rest = line.strip().removeprefix("export ").partition("=")
+                    if name.strip() == "DEPLOYKEY_DRY_RUN":
+                        value = rest.strip().strip("'\"")
+        except OSError:
+            value = None
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")  # config.TRUE
 
 
 def _throwaway() -> Path:
