@@ -194,23 +194,31 @@ def test_two_builds_at_once_keep_to_their_own_keys(
         assert files_with_key([layout.app, layout.cache], key.text) == []
 
 
-def in_a_full_dev_shm(argv: list[str]) -> list[str]:
-    """argv run in a mount namespace of its own whose /dev/shm is a 64 KiB tmpfs, filled: the
-    machine's /dev/shm is not touched (unshare makes the new namespace's mounts private)."""
-    fill = "mount -t tmpfs -o size=64k deploykey-test /dev/shm && (cat /dev/zero > /dev/shm/fill"
-    return ["unshare", "-m", "sh", "-c", fill + ' 2>/dev/null || true) && exec "$@"', "sh", *argv]
+# In a mount namespace of its own (unshare: its mounts are private), /dev/shm is a 64 KiB tmpfs,
+# filled, or mounted read-only: the machine's /dev/shm is never touched.
+DEV_SHM = {
+    "full": "mount -t tmpfs -o size=64k deploykey-test /dev/shm && "
+    "(cat /dev/zero > /dev/shm/fill 2>/dev/null || true)",
+    "read-only": "mount -t tmpfs -o ro,size=64k deploykey-test /dev/shm",
+}
 
 
-def test_a_full_dev_shm_falls_back_to_tmpdir(build: Build, utils_key: GeneratedKey) -> None:
-    """/dev/shm full (Docker's is 64 MB, shared with whatever the build runs): the key dir is made
-    in $TMPDIR instead, as the README says, and the build says so; nothing is left there."""
+@pytest.mark.parametrize(
+    ("shm", "reason"), [("full", "No space left on device"), ("read-only", "Read-only file system")]
+)
+def test_a_dev_shm_that_cannot_hold_the_key_falls_back_to_tmpdir(
+    build: Build, utils_key: GeneratedKey, shm: str, reason: str
+) -> None:
+    """/dev/shm full (Docker's is 64 MB, shared with whatever the build runs) or read-only: it was
+    exit 3, 'a bug'. The key dir is made in $TMPDIR instead, as the README says, and the build
+    says so; nothing is left there."""
     before = key_dirs()
     tmpdir = build.root / "tmp"
     tmpdir.mkdir()
     build.set_key(utils_key.text)
     argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(build.env_dir)]
     result = subprocess.run(
-        in_a_full_dev_shm(argv),
+        ["unshare", "-m", "sh", "-c", DEV_SHM[shm] + ' && exec "$@"', "sh", *argv],
         env=build.environ(TMPDIR=str(tmpdir)),
         capture_output=True,
         text=True,
@@ -219,7 +227,7 @@ def test_a_full_dev_shm_falls_back_to_tmpdir(build: Build, utils_key: GeneratedK
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert (
-        "       /dev/shm cannot hold the key (No space left on device): the key dir is "
+        f"       /dev/shm cannot hold the key ({reason}): the key dir is "
         + str(tmpdir / "deploykey-")
         in out
     )
