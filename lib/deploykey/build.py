@@ -103,7 +103,7 @@ def _not_a_file(path: Path, name: str) -> None:
         inside = sorted(p.name for p in path.glob("*.txt") if p.is_file())
         example = f" (e.g. {name}/{inside[0]})" if inside else ""
         raise UserError("requirements::not-a-file", file=name, kind="a directory", example=example)
-    if path.is_symlink():
+    if path.is_symlink() and not path.exists():
         kind = f"a symbolic link to {path.readlink()}, which does not exist"
         raise UserError("requirements::not-a-file", file=name, kind=kind, example="")
     if path.exists():
