@@ -81,3 +81,28 @@ def test_neither_place_can_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         f"{tmp_path / 'no-shm'} cannot hold the key (No such file or directory); "
         f"{tmp_path / 'no-tmp'} cannot hold the key (No such file or directory). "
     )
+
+
+def test_filling_up_while_written_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reserve written when the dir is made passes over a nearly full /dev/shm; should it
+    fill up later all the same (the app's build writes there too), the error says so."""
+    import errno
+
+    directory = keydir.create([tmp_path / "app"])
+    try:
+
+        def full(target: Path, data: bytes) -> Path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(keydir, "_write", full)
+        with pytest.raises(UserError) as caught:
+            directory.write("id", b"secret")
+        assert caught.value.slug == "path::no-room"
+        assert caught.value.why.startswith(
+            f"{directory.path.parent} filled up while the key dir was written "
+            "(No space left on device). "
+        )
+    finally:
+        directory.remove()
