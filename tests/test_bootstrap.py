@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -155,22 +156,25 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
     app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
     for directory in (app, cache, env_dir):
         directory.mkdir()
-    (app / "requirements.txt").write_text("flask\n" if command == "compile" else "# none\n")
+    (app / "requirements.txt").write_text("# none\n")
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
     )
     (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
     argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), command]
     if command == "compile":
-        argv += [str(app), str(cache), str(env_dir), "--dry-run"]
+        # A real build (a dry run keeps nothing: test_a_dry_run_keeps_nothing_in_the_cache)
+        argv += [str(app), str(cache), str(env_dir)]
         deps_root = cache / "deploykey" / "deps"
     else:  # the Dockerfile's RUN line, with --env-dir for /run/secrets
         argv += ["--cache-dir", str(cache), "--env-dir", str(env_dir)]
         argv += ["--target", str(tmp_path / "target")]
         deps_root = cache / "deps"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    env["DEPLOYKEY_APP_PATH"] = str(tmp_path / "run-time-app")  # not the machine's /app
 
     def compile_() -> subprocess.CompletedProcess[str]:
+        shutil.rmtree(app / ".venv", ignore_errors=True)  # each build has a build dir of its own
         return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300)
 
     first = compile_()
@@ -178,7 +182,8 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
     deps = next(deps_root.glob("py3*"))
     assert (deps / ".deploykey-seal").is_file()
     second = compile_()  # sealed: imported as it is
-    assert second.returncode == 0 and "Installing deploykey's dependencies" not in second.stdout
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Installing deploykey's dependencies" not in second.stdout
     # Build code plants code in a dependency: it must never run.
     ran = tmp_path / "planted-ran"
     planted = next(deps.glob("dotenv/__init__.py"))
@@ -189,3 +194,54 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
     assert "Installing deploykey's dependencies" in third.stdout
     assert not ran.exists()
     assert "planted" not in next(deps.glob("dotenv/__init__.py")).read_text()
+
+
+@pytest.mark.parametrize("how", ["--dry-run", "DEPLOYKEY_DRY_RUN"])
+def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path, how: str) -> None:
+    """`bin/compile --dry-run` with a python3 that lacks the kit's dependencies: they are installed
+    into a temp dir removed at exit, never into CACHE_DIR (it wrote some hundred files there);
+    once a real build has sealed them in the cache, a dry run imports them from there as they are."""
+    missing = subprocess.run(
+        [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
+    )
+    if missing.returncode == 0:
+        pytest.fail("/usr/bin/python3 already has sh and dotenv: this test needs one without")
+    app, cache, env_dir, temp = (tmp_path / name for name in ("app", "cache", "env", "tmp"))
+    for directory in (app, cache, env_dir, temp):
+        directory.mkdir()
+    (app / "requirements.txt").write_text("# none\n")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "compile"]
+    argv += [str(app), str(cache), str(env_dir)]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(temp)}
+    env["DEPLOYKEY_APP_PATH"] = str(tmp_path / "run-time-app")  # not the machine's /app
+
+    def compile_(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, *extra], cwd=app, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    if how == "DEPLOYKEY_DRY_RUN":  # a config var, as on Heroku: `heroku config:set`
+        (env_dir / "DEPLOYKEY_DRY_RUN").write_text("1")
+    state = snapshot(app, cache)
+    dry = compile_("--dry-run") if how == "--dry-run" else compile_()
+    assert "(dry run)" in dry.stdout
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Installing deploykey's dependencies" in dry.stdout
+    assert f"into {temp / 'deploykey-deps-dry-run-'}" in dry.stdout
+    assert snapshot(app, cache) == state
+    assert list(temp.iterdir()) == []
+    (env_dir / "DEPLOYKEY_DRY_RUN").unlink(missing_ok=True)
+    real = compile_()
+    assert real.returncode == 0, real.stdout + real.stderr
+    deps = next((cache / "deploykey" / "deps").glob("py3*"))
+    assert (deps / ".deploykey-seal").is_file()
+    state = snapshot(app, cache)
+    again = compile_("--dry-run")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Installing deploykey's dependencies" not in again.stdout
+    assert snapshot(app, cache) == state
+    assert list(temp.iterdir()) == []

@@ -81,6 +81,13 @@ def test_hosts(tmp_path: Path) -> None:
             "known_hosts must be a list of host key lines",
         ),
         ("hosts:\n  github.com: {port: 22\n", "line 3, column 1"),
+        (
+            "hosts:\n  github.com:\n    hostname: |\n      ssh.github.com\n",
+            "hosts: github.com: hostname 'ssh.github.com\\n' holds a newline",
+        ),
+        ('hosts:\n  "github.com\\n": {port: 22}\n', "hosts: 'github.com\\n': holds a newline"),
+        ('hosts:\n  github.com: {user: "git\\t"}\n', "user 'git\\t' holds a control character"),
+        ("tokens:\n  GITHUB_TOKEN: |\n    github.com\n", "host must be a host name"),
     ],
 )
 def test_invalid_files(tmp_path: Path, yml: str, detail: str) -> None:
@@ -88,6 +95,7 @@ def test_invalid_files(tmp_path: Path, yml: str, detail: str) -> None:
         load(tmp_path, yml)
     assert caught.value.slug == "config::invalid"
     assert detail in caught.value.title
+    assert "\n" not in caught.value.title
 
 
 def test_bad_known_hosts_line(tmp_path: Path) -> None:

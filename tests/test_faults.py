@@ -5,6 +5,7 @@ test_heroku.py; a setup.py reading its environment and argv: test_heroku.py and 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -115,6 +116,42 @@ def test_sigkill_during_the_install_leaves_no_key(build: Build, utils_key: Gener
     assert files_with_key([build.app, build.cache, build.home], utils_key.text) == []
 
 
+def test_after_sigkill_the_next_build_removes_the_run_time_link(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """SIGKILL while the venv is built through the link APP_PATH -> BUILD_DIR (the run-time path
+    did not exist): the link stays behind. The next build, from another build dir as on Heroku,
+    knows the link for its own (it marked it), removes it and builds; before, every later build
+    failed path::symlink. A link the user made stays an error
+    (test_planted_app_path_link_is_refused)."""
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(SLOW)
+    process = start_compile(build)
+    try:
+        wait_for(build.home / "slow-started", process)
+        assert build.app_path.is_symlink()
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        kill_leftovers(build)
+    assert build.app_path.is_symlink()  # left behind
+    shutil.rmtree(build.app)  # that build dir is gone; the next build has its own
+    (build.root / "next").mkdir()
+    following = Build(build.root / "next", build.server, build.wheelhouse)
+    following.set_key(utils_key.text)
+    before = key_dirs()
+    result = following.compile(env=following.environ(DEPLOYKEY_APP_PATH=str(build.app_path)))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert (
+        f"       removed the link {build.app_path} -> {build.app}, left by a build that ended "
+        f"without cleaning up (pid {process.pid}, killed?)"
+    ) in result.stdout
+    assert "Successfully installed private-utils-1.0" in out
+    assert list(build.app_path.parent.iterdir()) == []
+    clean(following, utils_key, result, before)
+
+
 def test_two_builds_at_once_keep_to_their_own_keys(
     build: Build, git_server: GitServer, keys_dir: Path, tmp_path: Path
 ) -> None:
@@ -155,6 +192,48 @@ def test_two_builds_at_once_keep_to_their_own_keys(
     assert key_dirs() - before == set()
     for layout, key in ((build, key_a), (other, key_b)):
         assert files_with_key([layout.app, layout.cache], key.text) == []
+
+
+# In a mount namespace of its own (unshare: its mounts are private), /dev/shm is a 64 KiB tmpfs,
+# filled, or mounted read-only: the machine's /dev/shm is never touched.
+DEV_SHM = {
+    "full": "mount -t tmpfs -o size=64k deploykey-test /dev/shm && "
+    "(cat /dev/zero > /dev/shm/fill 2>/dev/null || true)",
+    "read-only": "mount -t tmpfs -o ro,size=64k deploykey-test /dev/shm",
+}
+
+
+@pytest.mark.parametrize(
+    ("shm", "reason"), [("full", "No space left on device"), ("read-only", "Read-only file system")]
+)
+def test_a_dev_shm_that_cannot_hold_the_key_falls_back_to_tmpdir(
+    build: Build, utils_key: GeneratedKey, shm: str, reason: str
+) -> None:
+    """/dev/shm full (Docker's is 64 MB, shared with whatever the build runs) or read-only: it was
+    exit 3, 'a bug'. The key dir is made in $TMPDIR instead, as the README says, and the build
+    says so; nothing is left there."""
+    before = key_dirs()
+    tmpdir = build.root / "tmp"
+    tmpdir.mkdir()
+    build.set_key(utils_key.text)
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(build.env_dir)]
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", DEV_SHM[shm] + ' && exec "$@"', "sh", *argv],
+        env=build.environ(TMPDIR=str(tmpdir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert (
+        f"       /dev/shm cannot hold the key ({reason}): the key dir is "
+        + str(tmpdir / "deploykey-")
+        in out
+    )
+    assert "Successfully installed private-utils-1.0" in out
+    assert list(tmpdir.glob("deploykey-*")) == []
+    clean(build, utils_key, result, before)
 
 
 # ---------------------------------------------------------------- links planted where the kit writes
@@ -318,6 +397,100 @@ def test_missing_requirements_file(build: Build, utils_key: GeneratedKey) -> Non
     assert result.returncode == 1
     assert " !     No requirements.txt in the app" in result.stderr
     assert "The app dir holds: deploykey.yml." in result.stderr
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_requirements_file_that_is_a_directory(build: Build, utils_key: GeneratedKey) -> None:
+    """It said 'No requirements.txt in the app' and then listed requirements.txt."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").unlink()
+    (build.app / "requirements.txt").mkdir()
+    (build.app / "requirements.txt" / "prod.txt").write_text(REQUIREMENT + "\n")
+    state = snapshot(build.app)
+    result = build.compile()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert " !     requirements.txt in the app is not a file: it is a directory" in result.stderr
+    assert (
+        "Fix: Make requirements.txt a file listing the app's requirements, or set "
+        "DEPLOYKEY_REQUIREMENTS to the file to install (e.g. requirements.txt/prod.txt)."
+    ) in result.stderr
+    assert "(requirements::not-a-file: README.md#requirements-not-a-file)" in result.stderr
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_a_dotenv_with_a_quote_never_closed(build: Build, utils_key: GeneratedKey) -> None:
+    """python-dotenv logged 'could not parse statement' (at the key's own lines, too) and the key
+    was then missing: the error names the file and the line, and shows no line of it."""
+    env_file = build.root / "local.env"
+    env_file.write_text("NAME='never closed\nDEPLOY_KEY='" + utils_key.text + "'\n")
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(env_file), "--dry-run"]
+    result = subprocess.run(argv, env=build.environ(), capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert f" !     {env_file}:1 cannot be read as a .env line" in result.stderr
+    assert "(env::dotenv: README.md#env-dotenv)" in result.stderr
+    assert "could not parse" not in out and "No deploy key" not in out
+    assert "never closed" not in out
+    assert not text_has_key(out, utils_key.text)
+
+
+@pytest.mark.parametrize(
+    ("where", "shown"),
+    [("hostname", "hostname '127.0.0.1\\n'"), ("name", "hosts: 'github.com\\n'")],
+)
+def test_a_newline_in_a_host_field_of_deploykey_yml(
+    build: Build, utils_key: GeneratedKey, where: str, shown: str
+) -> None:
+    """`hostname: |` (a YAML block scalar ends in a newline) passed the check (`$` matches before
+    a final newline), went into ssh_config and split the messages that name it."""
+    build.set_key(utils_key.text)
+    yml = build.server.deploykey_yml()
+    if where == "hostname":
+        yml = yml.replace("hostname: 127.0.0.1", "hostname: |\n      127.0.0.1")
+    else:
+        yml = yml.replace("  github.com:", '  "github.com\\n":')
+    (build.app / "deploykey.yml").write_text(yml)
+    result = build.compile()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    [title] = [line for line in result.stderr.splitlines() if "is not valid" in line]
+    assert shown in title
+    assert title.endswith(
+        "holds a newline; write it on one line, without quotes or `|` that add one"
+    )
+    assert "(config::invalid: README.md#config-invalid)" in result.stderr
+
+
+def test_an_ssh_option_as_the_user_name_is_refused_before_any_ssh(
+    build: Build, utils_key: GeneratedKey, keys_dir: Path
+) -> None:
+    """`git+ssh://-oProxyCommand=x@host/repo`: `-oProxyCommand=x@alias` on ssh's command line is
+    an option that runs a command (git refused it as a 'strange hostname', and the build said to
+    check that the host is reachable). Refused as a user name before any ssh runs: a second key
+    would have made deploykey greet the host as that user."""
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    build.set_key(make_key(keys_dir).text, "DEPLOY_KEY_OTHER")
+    (build.app / "requirements.txt").write_text(
+        "private-utils @ git+ssh://-oProxyCommand=x@github.com/acme/private-utils.git@v1.0\n"
+    )
+    state = snapshot(build.app)
+    result = build.compile()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert (
+        " !     requirements.txt:1: `-oProxyCommand=x` is not a valid ssh user name"
+        in result.stderr
+    )
+    assert (
+        "Fix: Write the user the git host expects (GitHub, GitLab and Bitbucket: `git`): "
+        "`git+ssh://git@github.com/acme/private-utils.git@v1.0`."
+    ) in result.stderr
+    assert "(requirements::ssh-user: README.md#requirements-ssh-user)" in result.stderr
+    assert "reachable" not in out and "Fetching" not in out
     assert snapshot(build.app) == state
     clean(build, utils_key, result, before)
 

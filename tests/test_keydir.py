@@ -46,3 +46,63 @@ def test_private_and_exclusive(tmp_path: Path) -> None:
 def test_prefers_tmpfs() -> None:
     if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
         assert keydir.candidates()[0] == Path("/dev/shm")
+
+
+def test_falls_back_to_tmpdir_when_tmpfs_cannot_hold_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setattr(keydir, "TMPFS", tmp_path / "not-a-dir")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    directory = keydir.create([tmp_path / "app"])
+    try:
+        assert directory.path.parent == tmp_path / "tmp"
+        assert directory.passed_over == (
+            f"{tmp_path / 'not-a-dir'} cannot hold the key (Not a directory)",
+        )
+        assert sorted(p.name for p in directory.path.iterdir()) == [keydir.OWNER]
+    finally:
+        directory.remove()
+
+
+def test_neither_place_can_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(keydir, "TMPFS", tmp_path / "no-shm")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-tmp"))
+    with pytest.raises(UserError) as caught:
+        keydir.create([tmp_path / "app"])
+    assert caught.value.slug == "path::no-room"
+    assert caught.value.title == "No temporary directory can hold the key"
+    assert caught.value.why.startswith(
+        f"{tmp_path / 'no-shm'} cannot hold the key (No such file or directory); "
+        f"{tmp_path / 'no-tmp'} cannot hold the key (No such file or directory). "
+    )
+
+
+def test_filling_up_while_written_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reserve written when the dir is made passes over a nearly full /dev/shm; should it
+    fill up later all the same (the app's build writes there too), the error says so."""
+    import errno
+
+    directory = keydir.create([tmp_path / "app"])
+    try:
+
+        def full(target: Path, data: bytes) -> Path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(keydir, "_write", full)
+        with pytest.raises(UserError) as caught:
+            directory.write("id", b"secret")
+        assert caught.value.slug == "path::no-room"
+        assert caught.value.why.startswith(
+            f"{directory.path.parent} filled up while the key dir was written "
+            "(No space left on device). "
+        )
+    finally:
+        directory.remove()

@@ -424,6 +424,21 @@ def test_colon_after_ssh_host_is_reported_with_the_fix(tmp_path: Path) -> None:
     ]
 
 
+def test_an_ssh_option_as_user_name_is_reported(tmp_path: Path) -> None:
+    pyproject = """\
+        [tool.poetry.dependencies]
+        x = { git = "ssh://-oProxyCommand=x@github.com/acme/x.git", tag = "v1" }
+        y = { git = "-oProxyCommand@github.com:acme/y.git" }
+        z = { git = "ssh://git@github.com/acme/z.git" }
+    """
+    found = manifests.read_all(app(tmp_path, {"pyproject.toml": pyproject}))
+    assert [req.repo for req in found.git] == ["acme/z"]
+    assert [(p.slug, p.facts["line"], p.facts["fixed"]) for p in found.problems] == [
+        ("requirements::ssh-user", 2, "ssh://git@github.com/acme/x.git"),
+        ("requirements::ssh-user", 3, "ssh://git@github.com/acme/y.git"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "text", "title"),
     [

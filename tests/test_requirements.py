@@ -63,6 +63,20 @@ def test_scp_like_typo_is_reported_with_the_fix(tmp_path: Path) -> None:
     assert "reads `acme` as a port number" in first.why
 
 
+def test_an_ssh_option_as_user_name_is_a_problem_not_a_requirement(tmp_path: Path) -> None:
+    found = parse(
+        tmp_path,
+        "a @ git+ssh://-oProxyCommand=x@github.com/acme/a.git@v1\n"
+        "b @ git+ssh://git@github.com/acme/b.git\n"
+        "c @ git+ssh://org-1.x_y@example.com/c.git\n",
+    )
+    assert [req.user for req in found.git] == ["git", "org-1.x_y"]
+    [problem] = found.problems
+    assert problem.slug == "requirements::ssh-user"
+    assert problem.title == "requirements.txt:1: `-oProxyCommand=x` is not a valid ssh user name"
+    assert problem.facts["fixed"] == "git+ssh://git@github.com/acme/a.git@v1"
+
+
 def test_https_and_index_options_are_not_ssh(tmp_path: Path) -> None:
     found = parse(
         tmp_path, "--index-url https://pypi.org/simple\ngit+https://github.com/pallets/click\n"

@@ -4,7 +4,7 @@ bin/* run with the build image's system python3, which has none of `sh`, `python
 `pyyaml` and `ahocorasick-rs` (the last optional: see OPTIONAL). When one is missing, they are
 installed with that Python's pip into a private directory
 in the system temp dir (never the app, whose contents are released), reused by later runs on the same
-machine; for bin/compile and `install --cache-dir` (a BuildKit cache mount), into the build cache, sealed with an HMAC keyed with the build's key
+machine; for bin/compile (but for a dry run, which keeps nothing: a temp dir removed at exit) and `install --cache-dir` (a BuildKit cache mount), into the build cache, sealed with an HMAC keyed with the build's key
 config vars, and imported by a later build only if the seal still holds (build code can write the
 cache, never the key). Standard library only; this is the one place besides `run` that starts a process, because
 it installs `sh` itself.
@@ -12,6 +12,7 @@ it installs `sh` itself.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import os
@@ -144,7 +145,17 @@ def ensure() -> None:
             return
     target = deps_dir()
     secret = _secret()
-    if _build_cache() is not None and target.exists() and not _sealed(target, secret):
+    if _build_cache() is not None and _dry_run():
+        # A dry run writes nothing kept: it imports sealed dependencies from the build cache, and
+        # installs what is missing into a temp dir that goes at exit, never into the cache.
+        if target.exists() and _sealed(target, secret):
+            _use(target)
+        elif target.exists():
+            output.warn(f"{target} is not as deploykey left it: not imported (a dry run leaves it)")
+        if not missing():
+            return
+        target, secret = _throwaway(), None
+    elif _build_cache() is not None and target.exists() and not _sealed(target, secret):
         # Build code can write the build cache: what it left there would run in this process,
         # which reads the keys next. Only a directory this kit sealed with them is imported.
         shutil.rmtree(target, ignore_errors=True)
@@ -174,6 +185,36 @@ def ensure() -> None:
     if _build_cache() is not None and secret is not None:
         (target / SEAL).write_text(_seal(target, secret))
     _use(target)
+
+
+def _dry_run() -> bool:
+    """`compile ... --dry-run`, or DEPLOYKEY_DRY_RUN as config.load reads it (the environment,
+    else ENV_DIR: a file per variable, or a .env file), before the rest of the kit is importable."""
+    if len(sys.argv) < 3 or sys.argv[1] != "compile":
+        return False
+    if "--dry-run" in sys.argv[2:]:
+        return True
+    value = os.environ.get("DEPLOYKEY_DRY_RUN")
+    if value is None and len(sys.argv) > 4:
+        env = Path(sys.argv[4])
+        try:
+            if env.is_dir():
+                value = (env / "DEPLOYKEY_DRY_RUN").read_text()
+            elif env.is_file():  # the last plain `NAME=value` line, as python-dotenv reads it
+                for line in env.read_text(errors="replace").splitlines():
+                    name, _, rest = line.strip().removeprefix("export ").partition("=")
+                    if name.strip() == "DEPLOYKEY_DRY_RUN":
+                        value = rest.strip().strip("'\"")
+        except OSError:
+            value = None
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")  # config.TRUE
+
+
+def _throwaway() -> Path:
+    """A private deps dir in the system temp dir, removed when this process exits."""
+    root = Path(tempfile.mkdtemp(prefix="deploykey-deps-dry-run-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root / f"py{sys.version_info[0]}{sys.version_info[1]}"
 
 
 SEAL = ".deploykey-seal"

@@ -98,6 +98,21 @@ def read_requirements(app_dir: Path, settings: Settings) -> tuple[Path, Requirem
     return path, found
 
 
+def _not_a_file(path: Path, name: str) -> None:
+    """A requirements file that is there but is no file: say what it is (not 'no requirements.txt'
+    while the listing shows one)."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.txt") if p.is_file())
+        example = f" (e.g. {name}/{inside[0]})" if inside else ""
+        raise UserError("requirements::not-a-file", file=name, kind="a directory", example=example)
+    if path.is_symlink() and not path.exists():
+        kind = f"a symbolic link to {path.readlink()}, which does not exist"
+        raise UserError("requirements::not-a-file", file=name, kind=kind, example="")
+    if path.exists():
+        kind = "neither a file nor a directory"
+        raise UserError("requirements::not-a-file", file=name, kind=kind, example="")
+
+
 def host_configs(
     found: Requirements, settings: Settings, requirements_file: Path
 ) -> tuple[HostConfig, ...]:
@@ -145,6 +160,9 @@ def plan(
     else:
         found_keys = read_keys(env, tokens, agent)
     requirements_file, found = read_requirements(app_dir, settings)
+    for problem in found.problems:
+        if problem.slug == "requirements::ssh-user":  # an ssh option in disguise: before any ssh
+            raise problem
     configs = host_configs(found, settings, requirements_file)
     if target is None:
         target = install.choose(app_dir, settings)
@@ -154,6 +172,7 @@ def plan(
             given = "DEPLOYKEY_REQUIREMENTS"
         choice = installer.decide(app_dir, requirements_file, given)
         if not choice.locked and not requirements_file.is_file():
+            _not_a_file(requirements_file, settings.get("DEPLOYKEY_REQUIREMENTS"))
             listing = ", ".join(sorted(p.name for p in app_dir.iterdir())[:20]) or "nothing"
             name = settings.get("DEPLOYKEY_REQUIREMENTS")
             raise UserError("requirements::missing", file=name, listing=listing)
@@ -226,6 +245,8 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
         for stale, reason in keydir.sweep():
             output.detail(f"removed {stale}, {reason}")
         directory = keydir.create(plan.outside)
+        for reason in directory.passed_over:
+            output.detail(f"{reason}: the key dir is {directory.path} instead")
     opened = access.open(
         directory,
         plan.hosts,

@@ -22,6 +22,9 @@ from deploykey.sources import EnvSource
 CONFIG_FILE = "deploykey.yml"
 HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 HOST_FIELDS = ("hostname", "port", "user", "known_hosts")
+# Control characters (a newline from a YAML block scalar `|`, a tab): `$` in a pattern matches
+# before a final newline, and one in a host field splits ssh_config and every message in two.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SECTIONS = ("hosts", "keys", "tokens")
 KEY_VAR = re.compile(r"^DEPLOY_KEY(_[A-Z0-9_]+)?$")
 TOKEN_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -250,7 +253,7 @@ def _patterns(path: Path, name: str, value: Any) -> tuple[str, ...]:
 
     if _holds_private_key(value):
         raise UserError("config::key-inside", path=path, name=name)
-    if not KEY_VAR.match(name):
+    if not KEY_VAR.fullmatch(name):
         raise invalid("a key's config var is DEPLOY_KEY or DEPLOY_KEY_<NAME> (capitals, digits, _)")
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not entries:
@@ -287,27 +290,31 @@ def _token(path: Path, name: str, value: Any) -> TokenConfig:
     def invalid(detail: str) -> UserError:
         return UserError("config::invalid", path=path, detail=f"tokens: {name}: {detail}")
 
-    if not TOKEN_VAR.match(name) or KEY_VAR.match(name):
+    if not TOKEN_VAR.fullmatch(name) or KEY_VAR.fullmatch(name):
         raise invalid("a token's config var name is in capitals, e.g. GITHUB_TOKEN")
     fields = {"host": value} if isinstance(value, str) else value
     if not isinstance(fields, dict) or set(map(str, fields)) - {"host", "username"}:
         raise invalid("must be a host, or a mapping with host and username")
     host, username = fields.get("host"), fields.get("username")
-    if not isinstance(host, str) or not re.match(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", host):
+    if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?", host):
         raise invalid("host must be a host name, optionally with :port")
     default_user = DEFAULT_TOKENS.get(name, ("", "x-access-token"))[1]
     if username is not None and not (
-        isinstance(username, str) and re.match(r"^[A-Za-z0-9._@-]+$", username)
+        isinstance(username, str) and re.fullmatch(r"[A-Za-z0-9._@-]+", username)
     ):
         raise invalid("username must be a user name")
     return TokenConfig(name, host.lower(), username or default_user)
 
 
 def _host(path: Path, name: str, fields: Any) -> HostConfig:
-    def invalid(detail: str) -> UserError:
-        return UserError("config::invalid", path=path, detail=f"hosts: {name}: {detail}")
+    shown = repr(name) if CONTROL.search(name) else name  # one line, whatever the file holds
 
-    if not HOST_NAME.match(name):
+    def invalid(detail: str) -> UserError:
+        return UserError("config::invalid", path=path, detail=f"hosts: {shown}: {detail}")
+
+    if CONTROL.search(name):
+        raise invalid(_control(name))
+    if not HOST_NAME.fullmatch(name):
         raise invalid("not a host name")
     fields = fields or {}
     if not isinstance(fields, dict):
@@ -316,17 +323,25 @@ def _host(path: Path, name: str, fields: Any) -> HostConfig:
     if unknown:
         raise invalid(f"unknown setting {unknown[0]!r} (known: {', '.join(HOST_FIELDS)})")
     hostname, port, user = fields.get("hostname"), fields.get("port"), fields.get("user")
-    if hostname is not None and not (isinstance(hostname, str) and HOST_NAME.match(hostname)):
+    for field_name, value in (("hostname", hostname), ("user", user)):
+        if isinstance(value, str) and CONTROL.search(value):
+            raise invalid(f"{field_name} {value!r} {_control(value)}")
+    if hostname is not None and not (isinstance(hostname, str) and HOST_NAME.fullmatch(hostname)):
         raise invalid("hostname must be a host name or an IP address")
     if port is not None and not (
         isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
     ):
         raise invalid("port must be a number from 1 to 65535")
-    if user is not None and not (isinstance(user, str) and re.match(r"^[A-Za-z0-9._-]+$", user)):
+    if user is not None and not (isinstance(user, str) and re.fullmatch(r"[A-Za-z0-9._-]+", user)):
         raise invalid("user must be a user name")
     return HostConfig(
         name, hostname, port, user, _known_hosts(name, fields.get("known_hosts"), invalid)
     )
+
+
+def _control(value: str) -> str:
+    what = "a newline" if "\n" in value or "\r" in value else "a control character"
+    return f"holds {what}; write it on one line, without quotes or `|` that add one"
 
 
 def _known_hosts(name: str, entries: Any, invalid: Any) -> tuple[hosts.HostKey, ...] | None:

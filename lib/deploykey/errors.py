@@ -148,6 +148,14 @@ PROBLEMS: dict[str, Problem] = {
         why="{reason}",
         fix="Make {path} readable by the user running the build (uid {uid}).",
     ),
+    "env::dotenv": Problem(
+        title="{path}:{line} cannot be read as a .env line",
+        why="python-dotenv stops at line {line}: a quoted value whose closing quote is missing "
+        "(`NAME='...` with no `'` after it), or a line that is not `NAME=value`; the variables "
+        "after it would be read wrongly or not at all. The line is not shown: it may hold a secret.",
+        fix="Close the quote or correct the line. A key is best written on one line, as base64: "
+        '`echo "DEPLOY_KEY=$(base64 -w0 deploy_key)" >> {path}`.',
+    ),
     "env::not-set": Problem(
         title="ENV_DIR is not set in the {hook} hook",
         why="heroku-buildpack-python runs app hooks with ENV_DIR pointing at the config vars; "
@@ -328,6 +336,21 @@ PROBLEMS: dict[str, Problem] = {
         fix="Add {file}, set DEPLOYKEY_REQUIREMENTS to the file to install, or set "
         "DEPLOYKEY_INSTALL=off to only hand ssh to the next buildpack.",
     ),
+    "requirements::not-a-file": Problem(
+        title="{file} in the app is not a file: it is {kind}",
+        why="deploykey installs the app's requirements file (DEPLOYKEY_REQUIREMENTS, default "
+        "requirements.txt), which pip and uv read as a file of requirement lines.",
+        fix="Make {file} a file listing the app's requirements, or set DEPLOYKEY_REQUIREMENTS to "
+        "the file to install{example}.",
+    ),
+    "requirements::ssh-user": Problem(
+        title="{file}:{line}: `{user}` is not a valid ssh user name",
+        why="In `{url}` the part before `@` is the user ssh logs in as: letters, digits, `.`, `_` "
+        "and `-`, never first. One that starts with `-` reaches ssh's command line as an option "
+        "(`-oProxyCommand=...` runs a command), so deploykey refuses it before any ssh runs.",
+        fix="Write the user the git host expects (GitHub, GitLab and Bitbucket: `git`): "
+        "`{fixed}`. If you did not write this line, find out who did.",
+    ),
     "requirements::scp-url": Problem(
         title="{file}:{line}: `{url}` uses a colon after the host",
         why="pip only takes `git+ssh://` URLs with a slash between host and path; with a colon it "
@@ -446,6 +469,13 @@ PROBLEMS: dict[str, Problem] = {
         title="{path} cannot hold the key",
         why="{reason}",
         fix="Set TMPDIR to a private directory outside the app and the cache.",
+    ),
+    "path::no-room": Problem(
+        title="No temporary directory can hold the key",
+        why="{tried}. deploykey keeps the key for the fetch in a fresh private directory in memory "
+        "(/dev/shm), else under TMPDIR, never in the app or the cache.",
+        fix="Free some space in /dev/shm (Docker: `docker run --shm-size`), or set TMPDIR to a "
+        "writable directory with free space, outside the app and the cache.",
     ),
     "hooks::exists": Problem(
         title="{path} exists and is not deploykey's {hook} hook",

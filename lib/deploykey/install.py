@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import installer, mirrors, output, run
+from deploykey import installer, keydir, mirrors, output, run
 from deploykey.config import Settings
 from deploykey.errors import UserError
 from deploykey.installer import Installer
@@ -220,19 +220,31 @@ def at_run_time_path(
     ):
         yield run_time
         return
+    _remove_stale_link(app_path)
     if app_path.is_symlink():
         # A link that is not the build dir: building through it would write somewhere else.
         raise UserError("path::symlink", path=app_path)
     if not app_path.exists():
+        mark = _mark(app_path)
         try:
-            app_path.symlink_to(app_dir.resolve(), target_is_directory=True)
+            _write_mark(mark, app_dir.resolve())
+            try:
+                app_path.symlink_to(app_dir.resolve(), target_is_directory=True)
+            except BaseException:
+                mark.unlink()
+                raise
         except OSError as exc:
             raise UserError(
                 "install::app-path",
                 app_path=app_path,
                 reason=f"Linking it to the build dir failed: {exc.strerror}.",
             ) from None
-        cleanup.add(f"the link {app_path} -> {app_dir}", app_path.unlink)
+
+        def unlink() -> None:
+            app_path.unlink()
+            mark.unlink(missing_ok=True)
+
+        cleanup.add(f"the link {app_path} -> {app_dir}", unlink)
         yield run_time
         return
     if run_time.exists() or run_time.is_symlink():
@@ -257,6 +269,43 @@ def at_run_time_path(
     if build.exists():
         shutil.rmtree(build)
     shutil.move(str(run_time), str(build))
+
+
+def _mark(app_path: Path) -> Path:
+    """Next to the link APP_PATH -> BUILD_DIR, while it exists: which build made it, so that after a
+    SIGKILL (no cleanup runs) the next build knows the link for one of ours and removes it. A link
+    has no room for a mark of its own (Linux allows no user xattrs on symlinks)."""
+    return app_path.parent / f".{app_path.name}.deploykey-link"
+
+
+def _write_mark(mark: Path, target: Path) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(mark, flags, 0o644), "w") as file:
+        file.write(f"{target}\n{keydir.stamp()}\n")
+
+
+def _remove_stale_link(app_path: Path) -> None:
+    """Remove the link APP_PATH -> BUILD_DIR a killed build left, and its mark. Only a link the mark
+    names, of a build that has ended: a link the user made, or one a running build uses, stays."""
+    mark = _mark(app_path)
+    try:
+        fd = os.open(mark, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # no mark (or a planted link in its place: not ours)
+    with os.fdopen(fd) as file:
+        lines = file.read(4096).splitlines()
+    if len(lines) != 2:
+        return
+    target, pid = lines[0], keydir.ended(lines[1].split())
+    if pid is None:
+        return
+    if app_path.is_symlink() and str(app_path.readlink()) == target:
+        app_path.unlink()
+        output.detail(
+            f"removed the link {app_path} -> {target}, left by a build that ended without "
+            f"cleaning up (pid {pid}, killed?)"
+        )
+    mark.unlink(missing_ok=True)
 
 
 def _remove_link(link: Path, made: list[Path]) -> None:

@@ -8,6 +8,7 @@ umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals the
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -26,11 +27,29 @@ OWNER = ".owner"  # who keeps this dir alive: "pid PID START" or "until EPOCH"
 OUTLIVE_HOURS = 12
 NAME = re.compile(r"^deploykey-[a-z0-9_]{8}$")  # mkdtemp's names
 TMPFS = Path("/dev/shm")
+# More than a key dir ever holds (keys, known_hosts, ssh config, router, routes, helper: a few pages
+# of tmpfs): written once and removed when the dir is made, so that a nearly full /dev/shm (Docker
+# gives 64 MB, shared with the app's build) is passed over then, not in the middle of the fetch.
+RESERVE = 64 * 1024
+# Why a base cannot hold the key: full (tmpfs has a size, a disk a quota), read-only, not ours to
+# write, missing. Anything else is not about the place, and stays an error.
+NO_ROOM = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+    }
+)
 
 
 @dataclass(frozen=True)
 class KeyDir:
     path: Path
+    passed_over: tuple[str, ...] = ()  # the better places that could not hold it, and why
 
     def outlive(self, hours: int = OUTLIVE_HOURS) -> None:
         """The dir is kept after this process (handed to a later buildpack, a hook, a CI shell):
@@ -40,18 +59,30 @@ class KeyDir:
 
     def write(self, name: str, data: bytes) -> Path:
         """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
-        target = self.path / name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(target, flags, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        return target
+        try:
+            return _write(self.path / name, data)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(
+                "path::no-room",
+                tried=f"{self.path.parent} filled up while the key dir was written "
+                f"({error.strerror})",
+            ) from None
 
     def remove(self) -> None:
         if self.path.is_symlink():
             self.path.unlink()
         elif self.path.exists():
             shutil.rmtree(self.path)
+
+
+def _write(target: Path, data: bytes) -> Path:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(target, flags, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return target
 
 
 def _inside(path: Path, others: Sequence[Path]) -> Path | None:
@@ -81,15 +112,41 @@ def base_for(outside: Sequence[Path]) -> Path:
 
 
 def create(outside: Sequence[Path]) -> KeyDir:
-    """A fresh private directory in the best temp location outside the kept directories."""
-    base = base_for(outside)
+    """A fresh private directory in the best temp location outside the kept directories that can
+    hold it: tmpfs, else the system temp dir ($TMPDIR), as the README promises."""
+    passed_over: list[str] = []
+    unsafe: list[str] = []
+    for base in dict.fromkeys([TMPFS, Path(tempfile.gettempdir())]):
+        inside = _inside(base, outside)
+        if inside is not None:
+            unsafe.append(f"{base} is inside {inside}, which is kept after the build.")
+            continue
+        try:
+            directory = _make(base)
+        except OSError as error:
+            if error.errno not in NO_ROOM:
+                raise
+            passed_over.append(f"{base} cannot hold the key ({error.strerror})")
+            continue
+        return KeyDir(directory.path, tuple(passed_over))
+    if passed_over:
+        raise UserError("path::no-room", tried="; ".join(passed_over + unsafe))
+    raise UserError("path::unsafe", path=candidates()[-1], reason=" ".join(unsafe))
+
+
+def _make(base: Path) -> KeyDir:
     previous = os.umask(0o077)
     try:
         path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     finally:
         os.umask(previous)
-    directory = _checked(path)
-    directory.write(OWNER, f"pid {os.getpid()} {_started(os.getpid())}\n".encode())
+    try:
+        directory = _checked(path)
+        _write(path / OWNER, f"{stamp()}\n".encode())
+        _write(path / ".reserve", bytes(RESERVE)).unlink()
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     return directory
 
 
@@ -155,16 +212,30 @@ def _started(pid: int) -> str:
     return stat_line.rsplit(")", 1)[1].split()[19]
 
 
+def stamp() -> str:
+    """This process, so that a later build can tell it has ended: "pid PID START"."""
+    return f"pid {os.getpid()} {_started(os.getpid())}"
+
+
+def ended(words: Sequence[str]) -> int | None:
+    """The pid of a stamp's process if that process has ended (killed), else None: it runs, or
+    this system cannot tell (no /proc)."""
+    if words[:1] != ["pid"] or len(words) != 3 or not words[1].isdigit():
+        return None
+    pid, start = int(words[1]), words[2]
+    if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
+        return None
+    return pid
+
+
 def _abandoned(directory: Path) -> str | None:
     """Why a key dir no one will clean up can go, or None while its owner may still need it."""
     try:
         owner = (directory / OWNER).read_text().split()
     except OSError:
         return None  # being created right now, or not ours to judge
-    if owner[:1] == ["pid"] and len(owner) == 3:
-        pid, start = int(owner[1]), owner[2]
-        if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
-            return None
+    pid = ended(owner)
+    if pid is not None:
         return f"left by a build that ended without cleaning up (pid {pid}, killed?)"
     if owner[:1] == ["until"] and len(owner) == 2 and time.time() > int(owner[1]):
         return f"kept for a later step until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(int(owner[1])))} UTC"

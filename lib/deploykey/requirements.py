@@ -31,6 +31,9 @@ EGG = re.compile(r"^#(?:[^\s]*&)?egg=(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)")
 EDITABLE_VCS = re.compile(r"^(?:-e|--editable)(?:\s+|=)(?:git|hg|svn|bzr)\+")
 OTHER_VCS_SSH = re.compile(r"(?:hg|svn|bzr)\+ssh://")
 INCLUDE = re.compile(r"^(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(?P<file>\S+)")
+# A user name ssh can only take as one: never an option (`-o...`), nothing a shell or ssh_config
+# reads specially.
+SSH_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 COMMENT = re.compile(r"(?:^|\s)#.*$")  # linear: not (^|\s+)#, quadratic on a line of spaces
 # Files an app keeps its requirements in, for detection (pip and Heroku conventions).
 DETECT_GLOBS = ("requirements*.txt", "requirements/*.txt", "requirements/*.in", "requirements*.in")
@@ -181,6 +184,21 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
             fixed = f"git+ssh://{_user(match)}{match.group('host')}/{port}{match.group('path')}"
             fixed += f"@{match.group('ref')}" if match.group("ref") else ""
             found.problems.append(_scp_problem(label, number, match.group(0), port, fixed))
+            continue
+        user = match.group("user")
+        if user is not None and not SSH_USER.fullmatch(user):
+            fixed = f"git+ssh://git@{match.group('host')}{match.group('path')}"
+            fixed += f"@{match.group('ref')}" if match.group("ref") else ""
+            found.problems.append(
+                UserError(
+                    "requirements::ssh-user",
+                    file=label,
+                    line=number,
+                    url=match.group(0),
+                    user=user,
+                    fixed=fixed,
+                )
+            )
             continue
         found.git.append(
             GitRequirement(

@@ -116,10 +116,16 @@ def _read_dotenv(file: Path) -> dict[str, bytes]:
     import io
 
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     # Bytes that are not UTF-8 (a Latin-1 comment, a binary value) pass through as they are
     # (surrogateescape): only a value that is used is judged, and a key's is by keys.load.
     text = file.read_bytes().decode("utf-8", "surrogateescape")
+    # dotenv_values logs "could not parse statement" and skips the line, then the key is missing:
+    # the first line it cannot parse is the error (by number: its text may be a key's).
+    broken = next((b.original.line for b in parse_stream(io.StringIO(text)) if b.error), None)
+    if broken is not None:
+        raise UserError("env::dotenv", path=file, line=broken)
     # interpolate=False: a value is taken literally; `${...}` in it is not expanded.
     parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {

@@ -199,6 +199,21 @@ class Collector:
             parts = (scheme, None, http.group("host"), port, http.group("path"))
         else:
             return  # a local path or file:// URL: nothing to fetch over the network
+        user = parts[1]
+        if user is not None and not requirements.SSH_USER.fullmatch(user):
+            # `ssh://-oProxyCommand=...@host/...`: an ssh option, not a user (requirements.py).
+            fixed = f"ssh://git@{parts[2]}{'' if parts[3] == 22 else f':{parts[3]}'}{parts[4]}"
+            self.found.problems.append(
+                UserError(
+                    "requirements::ssh-user",
+                    file=self.label,
+                    line=line,
+                    url=url,
+                    user=user,
+                    fixed=fixed,
+                )
+            )
+            return
         requirement = _requirement(self.label, line, parts, name, ref, commit, subdirectory)
         (self.found.git if requirement.scheme == "ssh" else self.found.https).append(requirement)
 
