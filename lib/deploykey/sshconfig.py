@@ -114,7 +114,9 @@ def greet(ssh: str, config: Path, host: HostConfig, key: Key, user: str | None) 
     and what does the server say (GitHub names the repository a deploy key opens)."""
     target = routing.alias(key, host.name)
     argv = [ssh, "-F", str(config), "-v", "-T"]
-    argv.append(f"{user}@{target}" if user else target)
+    # `--`: whatever the destination says, ssh reads it as one (a user named `-oProxyCommand=...`
+    # is refused when the requirements are read; this is the second guard).
+    argv += ["--", f"{user}@{target}" if user else target]
     result = run.run(argv, env=run.child_env())
     debug = [line for line in result.lines if line.startswith(VERBOSE)]
     said = [line for line in result.lines if not line.startswith(VERBOSE) and line.strip()]
