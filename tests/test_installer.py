@@ -118,8 +118,15 @@ def test_uv_cold_warm_and_a_new_tag(
     ran = build.run_app("import tagged; print(tagged.__version__)")
     assert ran.stdout.strip() == "1.1", ran.stderr
 
+    # Again on the same build dir (a second local run of bin/compile): the venv there is updated.
+    subprocess.run(["rm", "-rf", str(build.app_path)], check=True)
+    again = build.compile(env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    ran = build.run_app("import tagged; print(tagged.__version__)")
+    assert ran.stdout.strip() == "1.1", ran.stderr
+
     # The cache keeps no key: the build's own scan covered it, and so does this test's search.
-    for result in (cold, warm, retagged):
+    for result in (cold, warm, retagged, again):
         assert (
             f"in {build.app}, {build.cache} for" in result.stdout
             and "no key material found" in result.stdout

@@ -161,7 +161,16 @@ class Installer:
 
     def venv_argv(self, where: Path) -> list[str]:
         if self.uv is not None:
-            return [str(self.uv), "venv", "--quiet", "--python", sys.executable, str(where)]
+            # --allow-existing: an environment already there (a second local run) is updated.
+            return [
+                str(self.uv),
+                "venv",
+                "--quiet",
+                "--allow-existing",
+                "--python",
+                sys.executable,
+                str(where),
+            ]
         if self.lockfile is not None:  # Poetry and Pipenv install with their own installers
             return [sys.executable, "-m", "venv", "--without-pip", str(where)]
         return [sys.executable, "-m", "venv", str(where)]
