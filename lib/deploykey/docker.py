@@ -168,7 +168,9 @@ def install_command(
 
     cache = Path(cache_dir).resolve() if cache_dir else None
     recorded = build.read_record(cache, plan) if fetched and cache is not None else None
-    roots = [app, scanned] + ([cache] if cache else [])
+    # With --fetched there is no key in this step: the cache was checked by the fetch step that
+    # had one; the app and what is installed are still read (URL credentials, other keys).
+    roots = [app, scanned] + ([cache] if cache and not fetched else [])
     try:
         build.install_cycle(plan, where, into, roots, cache, user, recorded)
     except UserError as error:
