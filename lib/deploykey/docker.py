@@ -137,7 +137,11 @@ def install_command(
     app = Path.cwd()
     env = _source(env_dir, key_files)
     settings = _settings(app, env, requirements)
-    output.step("deploykey install: private git dependencies with deploy keys")
+    output.step(
+        "deploykey install --fetched: from the mirrors the fetch step left, with no key"
+        if fetched
+        else "deploykey install: private git dependencies with deploy keys"
+    )
     _check_writable(venv, target, cache_dir)
     where, python, extra, scanned = _where(venv, target, user)
     given = f"-r {requirements}" if requirements is not None else None
@@ -168,9 +172,9 @@ def install_command(
 
     cache = Path(cache_dir).resolve() if cache_dir else None
     recorded = build.read_record(cache, plan) if fetched and cache is not None else None
-    # With --fetched there is no key in this step: the cache was checked by the fetch step that
-    # had one; the app and what is installed are still read (URL credentials, other keys).
-    roots = [app, scanned] + ([cache] if cache and not fetched else [])
+    # With --fetched there is no key in this step: the fetch step, which had it, checked the app
+    # and the cache; what this step installed is still read (URL credentials, other keys).
+    roots = [scanned] if fetched else [app, scanned] + ([cache] if cache else [])
     try:
         build.install_cycle(plan, where, into, roots, cache, user, recorded)
     except UserError as error:
