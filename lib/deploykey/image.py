@@ -13,16 +13,22 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import lzma
 import tarfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploykey.errors import UserError
-from deploykey.scan import CHUNK, ZSTD, Searcher, archive_hits, archive_kind, chunks
+from deploykey.scan import (
+    CHUNK,
+    UNPACK_ERRORS,
+    ZSTD,
+    Searcher,
+    archive_hits,
+    archive_kind,
+    chunks,
+)
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -71,28 +77,15 @@ def _named_by_diff_id(image: _Image, config: bytes) -> _Image:
     return _Image(image.config, tuple((diff_id, member) for diff_id, (_, member) in named))
 
 
-# What a damaged or foreign archive raises while its manifests and layers are read: JSON and
-# text errors (ValueError), a manifest of the wrong shape (KeyError, TypeError, AttributeError,
-# IndexError), a broken tar or compression. Each is image::unreadable, never a crash.
-DAMAGED = (
-    ValueError,
-    KeyError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    EOFError,
-    OSError,
-    tarfile.TarError,
-    zlib.error,
-    lzma.LZMAError,
-)
+# What a damaged or foreign archive raises while its manifests and layers are read: what an
+# archive in a file can raise (scan.UNPACK_ERRORS: JSON and text errors are ValueErrors), and a
+# manifest of the wrong shape. Each is image::unreadable, never a crash.
+DAMAGED = (*UNPACK_ERRORS, KeyError, TypeError, AttributeError, IndexError)
 
 
 def scan_archive(archive: Path, searcher: Searcher) -> ImageReport:
     try:
         return _scan_archive(archive, searcher)
-    except UserError:
-        raise
     except DAMAGED as exc:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise UserError("image::unreadable", path=archive, detail=detail) from None
@@ -252,27 +245,22 @@ def _layer_hits(
             content = layer.extractfile(entry)
             if content is None:
                 continue
-            start = content.read(CHUNK)
-            if archive_kind(start):  # a wheel, a .tar.gz, a zip under any name: its members too
-                # A layer is a stream: the archive is read into memory once, and searched whole
-                # and member by member.
-                data = start + content.read(IN_MEMORY + 1 - len(start))
-                found = [(entry.name, kind, label) for kind, label in searcher.search((data,))]
-                if len(data) > IN_MEMORY:
-                    found += [
-                        (entry.name, kind, label)
-                        for kind, label in searcher.search(chunks(content))
-                    ]
-                    unpacked.append(f"{digest}: {entry.name} (larger than {IN_MEMORY >> 20} MiB)")
-                else:
-                    found += [
-                        (hit.path, hit.kind, hit.label)
-                        for hit in archive_hits(entry.name, io.BytesIO(data), searcher, unpacked)
-                    ]
-            else:
-                found = [
-                    (entry.name, kind, label)
-                    for kind, label in searcher.search(itertools.chain((start,), chunks(content)))
+            # A layer is a stream: an archive in it is read into memory once (up to IN_MEMORY),
+            # searched whole with the rest of the file, then member by member.
+            data = content.read(CHUNK)
+            packed = archive_kind(data) is not None
+            if packed:
+                data += content.read(IN_MEMORY + 1 - len(data))
+            found = [
+                (entry.name, kind, label)
+                for kind, label in searcher.search(itertools.chain((data,), chunks(content)))
+            ]
+            if packed and len(data) > IN_MEMORY:
+                unpacked.append(f"{digest}: {entry.name} (larger than {IN_MEMORY >> 20} MiB)")
+            elif packed:
+                found += [
+                    (hit.path, hit.kind, hit.label)
+                    for hit in archive_hits(entry.name, io.BytesIO(data), searcher, unpacked)
                 ]
             if not found:
                 yield "", "", "", 1
