@@ -547,26 +547,30 @@ def leak_check(
         return UserError("leak::found", count=len(files), files="\n".join(files), paths=paths)
     if report.unreadable:
         # A file the scan could not read could hold a copy: never "clean" with it unsearched.
-        shown = list(report.unreadable[:UNREADABLE_SHOWN])
-        if len(report.unreadable) > UNREADABLE_SHOWN:
-            shown.append(f"... and {len(report.unreadable) - UNREADABLE_SHOWN} more")
         return UserError(
             "scan::unreadable",
             count=len(report.unreadable),
-            paths="\n".join(shown),
+            paths=_listed(report.unreadable),
             uid=os.getuid(),
             user=permissions.user_name(),
         )
     if report.unpacked and not incomplete_ok:
-        shown = list(report.unpacked[:UNREADABLE_SHOWN])
-        if len(report.unpacked) > UNREADABLE_SHOWN:
-            shown.append(f"... and {len(report.unpacked) - UNREADABLE_SHOWN} more")
-        return UserError("scan::incomplete", count=len(report.unpacked), paths="\n".join(shown))
+        return UserError(
+            "scan::incomplete", count=len(report.unpacked), paths=_listed(report.unpacked)
+        )
     if report.unpacked:
         output.detail("no key material found (the archives named above: in their bytes only)")
     else:
         output.detail("no key material found")
     return None
+
+
+def _listed(entries: Sequence[str]) -> str:
+    """The first UNREADABLE_SHOWN entries, one a line, and how many more there are."""
+    shown = list(entries[:UNREADABLE_SHOWN])
+    if len(entries) > UNREADABLE_SHOWN:
+        shown.append(f"... and {len(entries) - UNREADABLE_SHOWN} more")
+    return "\n".join(shown)
 
 
 def _present(root: Path) -> bool:

@@ -180,7 +180,7 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
 def _parse_line(label: str, number: int, text: str, found: Requirements) -> None:
     for match in SSH_URL.finditer(text):
         port = match.group("port")
-        if port and not _is_port(port):
+        if port and not is_port(port):
             fixed = f"git+ssh://{_user(match)}{match.group('host')}/{port}{match.group('path')}"
             fixed += f"@{match.group('ref')}" if match.group("ref") else ""
             found.problems.append(_scp_problem(label, number, match.group(0), port, fixed))
@@ -189,16 +189,7 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
         if user is not None and not SSH_USER.fullmatch(user):
             fixed = f"git+ssh://git@{match.group('host')}{match.group('path')}"
             fixed += f"@{match.group('ref')}" if match.group("ref") else ""
-            found.problems.append(
-                UserError(
-                    "requirements::ssh-user",
-                    file=label,
-                    line=number,
-                    url=match.group(0),
-                    user=user,
-                    fixed=fixed,
-                )
-            )
+            found.problems.append(ssh_user_problem(label, number, match.group(0), user, fixed))
             continue
         found.git.append(
             GitRequirement(
@@ -257,7 +248,7 @@ def _fragment(text: str, match: re.Match[str]) -> str:
     return rest.split()[0] if rest.startswith("#") else ""
 
 
-def _is_port(text: str) -> bool:
+def is_port(text: str) -> bool:
     """ASCII digits only: str.isdigit() also takes `²`, which int() refuses."""
     return text.isascii() and text.isdigit()
 
@@ -269,6 +260,13 @@ def _user(match: re.Match[str]) -> str:
 def _repo(path: str) -> str:
     repo = path.strip("/")
     return repo[:-4] if repo.endswith(".git") else repo
+
+
+def ssh_user_problem(label: str, line: int, url: str, user: str, fixed: str) -> UserError:
+    """An ssh option (`-oProxyCommand=...`) where a URL has its user: refused before any ssh."""
+    return UserError(
+        "requirements::ssh-user", file=label, line=line, url=url, user=user, fixed=fixed
+    )
 
 
 def _scp_problem(label: str, number: int, url: str, port: str, fixed: str) -> UserError:

@@ -173,7 +173,7 @@ class Collector:
         ssh = SSH.fullmatch(url)
         scp = SCP_LIKE.fullmatch(url)
         http = HTTP.fullmatch(url)
-        if ssh and ssh.group("port") and not requirements._is_port(ssh.group("port")):
+        if ssh and ssh.group("port") and not requirements.is_port(ssh.group("port")):
             # `ssh://git@github.com:acme/x.git`: git reads `acme` as the port and fails.
             fixed = f"ssh://{_user(ssh.group('user'))}{ssh.group('host')}/{ssh.group('port')}"
             self.found.problems.append(
@@ -204,14 +204,7 @@ class Collector:
             # `ssh://-oProxyCommand=...@host/...`: an ssh option, not a user (requirements.py).
             fixed = f"ssh://git@{parts[2]}{'' if parts[3] == 22 else f':{parts[3]}'}{parts[4]}"
             self.found.problems.append(
-                UserError(
-                    "requirements::ssh-user",
-                    file=self.label,
-                    line=line,
-                    url=url,
-                    user=user,
-                    fixed=fixed,
-                )
+                requirements.ssh_user_problem(self.label, line, url, user, fixed)
             )
             return
         requirement = _requirement(self.label, line, parts, name, ref, commit, subdirectory)
