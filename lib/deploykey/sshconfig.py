@@ -27,7 +27,6 @@ FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 VERBOSE = ("debug", "OpenSSH_", "Authenticated to", "Transferred:", "Bytes per second")
 # Options every connection gets, also to hosts not named in requirements (a transitive dependency
 # on an unknown host then fails on its host key instead of trusting it).
-CONNECT_TIMEOUT = 20
 STRICT = (
     ("IdentitiesOnly", "yes"),
     ("IdentityAgent", "none"),
@@ -37,7 +36,7 @@ STRICT = (
     ("GlobalKnownHostsFile", "/dev/null"),
     # A host that accepts and never answers must not hang the build: the connection and the
     # banner exchange get 20 s, and an open session that stops answering is dropped after 60 s.
-    ("ConnectTimeout", str(CONNECT_TIMEOUT)),
+    ("ConnectTimeout", "20"),
     ("ServerAliveInterval", "15"),
     ("ServerAliveCountMax", "4"),
 )
