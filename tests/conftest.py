@@ -475,3 +475,52 @@ def nonroot(nonroot_kit: tuple[Path, Path]) -> Iterator[NonRoot]:
     made = NonRoot(public_dir("deploykey-nonroot-"), *nonroot_kit)
     yield made
     made.remove()
+
+
+# ---------------------------------------------------------------- image archives, made in memory
+
+
+def tar_bytes(files: dict[str, bytes], compress: bool = False) -> bytes:
+    """A tar archive of these files (gzip-compressed when asked), made in memory."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue()) if compress else raw.getvalue()
+
+
+def image_members(layers: list[bytes], config: object, docker: bool) -> dict[str, bytes]:
+    """A docker-save or OCI archive's members around these layers and this config."""
+    import hashlib
+    import json
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    config_bytes = config if isinstance(config, bytes) else json.dumps(config).encode()
+    members: dict[str, bytes] = {}
+    if docker:
+        names = [f"{i}/layer.tar" for i in range(len(layers))]
+        members.update(zip(names, layers, strict=True))
+        members["config.json"] = config_bytes
+        manifest = [{"Config": "config.json", "RepoTags": ["x:y"], "Layers": names}]
+        members["manifest.json"] = json.dumps(manifest).encode()
+        return members
+    manifest_bytes = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"digest": digest(config_bytes)},
+            "layers": [{"digest": digest(layer)} for layer in layers],
+        }
+    ).encode()
+    for blob in [config_bytes, manifest_bytes, *layers]:
+        members["blobs/sha256/" + digest(blob).split(":")[1]] = blob
+    members["index.json"] = json.dumps({"manifests": [{"digest": digest(manifest_bytes)}]}).encode()
+    members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    return members

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +27,11 @@ from conftest import (
     GeneratedKey,
     download_wheels,
     files_with_key,
+    image_members,
     key_dirs,
     key_fragments,
     make_key,
+    tar_bytes,
     text_has_key,
 )
 from gitserver import GitServer
@@ -542,19 +543,6 @@ def test_setup_shell_then_own_install_then_cleanup(
 # ---------------------------------------------------------------- scan-image on handmade archives
 
 
-def _tar_bytes(files: dict[str, bytes], compress: bool) -> bytes:
-    import gzip
-    import io
-
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue()) if compress else raw.getvalue()
-
-
 def _archive(
     path: Path,
     layers: list[bytes],
@@ -562,42 +550,16 @@ def _archive(
     docker: bool,
     extra: dict[str, bytes] | None = None,
 ) -> Path:
-    import hashlib
-
-    def digest(data: bytes) -> str:
-        return "sha256:" + hashlib.sha256(data).hexdigest()
-
-    config_bytes = json.dumps(config).encode()
-    members: dict[str, bytes] = {}
-    if docker:
-        names = [f"{i}/layer.tar" for i in range(len(layers))]
-        members.update(dict(zip(names, layers, strict=True)))
-        members["config.json"] = config_bytes
-        members["manifest.json"] = json.dumps(
-            [{"Config": "config.json", "RepoTags": ["x:y"], "Layers": names}]
-        ).encode()
-    else:
-        manifest = {
-            "schemaVersion": 2,
-            "config": {"digest": digest(config_bytes)},
-            "layers": [{"digest": digest(layer)} for layer in layers],
-        }
-        manifest_bytes = json.dumps(manifest).encode()
-        for blob in [config_bytes, manifest_bytes, *layers]:
-            members["blobs/sha256/" + digest(blob).split(":")[1]] = blob
-        members["index.json"] = json.dumps(
-            {"manifests": [{"digest": digest(manifest_bytes)}]}
-        ).encode()
-        members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    members = image_members(layers, config, docker)
     members.update(extra or {})
-    path.write_bytes(_tar_bytes(members, compress=False))
+    path.write_bytes(tar_bytes(members))
     return path
 
 
 @pytest.mark.parametrize("docker", [False, True], ids=["oci-archive", "docker-save"])
 def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, docker: bool) -> None:
     key = make_key(keys_dir)
-    clean = _tar_bytes(
+    clean = tar_bytes(
         {
             "app/main.py": b"print(1)\n",
             "root/.ssh/id.pub": key.path.with_suffix(".pub").read_bytes(),
@@ -606,7 +568,7 @@ def test_scan_image_reads_layers_and_config(tmp_path: Path, keys_dir: Path, dock
         },
         True,
     )
-    leaky = _tar_bytes({"tmp/deleted-later": key.text.encode()}, False)
+    leaky = tar_bytes({"tmp/deleted-later": key.text.encode()}, False)
     config = {
         "config": {"Env": ["PATH=/usr/bin"]},
         "history": [{"created_by": f"|1 SSH_PRIVATE_KEY={key.text} /bin/sh -c x"}],
@@ -648,10 +610,10 @@ def test_scan_image_opens_archives_in_layers(tmp_path: Path, keys_dir: Path, doc
             archive.writestr(name, text)
         return buffer.getvalue()
 
-    layer = _tar_bytes(
+    layer = tar_bytes(
         {
             "wheels/private_utils-1.0-py3-none-any.whl": zipped("private_utils/key.txt"),
-            "srv/backup.tar.gz": _tar_bytes({"home/.ssh/id": text}, True),
+            "srv/backup.tar.gz": tar_bytes({"home/.ssh/id": text}, True),
             "srv/settings.json": gzip.compress(text),
             "srv/logo.png": zipped("inside.txt"),
         },
@@ -668,7 +630,7 @@ def test_scan_image_opens_archives_in_layers(tmp_path: Path, keys_dir: Path, doc
     ):
         assert place in result.stderr, place
     whole = gzip.compress(b"nothing secret\n" * 500)
-    broken = _tar_bytes({"srv/cut.tar.gz": whole[: len(whole) // 2]}, True)
+    broken = tar_bytes({"srv/cut.tar.gz": whole[: len(whole) // 2]}, True)
     archive = _archive(tmp_path / "broken.tar", [broken], {"history": []}, docker)
     refused = scan_image(archive, key)
     assert refused.returncode == 1, refused.stdout + refused.stderr

@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import GeneratedKey, make_key, text_has_key
+from conftest import GeneratedKey, image_members, make_key, tar_bytes, text_has_key
 from deploykey import config, keys, manifests, output, requirements, sources
 from deploykey.errors import UserError
 
@@ -756,50 +756,6 @@ def test_key_arbitrary_bytes(value: bytes) -> None:
 # ---------------------------------------------------------------- image archives (scan-image)
 
 
-def _tar(files: dict[str, bytes], compress: bool = False) -> bytes:
-    import gzip
-    import io
-    import tarfile
-
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue()) if compress else raw.getvalue()
-
-
-def _image_members(layers: list[bytes], config: object, docker: bool) -> dict[str, bytes]:
-    """A docker-save or OCI archive's members around these layers and this config."""
-    import hashlib
-
-    def digest(data: bytes) -> str:
-        return "sha256:" + hashlib.sha256(data).hexdigest()
-
-    config_bytes = config if isinstance(config, bytes) else json.dumps(config).encode()
-    members: dict[str, bytes] = {}
-    if docker:
-        names = [f"{i}/layer.tar" for i in range(len(layers))]
-        members.update(zip(names, layers, strict=True))
-        members["config.json"] = config_bytes
-        manifest = [{"Config": "config.json", "RepoTags": ["x:y"], "Layers": names}]
-        members["manifest.json"] = json.dumps(manifest).encode()
-        return members
-    manifest_bytes = json.dumps(
-        {
-            "schemaVersion": 2,
-            "config": {"digest": digest(config_bytes)},
-            "layers": [{"digest": digest(layer)} for layer in layers],
-        }
-    ).encode()
-    for blob in [config_bytes, manifest_bytes, *layers]:
-        members["blobs/sha256/" + digest(blob).split(":")[1]] = blob
-    members["index.json"] = json.dumps({"manifests": [{"digest": digest(manifest_bytes)}]}).encode()
-    members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
-    return members
-
-
 @pytest.fixture(scope="module")
 def image_searcher(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from deploykey.scan import Searcher
@@ -854,11 +810,11 @@ JSON_VALUES = st.recursive(
     max_leaves=10,
 )
 LAYERS = st.one_of(
-    st.just(_tar({"a": b"x"})),
-    st.just(_tar({"a": b"x"}, True)),
+    st.just(tar_bytes({"a": b"x"})),
+    st.just(tar_bytes({"a": b"x"}, True)),
     st.binary(max_size=64),
-    st.just(_tar({"a": b"x"}, True)[:20]),
-    st.just(_tar({"a": b"x"})[:700]),
+    st.just(tar_bytes({"a": b"x"}, True)[:20]),
+    st.just(tar_bytes({"a": b"x"})[:700]),
     st.just(b"BZh9" + b"\0" * 20),
     st.just(b"\xfd7zXZ\x00" + b"\0" * 20),
     st.just(b"\x1f\x8b" + b"\0" * 30),
@@ -900,11 +856,11 @@ def test_image_archives(
     docker: bool,
     replace: dict[str, bytes],
 ) -> None:
-    members = _image_members(layers, config_value, docker)
+    members = image_members(layers, config_value, docker)
     members.update(
         {name: data for name, data in replace.items() if name != "index.json" or not docker}
     )
-    _scan_image(image_searcher, _tar(members))
+    _scan_image(image_searcher, tar_bytes(members))
 
 
 @FUZZ
@@ -917,12 +873,14 @@ def test_image_archives(
 def test_image_archive_bytes(
     image_searcher: Any, docker: bool, cut: int, flips: list[tuple[int, int]]
 ) -> None:
-    layer = _tar({"a": b"x"}, True)
-    data = bytearray(_tar(_image_members([layer], {"rootfs": {"diff_ids": ["sha256:1"]}}, docker)))
+    layer = tar_bytes({"a": b"x"}, True)
+    data = bytearray(
+        tar_bytes(image_members([layer], {"rootfs": {"diff_ids": ["sha256:1"]}}, docker))
+    )
     for at, value in flips:
         data[at % len(data)] = value
     _scan_image(image_searcher, bytes(data[: max(cut, 1)] if cut < len(data) else data))
 
 
 def test_an_index_that_names_itself(image_searcher: Any) -> None:
-    _scan_image(image_searcher, _tar(LOOP))
+    _scan_image(image_searcher, tar_bytes(LOOP))
