@@ -171,14 +171,19 @@ def test_dotenv_file_names_the_file(build: Build) -> None:
     assert HEROKU not in result.stderr
 
 
-def test_doctor_names_the_apps_dotenv(build: Build) -> None:
-    (build.app / ".env").write_text("DEPLOYKEY_DRY_RUN=1\n")
-    result = subprocess.run(
+def doctor(build: Build) -> subprocess.CompletedProcess[str]:
+    """`deploykey doctor APP` with no env dir: it reads the app's .env."""
+    return subprocess.run(
         [str(BIN / "deploykey"), "doctor", str(build.app)],
         env=build.environ(),
         capture_output=True,
         text=True,
     )
+
+
+def test_doctor_names_the_apps_dotenv(build: Build) -> None:
+    (build.app / ".env").write_text("DEPLOYKEY_DRY_RUN=1\n")
+    result = doctor(build)
     assert result.returncode == 1
     assert f" !     No deploy key: {build.app / '.env'} has no DEPLOY_KEY" in result.stderr
     assert fix_of(result.stderr).endswith(
@@ -194,12 +199,7 @@ def test_doctor_finding_names_the_apps_dotenv(build: Build, utils_key: Generated
     (build.app / "requirements.txt").write_text(f"{billing}\n")
     encoded = base64.b64encode(utils_key.path.read_bytes()).decode()
     (build.app / ".env").write_text(f"DEPLOY_KEY_UTILS={encoded}\n")
-    result = subprocess.run(
-        [str(BIN / "deploykey"), "doctor", str(build.app)],
-        env=build.environ(),
-        capture_output=True,
-        text=True,
-    )
+    result = doctor(build)
     assert result.returncode == 1
     assert (
         "no key is routed to acme/billing: no DEPLOY_KEY, and no DEPLOY_KEY_<NAME> is mapped to it "

@@ -459,24 +459,15 @@ def test_archives_it_cannot_unpack_fail_it(tmp_path: Path, keys_dir: Path) -> No
         assert f" !     {tree / name}" in result.stderr, name
     assert "(an archive nested deeper than 5)" in result.stderr
     assert "(scan::incomplete: README.md#scan-incomplete)" in result.stderr
-    warned = subprocess.run(
-        scan_cmd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DEPLOYKEY_SCAN_INCOMPLETE": "warn"},
-    )
+    warn = {**os.environ, "DEPLOYKEY_SCAN_INCOMPLETE": "warn"}
+    warned = subprocess.run(scan_cmd, capture_output=True, text=True, env=warn)
     assert warned.returncode == 0, warned.stdout + warned.stderr
     assert f"could not unpack the archive {tree / 'cut.gz'} (" in warned.stderr
     assert "no key material found (the archives named above: in their bytes only)" in warned.stdout
     # A broken first member (a cut .gz) no longer hides the key in the member after it.
     broken_first = _zip({"a-broken.gz": whole[: len(whole) // 2], "b-key.txt": text})
     (tree / "mixed.zip").write_bytes(broken_first)
-    found = subprocess.run(
-        scan_cmd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DEPLOYKEY_SCAN_INCOMPLETE": "warn"},
-    )
+    found = subprocess.run(scan_cmd, capture_output=True, text=True, env=warn)
     assert found.returncode == 1, found.stdout + found.stderr
     assert f"{tree / 'mixed.zip'}!b-key.txt (private key text, {key.fingerprint})" in found.stderr
 
