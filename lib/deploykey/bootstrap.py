@@ -74,6 +74,10 @@ def _lacking(modules: dict[str, str]) -> list[str]:
     ]
 
 
+# The deps dir is per Python version: a venv or wheel for one does not import in another.
+PYTHON = f"py{sys.version_info[0]}{sys.version_info[1]}"
+
+
 def deps_dir() -> Path:
     """DEPLOYKEY_DEPS_DIR; for bin/compile, and for `install --cache-dir` (a Docker cache mount),
     the build cache (kept between builds: the first build installs, later ones find them); else a
@@ -83,9 +87,12 @@ def deps_dir() -> Path:
         return Path(configured)
     cache = _build_cache()
     if cache is not None and not _keyless():
-        return cache / "deps" / f"py{sys.version_info[0]}{sys.version_info[1]}"
-    version = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", version)
+        return _in_cache(cache)
+    return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", PYTHON)
+
+
+def _in_cache(cache: Path) -> Path:
+    return cache / "deps" / PYTHON
 
 
 def _build_cache() -> Path | None:
@@ -140,7 +147,7 @@ def ensure() -> None:
         # dependencies that step sealed in the cache are imported as they are, with nothing here
         # for planted code to take, and nothing is written there; if they are not there, they go
         # to a private temp dir.
-        _use(cache / "deps" / f"py{sys.version_info[0]}{sys.version_info[1]}")
+        _use(_in_cache(cache))
         if not missing():
             return
     target = deps_dir()
@@ -214,7 +221,7 @@ def _throwaway() -> Path:
     """A private deps dir in the system temp dir, removed when this process exits."""
     root = Path(tempfile.mkdtemp(prefix="deploykey-deps-dry-run-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root / f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return root / PYTHON
 
 
 SEAL = ".deploykey-seal"
