@@ -93,10 +93,10 @@ def test_filling_up_while_written_is_a_clear_error(
     directory = keydir.create([tmp_path / "app"])
     try:
 
-        def full(target: Path, data: bytes) -> Path:
+        def full(target: Path, data: bytes, mode: int = 0o600) -> Path:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(keydir, "_write", full)
+        monkeypatch.setattr(keydir, "write_new", full)
         with pytest.raises(UserError) as caught:
             directory.write("id", b"secret")
         assert caught.value.slug == "path::no-room"

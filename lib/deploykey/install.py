@@ -279,9 +279,7 @@ def _mark(app_path: Path) -> Path:
 
 
 def _write_mark(mark: Path, target: Path) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(mark, flags, 0o644), "w") as file:
-        file.write(f"{target}\n{keydir.stamp()}\n")
+    keydir.write_new(mark, f"{target}\n{keydir.stamp()}\n".encode(), 0o644)
 
 
 def _remove_stale_link(app_path: Path) -> None:

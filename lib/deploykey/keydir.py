@@ -60,7 +60,7 @@ class KeyDir:
     def write(self, name: str, data: bytes) -> Path:
         """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
         try:
-            return _write(self.path / name, data)
+            return write_new(self.path / name, data)
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -77,9 +77,10 @@ class KeyDir:
             shutil.rmtree(self.path)
 
 
-def _write(target: Path, data: bytes) -> Path:
+def write_new(target: Path, data: bytes, mode: int = 0o600) -> Path:
+    """A new file (never an existing one, never through a link), with `mode`."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(target, flags, 0o600)
+    fd = os.open(target, flags, mode)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
     return target
@@ -142,8 +143,8 @@ def _make(base: Path) -> KeyDir:
         os.umask(previous)
     try:
         directory = _checked(path)
-        _write(path / OWNER, f"{stamp()}\n".encode())
-        _write(path / ".reserve", bytes(RESERVE)).unlink()
+        write_new(path / OWNER, f"{stamp()}\n".encode())
+        write_new(path / ".reserve", bytes(RESERVE)).unlink()
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
