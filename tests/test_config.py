@@ -54,7 +54,7 @@ def test_hosts(tmp_path: Path) -> None:
     [
         ("hosts: [a, b]\n", "`hosts` must be a mapping"),
         ("- a\n", "the top level must be a mapping"),
-        ("keyz: {}\n", "unknown key 'keyz' (known: hosts, keys, tokens)"),
+        ("keyz: {}\n", "unknown key 'keyz' (known: hosts, keys, tokens, github_app)"),
         (
             "keys:\n  MY_KEY: [acme/x]\n",
             "keys: MY_KEY: a key's config var is DEPLOY_KEY or DEPLOY_KEY_<NAME>",

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykey import credentials, keydir, mirrors, output, routing, run, sshconfig
+from deploykey import credentials, githubapp, keydir, mirrors, output, routing, run, sshconfig
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
 from deploykey.errors import UserError
@@ -58,6 +58,7 @@ class Access:
     git_config: tuple[tuple[str, str], ...]
     agent: str | None = None
     greeter: Greeter | None = None
+    app: githubapp.Session | None = None  # a GitHub App's tokens, minted as repositories turn up
 
     def opens(self, key: Key, host: str) -> str | None:
         """The repository a key's host says it opens (GitHub names it for a deploy key), if any."""
@@ -92,6 +93,7 @@ def open(
     mapping: dict[str, tuple[str, ...]],
     requirements: Requirements,
     agent: str | None = None,
+    app: githubapp.App | None = None,
 ) -> Access:
     """Fill a new key dir, learn what each key opens, route; on failure the key dir is removed,
     on success the caller removes it."""
@@ -108,6 +110,11 @@ def open(
             directory.write(token.file_name, token.value)
         directory.write(credentials.INDEX, credentials.index(list(tokens)).encode())
         directory.write(credentials.HELPER, credentials.HELPER_SCRIPT.encode())
+        session = (
+            githubapp.Session(app, directory.path, credentials.index(list(tokens)))
+            if app is not None
+            else None
+        )
         output.detail(
             f"ssh ready: keys and ssh config in {directory.path} (outside the app and the cache)"
         )
@@ -118,8 +125,8 @@ def open(
     except BaseException:
         directory.remove()
         raise
-    git_config = _git_config(directory.path, routes, tokens)
-    return Access(directory.path, tuple(routes), git_config, agent, greeter)
+    git_config = _git_config(directory.path, routes, tokens, session)
+    return Access(directory.path, tuple(routes), git_config, agent, greeter, session)
 
 
 def _routes(
@@ -147,10 +154,13 @@ def _routes(
 
 
 def _git_config(
-    key_dir: Path, routes: Sequence[Route], tokens: Sequence[Token]
+    key_dir: Path,
+    routes: Sequence[Route],
+    tokens: Sequence[Token],
+    app: githubapp.Session | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    entries: list[tuple[str, str]] = []
-    token_hosts = {token.host for token in tokens}
+    entries: list[tuple[str, str]] = [] if app is None else app.git_config()
+    token_hosts = {token.host for token in tokens} | ({app.app.host} if app else set())
     # https URLs of repositories a key is routed to go over ssh (unless a token serves that host).
     for route in routes:
         if route.rank in (routing.EXACT, routing.GLOB_ROUTE) and route.host not in token_hosts:
@@ -165,7 +175,7 @@ def _git_config(
             entries.append(
                 (f"url.ssh://git@{route.host}/{prefix}.insteadOf", f"https://{route.host}/{prefix}")
             )
-    if tokens:
+    if tokens or app is not None:
         # An empty helper first: the user's own helpers are not asked.
         entries.append(("credential.helper", ""))
         entries.append(

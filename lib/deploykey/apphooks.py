@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploykey import blocks, build, config, credentials, heroku, kitfile, mirrors, output, sources
+from deploykey import blocks, build, config, heroku, kitfile, mirrors, output, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -56,7 +56,7 @@ def pre_compile() -> int:
     )
     fetched, _findings = build.fetch(plan, cache / heroku.CACHE / mirrors.DIR)
     output.step("Checking the app and the cache for the keys, before the install")
-    leak = build.leak_check(plan.outside, plan.keys, plan.tokens, plan.settings)
+    leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
     if leak is not None:
         raise leak
     heroku.forget_keys(plan)
@@ -85,14 +85,14 @@ def post_compile() -> int:
     for what in _remove_previous() or ["nothing: no deploykey setup was found"]:
         output.detail(f"removed {what}" if not what.startswith("nothing") else what)
     settings = config.load(app_dir, env)
-    tokens = credentials.read(env, settings)
-    if not env.key_names() and not tokens:
+    secrets = build.looked_for(env, settings)
+    if secrets is None:
         output.detail(
             f"no key in {env.path}: pre_compile removed them before the install, so no build "
             "code could copy them; nothing to scan for"
         )
         return 0
-    found_keys = build.read_keys(env, tokens)
+    found_keys, tokens = secrets
     output.step("Checking the app and the cache for the keys")
     roots = [app_dir] + ([cache] if (cache := _cache_dir()) else [])
     leak = build.leak_check(roots, found_keys, tokens, settings)

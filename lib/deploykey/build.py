@@ -18,6 +18,7 @@ from deploykey import (
     access,
     credentials,
     doctor,
+    githubapp,
     hosts,
     install,
     installer,
@@ -61,6 +62,17 @@ class Plan:
     agent: str | None = None  # an ssh agent's socket, instead of keys (Docker `--mount=type=ssh`)
     kept: tuple[Path, ...] = ()  # more directories the build keeps (an install target)
     choice: Choice | None = None  # the package manager, when deploykey installs
+    app: githubapp.App | None = None  # a GitHub App that mints tokens for the build
+
+    @property
+    def secret_keys(self) -> tuple[Key, ...]:
+        """What the leak check looks for: the keys, and the App's private key."""
+        return self.keys + ((self.app.key,) if self.app else ())
+
+    @property
+    def secret_tokens(self) -> tuple[Token, ...]:
+        """The tokens, and those the App minted (filled in by the fetch)."""
+        return self.tokens + (tuple(self.app.minted) if self.app else ())
 
     @property
     def outside(self) -> list[Path]:
@@ -68,10 +80,15 @@ class Plan:
         return [self.app_dir] + ([self.cache_dir] if self.cache_dir else []) + list(self.kept)
 
 
-def read_keys(env: EnvSource, tokens: Sequence[Token] = (), agent: str | None = None) -> list[Key]:
-    """DEPLOY_KEY and every DEPLOY_KEY_<NAME>; at least one of them, a token or an agent."""
+def read_keys(
+    env: EnvSource,
+    tokens: Sequence[Token] = (),
+    agent: str | None = None,
+    app: githubapp.App | None = None,
+) -> list[Key]:
+    """DEPLOY_KEY and every DEPLOY_KEY_<NAME>; at least one of them, a token, an agent or an App."""
     names = env.key_names()
-    if not names and not tokens and not agent:
+    if not names and not tokens and not agent and not app:
         raise UserError("key::missing", source=env.path, name=KEY_NAME)
     found = []
     for name in names:
@@ -82,6 +99,8 @@ def read_keys(env: EnvSource, tokens: Sequence[Token] = (), agent: str | None = 
         found.append(key)
     for token in tokens:
         output.detail(f"{token.name}: token for https://{token.host} (user {token.username})")
+    if app is not None:
+        output.detail(f"{githubapp.PRIVATE_KEY}: {app.describe()}")
     return found
 
 
@@ -111,6 +130,18 @@ def _not_a_file(path: Path, name: str) -> None:
     if path.exists():
         kind = "neither a file nor a directory"
         raise UserError("requirements::not-a-file", file=name, kind=kind, example="")
+
+
+def looked_for(env: EnvSource, settings: Settings) -> tuple[list[Key], list[Token]] | None:
+    """What a scan after the fetch looks for, in a process of its own (post_compile, the CNB
+    scan post-group, `deploykey scan`): the keys, the tokens, the App's private key; None when
+    the build has none of them. (The App's minted tokens were revoked where they were minted.)"""
+    tokens = credentials.read(env, settings)
+    app = githubapp.read(env, settings)
+    if not env.key_names() and not tokens and app is None:
+        return None
+    found = read_keys(env, tokens, app=app)
+    return found + ([app.key] if app else []), tokens
 
 
 def host_configs(
@@ -153,12 +184,17 @@ def plan(
     `keyless`: an install from what an earlier step fetched, which must have no key at all."""
     tokens = credentials.read(env, settings)
     if keyless:
-        if env.key_names() or tokens or agent:
-            names = ", ".join([*env.key_names(), *(t.name for t in tokens)]) or "an ssh agent"
+        app = None
+        app_key = [githubapp.PRIVATE_KEY] if env.get(githubapp.PRIVATE_KEY) else []
+        if env.key_names() or tokens or agent or app_key:
+            names = (
+                ", ".join([*env.key_names(), *(t.name for t in tokens), *app_key]) or "an ssh agent"
+            )
             raise UserError("fetch::key-present", names=names)
         found_keys: list[Key] = []
     else:
-        found_keys = read_keys(env, tokens, agent)
+        app = githubapp.read(env, settings)
+        found_keys = read_keys(env, tokens, agent, app)
     requirements_file, found = read_requirements(app_dir, settings)
     for problem in found.problems:
         if problem.slug == "requirements::ssh-user":  # an ssh option in disguise: before any ssh
@@ -189,6 +225,7 @@ def plan(
         target,
         agent,
         choice=choice,
+        app=app,
     )
 
 
@@ -217,6 +254,11 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
         output.detail(f"  {key.name} {key.keytype} {key.fingerprint}: {how}")
     for token in plan.tokens:
         output.detail(f"  {token.name}: token for https://{token.host} (user {token.username})")
+    if plan.app is not None:
+        output.detail(
+            f"  {githubapp.PRIVATE_KEY}: {plan.app.describe()}: mints a token per installation "
+            f"for the repositories on {plan.app.host} (contents: read), revoked after the fetch"
+        )
     output.detail("Private git requirements:")
     for req in plan.requirements.git + plan.requirements.https:
         output.detail(f"  {req.where}: {req.remote}" + (f" @ {req.ref}" if req.ref else ""))
@@ -255,8 +297,12 @@ def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = 
         dict(plan.settings.keys),
         plan.requirements,
         plan.agent,
+        plan.app,
     )
     cleanup.add(f"the key dir {opened.key_dir}", directory.remove)
+    if opened.app is not None:
+        # Before the key dir goes (last added, first run): revoked also on failure or a signal.
+        cleanup.add("the GitHub App's installation tokens (revoked)", opened.app.revoke)
     for route in opened.routes:
         output.detail(f"route: {route.describe()} -> {route.key.name}")
     return opened
@@ -442,7 +488,7 @@ def install_cycle(
     for what in cleanup.done:
         output.detail(f"removed {what}")
     output.step("Checking what the build keeps for the keys")
-    leak = leak_check(scanned, plan.keys, plan.tokens, plan.settings)
+    leak = leak_check(scanned, plan.secret_keys, plan.secret_tokens, plan.settings)
     if failure is not None:
         if leak is not None:
             output.error(leak)

@@ -25,6 +25,7 @@ from deploykey import (
     build,
     config,
     credentials,
+    githubapp,
     install,
     manifests,
     mirrors,
@@ -110,7 +111,7 @@ def detect(arguments: Sequence[str] = ()) -> int:
     found = manifests.read_all(app)
     reasons = [config.CONFIG_FILE] if (app / config.CONFIG_FILE).is_file() else []
     reasons += ["git+ssh requirements"] if found.uses_ssh else []
-    reasons += env.key_names()
+    reasons += env.key_names() + [n for n in (githubapp.PRIVATE_KEY,) if env.get(n) is not None]
     if reasons:
         output.plain(f"deploykey: {', '.join(reasons)}")
         return 0
@@ -132,7 +133,7 @@ def build_step(arguments: Sequence[str] = ()) -> int:
     settings = config.load(app, env)
     output.step("deploykey: private git dependencies with deploy keys (Cloud Native Buildpack)")
     tokens = credentials.read(env, settings)
-    if not env.key_names() and not tokens:
+    if not env.key_names() and not tokens and env.get(githubapp.PRIVATE_KEY) is None:
         found = manifests.read_all(app)
         if found.uses_ssh:
             raise UserError("key::missing", source=platform / "env", name=build.KEY_NAME)
@@ -173,7 +174,9 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
     )
     output.detail("the layer is build and cache only: never exported; it holds no key")
     output.step("Checking the app and the layer for the keys")
-    leak = build.leak_check([plan.app_dir, layer], plan.keys, plan.tokens, plan.settings)
+    leak = build.leak_check(
+        [plan.app_dir, layer], plan.secret_keys, plan.secret_tokens, plan.settings
+    )
     if leak is not None:
         raise leak
     return 0
@@ -220,11 +223,11 @@ def scan_step() -> int:
     env = _env(platform)
     settings = config.load(app, env)
     output.step("deploykey scan: the exported image and the cache")
-    tokens = credentials.read(env, settings)
-    if not env.key_names() and not tokens:
+    secrets = build.looked_for(env, settings)
+    if secrets is None:
         output.detail("no deploy key and no token in this build: nothing to look for")
         return 0
-    found_keys = build.read_keys(env, tokens)
+    found_keys, tokens = secrets
     roots = [app]
     for toml in sorted(layers_root.glob("*/*.toml")):
         types = layer_types(toml)

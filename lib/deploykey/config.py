@@ -25,7 +25,8 @@ HOST_FIELDS = ("hostname", "port", "user", "known_hosts")
 # Control characters (a newline from a YAML block scalar `|`, a tab): `$` in a pattern matches
 # before a final newline, and one in a host field splits ssh_config and every message in two.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-SECTIONS = ("hosts", "keys", "tokens")
+SECTIONS = ("hosts", "keys", "tokens", "github_app")
+APP_FIELDS = ("app_id", "installation_id", "host", "api_url", "git_url")
 KEY_VAR = re.compile(r"^DEPLOY_KEY(_[A-Z0-9_]+)?$")
 TOKEN_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # A repository (org/repo, group/sub/repo), a glob of them (acme/*), a host (gitlab.com), or a
@@ -135,6 +136,19 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class AppConfig:
+    """deploykey.yml's `github_app:` (no secret: the App's key is a config var or a secret).
+    `api_url`: the REST API (GitHub Enterprise Server: https://HOST/api/v3); `git_url`: where git
+    fetches the host's repositories over HTTPS; both derived from `host` when not given."""
+
+    app_id: str | None = None
+    installation_id: str | None = None
+    host: str = "github.com"
+    api_url: str | None = None
+    git_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     values: Mapping[str, str]
     hosts: Mapping[str, HostConfig]
@@ -142,6 +156,7 @@ class Settings:
     keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict)
     given: frozenset[str] = frozenset()  # the DEPLOYKEY_* settings set, not defaulted
+    github_app: AppConfig = field(default_factory=AppConfig)
 
     def get(self, name: str) -> str:
         return self.values[name]
@@ -174,8 +189,8 @@ def load(
     given = frozenset(s.name for s in SETTINGS if _raw(s.name, env, environ).strip())
     config_file = app_dir / CONFIG_FILE
     if config_file.is_file():
-        hosts, keys, tokens = _read_config(config_file)
-        return Settings(values, hosts, config_file, keys, tokens, given)
+        hosts, keys, tokens, app = _read_config(config_file)
+        return Settings(values, hosts, config_file, keys, tokens, given, app)
     return Settings(values, {}, None, given=given)
 
 
@@ -204,7 +219,7 @@ def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) 
 
 def _read_config(
     path: Path,
-) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig]]:
+) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig], AppConfig]:
     import yaml
 
     try:
@@ -221,7 +236,7 @@ def _read_config(
         detail = "its lists or mappings are nested too deeply"
         raise UserError("config::invalid", path=path, detail=detail) from None
     if data is None:
-        return {}, {}, {}
+        return {}, {}, {}, AppConfig()
     if not isinstance(data, dict):
         raise UserError("config::invalid", path=path, detail="the top level must be a mapping")
     unknown = sorted(set(map(str, data)) - set(SECTIONS))
@@ -244,7 +259,45 @@ def _read_config(
     tokens = {
         str(name): _token(path, str(name), value) for name, value in sections["tokens"].items()
     }
-    return hosts, keys, tokens
+    return hosts, keys, tokens, _app(path, sections["github_app"])
+
+
+# A URL deploykey sends the App's JWT or a token to: https, or http on this machine only.
+APP_URL = re.compile(
+    r"^(https://[A-Za-z0-9.-]+(:[0-9]+)?|http://(127\.0\.0\.1|localhost)(:[0-9]+)?)(/[A-Za-z0-9._~/-]*)?$"
+)
+
+
+def _app(path: Path, fields: dict[Any, Any]) -> AppConfig:
+    def invalid(detail: str) -> UserError:
+        return UserError("config::invalid", path=path, detail=f"github_app: {detail}")
+
+    if _holds_private_key(fields):
+        raise UserError("config::key-inside", path=path, name="github_app")
+    unknown = sorted(set(map(str, fields)) - set(APP_FIELDS))
+    if unknown:
+        raise invalid(f"unknown setting {unknown[0]!r} (known: {', '.join(APP_FIELDS)})")
+    found: dict[str, str] = {}
+    for name, value in fields.items():
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if text is None or CONTROL.search(text):
+            raise invalid(f"{name} must be one line of text")
+        found[str(name)] = text.strip()
+    for name in ("app_id", "installation_id"):
+        if name in found and not re.fullmatch(r"[0-9]+|Iv[0-9A-Za-z.]+", found[name]):
+            raise invalid(f"{name} must be the App's number (or its client id, Iv...)")
+    if "host" in found and not HOST_NAME.fullmatch(found["host"]):
+        raise invalid("host must be a host name, e.g. github.com or github.example.com")
+    for name in ("api_url", "git_url"):
+        if name in found and not APP_URL.fullmatch(found[name]):
+            raise invalid(f"{name} must be an https:// URL (http:// only to this machine)")
+    return AppConfig(
+        found.get("app_id"),
+        found.get("installation_id"),
+        found.get("host", "github.com").lower(),
+        found.get("api_url", "").rstrip("/") or None,
+        found.get("git_url", "").rstrip("/") or None,
+    )
 
 
 def _patterns(path: Path, name: str, value: Any) -> tuple[str, ...]:

@@ -20,26 +20,31 @@ INDEX = "tokens"
 
 HELPER_SCRIPT = r"""#!/bin/sh
 # deploykey's git credential helper for one build: answers `get` for the hosts listed in `tokens`
-# (HOST USER FILE) with the token in FILE. Written by deploykey; removed when the build ends.
+# (HOST USER FILE [PATH]) with the token in FILE; a line with a PATH (a GitHub App's token, which
+# opens only its installation's repositories) answers for that repository only, the first line
+# that fits wins. Written by deploykey; removed when the build ends.
 set -eu
 dir=$(dirname -- "$0")
 [ "${1-}" = get ] || exit 0
 protocol=""
 host=""
+path=""
 while IFS= read -r line; do
   [ -n "$line" ] || break
   case "$line" in
     protocol=*) protocol=${line#protocol=} ;;
     host=*) host=${line#host=} ;;
+    path=*) path=${line#path=} ;;
   esac
 done
+path=${path%.git}
 case "$protocol" in
   https) ;;
   http) case "$host" in 127.0.0.1 | 127.0.0.1:* | localhost | localhost:* | "[::1]"*) ;; *) exit 0 ;; esac ;;
   *) exit 0 ;;
 esac
-while read -r token_host user file; do
-  if [ "$token_host" = "$host" ]; then
+while read -r token_host user file token_path; do
+  if [ "$token_host" = "$host" ] && { [ -z "$token_path" ] || [ "$token_path" = "$path" ]; }; then
     printf 'username=%s\npassword=' "$user"
     cat "$dir/$file"
     printf '\n'

@@ -25,6 +25,7 @@ from deploykey import (
     build,
     config,
     errors,
+    githubapp,
     image,
     install,
     mirrors,
@@ -37,7 +38,7 @@ from deploykey import (
 from deploykey.errors import UserError
 from deploykey.install import Target
 
-TOKEN_NAMES = tuple(config.DEFAULT_TOKENS)
+TOKEN_NAMES = tuple(config.DEFAULT_TOKENS) + githubapp.NAMES
 MIRRORS_PREFIX = "deploykey-mirrors-"
 
 
@@ -113,7 +114,7 @@ def fetch_command(
     record = build.write_record(cache, plan, fetched, findings)
     output.detail(f"recorded what was fetched in {record}, for `install --fetched`")
     output.step("Checking the app and the cache for the keys")
-    leak = build.leak_check([app, cache], plan.keys, plan.tokens, settings)
+    leak = build.leak_check([app, cache], plan.secret_keys, plan.secret_tokens, settings)
     if leak is not None:
         raise _in_context(leak, app)
     output.step("Done: fetched; the keys are gone, and the install step needs none")
@@ -257,6 +258,7 @@ def setup_command(
     # A CI secret exported as a variable reaches every command of the job, its install included:
     # the shell that evaluates this forgets it (the fetch is done).
     secrets = [n for n in env.key_names() + [t.name for t in plan.tokens] if n in os.environ]
+    secrets += [n for n in (githubapp.PRIVATE_KEY,) if n in os.environ]
     if secrets:
         output.shell("unset " + " ".join(secrets))
         output.detail(f"this shell forgets {', '.join(secrets)}: the fetch is done")
@@ -286,7 +288,7 @@ def cleanup_command(
         ]
         output.shell("unset " + " ".join(names))
     env = _source(env_dir, key_files)
-    if not env.key_names():
+    if not env.key_names() and env.get(githubapp.PRIVATE_KEY) is None:
         output.detail("no DEPLOY_KEY* in the environment: nothing to scan for")
         return 0
     return scan_command(paths or (".",), env_dir, key_files)
@@ -296,16 +298,14 @@ def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[s
     """`deploykey scan PATH...`: exit 0 clean, 1 when a key or token is found."""
     env = _source(env_dir, key_files)
     settings = config.load(Path.cwd(), env)
-    from deploykey import credentials
-
-    tokens = credentials.read(env, settings)
-    if not env.key_names() and not tokens:
+    secrets = build.looked_for(env, settings)
+    if secrets is None:
         raise UserError(
             "usage",
             message="deploykey scan: no key to look for",
             command="deploykey scan",
         )
-    found = build.read_keys(env, tokens)
+    found, tokens = secrets
     # What the user names is scanned as named: a symlink for its target, a missing path an error
     # (a scan of nothing must not say "no key material found").
     roots = [Path(path).resolve() for path in paths]
@@ -324,10 +324,8 @@ def scan_image_command(archive: str, env_dir: str | None, key_files: tuple[str, 
     paths on a hit."""
     env = _source(env_dir, key_files)
     settings = config.load(Path.cwd(), env)
-    from deploykey import credentials
-
-    tokens = credentials.read(env, settings)
-    found = build.read_keys(env, tokens)
+    secrets = build.looked_for(env, settings)
+    found, tokens = secrets if secrets is not None else (build.read_keys(env), [])
     output.step(f"Scanning the image {archive} for the keys")
     searcher = scan.Searcher.of(found, {token.name: token.value for token in tokens})
     report = image.scan_archive(Path(archive), searcher)

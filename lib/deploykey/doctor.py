@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from deploykey import discover, errors, mirrors, output, routing, run
+from deploykey import discover, errors, githubapp, mirrors, output, routing, run
 from deploykey.access import Access
 from deploykey.config import Settings
 from deploykey.credentials import Token
@@ -48,10 +48,14 @@ def pins(findings: Sequence[Finding]) -> list[str]:
 
 
 def private_https(
-    requirements: Requirements, routes: Sequence[routing.Route], tokens: Sequence[Token]
+    requirements: Requirements,
+    routes: Sequence[routing.Route],
+    tokens: Sequence[Token],
+    app_host: str | None = None,
 ) -> list[GitRequirement]:
-    """https requirements that need deploykey: a token serves their host, or a key their repo."""
-    token_hosts = {token.host for token in tokens}
+    """https requirements that need deploykey: a token or a GitHub App serves their host, or a key
+    their repo."""
+    token_hosts = {token.host for token in tokens} | ({app_host} if app_host else set())
     return [
         req
         for req in requirements.https
@@ -81,7 +85,8 @@ def check(
         )
         for problem in requirements.problems
     ]
-    pending = list(requirements.git) + private_https(requirements, access.routes, tokens)
+    app_host = access.app.app.host if access.app is not None else None
+    pending = list(requirements.git) + private_https(requirements, access.routes, tokens, app_host)
     seen: set[tuple[str, str, str | None, str]] = set()
     # Several at once: each fetch that needs the network is a round trip.
     with ThreadPoolExecutor(max_workers=routing.CONNECTIONS) as pool:
@@ -91,6 +96,8 @@ def check(
                 if (req.host_port, req.repo, req.ref, req.fragment) not in seen:
                     seen.add((req.host_port, req.repo, req.ref, req.fragment))
                     batch.append(req)
+            if access.app is not None:  # tokens for the App's repositories among them, first
+                access.app.cover(batch)
             found = list(
                 pool.map(lambda req: _check(req, access, tokens, settings, fetcher), batch)
             )
@@ -112,7 +119,8 @@ def _named_by(
     assert finding.requirement is not None and finding.commit is not None
     found = discover.named_by(fetcher, finding.requirement, finding.commit)
     private = [req for req in found.git if req.scheme == "ssh"]
-    return private + private_https(found, access.routes, tokens)
+    app_host = access.app.app.host if access.app is not None else None
+    return private + private_https(found, access.routes, tokens, app_host)
 
 
 def _check(
@@ -122,9 +130,27 @@ def _check(
     settings: Settings,
     fetcher: mirrors.Fetcher,
 ) -> Finding:
+    if access.app is not None and access.app.app.serves(req):
+        return _check_app(req, access.app.app, fetcher)
     if req.scheme == "ssh":
         return _check_ssh(req, access, settings, fetcher)
     return _check_https(req, access, tokens, fetcher)
+
+
+def _check_app(req: GitRequirement, app: githubapp.App, fetcher: mirrors.Fetcher) -> Finding:
+    """Over HTTPS with the installation token minted for it (Session.cover)."""
+    via = f"GitHub App {app.app_id}'s installation token -> {app.git_url}"
+    fetched = fetcher.fetch(req)
+    if fetched.result.ok:
+        return _check_ref(req, via, fetched, fetcher.git)
+    return Finding(
+        req.where,
+        _what(req),
+        via,
+        False,
+        _last_words(fetched.result),
+        f"check that {req.repo} exists and that the App's installation can read it.",
+    )
 
 
 def report(findings: Sequence[Finding]) -> None:

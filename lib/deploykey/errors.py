@@ -511,6 +511,79 @@ PROBLEMS: dict[str, Problem] = {
         "data), set DEPLOYKEY_SCAN_INCOMPLETE=warn: they are then named and searched as bytes "
         "only.",
     ),
+    "app::incomplete": Problem(
+        title="{given} is set, but not {missing}",
+        why="A GitHub App needs both: the App's id (GITHUB_APP_ID, or `app_id` under `github_app:` "
+        "in deploykey.yml) and its private key (GITHUB_APP_PRIVATE_KEY, the .pem file the App's "
+        "settings page downloads, or base64 of it), to sign the JWT that mints installation "
+        "tokens.",
+        fix="Set {missing} as a {setting}; the App id is on the App's settings page (General, "
+        "About).",
+    ),
+    "app::key-not-rsa": Problem(
+        title="{source} is not a GitHub App private key: it is a {keytype} key ({fingerprint})",
+        why="GitHub Apps sign their JWTs with RS256: their private keys are RSA, in the .pem file "
+        "the App's settings page generates. A deploy key or an ssh key is not one.",
+        fix="Generate a private key on the App's settings page (General, Private keys) and set "
+        "the downloaded .pem file's content as GITHUB_APP_PRIVATE_KEY.",
+    ),
+    "app::not-installed": Problem(
+        title="The GitHub App {app} is not installed on {owner}",
+        why="{owner}/{repo} is on {host}, and an App reads only the accounts it is installed on. "
+        "GitHub answered 404 for the installation on {owner}/{repo}, on the organisation and "
+        "on the user {owner}.",
+        fix="Install the App on {owner} and give it {repos}: {install_url}",
+    ),
+    "app::repository-not-selected": Problem(
+        title="{owner}/{repo} is not among the repositories the App's installation on {owner} "
+        "can read",
+        why="The App is installed on {owner} (installation {installation}), but only for selected "
+        "repositories, and {owner}/{repo} is not one of them (or does not exist).",
+        fix="Add {owner}/{repo} under Repository access in the installation's settings: "
+        "{settings_url}",
+    ),
+    "app::no-contents": Problem(
+        title="The GitHub App's installation on {owner} cannot read repository contents",
+        why="Fetching a repository needs the Contents permission (read); the installation "
+        "{installation} has {permissions}.",
+        fix="In the App's settings (Permissions and events, Repository permissions) set Contents "
+        "to Read-only; then {owner} accepts the new permission at {settings_url}.",
+    ),
+    "app::clock": Problem(
+        title="GitHub refused the App's JWT for its times: {message}",
+        why="A JWT is valid from `iat` (deploykey sets it 60 s in the past) to `exp` (9 minutes "
+        "ahead), as GitHub's clock sees them. {offset}",
+        fix="Set this machine's clock right (NTP: `timedatectl set-ntp true`, or the container "
+        "host's clock), then build again.",
+    ),
+    "app::rejected": Problem(
+        title="GitHub refused the App's JWT: {message}",
+        why="The JWT names App {app_id} and is signed with GITHUB_APP_PRIVATE_KEY ({fingerprint}, "
+        "as GitHub shows it). GitHub did not accept the pair: the id is not the App's, or the key "
+        "is not one of its private keys (another App's, or deleted).",
+        fix="On the App's settings page (General) compare the App ID with {app_id} and the "
+        "private keys' fingerprints with {fingerprint}; generate a new key there if none "
+        "matches, and set it as GITHUB_APP_PRIVATE_KEY.",
+    ),
+    "app::unreachable": Problem(
+        title="GitHub's API at {url} cannot be reached: {reason}",
+        why="Minting an installation token is an HTTPS request to the API (deploykey trusts the "
+        "system's CA store, as pip and git do; it honours HTTPS_PROXY and NO_PROXY).",
+        fix="Check that this build can reach {url}: a proxy needs HTTPS_PROXY, a TLS-inspecting "
+        "proxy's CA must be in the system store (update-ca-certificates), GitHub Enterprise "
+        "Server needs `api_url` under `github_app:` in deploykey.yml.",
+    ),
+    "app::rate-limited": Problem(
+        title="GitHub's API rate limit stopped the App ({message})",
+        why="GitHub answered {status}: the App has used its requests for now. {reset}",
+        fix="Build again after that time; an App makes 3 to 5 requests per build.",
+    ),
+    "app::api": Problem(
+        title="GitHub's API answered {status} to {request}: {message}",
+        why="deploykey asked for what an installation token needs (the installation of a "
+        "repository, a token for it) and GitHub refused.",
+        fix="Check the App's installation on the account; {documentation}",
+    ),
     "scan::missing": Problem(
         title="{path} does not exist (or is a symbolic link to nothing)",
         why="`deploykey scan` searches the paths it is given; it does not report a path it could "
@@ -617,7 +690,8 @@ class UserError(Exception):
     def _facts(self) -> dict[str, object]:
         """The error's facts, and how to set its key (or DEPLOY_KEY) on the current platform."""
         name = self.facts.get("name")
-        key = name if isinstance(name, str) and name.startswith("DEPLOY_KEY") else "DEPLOY_KEY"
+        named = isinstance(name, str) and name.startswith(("DEPLOY_KEY", "GITHUB_APP"))
+        key = name if named and isinstance(name, str) else "DEPLOY_KEY"
         return {**_platform.facts(key), **self.facts}
 
     @property

@@ -14,7 +14,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploykey import build, config, errors, install, manifests, mirrors, output, scrub, sources
+from deploykey import (
+    build,
+    config,
+    errors,
+    githubapp,
+    install,
+    manifests,
+    mirrors,
+    output,
+    scrub,
+    sources,
+)
 from deploykey.errors import UserError
 
 NAME = "deploykey"
@@ -101,6 +112,7 @@ def forget_keys(plan: build.Plan) -> None:
     so that no package's build code finds them there. Elsewhere an env dir (or .env file) is the
     user's own: it is left as it is."""
     names = plan.env.key_names() + [token.name for token in plan.tokens]
+    names += [githubapp.PRIVATE_KEY] if plan.env.get(githubapp.PRIVATE_KEY) is not None else []
     if not names:
         return
     if plan.env.is_file or not os.environ.get("STACK", "").startswith("heroku-"):
@@ -131,7 +143,7 @@ def _handoff(plan: build.Plan) -> int:
     )
     output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
     output.step("Checking the app and the cache for the keys")
-    leak = build.leak_check(plan.outside, plan.keys, plan.tokens, plan.settings)
+    leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
     if leak is not None:
         raise leak
     return 0

@@ -156,3 +156,12 @@ def capture(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> Res
     )
     text = completed.stdout.decode("utf-8", "replace")
     return Result(tuple(argv), completed.returncode, tuple(text.splitlines()))
+
+
+def binary(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes, str]:
+    """Run a short tool whose output is bytes (openssl's signature): its exit status, its stdout
+    as it is, and its stderr as text."""
+    completed = subprocess.run(  # noqa: S603 - argv is the kit's own, never user text
+        list(argv), input=stdin, capture_output=True, env=dict(env), check=False
+    )
+    return completed.returncode, completed.stdout, completed.stderr.decode("utf-8", "replace")
