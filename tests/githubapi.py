@@ -292,7 +292,8 @@ class GitHubAPI:
             if "x-ratelimit-remaining" not in reply.headers:
                 self.used += 1
                 reply.headers.update(self._rate_headers())
-            reply.headers["X-GitHub-Api-Version-Selected"] = DEFAULT_API_VERSION
+            version = headers.get("X-GitHub-Api-Version") or DEFAULT_API_VERSION
+            reply.headers["X-GitHub-Api-Version-Selected"] = version
             reply.headers["X-GitHub-Request-Id"] = secrets.token_hex(8).upper()
             return reply
 
@@ -805,8 +806,10 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version, sys_version = "github.com", ""
     server: _Server
+
+    def version_string(self) -> str:
+        return "github.com"  # the Server header api.github.com sends
 
     def do_GET(self) -> None:
         self._serve("GET")

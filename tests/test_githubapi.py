@@ -120,8 +120,9 @@ def mint(api: GitHubAPI, key: Path, installation: int, **body: Any) -> tuple[int
 def test_the_app_is_found_by_a_jwt_naming_its_id_or_client_id(
     api: GitHubAPI, app_key: tuple[Path, bytes], iss: Any
 ) -> None:
-    status, answer, _ = call(api, "GET", "/app", f"Bearer {app_jwt(app_key[0], iss=iss)}")
+    status, answer, headers = call(api, "GET", "/app", f"Bearer {app_jwt(app_key[0], iss=iss)}")
     assert (status, answer["id"], answer["client_id"]) == (200, APP_ID, CLIENT_ID)
+    assert headers["X-GitHub-Api-Version-Selected"] == "2022-11-28"  # the default version
 
 
 def test_a_jwt_signed_by_another_key_is_refused(api: GitHubAPI, tmp_path: Path) -> None:
