@@ -4,6 +4,9 @@ nginx asks for HTTP basic credentials (the user name and the token as the passwo
 request to `git http-backend` through fcgiwrap, as a self-hosted git server behind a token would.
 Its access log records each request's user and URL, so tests can check that no token was ever in
 a URL. Started and stopped by the tests; Debian packages nginx and fcgiwrap (.ci/setup).
+
+`create(user, token)` guards the repositories with that one htpasswd entry; `create_guarded` takes
+other nginx directives instead (githubapi.GitHubGit asks the GitHub API stand-in about each request).
 """
 
 from __future__ import annotations
@@ -31,19 +34,22 @@ class GitHttpServer:
     token: str
     port: int = 0
     processes: tuple[subprocess.Popen[bytes], ...] = ()
+    # nginx directives in the repositories' location that decide who may fetch, and any
+    # server-level directives (further locations) they rely on.
+    guard: str = ""
+    extra: str = ""
 
     @classmethod
     def create(cls, user: str, token: str) -> GitHttpServer:
-        for program in (NGINX, FCGIWRAP, BACKEND):
-            if not Path(program).exists():
-                raise RuntimeError(
-                    f"{program} is missing: install nginx, fcgiwrap and git (.ci/setup does)"
-                )
-        root = Path(tempfile.mkdtemp(prefix="deploykey-httpserver-"))
-        (root / "repos").mkdir()
+        root = _new_root()
         # nginx's PLAIN scheme: the password as it is (a test token, made at run time).
         (root / "htpasswd").write_text(f"{user}:{{PLAIN}}{token}\n")
-        return cls(root, user, token)
+        guard = f'auth_basic "git";\nauth_basic_user_file {root}/htpasswd;'
+        return cls(root, user, token, guard=guard)
+
+    @classmethod
+    def create_guarded(cls, guard: str, extra: str = "") -> GitHttpServer:
+        return cls(_new_root(), "", "", guard=guard, extra=extra)
 
     @property
     def url(self) -> str:
@@ -80,9 +86,9 @@ class GitHttpServer:
                     scgi_temp_path {temp}/scgi;
                     server {{
                         listen 127.0.0.1:{self.port};
+                        @EXTRA@
                         location / {{
-                            auth_basic "git";
-                            auth_basic_user_file {self.root}/htpasswd;
+                            @GUARD@
                             fastcgi_pass unix:{socket_path};
                             fastcgi_param SCRIPT_FILENAME {BACKEND};
                             fastcgi_param GIT_PROJECT_ROOT {self.root}/repos;
@@ -99,6 +105,8 @@ class GitHttpServer:
                 }}
                 """
             )
+            .replace("@EXTRA@", self.extra)
+            .replace("@GUARD@", self.guard)
         )
         log = (self.root / "servers.log").open("ab")
         fcgi = subprocess.Popen([FCGIWRAP, "-s", f"unix:{socket_path}"], stdout=log, stderr=log)
@@ -129,3 +137,14 @@ class GitHttpServer:
         self.processes = ()
         if not keep:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _new_root() -> Path:
+    for program in (NGINX, FCGIWRAP, BACKEND):
+        if not Path(program).exists():
+            raise RuntimeError(
+                f"{program} is missing: install nginx, fcgiwrap and git (.ci/setup does)"
+            )
+    root = Path(tempfile.mkdtemp(prefix="deploykey-httpserver-"))
+    (root / "repos").mkdir()
+    return root
