@@ -12,7 +12,6 @@ that without it the CA is refused.
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
