@@ -12,15 +12,18 @@ that without it the CA is refused.
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import Build, files_with_key, flit_package, key_dirs, text_has_key
+from conftest import BIN, Build, files_with_key, flit_package, key_dirs, text_has_key
 from githubapi import GitHubAPI, GitHubGit, make_app_key
+from test_apphooks import python_buildpack_pip, run_hook
 
 APP_ID = 424242
 OWNER = "acme"
@@ -221,7 +224,7 @@ def test_the_doctor_mints_checks_and_revokes(build: Build, github: GitHub) -> No
             "app::repository-not-selected",
             "/organizations/acme/settings/installations/",
         ),
-        ("clock", "app::clock", "This machine's clock is 3600 s behind GitHub's"),
+        ("clock", "app::clock", "s behind GitHub's (its Date header)"),
         ("wrong key", "app::rejected", "A JSON web token could not be decoded"),
         ("rate limited", "app::rate-limited", "The limit resets at"),
         ("unreachable", "app::unreachable", "Connection refused"),
@@ -267,6 +270,9 @@ def test_what_goes_wrong_is_named_with_its_fix(
     assert result.returncode == 1, out
     assert f"({slug}: README.md#{slug.replace('::', '-')})" in out
     assert said in out
+    if case == "clock":  # the Date header is to the second
+        seconds = re.search(r"clock is (\d+) s behind", out)
+        assert seconds is not None and 3595 <= int(seconds.group(1)) <= 3605, out
     assert not text_has_key(out, github.key_text)
     assert all(t.revoked for t in minted_since(github, before))
     assert not list(build.app.glob(".venv/lib/*/site-packages/private_utils"))
@@ -294,3 +300,95 @@ def test_the_system_store_is_what_is_trusted(build: Build, github: GitHub) -> No
     result = build.compile("--dry-run", env=build.environ(SSL_CERT_FILE=str(github.bundle)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mints a token per installation" in result.stdout
+
+
+def written_hooks(build: Build) -> None:
+    done = subprocess.run(
+        [str(BIN / "deploykey"), "hooks", str(build.app)],
+        capture_output=True,
+        text=True,
+        env=build.environ(),
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_app_hooks_mint_and_revoke_within_pre_compile(build: Build, github: GitHub) -> None:
+    """heroku-buildpack-python's hooks: the token is minted and revoked inside pre_compile, before
+    pip runs; post_compile has no token to revoke, and scans for the App's key."""
+    app_build(build, github)
+    written_hooks(build)
+    env = build.environ(SSL_CERT_FILE=str(github.bundle), STACK="heroku-24")
+    # sub_env: the config vars exported with $(cat file), and BUILD_DIR/CACHE_DIR/ENV_DIR.
+    env.update(
+        BUILD_DIR=str(build.app),
+        CACHE_DIR=str(build.cache),
+        ENV_DIR=str(build.env_dir),
+        GITHUB_APP_ID=str(APP_ID),
+        GITHUB_APP_PRIVATE_KEY=github.key_text.rstrip("\n"),
+    )
+    before, dirs = len(github.api.tokens), key_dirs()
+    pre = run_hook(build, "pre_compile", env)
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    (token,) = minted_since(github, before)
+    assert token.revoked and sorted(token.repositories or []) == sorted(REPOS)
+    assert key_dirs() - dirs == set()
+    pip = python_buildpack_pip(build)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    assert "Successfully installed private-extra-1.0 private-utils-1.0" in pip.stdout
+    post = run_hook(build, "post_compile", env)
+    assert post.returncode == 0, post.stdout + post.stderr
+    # pre_compile checked the app and the cache, then removed the key from ENV_DIR (Heroku's,
+    # which pip's build code can read): post_compile finds nothing left to look for.
+    assert "no key material found" in pre.stdout
+    assert "removed GITHUB_APP_PRIVATE_KEY from" in pre.stdout
+    assert "nothing to scan for" in post.stdout
+    out = pre.stdout + pre.stderr + post.stdout + post.stderr
+    assert token.value not in out and not text_has_key(out, github.key_text)
+    assert files_with_key([build.app, build.cache, build.home], github.key_text) == []
+
+
+def test_ci_setup_then_the_jobs_own_install(build: Build, github: GitHub, tmp_path: Path) -> None:
+    """A CI job: the App's id and key as CI variables; setup fetches (minting and revoking),
+    makes the shell forget the key, and the job's own pip installs from the mirrors."""
+    app_build(build, github)
+    venv = tmp_path / "venv"
+    script = f"""
+        set -euo pipefail
+        eval "$({BIN}/deploykey setup --shell)"
+        echo "during: ${{GITHUB_APP_PRIVATE_KEY:-unset}}"
+        {sys.executable} -m venv {venv}
+        {venv}/bin/pip install --no-cache-dir --no-input -r requirements.txt
+        eval "$({BIN}/deploykey cleanup --shell)"
+    """
+    env = build.environ(
+        SSL_CERT_FILE=str(github.bundle),
+        GITHUB_APP_ID=str(APP_ID),
+        GITHUB_APP_PRIVATE_KEY=github.key_text,
+        CI="true",
+    )
+    before = len(github.api.tokens)
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=build.app, env=env, capture_output=True, text=True
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "during: unset" in result.stdout
+    assert "Successfully installed private-extra-1.0 private-utils-1.0" in result.stdout
+    (token,) = minted_since(github, before)
+    assert token.revoked
+    assert token.value not in out and not text_has_key(out, github.key_text)
+    assert files_with_key([build.app, venv, build.home], github.key_text) == []
+
+
+def test_install_fetched_refuses_the_apps_key(build: Build, github: GitHub) -> None:
+    app_build(build, github)
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "install", "--fetched", "--cache-dir", str(build.cache)],
+        cwd=build.app,
+        env=build.environ(GITHUB_APP_PRIVATE_KEY=github.key_text),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "(fetch::key-present: README.md#fetch-key-present)" in result.stderr
+    assert "GITHUB_APP_PRIVATE_KEY" in result.stderr

@@ -137,7 +137,8 @@ def looked_for(env: EnvSource, settings: Settings) -> tuple[list[Key], list[Toke
     scan post-group, `deploykey scan`): the keys, the tokens, the App's private key; None when
     the build has none of them. (The App's minted tokens were revoked where they were minted.)"""
     tokens = credentials.read(env, settings)
-    app = githubapp.read(env, settings)
+    # The id alone is no secret: left where the key was removed from (Heroku's ENV_DIR).
+    app = githubapp.read(env, settings) if env.get(githubapp.PRIVATE_KEY) else None
     if not env.key_names() and not tokens and app is None:
         return None
     found = read_keys(env, tokens, app=app)
