@@ -307,6 +307,7 @@ class GitHubAPI:
             self._rate_limit(headers)
         routes: list[tuple[str, str, Any]] = [
             ("GET", r"/app", self._get_app),
+            ("GET", r"/app/installations/(\d+)", self._get_installation),
             ("GET", r"/repos/([^/]+)/([^/]+)/installation", self._repo_installation),
             ("GET", r"/orgs/([^/]+)/installation", self._org_installation),
             ("GET", r"/users/([^/]+)/installation", self._user_installation),
@@ -324,6 +325,16 @@ class GitHubAPI:
         app = self._authenticate_app(headers)
         installations = sum(1 for i in self.installations.values() if i.app_id == app.id)
         return _Reply(200, _json(self._app_json(app) | {"installations_count": installations}))
+
+    # https://docs.github.com/en/rest/apps/apps#get-an-installation-for-the-authenticated-app
+    def _get_installation(self, headers: Any, body: bytes, installation_id: str) -> _Reply:
+        app = self._authenticate_app(headers)
+        installation = self.installations.get(int(installation_id))
+        if installation is None or installation.app_id != app.id:
+            raise _Refusal(
+                404, "Not Found", f"{APPS_DOCS}#get-an-installation-for-the-authenticated-app"
+            )
+        return _Reply(200, _json(self._installation_json(installation)))
 
     # https://docs.github.com/en/rest/apps/apps#get-a-repository-installation-for-the-authenticated-app
     def _repo_installation(self, headers: Any, body: bytes, owner: str, repo: str) -> _Reply:

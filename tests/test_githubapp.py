@@ -12,6 +12,7 @@ that without it the CA is refused.
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -22,8 +23,11 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, Build, files_with_key, flit_package, key_dirs, text_has_key
+from deploykey import config, githubapp, sources
+from deploykey.errors import UserError
 from githubapi import GitHubAPI, GitHubGit, make_app_key
 from test_apphooks import python_buildpack_pip, run_hook
+from test_hostile import HOSTILE_BACKEND, take_loot
 
 APP_ID = 424242
 OWNER = "acme"
@@ -392,3 +396,82 @@ def test_install_fetched_refuses_the_apps_key(build: Build, github: GitHub) -> N
     assert result.returncode == 1
     assert "(fetch::key-present: README.md#fetch-key-present)" in result.stderr
     assert "GITHUB_APP_PRIVATE_KEY" in result.stderr
+
+
+def test_a_hostile_dependency_finds_neither_the_apps_key_nor_a_live_token(
+    build: Build, github: GitHub
+) -> None:
+    """tests/test_hostile.py's backend, served by the App: while it builds, it searches every
+    process, the env dir, /dev/shm, TMPDIR, HOME and git's credential helpers."""
+    if f"{OWNER}/hostile" not in github.api.repositories:
+        github.git.add_repo(
+            OWNER,
+            "hostile",
+            {
+                **flit_package("hostile", "1.0", backend="hostile_backend"),
+                "hostile_backend.py": HOSTILE_BACKEND,
+            },
+        )
+    installation = next(i for i in github.api.installations.values() if i.owner == OWNER)
+    installation.repositories = [*(installation.repositories or []), "hostile"]
+    app_build(build, github, f"hostile @ git+ssh://git@github.com/{OWNER}/hostile.git@v1.0\n")
+    before = len(github.api.tokens)
+    result = compile_app(build, github)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    loot = take_loot(build)
+    assert b"== environ" in loot and b"== git config" in loot and b"== cmdline" in loot
+    assert str(build.env_dir).encode() in loot
+    (token,) = minted_since(github, before)
+    assert token.revoked
+    assert token.value.encode() not in loot
+    assert not text_has_key(loot.decode("utf-8", "replace"), github.key_text)
+    assert files_with_key([build.app, build.cache, build.home], github.key_text) == []
+
+
+def test_a_given_installation_id_is_used_as_it_is(build: Build, github: GitHub) -> None:
+    installation = next(i for i in github.api.installations.values() if i.owner == OWNER)
+    app_build(build, github, installation_id=installation.id)
+    asked = len(github.api.requests)
+    result = compile_app(build, github)
+    assert result.returncode == 0, result.stdout + result.stderr
+    paths = [path for _method, path, _status in github.api.requests[asked:]]
+    assert not [path for path in paths if path.endswith("/installation")]
+    assert f"/app/installations/{installation.id}/access_tokens" in paths
+
+
+def test_github_enterprise_server_defaults(tmp_path: Path) -> None:
+    (tmp_path / "deploykey.yml").write_text("github_app: {host: GitHub.Example.com}\n")
+    pem = tmp_path / "app.pem"
+    make_app_key(pem)
+    env = sources.EnvSource(
+        tmp_path, False, {"GITHUB_APP_ID": b"7", "GITHUB_APP_PRIVATE_KEY": pem.read_bytes()}
+    )
+    app = githubapp.read(env, config.load(tmp_path, env))
+    assert app is not None
+    assert (app.host, app.api_url, app.git_url) == (
+        "github.example.com",
+        "https://github.example.com/api/v3",
+        "https://github.example.com",
+    )
+    # As GitHub lists the App's keys: `openssl rsa -pubout -outform DER | openssl sha256`.
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", str(pem), "-pubout", "-outform", "DER"], capture_output=True
+    ).stdout
+    digest = subprocess.run(["openssl", "sha256", "-binary"], input=der, capture_output=True)
+    assert app.fingerprint == "SHA256:" + base64.b64encode(digest.stdout).decode()
+
+
+@pytest.mark.parametrize(
+    ("yml", "detail"),
+    [
+        ("github_app: {api_url: 'http://api.example.com'}", "api_url must be an https:// URL"),
+        ("github_app: {app_id: 'twelve'}", "app_id must be the App's number"),
+        ("github_app: {secret: x}", "unknown setting 'secret'"),
+    ],
+)
+def test_github_app_settings_are_checked(tmp_path: Path, yml: str, detail: str) -> None:
+    (tmp_path / "deploykey.yml").write_text(yml + "\n")
+    with pytest.raises(UserError) as raised:
+        config.load(tmp_path, None)
+    assert detail in raised.value.title
