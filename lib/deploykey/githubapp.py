@@ -34,7 +34,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from deploykey import credentials, keydir, keys, output, run
 from deploykey.childenv import child_env
@@ -364,9 +364,8 @@ class Session:
         if 200 <= answer.status < 300 or (missing and answer.status in (404, 422)):
             return answer
         self._refused(answer, f"{method} {path}")
-        raise AssertionError("unreachable")
 
-    def _refused(self, answer: Answer, request: str) -> None:
+    def _refused(self, answer: Answer, request: str) -> NoReturn:
         message = answer.message
         if answer.status in (403, 429) and (
             answer.headers.get("x-ratelimit-remaining") == "0"
