@@ -361,9 +361,9 @@ class Session:
         """A request as the App (JWT); an error for anything but success (and, when `missing`,
         404 and 422, which the caller words)."""
         answer = _call(self.app.api_url, method, path, f"Bearer {self._token()}", body)
-        if 200 <= answer.status < 300 or (missing and answer.status in (404, 422)):
-            return answer
-        self._refused(answer, f"{method} {path}")
+        if not (200 <= answer.status < 300 or (missing and answer.status in (404, 422))):
+            self._refused(answer, f"{method} {path}")
+        return answer
 
     def _refused(self, answer: Answer, request: str) -> NoReturn:
         message = answer.message
