@@ -475,3 +475,16 @@ def test_github_app_settings_are_checked(tmp_path: Path, yml: str, detail: str) 
     with pytest.raises(UserError) as raised:
         config.load(tmp_path, None)
     assert detail in raised.value.title
+
+
+def test_a_binding_of_type_github_app(tmp_path: Path) -> None:
+    """CNB: the App as a service binding (servicebinding.io), like a key of type ssh-auth."""
+    binding = tmp_path / "bindings" / "our-app"
+    binding.mkdir(parents=True)
+    (binding / "type").write_text("github-app\n")
+    (binding / "app-id").write_text("77\n")
+    make_app_key(binding / "private-key")
+    env = sources.EnvSource(tmp_path, False, {}).with_bindings(tmp_path / "bindings")
+    app = githubapp.read(env, config.load(tmp_path, env))
+    assert app is not None and app.app_id == "77"
+    assert app.key.source == f"the binding our-app ({binding / 'private-key'})"

@@ -20,6 +20,13 @@ from deploykey.errors import UserError
 VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_NAME = re.compile(r"^DEPLOY_KEY(?:_[A-Z0-9_]+)?$")
 BINDING_TYPES = ("ssh-auth", "kubernetes.io/ssh-auth")
+# A GitHub App as a binding of its own type: its entries, and the variables they stand for.
+APP_BINDING_TYPE = "github-app"
+APP_BINDING = {
+    "app-id": "GITHUB_APP_ID",
+    "private-key": "GITHUB_APP_PRIVATE_KEY",
+    "installation-id": "GITHUB_APP_INSTALLATION_ID",
+}
 
 
 def binding_key_name(binding: str) -> str:
@@ -61,19 +68,26 @@ class EnvSource:
     def with_bindings(self, root: Path | None) -> EnvSource:
         """Add keys from service bindings (servicebinding.io): each binding of type ssh-auth
         (a Kubernetes `kubernetes.io/ssh-auth` secret) gives its `ssh-privatekey` as DEPLOY_KEY
-        (a binding named deploy-key) or DEPLOY_KEY_<NAME>. Config vars of the same name win."""
+        (a binding named deploy-key) or DEPLOY_KEY_<NAME>; one of type github-app gives its
+        `app-id`, `private-key` (and `installation-id`) as GITHUB_APP_*. Config vars of the same
+        name win."""
         values, origins = dict(self.values), dict(self.origins)
         for binding in sorted(root.iterdir()) if root is not None and root.is_dir() else []:
             kind = binding / "type"
-            secret = binding / "ssh-privatekey"
-            if not (kind.is_file() and secret.is_file()):
+            if not kind.is_file():
                 continue
-            if kind.read_bytes().decode("utf-8", "replace").strip() not in BINDING_TYPES:
+            kind_name = kind.read_bytes().decode("utf-8", "replace").strip()
+            if kind_name in BINDING_TYPES:
+                entries = {"ssh-privatekey": binding_key_name(binding.name)}
+            elif kind_name == APP_BINDING_TYPE:
+                entries = APP_BINDING
+            else:
                 continue
-            name = binding_key_name(binding.name)
-            if name not in values:
-                values[name] = secret.read_bytes()
-                origins[name] = f"the binding {binding.name} ({secret})"
+            for entry, name in entries.items():
+                secret = binding / entry
+                if secret.is_file() and name not in values:
+                    values[name] = secret.read_bytes()
+                    origins[name] = f"the binding {binding.name} ({secret})"
         return EnvSource(self.path, self.is_file, values, origins)
 
     def key_names(self) -> list[str]:
