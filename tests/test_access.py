@@ -74,6 +74,8 @@ def test_git_reads_the_fetch_settings_from_env(tmp_path: Path, keys_dir: Path) -
         empty.mkdir()
         base = {"PATH": "/usr/bin:/bin", "HOME": str(empty), "GIT_CONFIG_NOSYSTEM": "1"}
         expected = [
+            "http.lowspeedlimit=1",
+            "http.lowspeedtime=20",
             "url.ssh://git@github.com/acme/billing.git.insteadof=https://github.com/acme/billing.git",
             "url.ssh://git@github.com/acme/billing.insteadof=https://github.com/acme/billing",
             "url.ssh://git@github.com/acme/tools-.insteadof=https://github.com/acme/tools-",

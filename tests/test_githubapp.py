@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import base64
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,3 +492,66 @@ def test_a_binding_of_type_github_app(tmp_path: Path) -> None:
     app = githubapp.read(env, config.load(tmp_path, env))
     assert app is not None and app.app_id == "77"
     assert app.key.source == f"the binding our-app ({binding / 'private-key'})"
+
+
+@pytest.fixture
+def silent_git() -> Iterator[str]:
+    """A git front end that accepts every connection and never sends a byte (a stuck proxy)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+    silent.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_a_signal_during_the_fetch_revokes_the_token(
+    build: Build, github: GitHub, silent_git: str
+) -> None:
+    app_build(build, github, git_url=silent_git)
+    before = len(github.api.tokens)
+    env = build.environ(SSL_CERT_FILE=str(github.bundle), DEPLOYKEY_INSTALL="venv")
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(build.env_dir)]
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    said = []
+    for line in process.stdout:
+        said.append(line)
+        if "minted an installation token" in line:
+            time.sleep(1)  # git is connecting to the silent front end now
+            process.send_signal(signal.SIGTERM)
+            break
+    said += process.stdout.readlines()
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM, "".join(said)
+    (token,) = minted_since(github, before)
+    assert token.revoked, "".join(said)
+    assert "revoked the app token" in "".join(said)
+
+
+def test_a_front_end_that_never_answers_fails_after_20_seconds(
+    build: Build, github: GitHub, silent_git: str
+) -> None:
+    """git has no timeout of its own; http.lowSpeedTime gives it one. The subprocess timeout
+    only tells a hang from an answer."""
+    app_build(build, github, git_url=silent_git)
+    before = len(github.api.tokens)
+    result = build.compile(
+        env=build.environ(SSL_CERT_FILE=str(github.bundle), DEPLOYKEY_INSTALL="venv"), timeout=180
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "Operation too slow" in out
+    assert all(token.revoked for token in minted_since(github, before))

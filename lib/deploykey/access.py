@@ -159,7 +159,10 @@ def _git_config(
     tokens: Sequence[Token],
     app: githubapp.Session | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    entries: list[tuple[str, str]] = [] if app is None else app.git_config()
+    # An HTTPS host that accepts and never answers (a stuck proxy) ends the fetch after 20 s with
+    # under a byte a second, as ssh's ConnectTimeout does for ssh; git has no timeout of its own.
+    entries: list[tuple[str, str]] = [("http.lowSpeedLimit", "1"), ("http.lowSpeedTime", "20")]
+    entries += [] if app is None else app.git_config()
     token_hosts = {token.host for token in tokens} | ({app.app.host} if app else set())
     # https URLs of repositories a key is routed to go over ssh (unless a token serves that host).
     for route in routes:
