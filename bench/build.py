@@ -30,11 +30,11 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
-from conftest import download_wheels, flit_package  # noqa: E402
+from conftest import KIT_PINS, download_wheels, flit_package  # noqa: E402
 from gitserver import GitServer  # noqa: E402
 
 PUBLIC = ("requests==2.32.3",)
-WHEELS = ("flit_core==3.9.0", "uv", "sh", "python-dotenv", "pyyaml", "ahocorasick-rs", *PUBLIC)
+WHEELS = ("flit_core==3.9.0", "uv", *KIT_PINS, *PUBLIC)
 
 
 def wheelhouse(cache: Path) -> Path:

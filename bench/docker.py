@@ -34,11 +34,11 @@ KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
 import engine as engines  # noqa: E402
-from conftest import FLIT, download_wheels, flit_package  # noqa: E402
+from conftest import FLIT, KIT_PINS, download_wheels, flit_package  # noqa: E402
 from gitserver import GitServer  # noqa: E402
 
 PUBLIC = ("requests==2.32.3",)
-KIT_DEPS = ("sh", "python-dotenv", "pyyaml", "ahocorasick-rs", "uv")
+KIT_DEPS = (*KIT_PINS, "uv")
 
 # The seeds' recipe (../shared/seeds, "Creating a private Python package with Git and using it in
 # Docker"), with what this machine needs: no apt-get (the base has git and ssh), an ssh config that

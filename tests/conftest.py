@@ -25,12 +25,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from deploykey.bootstrap import pins  # noqa: E402
 from gitserver import GitServer  # noqa: E402
 from nonroot import NonRoot, kit_deps, public_dir  # noqa: E402
 
 KIT = Path(__file__).resolve().parents[1]
 BIN = KIT / "bin"
 FLIT = "flit_core==3.9.0"
+# The kit's own dependencies at the versions lib/deploykey/deps.lock pins: the bootstrap installs
+# no others, so a wheelhouse that stands in for PyPI holds these.
+KIT_PINS = tuple(pin.requirement for pin in pins().values())
 _labels = itertools.count(1)
 UTILS_REQUIREMENT = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
 

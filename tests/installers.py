@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deploykey.bootstrap import pins
+
 if TYPE_CHECKING:
     from gitserver import GitServer
 
@@ -37,7 +39,7 @@ MANAGERS = ("pip", "uv", "poetry", "pipenv")
 TOOLS = Path("/var/cache/deploykey-tests/tools")
 # What bin/post_compile's Python bootstraps (lib/deploykey/bootstrap.py) when it is the app's
 # Python: served from a wheelhouse, as the installs below have no index.
-KIT_DEPENDENCIES = ("sh>=2.0,<3", "python-dotenv>=1.0,<2", "pyyaml>=6.0,<7", "ahocorasick-rs>=1,<2")
+KIT_DEPENDENCIES = tuple(pin.requirement for pin in pins().values())  # deps.lock's versions
 # A proxy nobody listens on: an installer that reaches for an index fails instead of going online.
 NO_NETWORK = {
     name: "http://127.0.0.1:9"

@@ -3,7 +3,8 @@
 The tests run as root; `setpriv` drops to `nobody` (no supplementary groups) for one command. That
 user reaches nothing under root's 0700 dirs (pytest's tmp dirs, ~/.cache, pyenv), so each test
 works under a world-traversable directory in /tmp, and the kit runs with the system python3 (what
-a build image has) and its dependencies from a world-readable directory (DEPLOYKEY_DEPS_DIR).
+a build image has) and the wheels of its dependencies from a world-readable directory
+(DEPLOYKEY_DEPS_DIR).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KIT_DEPS = ("sh", "python-dotenv", "pyyaml", "ahocorasick-rs")
 
 
 def nobody() -> pwd.struct_passwd:
@@ -35,7 +35,8 @@ def public_dir(prefix: str) -> Path:
 
 
 def kit_deps(directory: Path) -> Path:
-    """The kit's own dependencies for the system python3, installed as wheels into `directory`."""
+    """The wheels of the kit's own dependencies that deps.lock pins, for the system python3, in
+    `directory` (DEPLOYKEY_DEPS_DIR: the kit checks each against the lock and imports them)."""
     version = subprocess.run(
         [SYSTEM_PYTHON, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
         capture_output=True,
@@ -45,10 +46,11 @@ def kit_deps(directory: Path) -> Path:
     abi = "cp" + version.replace(".", "")
     subprocess.run(
         [
-            *(sys.executable, "-m", "pip", "install", "--quiet", "--only-binary", ":all:"),
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:"),
             *("--python-version", version, "--implementation", "cp", "--abi", abi),
             *("--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64"),
-            *("--platform", "any", "--target", str(directory), *KIT_DEPS),
+            *("--platform", "any", "--no-deps", "--require-hashes", "-d", str(directory)),
+            *("-r", str(KIT / "lib" / "deploykey" / "deps.lock")),
         ],
         check=True,
         capture_output=True,

@@ -1,26 +1,124 @@
-"""A build image's system python3 without the kit's dependencies: they are installed outside the app."""
+"""A build image's system python3 without the kit's dependencies: they are installed outside the
+app, as the wheels deps.lock pins, and each run imports only what it has checked against the lock."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
+from packaging.requirements import Requirement
 
 from conftest import KIT, snapshot
+from deploykey.bootstrap import OPTIONAL, REQUIREMENTS, pins
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+PINNED = {digest for pin in pins().values() for digest in pin.hashes}
 
 
-def test_dependencies_bootstrapped_into_a_private_temp_dir(tmp_path: Path) -> None:
+def without_the_kits_dependencies() -> None:
     missing = subprocess.run(
         [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
     )
     if missing.returncode == 0:
-        pytest.fail(
-            "/usr/bin/python3 already has sh and dotenv: this test needs a Python without them"
+        pytest.fail("/usr/bin/python3 already has sh and dotenv: this test needs one without")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def plant(deps: Path, ran: Path) -> None:
+    """What build code that can write a deps dir does there: code that leaves `ran` added to each
+    module, and to each module inside each wheel, and a module that shadows `sh` beside them."""
+    code = f"open({str(ran)!r}, 'a').close()\n"
+    for module in deps.rglob("*.py"):
+        module.write_text(code + module.read_text())
+    for wheel in deps.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as original:
+            members = {info.filename: original.read(info) for info in original.infolist()}
+        with zipfile.ZipFile(wheel, "w") as changed:
+            for name, data in members.items():
+                changed.writestr(name, code.encode() + data if name.endswith(".py") else data)
+    if not (deps / "sh").exists() and not (deps / "sh.py").exists():
+        (deps / "sh.py").write_text(code)
+
+
+def system_env(tmp_path: Path, temp: Path, **extra: str) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(temp), **extra}
+
+
+def scan(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`deploykey scan` of a small tree with the system python3: a command that keeps the kit's
+    dependencies in the temp dir."""
+    tree, key = tmp_path / "tree", tmp_path / "k"
+    if not key.exists():
+        tree.mkdir()
+        (tree / "app.py").write_text("print(1)\n")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "scan", str(tree)]
+    argv += ["--key-file", str(key)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+
+def pinned_wheels(directory: Path, *names: str) -> None:
+    """The wheels deps.lock pins for `names` (distributions), for the system python3."""
+    lock = directory.parent / f"{directory.name}.lock"
+    lock.write_text(
+        "".join(
+            f"{pins()[name].requirement} "
+            + " ".join(f"--hash=sha256:{digest}" for digest in pins()[name].hashes)
+            + "\n"
+            for name in names
         )
+    )
+    subprocess.run(
+        [str(SYSTEM_PYTHON), "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+        + ["--require-hashes", "-d", str(directory), "-r", str(lock)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_the_lock_pins_each_dependency_within_pyproject_s_range() -> None:
+    """deps.lock (written by .ci/deps_lock.py) pins exactly the kit's dependencies, each to one
+    version pyproject.toml allows, with at least one wheel's sha256."""
+    project = tomllib.loads((KIT / "pyproject.toml").read_text())["project"]
+    ranges = {Requirement(line).name: Requirement(line) for line in project["dependencies"]}
+    assert set(pins()) == set(ranges) == {*REQUIREMENTS.values(), *OPTIONAL.values()}
+    for name, pin in pins().items():
+        assert ranges[name].specifier.contains(pin.version), pin
+        assert pin.hashes and all(len(digest) == 64 for digest in pin.hashes), pin
+
+
+def test_the_zipapp_reads_the_lock(tmp_path: Path) -> None:
+    """deploykey.pyz (app hooks, the scan buildpack) carries deps.lock and reads it from the zip."""
+    pyz = tmp_path / "deploykey.pyz"
+    subprocess.run([str(KIT / "bin" / "deploykey"), "pyz", str(pyz)], check=True)
+    read = subprocess.run(
+        [
+            str(SYSTEM_PYTHON),
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from deploykey import bootstrap; print(bootstrap.pins()['sh'].requirement)",
+            str(pyz),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert read.returncode == 0, read.stderr
+    assert read.stdout == pins()["sh"].requirement + "\n"
+
+
+def test_dependencies_bootstrapped_into_a_private_temp_dir(tmp_path: Path) -> None:
+    """The first run downloads the pinned wheels (pip checks each hash) into a private dir in the
+    temp dir, and imports them from a directory of its own, which is gone when it exits."""
+    without_the_kits_dependencies()
     app = tmp_path / "app"
     app.mkdir()
     (app / "requirements.txt").write_text("flask\n")
@@ -51,32 +149,19 @@ def test_dependencies_bootstrapped_into_a_private_temp_dir(tmp_path: Path) -> No
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Installing deploykey's dependencies" in result.stdout
     installed = next(temp.glob("deploykey-deps-*/py3*"))
-    assert (installed / "sh.py").exists() or (installed / "sh").exists()
-    assert (installed / "ahocorasick_rs").is_dir()  # the scan's fast search, from a wheel
+    wheels = sorted(path.name.split("-")[0] for path in installed.iterdir())
+    assert wheels == ["ahocorasick_rs", "python_dotenv", "pyyaml", "sh"]  # the fast search too
+    assert all(sha256(path) in PINNED for path in installed.iterdir())
     assert oct(installed.parent.stat().st_mode & 0o777) == "0o700"
+    assert [path.name for path in temp.iterdir()] == [installed.parent.name]  # imported: gone
     assert snapshot(app) == state
 
 
 def test_without_a_wheel_of_the_fast_search_the_scan_uses_python(tmp_path: Path) -> None:
     """A platform with no ahocorasick-rs wheel (musl, say; here: an index that lacks it): the kit
     installs the rest, says the scan will be slower, scans correctly, and does not ask pip again."""
-    from deploykey.bootstrap import REQUIREMENTS
-
     wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            str(SYSTEM_PYTHON),
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "-d",
-            str(wheels),
-            *REQUIREMENTS.values(),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pinned_wheels(wheels, *REQUIREMENTS.values())
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
     )
@@ -93,9 +178,9 @@ def test_without_a_wheel_of_the_fast_search_the_scan_uses_python(tmp_path: Path)
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": str(wheels),
     }
-    scan = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "scan", str(tree)]
-    scan += ["--key-file", str(tmp_path / "k")]
-    runs = [subprocess.run(scan, env=env, capture_output=True, text=True) for _ in range(2)]
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "scan", str(tree)]
+    argv += ["--key-file", str(tmp_path / "k")]
+    runs = [subprocess.run(argv, env=env, capture_output=True, text=True) for _ in range(2)]
     for result in runs:
         assert result.returncode == 1, result.stdout + result.stderr
         assert f"{tree / 'leak.json'} (private key text, " in result.stderr
@@ -140,19 +225,92 @@ def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("deploykey-deps-*/py3*"))  # nothing half-installed
 
 
-@pytest.mark.parametrize("command", ["compile", "install"])
-def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
-    tmp_path: Path, command: str
-) -> None:
-    """bin/compile keeps the kit's dependencies in CACHE_DIR, `install --cache-dir` on the Docker
-    cache mount; build code can write both. The next build imports them only if they still carry
-    the seal made with the build's key: code planted there never runs in the process that reads
-    the keys."""
-    missing = subprocess.run(
-        [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
+def test_code_planted_in_the_temp_deps_dir_never_runs(tmp_path: Path) -> None:
+    """Outside a build cache (here `deploykey scan`), the kit keeps its dependencies in a private
+    dir in the temp dir, which build code running later as the same user can write, and a later
+    build on that machine (a CI runner, a local dry run) runs with a new key. Whatever is planted
+    there (a changed module, a changed wheel, a module that shadows one), it never runs: each
+    wheel that deps.lock does not pin is removed and downloaded again."""
+    without_the_kits_dependencies()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = system_env(tmp_path, temp)
+    first = scan(tmp_path, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    deps = next(temp.glob("deploykey-deps-*/py3*"))
+    ran = tmp_path / "planted-ran"
+    plant(deps, ran)
+    second = scan(tmp_path, env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not ran.exists()
+    for wheel in ("ahocorasick_rs", "python_dotenv", "pyyaml", "sh"):
+        (path,) = deps.glob(f"{wheel}-*.whl")
+        assert f"{path} is not a file deps.lock pins: not imported; removed" in second.stderr
+        assert sha256(path) in PINNED  # downloaded again
+    assert "Installing deploykey's dependencies" in second.stdout
+    assert not (deps / "sh.py").exists()
+    third = scan(tmp_path, env)
+    assert third.returncode == 0 and "Installing" not in third.stdout, third.stdout + third.stderr
+    assert not ran.exists()
+
+
+def test_a_wheel_the_index_serves_unpinned_is_refused(tmp_path: Path) -> None:
+    """The index (a mirror, a proxy on the way, here a wheelhouse) serves a wheel of the pinned
+    version whose bytes are not what PyPI published: pip refuses it, deploykey says which file,
+    and nothing is installed or run."""
+    without_the_kits_dependencies()
+    wheels, temp = tmp_path / "wheels", tmp_path / "tmp"
+    temp.mkdir()
+    pinned_wheels(wheels, *REQUIREMENTS.values(), *OPTIONAL.values())
+    ran = tmp_path / "planted-ran"
+    (dotenv,) = wheels.glob("python_dotenv-*.whl")
+    changed = wheels / "changed"
+    changed.mkdir()
+    shutil.move(dotenv, changed)
+    plant(changed, ran)
+    shutil.move(changed / dotenv.name, dotenv)
+    env = system_env(tmp_path, temp, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    result = scan(tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    err = result.stderr
+    assert f" !     file://{dotenv} is not a file deploykey pinned for its own dependencies" in err
+    assert f"pip got a file whose sha256 is {sha256(dotenv)}, which deps.lock does not" in err
+    assert "(deps::tampered: README.md#deps-tampered)" in err
+    assert not ran.exists()
+    assert not list(temp.glob("deploykey-deps-*/py3*"))
+
+
+def test_deploykey_deps_dir_holding_an_unpinned_wheel_is_refused(tmp_path: Path) -> None:
+    """DEPLOYKEY_DEPS_DIR is yours: the wheels there are checked like the kit's own, and one that
+    deps.lock does not pin is named and left there, not deleted; nothing from it runs."""
+    without_the_kits_dependencies()
+    deps, temp = tmp_path / "deps", tmp_path / "tmp"
+    temp.mkdir()
+    pinned_wheels(deps, *REQUIREMENTS.values(), *OPTIONAL.values())
+    env = system_env(tmp_path, temp, DEPLOYKEY_DEPS_DIR=str(deps))
+    fine = scan(tmp_path, env)
+    assert fine.returncode == 0 and "Installing" not in fine.stdout, fine.stdout + fine.stderr
+    ran = tmp_path / "planted-ran"
+    plant(deps, ran)
+    (deps / "sh.py").unlink()
+    result = scan(tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (first, *_) = sorted(deps.glob("*.whl"))
+    assert (
+        f" !     {first} is not a file deploykey pinned for its own dependencies" in result.stderr
     )
-    if missing.returncode == 0:
-        pytest.fail("/usr/bin/python3 already has sh and dotenv: this test needs one without")
+    assert f"its sha256 is {sha256(first)}, which deps.lock does not list" in result.stderr
+    assert not ran.exists()
+    assert sha256(first) not in PINNED  # still there, as it was
+
+
+@pytest.mark.parametrize("command", ["compile", "install", "install --fetched"])
+def test_code_planted_in_the_build_cache_never_runs(tmp_path: Path, command: str) -> None:
+    """bin/compile keeps the kit's dependencies in CACHE_DIR, `fetch` and `install --cache-dir`
+    on the Docker cache mount; build code can write both. Each run imports only wheels that
+    deps.lock pins: code planted there never runs, neither in the process that reads the keys
+    nor in `install --fetched`, which has none (and used to import the cache's copy unchecked)."""
+    without_the_kits_dependencies()
     app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
     for directory in (app, cache, env_dir):
         directory.mkdir()
@@ -161,51 +319,51 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
     )
     (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
-    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), command]
+    kit = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey")]
+    target = ["--target", str(tmp_path / "target")]
     if command == "compile":
         # A real build (a dry run keeps nothing: test_a_dry_run_keeps_nothing_in_the_cache)
-        argv += [str(app), str(cache), str(env_dir)]
+        first = later = [*kit, "compile", str(app), str(cache), str(env_dir)]
         deps_root = cache / "deploykey" / "deps"
-    else:  # the Dockerfile's RUN line, with --env-dir for /run/secrets
-        argv += ["--cache-dir", str(cache), "--env-dir", str(env_dir)]
-        argv += ["--target", str(tmp_path / "target")]
+    elif command == "install":  # the Dockerfile's RUN line, with --env-dir for /run/secrets
+        first = later = [*kit, "install", "--cache-dir", str(cache), "--env-dir", str(env_dir)]
+        first = later = first + target
         deps_root = cache / "deps"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
-    env["DEPLOYKEY_APP_PATH"] = str(tmp_path / "run-time-app")  # not the machine's /app
+    else:  # the two-step Dockerfile: fetch with the secret, then install with none
+        first = [*kit, "fetch", "--cache-dir", str(cache), "--env-dir", str(env_dir)]
+        later = [*kit, "install", "--fetched", "--cache-dir", str(cache), *target]
+        deps_root = cache / "deps"
+    env = system_env(tmp_path, tmp_path, DEPLOYKEY_APP_PATH=str(tmp_path / "run-time-app"))
 
-    def compile_() -> subprocess.CompletedProcess[str]:
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         shutil.rmtree(app / ".venv", ignore_errors=True)  # each build has a build dir of its own
         return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300)
 
-    first = compile_()
-    assert first.returncode == 0, first.stdout + first.stderr
+    installed = run(first)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
     deps = next(deps_root.glob("py3*"))
-    assert (deps / ".deploykey-seal").is_file()
-    second = compile_()  # sealed: imported as it is
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "Installing deploykey's dependencies" not in second.stdout
-    # Build code plants code in a dependency: it must never run.
+    assert all(sha256(path) in PINNED for path in deps.iterdir())
+    again = run(later)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Installing deploykey's dependencies" not in again.stdout
     ran = tmp_path / "planted-ran"
-    planted = next(deps.glob("dotenv/__init__.py"))
-    planted.write_text(f"open({str(ran)!r}, 'w').close()\n" + planted.read_text())
-    third = compile_()
-    assert third.returncode == 0, third.stdout + third.stderr
-    assert f"{deps} is not as deploykey left it: not imported; installing again" in third.stderr
-    assert "Installing deploykey's dependencies" in third.stdout
+    plant(deps, ran)
+    planted = run(later)
+    assert planted.returncode == 0, planted.stdout + planted.stderr
     assert not ran.exists()
-    assert "planted" not in next(deps.glob("dotenv/__init__.py")).read_text()
+    (sh,) = deps.glob("sh-*.whl")
+    assert f"{sh} is not a file deps.lock pins: not imported; removed" in planted.stderr
+    assert "Installing deploykey's dependencies" in planted.stdout
+    assert all(sha256(path) in PINNED for path in deps.iterdir())
 
 
 @pytest.mark.parametrize("how", ["--dry-run", "DEPLOYKEY_DRY_RUN"])
 def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path, how: str) -> None:
     """`bin/compile --dry-run` with a python3 that lacks the kit's dependencies: they are installed
     into a temp dir removed at exit, never into CACHE_DIR (it wrote some hundred files there);
-    once a real build has sealed them in the cache, a dry run imports them from there as they are."""
-    missing = subprocess.run(
-        [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
-    )
-    if missing.returncode == 0:
-        pytest.fail("/usr/bin/python3 already has sh and dotenv: this test needs one without")
+    once a real build has kept them in the cache, a dry run imports them from there, checked, and
+    one that does not match deps.lock is neither imported nor removed."""
+    without_the_kits_dependencies()
     app, cache, env_dir, temp = (tmp_path / name for name in ("app", "cache", "env", "tmp"))
     for directory in (app, cache, env_dir, temp):
         directory.mkdir()
@@ -238,10 +396,22 @@ def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path, how: str) -> None:
     real = compile_()
     assert real.returncode == 0, real.stdout + real.stderr
     deps = next((cache / "deploykey" / "deps").glob("py3*"))
-    assert (deps / ".deploykey-seal").is_file()
     state = snapshot(app, cache)
     again = compile_("--dry-run")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Installing deploykey's dependencies" not in again.stdout
+    assert snapshot(app, cache) == state
+    assert list(temp.iterdir()) == []
+    ran = tmp_path / "planted-ran"
+    plant(deps, ran)
+    state = snapshot(app, cache)
+    planted = compile_("--dry-run")
+    assert planted.returncode == 0, planted.stdout + planted.stderr
+    (sh,) = deps.glob("sh-*.whl")
+    assert (
+        f"{sh} is not a file deps.lock pins: not imported (a dry run leaves it)" in planted.stderr
+    )
+    assert f"into {temp / 'deploykey-deps-dry-run-'}" in planted.stdout
+    assert not ran.exists()
     assert snapshot(app, cache) == state
     assert list(temp.iterdir()) == []

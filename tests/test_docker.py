@@ -23,6 +23,7 @@ from conftest import (
     BIN,
     FLIT,
     KIT,
+    KIT_PINS,
     Build,
     GeneratedKey,
     download_wheels,
@@ -37,7 +38,7 @@ from conftest import (
 from gitserver import GitServer
 
 # The kit's own dependencies, and uv, which the kit installs into the cache mount.
-KIT_DEPS = ("sh", "python-dotenv", "pyyaml", "ahocorasick-rs", "uv")
+KIT_DEPS = (*KIT_PINS, "uv")
 
 
 @pytest.fixture(scope="session")
@@ -185,9 +186,9 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     utils_key: GeneratedKey,
     tags: list[str],
 ) -> None:
-    """The cache mount keeps the kit's dependencies (sealed with the key), uv, its cache and the
-    mirrors: after a change to the app, the install step runs again but downloads nothing, and
-    the git server is not asked for anything."""
+    """The cache mount keeps the kit's dependencies (the wheels deps.lock pins), uv, its cache
+    and the mirrors: after a change to the app, the install step runs again but downloads
+    nothing, and the git server is not asked for anything."""
     tag = "deploykey-example-rebuild:test"
     tags.append(tag)
     engine.prune()  # earlier tests built the same steps: start cold

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import (
     FLIT,
+    KIT_PINS,
     Build,
     GeneratedKey,
     download_wheels,
@@ -22,7 +23,7 @@ from deploykey.errors import UserError
 from gitserver import GitServer
 
 # For the system python3 (what a build image has): the kit's own dependencies, flit_core, uv.
-WHEELS = ("sh", "python-dotenv", "pyyaml", "uv", FLIT)
+WHEELS = (*(pin for pin in KIT_PINS if not pin.startswith("ahocorasick-rs")), "uv", FLIT)
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,39 @@
 """Making the kit's own dependencies importable before anything else runs, outside the app dir.
 
 bin/* run with the build image's system python3, which has none of `sh`, `python-dotenv`,
-`pyyaml` and `ahocorasick-rs` (the last optional: see OPTIONAL). When one is missing, they are
-installed with that Python's pip into a private directory
-in the system temp dir (never the app, whose contents are released), reused by later runs on the same
-machine; for bin/compile (but for a dry run, which keeps nothing: a temp dir removed at exit) and `install --cache-dir` (a BuildKit cache mount), into the build cache, sealed with an HMAC keyed with the build's key
-config vars, and imported by a later build only if the seal still holds (build code can write the
-cache, never the key). Standard library only; this is the one place besides `run` that starts a process, because
-it installs `sh` itself.
+`pyyaml` and `ahocorasick-rs` (the last optional: see OPTIONAL). When one is missing, the kit
+imports them from wheels, and only from the files deps.lock (beside this module) pins: every wheel
+PyPI has for one version of each, by sha256. pip downloads them (`--require-hashes`) into a deps
+dir that later runs reuse: DEPLOYKEY_DEPS_DIR; for bin/compile (but for a dry run, which keeps
+nothing: a temp dir removed at exit) and `install --cache-dir` (a BuildKit cache mount), the build
+cache; else a private dir in the system temp dir. Build code can write all of these, as the user
+that later builds run as, with a new key. So every run hashes each wheel there again before any
+import, and unpacks the bytes it hashed into a new private directory, removed at exit: nothing a
+build could have changed is imported. A file deps.lock does not pin is removed and downloaded again
+(in DEPLOYKEY_DEPS_DIR, which is yours, refused). What the Python has itself (its site-packages;
+bin/* run it with -I, so no PYTHONPATH or user site) is that Python's, used as it is.
+Standard library only; this is the one place besides `run` that starts a process, because it
+installs `sh` itself.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib
 import importlib.util
+import io
 import os
+import pkgutil
 import re
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from deploykey import output
@@ -29,16 +41,45 @@ from deploykey.childenv import child_env
 from deploykey.errors import UserError
 
 MINIMUM = (3, 10)
-# import name -> requirement (pyproject.toml lists the same ranges)
-REQUIREMENTS = {"sh": "sh>=2.0,<3", "dotenv": "python-dotenv>=1.0,<2", "yaml": "pyyaml>=6.0,<7"}
+# import name -> the distribution deps.lock pins (pyproject.toml lists the ranges it is within)
+REQUIREMENTS = {"sh": "sh", "dotenv": "python-dotenv", "yaml": "pyyaml"}
 # The leak check's fast search (see lib/deploykey/scan.py): optional. It is compiled (Rust), so it
-# is installed from a wheel only; where there is none for this Python (musl, an uncommon CPU), the
-# scan searches with Python alone, and a file in the deps dir stops later runs asking pip again.
-OPTIONAL = {"ahocorasick_rs": "ahocorasick-rs>=1.0,<2"}
-WHEEL_ONLY = "--only-binary=ahocorasick-rs"
+# comes from a wheel only; where there is none for this Python (musl, an uncommon CPU), the scan
+# searches with Python alone, and a file in the deps dir stops later runs asking pip again.
+OPTIONAL = {"ahocorasick_rs": "ahocorasick-rs"}
 NO_WHEEL = "no-wheel-for-ahocorasick-rs"
 # Commands that must stay fast and need no dependency (bin/detect runs on every push).
 WITHOUT_DEPENDENCIES = ("detect", "--version", "-h", "--help")
+LOCK = "deps.lock"  # written by .ci/deps_lock.py
+# Every wheel pinned is under 1 MB: a far bigger file in a deps dir is refused unread.
+LARGEST = 64 << 20
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+    hashes: frozenset[str]
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@cache
+def pins() -> dict[str, Pin]:
+    """deps.lock, by distribution: read through the loader, so from the kit's lib/ as from the
+    zipapp (deploykey.pyz)."""
+    data = pkgutil.get_data(__package__ or "deploykey", LOCK)
+    assert data is not None, LOCK
+    found = {}
+    for line in data.decode().replace("\\\n", " ").splitlines():
+        if "==" in line and not line.startswith("#"):
+            pinned, *hashes = line.split()
+            name, version = pinned.split("==")
+            digests = frozenset(digest.removeprefix("--hash=sha256:") for digest in hashes)
+            found[name] = Pin(name, version, digests)
+    return found
 
 
 def check_python() -> None:
@@ -74,7 +115,7 @@ def _lacking(modules: dict[str, str]) -> list[str]:
     ]
 
 
-# The deps dir is per Python version: a venv or wheel for one does not import in another.
+# The deps dir is per Python version: a compiled wheel for one does not import in another.
 PYTHON = f"py{sys.version_info[0]}{sys.version_info[1]}"
 
 
@@ -86,13 +127,9 @@ def deps_dir() -> Path:
     if configured:
         return Path(configured)
     cache = _build_cache()
-    if cache is not None and not _keyless():
-        return _in_cache(cache)
+    if cache is not None:
+        return cache / "deps" / PYTHON
     return Path(tempfile.gettempdir(), f"deploykey-deps-{os.getuid()}", PYTHON)
-
-
-def _in_cache(cache: Path) -> Path:
-    return cache / "deps" / PYTHON
 
 
 def _build_cache() -> Path | None:
@@ -106,11 +143,6 @@ def _build_cache() -> Path | None:
     if sys.argv[1] in ("install", "fetch") and cache and Path(cache).is_dir():
         return Path(cache).resolve()
     return None
-
-
-def _keyless() -> bool:
-    """`install --fetched`: the install step of a two-step Docker build, run with no key."""
-    return len(sys.argv) > 2 and sys.argv[1] == "install" and "--fetched" in sys.argv[2:]
 
 
 def _option(name: str) -> str | None:
@@ -131,67 +163,100 @@ UNREACHABLE = re.compile(
     r"CERTIFICATE_VERIFY_FAILED|SSLError|ProxyError|NewConnectionError|Temporary failure in name"
     r"|Name or service not known|Max retries exceeded|Network is unreachable|Connection refused"
 )
+# pip's words when a file it downloaded is not one the lock pins: where it came from, its hash.
+MISMATCH = re.compile(r"DO NOT MATCH THE HASHES.*?\n\s*\S+ from (\S+).*?Got\s+([0-9a-f]{64})", re.S)
 
 
 def ensure() -> None:
     try:
         _check_install_mounts()  # first: the deps dir may be in a cache this user cannot enter
+        _ensure()
     except UserError as error:
         output.error(error)
         sys.exit(error.exit_code)
+
+
+def _ensure() -> None:
     if not missing():
         return
-    cache = _build_cache()
-    if cache is not None and _keyless():
-        # `install --fetched` has no key (the fetch ran in an earlier step, with it): the
-        # dependencies that step sealed in the cache are imported as they are, with nothing here
-        # for planted code to take, and nothing is written there; if they are not there, they go
-        # to a private temp dir.
-        _use(_in_cache(cache))
-        if not missing():
-            return
     target = deps_dir()
-    secret = _secret()
-    if _build_cache() is not None and _dry_run():
-        # A dry run writes nothing kept: it imports sealed dependencies from the build cache, and
-        # installs what is missing into a temp dir that goes at exit, never into the cache.
-        if target.exists() and _sealed(target, secret):
-            _use(target)
-        elif target.exists():
-            output.warn(f"{target} is not as deploykey left it: not imported (a dry run leaves it)")
-        if not missing():
-            return
-        target, secret = _throwaway(), None
-    elif _build_cache() is not None and target.exists() and not _sealed(target, secret):
-        # Build code can write the build cache: what it left there would run in this process,
-        # which reads the keys next. Only a directory this kit sealed with them is imported.
-        shutil.rmtree(target, ignore_errors=True)
-        output.warn(f"{target} is not as deploykey left it: not imported; installing again")
-    _use(target)
+    dry = _build_cache() is not None and _dry_run()
+    for path in _import(target):
+        if os.environ.get("DEPLOYKEY_DEPS_DIR"):  # yours: not ours to delete
+            raise UserError("deps::tampered", file=path, found=_digest(path))
+        if dry:
+            output.warn(f"{path} is not a file deps.lock pins: not imported (a dry run leaves it)")
+        else:
+            output.warn(f"{path} is not a file deps.lock pins: not imported; removed")
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     if not missing():
         return
+    if dry:
+        # A dry run writes nothing kept: what is missing goes to a temp dir removed at exit.
+        target = _throwaway()
     try:
         # The whole set: the directory replaces any earlier, partial one.
-        _install(target, [*REQUIREMENTS.values(), *OPTIONAL.values()])
-    except UserError as first:
-        if first.slug == "deps::unreachable":  # not ahocorasick-rs's fault: nothing installs
-            output.error(first)
-            sys.exit(first.exit_code)
+        _download(target, [*REQUIREMENTS.values(), *OPTIONAL.values()])
+    except UserError as error:
+        if error.slug != "deps::bootstrap":  # unreachable, tampered: not ahocorasick-rs's fault
+            raise
         output.warn(
             "could not install ahocorasick-rs, the leak check's fast search, for this Python: "
             "the scan will search with Python alone, several times slower"
         )
-        if _lacking(REQUIREMENTS):
-            try:
-                _install(target, list(REQUIREMENTS.values()))
-            except UserError as error:
-                output.error(error)
-                sys.exit(error.exit_code)
-            # The rest installs: this Python has no wheel of ahocorasick-rs. Not again.
-            (target / NO_WHEEL).touch()
-    if _build_cache() is not None and secret is not None:
-        (target / SEAL).write_text(_seal(target, secret))
-    _use(target)
+        _download(target, list(REQUIREMENTS.values()))
+        # The rest installs: this Python has no wheel of ahocorasick-rs. Not again.
+        (target / NO_WHEEL).touch()
+    for path in _import(target):  # pip checked each file against deps.lock: a race got here
+        raise UserError("deps::tampered", file=path, found=_digest(path))
+
+
+def _import(deps: Path) -> list[Path]:
+    """Makes the wheels in `deps` that deps.lock pins importable, and returns the files there it
+    does not pin, none of which is imported. The bytes hashed are the bytes unpacked, into a new
+    private directory first on sys.path and removed at exit: nothing imported was where build code
+    could reach it before this run (neither a module nor a cached .pyc that shadows one)."""
+    allowed = {digest for pin in pins().values() for digest in pin.hashes}
+    wheels, foreign = [], []
+    for path in sorted(deps.glob("*.whl")):  # nothing, in a directory this user cannot read
+        data = _read(path)
+        if data is not None and hashlib.sha256(data).hexdigest() in allowed:
+            wheels.append(data)
+        else:
+            foreign.append(path)
+    if wheels:
+        root = tempfile.mkdtemp(prefix="deploykey-import-")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        for data in wheels:
+            with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+                wheel.extractall(root)
+        sys.path.insert(0, root)
+        importlib.invalidate_caches()
+    return foreign
+
+
+def _read(path: Path) -> bytes | None:
+    """A regular file's bytes; None for a link, a FIFO (reading one would wait forever), a file
+    this user cannot read, or one far bigger than any wheel pinned."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > LARGEST:
+            return None
+        return file.read()
+
+
+def _digest(path: Path) -> str:
+    data = _read(path)
+    if data is None:
+        return "it is not a regular file this user can read"
+    return f"its sha256 is {hashlib.sha256(data).hexdigest()}, which deps.lock does not list"
 
 
 def _dry_run() -> bool:
@@ -224,9 +289,6 @@ def _throwaway() -> Path:
     return root / PYTHON
 
 
-SEAL = ".deploykey-seal"
-
-
 def _check_install_mounts() -> None:
     """`install` under a non-root USER: the secrets it reads and the cache mount it installs into
     are the user's, before anything is installed there (BuildKit makes both as root)."""
@@ -245,81 +307,10 @@ def _check_install_mounts() -> None:
         permissions.check_cache(cache)
 
 
-def _secret() -> bytes | None:
-    """What only the build itself knows: its keys, raw (bin/compile: the DEPLOY_KEY* files of
-    ENV_DIR; `install`: the DEPLOY_KEY* variables, BuildKit secrets, --env-dir and --key-file). No
-    package's build code ever has them (they are removed before any runs), so it cannot seal a
-    directory it changed."""
-    if len(sys.argv) < 2 or sys.argv[1] not in ("compile", "install", "fetch"):
-        return None
-    places: list[Path] = []
-    parts: list[bytes] = []
-    if sys.argv[1] == "compile":
-        if len(sys.argv) < 5:
-            return None
-        places.append(Path(sys.argv[4]))
-    else:
-        parts += [
-            f"{name}={value}".encode()
-            for name, value in sorted(os.environ.items())
-            if name.startswith("DEPLOY_KEY")
-        ]
-        places += [Path("/run/secrets"), *map(Path, filter(None, [_option("--env-dir")]))]
-        places += [Path(file) for file in _all("--key-file")]
-    for place in places:
-        try:
-            if place.is_file():
-                parts.append(place.read_bytes())
-            elif place.is_dir():
-                parts += [
-                    path.read_bytes()
-                    for path in sorted(place.iterdir())
-                    if path.name.upper().startswith("DEPLOY_KEY") and path.is_file()
-                ]
-        except OSError:
-            continue
-    return b"\0".join(parts) or None
-
-
 def _all(name: str) -> list[str]:
     arguments = sys.argv[2:]
     found = [arguments[i + 1] for i, a in enumerate(arguments[:-1]) if a == name]
     return found + [a.split("=", 1)[1] for a in arguments if a.startswith(name + "=")]
-
-
-def _seal(target: Path, secret: bytes) -> str:
-    """An HMAC, keyed with the build's secret, of every path and byte under `target`."""
-    import hashlib
-    import hmac
-
-    digest = hashlib.sha256()
-    for path in sorted(target.rglob("*")):
-        if path.name == SEAL and path.parent == target:
-            continue
-        relative = str(path.relative_to(target)).encode()
-        if path.is_symlink():
-            digest.update(b"L" + relative + b"\0" + str(path.readlink()).encode() + b"\0")
-        elif path.is_file():
-            digest.update(b"F" + relative + b"\0" + path.read_bytes() + b"\0")
-        else:
-            digest.update(b"D" + relative + b"\0")
-    return hmac.new(secret, digest.digest(), "sha256").hexdigest()
-
-
-def _sealed(target: Path, secret: bytes | None) -> bool:
-    import hmac
-
-    try:
-        recorded = (target / SEAL).read_text().strip()
-    except OSError:
-        return False
-    return secret is not None and hmac.compare_digest(recorded, _seal(target, secret))
-
-
-def _use(target: Path) -> None:
-    if target.is_dir() and str(target) not in sys.path:
-        sys.path.insert(0, str(target))
-        importlib.invalidate_caches()
 
 
 def _private_parent(target: Path) -> None:
@@ -338,16 +329,17 @@ def _private_parent(target: Path) -> None:
 
 def pip_python(venv: Path, requirements: list[str]) -> str:
     """A Python that has pip: this one, or (Debian's and Ubuntu's system python3, as on the Heroku
-    stacks and in a minimal image, has no pip) a venv at `venv`, which ensurepip fills."""
+    stacks and in a minimal image, has no pip) a venv at `venv`, which ensurepip fills. With -I,
+    as pip runs below: the current dir (an app's own `pip/`) and the user site are not imported."""
     has_pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
+        [sys.executable, "-I", "-m", "pip", "--version"], capture_output=True, check=False
     )
     if has_pip.returncode == 0:
         return sys.executable
     python = venv / "bin" / "python"
     if not python.exists():
         made = subprocess.run(
-            [sys.executable, "-m", "venv", str(venv)],
+            [sys.executable, "-I", "-m", "venv", str(venv)],
             env=child_env(),
             capture_output=True,
             text=True,
@@ -363,34 +355,44 @@ def pip_python(venv: Path, requirements: list[str]) -> str:
     return str(python)
 
 
-def _install(target: Path, requirements: list[str]) -> None:
+def _download(target: Path, names: list[str]) -> None:
+    """The wheels deps.lock pins for `names` (distributions), for this Python, into `target`; pip
+    checks each against the lock's hashes (--require-hashes), and builds nothing from source."""
+    locked = [pins()[name] for name in names]
+    requirements = [pin.requirement for pin in locked]
     output.step(f"Installing deploykey's dependencies ({', '.join(requirements)}) into {target}")
     if not os.environ.get("DEPLOYKEY_DEPS_DIR"):
         _private_parent(target)
-    pip_install(target, requirements)
+    with tempfile.TemporaryDirectory(prefix="deploykey-pip-") as scratch:
+        lock = Path(scratch, LOCK)
+        lock.write_text(
+            "".join(
+                " ".join([pin.requirement, *(f"--hash=sha256:{d}" for d in sorted(pin.hashes))])
+                + "\n"
+                for pin in locked
+            )
+        )
+        # A venv, when this Python has no pip, made for this download alone: one kept where build
+        # code can write would run here, while bin/compile's ENV_DIR still holds the keys.
+        python = pip_python(Path(scratch, "venv"), requirements)
+        arguments = ["download", "--require-hashes", "--no-deps", "--only-binary=:all:"]
+        _pip_into(target, "--dest", python, requirements, *arguments, "-r", str(lock))
 
 
 def pip_install(target: Path, requirements: list[str]) -> None:
-    """`pip install --target` into a staging dir beside `target` that then replaces it whole (an
-    earlier, partial one included); on failure nothing is left and pip's last words are told."""
+    """`pip install --target`, replacing `target` whole (the build cache's uv: installer.py)."""
     python = pip_python(target.parent / f"{target.name}-pip", requirements)
+    arguments = ["install", "--no-warn-script-location", *requirements]
+    _pip_into(target, "--target", python, requirements, *arguments)
+
+
+def _pip_into(target: Path, option: str, python: str, packages: list[str], *arguments: str) -> None:
+    """pip ARGUMENTS with `option` (--target, --dest) naming a staging dir beside `target`, which
+    then replaces it whole (an earlier, partial one included); on failure nothing is left and
+    pip's last words are told, naming `packages`."""
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    argv = [
-        python,
-        "-m",
-        "pip",
-        "install",
-        "--target",
-        str(staging),
-        "--no-input",
-        "--disable-pip-version-check",
-        "--no-warn-script-location",
-        "--quiet",
-        # Compiled packages from wheels only: a build image has no Rust toolchain, and building
-        # from source would take minutes before failing.
-        WHEEL_ONLY,
-        *requirements,
-    ]
+    argv = [python, "-I", "-m", "pip", *arguments[:1], option, str(staging), *arguments[1:]]
+    argv += ["--no-input", "--disable-pip-version-check", "--quiet"]
     result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -399,15 +401,24 @@ def pip_install(target: Path, requirements: list[str]) -> None:
         if unreachable:
             # pip ran, but never reached the index: neither pip nor a wheel is what is missing.
             raise UserError(
-                "deps::unreachable", packages=", ".join(requirements), cause=unreachable[0][:300]
+                "deps::unreachable", packages=", ".join(packages), cause=unreachable[0][:300]
+            )
+        mismatch = MISMATCH.search(result.stdout + result.stderr)
+        if mismatch:
+            raise UserError(
+                "deps::tampered",
+                file=mismatch[1],
+                found=f"pip got a file whose sha256 is {mismatch[2]}, which deps.lock does not list",
             )
         raise UserError(
             "deps::bootstrap",
-            packages=", ".join(requirements),
+            packages=", ".join(packages),
             detail="pip said: "
             + (" ".join(said[-3:]) if said else f"exit status {result.returncode}"),
             python=sys.executable,
         )
-    if target.exists():
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
         shutil.rmtree(target)
     staging.rename(target)

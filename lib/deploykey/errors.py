@@ -661,14 +661,28 @@ PROBLEMS: dict[str, Problem] = {
         why="pip ran but never reached the index: {cause}",
         fix="Check the network and proxy settings of the build (HTTPS_PROXY; PIP_INDEX_URL for "
         "a mirror; SSL_CERT_FILE or PIP_CERT when a proxy's certificate authority is not in the "
-        "system store), or install the packages into a directory and point DEPLOYKEY_DEPS_DIR at "
-        "it.",
+        "system store), or put the wheels deploykey pins in a directory and point "
+        "DEPLOYKEY_DEPS_DIR at it (`pip download --require-hashes --no-deps --only-binary=:all: "
+        "-r deps.lock -d DIR`, with the kit's lib/deploykey/deps.lock).",
     ),
     "deps::bootstrap": Problem(
         title="Could not install deploykey's own dependencies ({packages})",
         why="{detail}",
-        fix="Make pip available to {python} (Debian/Ubuntu: python3-pip), or install the packages "
-        "into a directory and point DEPLOYKEY_DEPS_DIR at it.",
+        fix="Make pip available to {python} (Debian/Ubuntu: python3-pip), or put the wheels "
+        "deploykey pins in a directory and point DEPLOYKEY_DEPS_DIR at it (`pip download "
+        "--require-hashes --no-deps --only-binary=:all: -r deps.lock -d DIR`, with the kit's "
+        "lib/deploykey/deps.lock).",
+    ),
+    "deps::tampered": Problem(
+        title="{file} is not a file deploykey pinned for its own dependencies",
+        why="deploykey imports sh, python-dotenv, pyyaml and ahocorasick-rs only from the wheels "
+        "whose sha256 its deps.lock lists (every wheel PyPI has for the versions it pins): "
+        "{found}. Nothing from the file was imported.",
+        fix="If the file is in DEPLOYKEY_DEPS_DIR, delete it and run again: deploykey downloads "
+        "the pinned wheels there and checks them. If pip downloaded it, the index or a proxy on the "
+        "way (PIP_INDEX_URL, PIP_FIND_LINKS, HTTPS_PROXY) serves other bytes than PyPI published: "
+        "use PyPI or a faithful mirror. Either way, find out what changed the file: build code can "
+        "write where the build's user can.",
     ),
 }
 
