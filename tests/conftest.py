@@ -31,6 +31,9 @@ from nonroot import NonRoot, kit_deps, public_dir  # noqa: E402
 
 KIT = Path(__file__).resolve().parents[1]
 BIN = KIT / "bin"
+# Wheelhouses kept between runs are named for the kit's pinned dependencies (deps.lock): a bump
+# makes new ones, instead of offline builds failing on the old versions.
+LOCK_TAG = hashlib.sha256((KIT / "lib" / "deploykey" / "deps.lock").read_bytes()).hexdigest()[:12]
 FLIT = "flit_core==3.9.0"
 # The kit's own dependencies at the versions lib/deploykey/deps.lock pins: the bootstrap installs
 # no others, so a wheelhouse that stands in for PyPI holds these.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from conftest import LOCK_TAG
 from deploykey.bootstrap import pins
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def install_tools() -> Tools:
         )
 
     python = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    wheels = _atomic(TOOLS / f"wheels-{python}-pip-{VERSIONS['pip']}", download)
+    wheels = _atomic(TOOLS / f"wheels-{python}-pip-{VERSIONS['pip']}-{LOCK_TAG}", download)
     venvs = {name: _tool_venv(name, VERSIONS[name], python) for name in ("uv", "poetry", "pipenv")}
     return Tools(
         python=sys.executable,

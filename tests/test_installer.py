@@ -10,6 +10,7 @@ import pytest
 from conftest import (
     FLIT,
     KIT_PINS,
+    LOCK_TAG,
     Build,
     GeneratedKey,
     download_wheels,
@@ -29,7 +30,7 @@ WHEELS = (*(pin for pin in KIT_PINS if not pin.startswith("ahocorasick-rs")), "u
 @pytest.fixture(scope="session")
 def wheels() -> Path:
     """A world-readable wheelhouse, so that the builds below need no package index."""
-    directory = Path("/tmp/deploykey-tests-wheels")
+    directory = Path(f"/tmp/deploykey-tests-wheels-{LOCK_TAG}")
     if not any(directory.glob("uv-*.whl")):
         directory.mkdir(exist_ok=True)
         download_wheels(directory, *WHEELS, cp311=True)
