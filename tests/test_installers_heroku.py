@@ -22,6 +22,7 @@ from conftest import (
     GeneratedKey,
     files_with_key,
     key_dirs,
+    key_fragments,
     make_key,
     snapshot,
     text_has_key,
@@ -107,12 +108,19 @@ def assert_installed(compiled: installers.Compiled) -> None:
 
 
 def key_dirs_with(key: GeneratedKey, before: set[str]) -> list[str]:
-    """The key dirs made since `before` that hold this key. (Another test run on the machine may
-    have key dirs of its own at any moment, with its own keys.)"""
+    """The key dirs made since `before` that hold this key. Another developer's test run on this
+    machine has key dirs of its own, with its own keys (a GitHub App's .pem too), at any moment:
+    only this key counts (not conftest's "any private key" check)."""
+    fragments = key_fragments(key.text)
     found = []
     for directory in sorted(key_dirs() - before):
         try:
-            found += files_with_key([Path(directory)], key.text)
+            files = [p for p in Path(directory).rglob("*") if p.is_file() and not p.is_symlink()]
+            for path in files:
+                data = path.read_bytes()
+                flat = data.replace(b"\r", b"").replace(b"\n", b"")
+                if any(f in data or f in flat for f in fragments):
+                    found.append(str(path))
         except FileNotFoundError:  # removed while we looked: another run's, gone
             continue
     return found
