@@ -24,6 +24,7 @@ import http.server
 import json
 import re
 import secrets
+import shutil
 import ssl
 import string
 import threading
@@ -799,6 +800,12 @@ class GitHubGit:
     ) -> None:
         self.api.add_repository(owner, name)
         make_bare_repo(self.server.root, f"{owner}/{name}", files, tags)
+
+    def add_copy(self, owner: str, name: str, bare: Path) -> None:
+        """OWNER/NAME served as a copy of an existing bare repository: the same commits, so that
+        a lockfile made against another server (tests/gitserver.py) pins commits found here."""
+        self.api.add_repository(owner, name)
+        shutil.copytree(bare, self.server.root / "repos" / owner / f"{name}.git")
 
     def access_log(self) -> str:
         return self.server.access_log()

@@ -236,9 +236,11 @@ def build_sdist(sdist_directory, config_settings=None):
 '''
 
 
-def noindex_package() -> dict[str, str]:
-    """The files of acme/noindex-lib: builds with no index (requires = [], an in-tree backend)."""
-    return {
+def noindex_package(name: str = "noindex-lib") -> dict[str, str]:
+    """The files of acme/noindex-lib: builds with no index (requires = [], an in-tree backend).
+    Another `name` makes the same package under that name (its module, and its greeting,
+    `hello from NAME`), for an app with two private repositories."""
+    files = {
         "pyproject.toml": textwrap.dedent(
             """\
             [build-system]
@@ -256,41 +258,55 @@ def noindex_package() -> dict[str, str]:
         "backend.py": BACKEND,
         "noindex_lib/__init__.py": f'def hello():\n    return "{GREETING}"\n',
     }
+    module = name.replace("-", "_")
+    return {
+        path.replace("noindex_lib", module): text.replace("noindex-lib", name).replace(
+            "noindex_lib", module
+        )
+        for path, text in files.items()
+    }
 
 
-def serve_noindex(server: GitServer) -> None:
-    """acme/noindex-lib on the session's git server, once (several test modules use it)."""
-    if not (server.root / "repos" / f"{REPO}.git").is_dir():
-        server.add_repo(REPO, noindex_package())
+def serve_noindex(server: GitServer, repo: str = REPO) -> None:
+    """acme/noindex-lib (or `repo`, the same package named after it) on the session's git server,
+    once (several test modules use it)."""
+    if not (server.root / "repos" / f"{repo}.git").is_dir():
+        server.add_repo(repo, noindex_package(repo.rpartition("/")[2]))
 
 
-def manifests(manager: str) -> dict[str, str]:
-    """What a developer writes for each package manager (their lockfiles are made by the tools)."""
+def manifests(manager: str, repos: tuple[str, ...] = (REPO,)) -> dict[str, str]:
+    """What a developer writes for each package manager (their lockfiles are made by the tools),
+    naming acme/noindex-lib, or each of `repos` (served by serve_noindex), at v1.0."""
+    names = [repo.rpartition("/")[2] for repo in repos]
+    urls = [f"ssh://git@github.com/{repo}.git" for repo in repos]
+    requirements = [f"{name} @ git+{url}@v1.0" for name, url in zip(names, urls, strict=True)]
     project = textwrap.dedent(
         f"""\
         [project]
         name = "app"
         version = "0.1.0"
         requires-python = ">=3.10"
-        dependencies = ["{REQUIREMENT}"]
+        dependencies = [{", ".join(f'"{r}"' for r in requirements)}]
         """
     )
     if manager == "pip":
-        return {"requirements.txt": REQUIREMENT + "\n"}
+        return {"requirements.txt": "".join(r + "\n" for r in requirements)}
     if manager == "uv":
         return {"pyproject.toml": project}
     if manager == "poetry":
         return {"pyproject.toml": project + "\n[tool.poetry]\npackage-mode = false\n"}
     pipfile = textwrap.dedent(
-        f"""\
+        """\
         [[source]]
         url = "https://pypi.org/simple"
         verify_ssl = true
         name = "pypi"
 
         [packages]
-        noindex-lib = {{git = "{URL}", ref = "v1.0"}}
         """
+    )
+    pipfile += "".join(
+        f'{name} = {{git = "{url}", ref = "v1.0"}}\n' for name, url in zip(names, urls, strict=True)
     )
     return {"Pipfile": pipfile}
 

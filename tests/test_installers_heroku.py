@@ -22,6 +22,7 @@ from conftest import (
     GeneratedKey,
     files_with_key,
     key_dirs,
+    key_fragments,
     make_key,
     snapshot,
     text_has_key,
@@ -53,41 +54,57 @@ def locked(
     tools: Tools,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, dict[str, str]]:
-    """Each manager's app files, its lockfile made as a developer would: the tool's own lock
-    command between `deploykey setup --shell --key-file KEY` and `deploykey cleanup --shell`."""
+    """Each manager's app files, its lockfile made as a developer would (see `lock`)."""
     apps: dict[str, dict[str, str]] = {"pip": installers.manifests("pip")}
-    for manager, command in installers.LOCK_COMMANDS.items():
+    for manager in installers.LOCK_COMMANDS:
         root = tmp_path_factory.mktemp(f"lock-{manager}")
-        app, home = root / "app", root / "home"
-        app.mkdir()
-        home.mkdir()
-        files = installers.manifests(manager)
-        for name, text in files.items():
-            (app / name).write_text(text)
-        (app / "deploykey.yml").write_text(git_server.deploykey_yml())
-        before = key_dirs()
-        env = installers.tool_env(tools, home, root / "scratch")
-        env["SETUP_EXPORTS"] = str(root / "exports")
-        script = installers.with_deploykey(command, f"--key-file {lib_key.path}")
-        done = subprocess.run(
-            ["bash", "-c", script], cwd=app, env=env, capture_output=True, text=True, timeout=300
+        apps[manager] = lock(
+            git_server, lib_key, tools, root, manager, installers.manifests(manager)
         )
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert done.stdout.strip() == "", "cleanup --shell left variables set: " + done.stdout
-        assert key_dirs_with(lib_key, before) == []
-        assert installers.ssh_calls(root / "scratch" / "ssh-guard") == []
-        lockfile = LOCKFILES[manager]
-        assert lockfile is not None
-        text = (app / lockfile).read_text()
-        # The lockfile records the repository's real URL, never the mirror git fetched it from.
-        mirrors = (root / "exports").read_text()
-        assert "file://" in mirrors and "insteadOf" in mirrors
-        assert f"ssh://git@github.com/{REPO}" in text, text
-        assert "file:" not in text and "mirrors" not in text and str(root) not in text, text
-        assert not text_has_key(done.stdout + done.stderr + text, lib_key.text)
-        assert files_with_key([app, home], lib_key.text) == []
-        apps[manager] = {**files, lockfile: text}
     return apps
+
+
+def lock(
+    git_server: GitServer,
+    key: GeneratedKey,
+    tools: Tools,
+    root: Path,
+    manager: str,
+    files: dict[str, str],
+    repos: tuple[str, ...] = (REPO,),
+) -> dict[str, str]:
+    """The app's `files` and the lockfile `manager` makes for them, as a developer makes it: the
+    tool's own lock command between `deploykey setup --shell --key-file KEY` and `deploykey
+    cleanup --shell`, against the sshd git server (the lockfile then records each of `repos`)."""
+    app, home = root / "app", root / "home"
+    app.mkdir()
+    home.mkdir()
+    for name, text in files.items():
+        (app / name).write_text(text)
+    (app / "deploykey.yml").write_text(git_server.deploykey_yml())
+    before = key_dirs()
+    env = installers.tool_env(tools, home, root / "scratch")
+    env["SETUP_EXPORTS"] = str(root / "exports")
+    script = installers.with_deploykey(installers.LOCK_COMMANDS[manager], f"--key-file {key.path}")
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=app, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "", "cleanup --shell left variables set: " + done.stdout
+    assert key_dirs_with(key, before) == []
+    assert installers.ssh_calls(root / "scratch" / "ssh-guard") == []
+    lockfile = LOCKFILES[manager]
+    assert lockfile is not None
+    text = (app / lockfile).read_text()
+    # The lockfile records the repository's real URL, never the mirror git fetched it from.
+    mirrors = (root / "exports").read_text()
+    assert "file://" in mirrors and "insteadOf" in mirrors
+    for repo in repos:
+        assert f"ssh://git@github.com/{repo}" in text, text
+    assert "file:" not in text and "mirrors" not in text and str(root) not in text, text
+    assert not text_has_key(done.stdout + done.stderr + text, key.text)
+    assert files_with_key([app, home], key.text) == []
+    return {**files, lockfile: text}
 
 
 def write_app(build: Build, files: dict[str, str]) -> None:
@@ -107,12 +124,19 @@ def assert_installed(compiled: installers.Compiled) -> None:
 
 
 def key_dirs_with(key: GeneratedKey, before: set[str]) -> list[str]:
-    """The key dirs made since `before` that hold this key. (Another test run on the machine may
-    have key dirs of its own at any moment, with its own keys.)"""
+    """The key dirs made since `before` that hold this key. Another developer's test run on this
+    machine has key dirs of its own, with its own keys (a GitHub App's .pem too), at any moment:
+    only this key counts (not conftest's "any private key" check)."""
+    fragments = key_fragments(key.text)
     found = []
     for directory in sorted(key_dirs() - before):
         try:
-            found += files_with_key([Path(directory)], key.text)
+            files = [p for p in Path(directory).rglob("*") if p.is_file() and not p.is_symlink()]
+            for path in files:
+                data = path.read_bytes()
+                flat = data.replace(b"\r", b"").replace(b"\n", b"")
+                if any(f in data or f in flat for f in fragments):
+                    found.append(str(path))
         except FileNotFoundError:  # removed while we looked: another run's, gone
             continue
     return found

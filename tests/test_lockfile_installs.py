@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import installers
-from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, key_fragments, text_has_key
+from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, text_has_key
 from gitserver import GitServer
 from installers import GREETING, LOCKFILES, REPO, Tools
-from test_installers_heroku import IMPORT, lib_key, locked, tools, write_app
+from test_installers_heroku import IMPORT, key_dirs_with, lib_key, locked, tools, write_app
 
 __all__ = ["lib_key", "locked", "tools"]  # fixtures, shared with tests/test_installers_heroku.py
 
@@ -66,25 +66,6 @@ def run_compile(build: Build, env: dict[str, str], *args: str) -> subprocess.Com
         text=True,
         timeout=300,
     )
-
-
-def key_dirs_with(key: GeneratedKey, before: set[str]) -> list[str]:
-    """The key dirs made since `before` that hold this key. Another developer's test run on this
-    machine has key dirs of its own, with its own keys, at any moment: only this key counts (not
-    conftest's "any private key" check)."""
-    fragments = key_fragments(key.text)
-    found = []
-    for directory in sorted(key_dirs() - before):
-        try:
-            files = [p for p in Path(directory).rglob("*") if p.is_file() and not p.is_symlink()]
-            for path in files:
-                data = path.read_bytes()
-                flat = data.replace(b"\r", b"").replace(b"\n", b"")
-                if any(f in data or f in flat for f in fragments):
-                    found.append(str(path))
-        except FileNotFoundError:  # removed while we looked: another run's, gone
-            continue
-    return found
 
 
 def assert_runs_from_the_venv(build: Build) -> None:
