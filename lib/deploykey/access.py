@@ -115,9 +115,12 @@ def open(
             if app is not None
             else None
         )
-        output.detail(
-            f"ssh ready: keys and ssh config in {directory.path} (outside the app and the cache)"
-        )
+        if keys or agent:
+            output.detail(
+                f"ssh ready: keys and ssh config in {directory.path} (outside the app and the cache)"
+            )
+        else:
+            output.detail(f"key dir: {directory.path} (outside the app and the cache)")
         users = {req.host: req.user for req in requirements.git if req.scheme == "ssh"}
         greeter = Greeter(ssh, config, {host.name: host for host in hosts}, users)
         routes = _routes(greeter, hosts, keys, mapping)

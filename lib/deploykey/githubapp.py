@@ -25,6 +25,7 @@ as GitHub's App settings page shows it: SHA256 of the public key's DER, in base6
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -103,10 +104,12 @@ def read(env: EnvSource, settings: Settings) -> App | None:
     api = configured.api_url or (
         "https://api.github.com" if host == "github.com" else f"https://{host}/api/v3"
     )
+    # Named everywhere (the leak check's findings too) as GitHub's App page names it.
+    key = dataclasses.replace(key, fingerprint=github_fingerprint(key.public))
     return App(
         app_id.strip(),
         key,
-        github_fingerprint(key.public),
+        key.fingerprint,
         env.text(INSTALLATION_ID) or configured.installation_id,
         host,
         api,
