@@ -236,6 +236,39 @@ def test_a_dev_shm_that_cannot_hold_the_key_falls_back_to_tmpdir(
     clean(build, utils_key, result, before)
 
 
+@pytest.mark.parametrize(
+    ("shm", "reason"), [("full", "No space left on device"), ("read-only", "Read-only file system")]
+)
+def test_a_dry_run_plans_the_key_dir_where_the_build_would_make_it(
+    build: Build, utils_key: GeneratedKey, shm: str, reason: str
+) -> None:
+    """The plan of a dry run names the place a real build would use, decided by the same code:
+    with /dev/shm full it named /dev/shm, where no key dir can be made."""
+    before = key_dirs()
+    tmpdir = build.root / "tmp"
+    tmpdir.mkdir()
+    build.set_key(utils_key.text)
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(build.env_dir)]
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", DEV_SHM[shm] + ' && exec "$@"', "sh", *argv, "--dry-run"],
+        env=build.environ(TMPDIR=str(tmpdir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    plan = result.stdout.split("-----> Plan\n", 1)[1].split("----->", 1)[0]
+    assert (
+        f"       Key dir: {tmpdir}/deploykey-XXXXXXXX (0700), each key 0600 "
+        f"(/dev/shm cannot hold the key ({reason})); ssh config:\n"
+    ) in plan
+    assert f"{tmpdir}/deploykey-XXXXXXXX/id_deploy_key" in plan
+    assert "/dev/shm" not in plan.replace(f"/dev/shm cannot hold the key ({reason})", "")
+    assert list(tmpdir.glob("deploykey-*")) == []
+    clean(build, utils_key, result, before)
+
+
 # ---------------------------------------------------------------- links planted where the kit writes
 
 

@@ -102,16 +102,6 @@ def candidates() -> list[Path]:
     return found
 
 
-def base_for(outside: Sequence[Path]) -> Path:
-    reasons = []
-    for base in candidates():
-        inside = _inside(base, outside)
-        if inside is None:
-            return base
-        reasons.append(f"{base} is inside {inside}, which is kept after the build.")
-    raise UserError("path::unsafe", path=candidates()[-1], reason=" ".join(reasons))
-
-
 def create(outside: Sequence[Path]) -> KeyDir:
     """A fresh private directory in the best temp location outside the kept directories that can
     hold it: tmpfs, else the system temp dir ($TMPDIR), as the README promises."""
@@ -133,6 +123,15 @@ def create(outside: Sequence[Path]) -> KeyDir:
     if passed_over:
         raise UserError("path::no-room", tried="; ".join(passed_over + unsafe))
     raise UserError("path::unsafe", path=candidates()[-1], reason=" ".join(unsafe))
+
+
+def where(outside: Sequence[Path]) -> KeyDir:
+    """Where create() would make a key dir now, and the places it would pass over: for a plan that
+    says what the build will do. It makes one and removes it, because only writing shows that a
+    tmpfs is full (access() says yes), so the answer is create()'s own decision, not a guess."""
+    directory = create(outside)
+    directory.remove()
+    return directory
 
 
 def _make(base: Path) -> KeyDir:
