@@ -122,25 +122,32 @@ def test_after_sigkill_the_next_build_removes_the_run_time_link(
     """SIGKILL while the venv is built through the link APP_PATH -> BUILD_DIR (the run-time path
     did not exist): the link stays behind. The next build, from another build dir as on Heroku,
     knows the link for its own (it marked it), removes it and builds; before, every later build
-    failed path::symlink. A link the user made stays an error
-    (test_planted_app_path_link_is_refused)."""
+    failed path::symlink. While the first build runs, its link is not touched. A link the user
+    made stays an error (test_planted_app_path_link_is_refused). (Without /proc:
+    test_install.py::test_a_link_a_killed_build_left_is_removed_and_a_running_builds_stays.)"""
     build.set_key(utils_key.text)
     (build.app / "requirements.txt").write_text(SLOW)
     process = start_compile(build)
+    (build.root / "next").mkdir()
+    following = Build(build.root / "next", build.server, build.wheelhouse)
+    following.set_key(utils_key.text)
+    env = following.environ(DEPLOYKEY_APP_PATH=str(build.app_path))
     try:
         wait_for(build.home / "slow-started", process)
         assert build.app_path.is_symlink()
+        meanwhile = following.compile(env=env)  # the first build still runs: its link stays
+        assert meanwhile.returncode == 1, meanwhile.stdout + meanwhile.stderr
+        assert f"{build.app_path} is a symbolic link" in meanwhile.stderr
+        assert "removed the link" not in meanwhile.stdout
+        assert build.app_path.readlink() == build.app
         process.kill()
         process.wait(timeout=30)
     finally:
         kill_leftovers(build)
     assert build.app_path.is_symlink()  # left behind
     shutil.rmtree(build.app)  # that build dir is gone; the next build has its own
-    (build.root / "next").mkdir()
-    following = Build(build.root / "next", build.server, build.wheelhouse)
-    following.set_key(utils_key.text)
     before = key_dirs()
-    result = following.compile(env=following.environ(DEPLOYKEY_APP_PATH=str(build.app_path)))
+    result = following.compile(env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert (

@@ -9,6 +9,7 @@ umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals the
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shlex
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from deploykey.errors import UserError
 
@@ -77,13 +79,48 @@ class KeyDir:
             shutil.rmtree(self.path)
 
 
+def _open_new(target: Path, mode: int) -> IO[bytes]:
+    """A new file (never an existing one, never through a link), with `mode`, open for writing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(target, flags, mode), "wb")
+
+
 def write_new(target: Path, data: bytes, mode: int = 0o600) -> Path:
     """A new file (never an existing one, never through a link), with `mode`."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(target, flags, mode)
-    with os.fdopen(fd, "wb") as file:
+    with _open_new(target, mode) as file:
         file.write(data)
     return target
+
+
+def write_held(target: Path, data: bytes, mode: int = 0o600) -> IO[bytes]:
+    """write_new, and an exclusive flock(2) on the new file that lasts until the returned file is
+    closed or this process dies: the kernel drops the lock then, on SIGKILL too, so a later build
+    tells a live writer from a dead one by trying the lock (released()), with no need for /proc,
+    which a container may not show. The lock is taken before the data is written: whoever reads
+    the data finds it locked while its writer lives. O_CLOEXEC keeps the lock from the children
+    that exec (git, pip), which may outlive a killed build."""
+    file = _open_new(target, mode)
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        file.write(data)
+        file.flush()
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def released(file: IO[str] | IO[bytes], path: Path) -> bool:
+    """Whether the writer of `file`, opened from `path` and written by write_held, has ended (closed
+    it or died): this process then holds the lock until it closes `file`. False while the writer
+    lives, or when `path` is no longer that file (removed, or made again, since it was opened)."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        now = path.lstat()
+    except OSError:  # BlockingIOError: the writer holds it; or no locks here, or the file is gone
+        return False
+    opened = os.fstat(file.fileno())
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _inside(path: Path, others: Sequence[Path]) -> Path | None:
