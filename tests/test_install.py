@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deploykey import config, install, sources
+from conftest import WITHOUT_PROC
+from deploykey import config, install, keydir, sources
 from deploykey.errors import UserError
 
 LIB = Path(__file__).resolve().parents[1] / "lib"
@@ -54,11 +55,7 @@ with install.at_run_time_path(app_dir, app_path, Path(".venv"), Cleanup(), creat
     time.sleep(600)
 """
 
-# The next build's check, with /proc hidden (a private mount namespace: an empty tmpfs over it),
-# as in a container that shows none.
-WITHOUT_PROC = (
-    'mount -t tmpfs -o size=64k deploykey-no-proc /proc && test ! -e /proc/self && exec "$@"'
-)
+# The next build's check.
 NEXT_BUILD = """\
 import sys
 from pathlib import Path
@@ -93,7 +90,7 @@ def _killed(process: subprocess.Popen[str]) -> int:
 def _next_build(*app_paths: Path, proc: bool = True) -> str:
     argv = [sys.executable, "-I", "-c", NEXT_BUILD, str(LIB), *map(str, app_paths)]
     if not proc:
-        argv = ["unshare", "-m", "sh", "-c", WITHOUT_PROC, "sh", *argv]
+        argv = WITHOUT_PROC + argv
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
@@ -129,13 +126,32 @@ def test_a_link_the_mark_does_not_name_stays(tmp_path: Path) -> None:
     assert not install._mark(app_path).exists()  # the mark of a build that ended
 
 
+def _mark_left(tmp_path: Path, stamp: str) -> Path:
+    target = tmp_path / "old-build"
+    app_path = tmp_path / "run" / "app"
+    app_path.parent.mkdir(parents=True)
+    app_path.symlink_to(target)
+    install._mark(app_path).write_text(f"{target}\n{stamp}\n")
+    return app_path
+
+
 def test_a_mark_without_its_lock_is_of_an_ended_build(tmp_path: Path) -> None:
     """The lock, not the pid, decides: a mark whose pid runs (this very process) but that no one
     holds is of a build that ended."""
-    target = tmp_path / "old-build"
-    app_path = tmp_path / "run" / "app"
-    app_path.parent.mkdir()
-    app_path.symlink_to(target)
-    install._mark(app_path).write_text(f"{target}\npid {os.getpid()}\n")
+    app_path = _mark_left(tmp_path, keydir.stamp())
     install._remove_stale_link(app_path)
     assert list(app_path.parent.iterdir()) == []
+
+
+def test_a_mark_from_before_the_lock_is_judged_by_proc(tmp_path: Path) -> None:
+    """ "pid PID START", as deploykey wrote it before the lock (its build may run beside a newer
+    one): removed only when /proc shows that process gone."""
+    running = _mark_left(tmp_path / "running", f"pid {os.getpid()} {keydir._started(os.getpid())}")
+    install._remove_stale_link(running)
+    assert running.is_symlink() and install._mark(running).exists()
+    child = subprocess.Popen(["sleep", "0"])
+    started = keydir._started(child.pid)
+    child.wait()
+    ended = _mark_left(tmp_path / "ended", f"pid {child.pid} {started}")
+    install._remove_stale_link(ended)
+    assert list(ended.parent.iterdir()) == []

@@ -283,9 +283,8 @@ def _mark(app_path: Path) -> Path:
 
 def _write_mark(mark: Path, target: Path) -> IO[bytes]:
     """The mark, locked by this build until it removes the link or dies (keydir.write_held): the
-    lock, not /proc, tells a later build whether the link is still in use. The pid is for the
-    message only."""
-    return keydir.write_held(mark, f"{target}\npid {os.getpid()}\n".encode(), 0o644)
+    lock, not /proc, tells a later build whether the link is still in use."""
+    return keydir.write_held(mark, f"{target}\n{keydir.stamp()}\n".encode(), 0o644)
 
 
 def _remove_stale_link(app_path: Path) -> None:
@@ -293,15 +292,10 @@ def _remove_stale_link(app_path: Path) -> None:
     names, of a build that has ended (its lock on the mark is gone): a link the user made, or one a
     running build uses, stays."""
     mark = _mark(app_path)
-    try:
-        fd = os.open(mark, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return  # no mark (or a planted link in its place: not ours)
-    with os.fdopen(fd) as file:  # closing it drops the lock released() took
-        lines = file.read(4096).splitlines()
-        if len(lines) != 2 or not keydir.released(file, mark):
+    with keydir.if_ended(mark) as left:
+        if left is None or len(left[0]) != 2:
             return
-        target, pid = lines[0], (lines[1].split() + ["?", "?"])[1]  # "pid PID"
+        (target, _stamp), pid = left
         if app_path.is_symlink() and str(app_path.readlink()) == target:
             app_path.unlink()
             output.detail(
