@@ -139,31 +139,34 @@ for path, reason in keydir.sweep():
 )
 
 
-@pytest.mark.parametrize("proc", [True, False], ids=["with-proc", "without-proc"])
+@pytest.mark.parametrize("case", ["with-proc", "without-proc", "running-in-a-pid-namespace"])
 def test_the_sweep_removes_a_killed_builds_key_dir_and_never_a_running_ones(
-    tmp_path: Path, proc: bool
+    tmp_path: Path, case: str
 ) -> None:
     """The build holds a lock on its key dir's owner file, which the kernel drops when it dies
-    (SIGKILL too): the sweep needs no /proc to tell, where before it kept a killed build's key dir
-    whenever /proc was not visible."""
+    (SIGKILL too): the sweep needs no /proc to tell. Before, it judged by /proc: with none visible
+    it kept a killed build's key dir, and it removed the key dir of a build running in another
+    pid namespace that shares the temp dir (a container with docker's --ipc=host), whose pid it
+    could not find."""
     places = [str(LIB), str(tmp_path / "shm"), str(tmp_path / "tmp")]
     for place in places[1:]:
         os.mkdir(place)
 
-    def making() -> tuple[subprocess.Popen[str], Path]:
-        argv = [sys.executable, "-I", "-c", MAKING_BUILD, *places]
+    def making(prefix: list[str]) -> tuple[subprocess.Popen[str], Path]:
+        argv = [*prefix, sys.executable, "-I", "-c", MAKING_BUILD, *places]
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert process.stdout is not None
         return process, Path(process.stdout.readline().strip())
 
-    killed, stale = making()
-    running, live = making()
+    killed, stale = making([])
+    own_pids = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"]
+    running, live = making(own_pids if case == "running-in-a-pid-namespace" else [])
     try:
         killed.kill()
         killed.wait(timeout=30)
         argv = [sys.executable, "-I", "-c", SWEEPING_BUILD, *places]
         swept = subprocess.run(
-            argv if proc else WITHOUT_PROC + argv,
+            WITHOUT_PROC + argv if case == "without-proc" else argv,
             capture_output=True,
             text=True,
             check=True,
