@@ -37,6 +37,7 @@ def test_private_and_exclusive(tmp_path: Path) -> None:
         assert directory.path.name.startswith("deploykey-")
         assert oct(directory.path.stat().st_mode & 0o777) == "0o700"
         directory.write("id", b"secret")
+        assert oct((directory.path / "id").stat().st_mode & 0o777) == "0o600"
         (directory.path / "planted").symlink_to(tmp_path / "target")
         with pytest.raises(FileExistsError):
             directory.write("planted", b"secret")
