@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -97,6 +98,44 @@ def test_after_sigkill_the_next_build_removes_the_key(
         in result.stdout
     )
     assert key_dirs() - before == set()
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
+def test_a_signal_during_the_fetch_removes_the_key_and_stops_git(
+    build: Build, utils_key: GeneratedKey, git_server: GitServer, signum: signal.Signals
+) -> None:
+    """SIGTERM, SIGINT or SIGHUP while git fetches with the key (the server holds the connection
+    open): the key dir is removed, git and its ssh (their process group) are stopped, and the
+    build says it was interrupted. (During the install the keys are gone already:
+    test_heroku.py::test_signal_during_install_scrubs.)"""
+    before = key_dirs()
+    if not (git_server.root / "repos" / "acme" / "slow-fetch.git").exists():
+        git_server.add_repo("acme/slow-fetch", {"README": "served after a minute\n"})
+    git_server.grant(utils_key.label, utils_key.public, ["acme/slow-fetch"])
+    started = git_server.root / "repos" / "slow-fetch-started"
+    started.unlink(missing_ok=True)
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(
+        "slow-fetch @ git+ssh://git@github.com/acme/slow-fetch.git@v1.0\n"
+    )
+    process = start_compile(build)
+    try:
+        wait_for(started, process)
+        [key_dir] = key_dirs() - before
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+        # Whatever still runs with the key dir in its command line: git's ssh, the router.
+        left = subprocess.run(["pgrep", "-f", key_dir], capture_output=True, text=True).stdout
+    finally:
+        kill_leftovers(build)
+    assert process.returncode == 128 + signum, stdout + stderr
+    assert f" !     The build was interrupted by {signum.name}" in stderr
+    assert f"removed the key dir {key_dir}" in stdout
+    assert left == ""
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    clean(build, utils_key, result, before)
 
 
 def test_sigkill_during_the_install_leaves_no_key(build: Build, utils_key: GeneratedKey) -> None:
@@ -548,6 +587,30 @@ def test_scp_like_typo_fails_before_installing(build: Build, utils_key: Generate
     assert (
         "Fix: Write it as `git+ssh://git@github.com/acme/private-utils.git@v1.0`." in result.stderr
     )
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_a_host_with_no_trusted_key_is_never_asked(build: Build, utils_key: GeneratedKey) -> None:
+    """No trust on first use: a requirement on a host with no pinned key and none in deploykey.yml
+    fails with host::unknown before any connection to it (a listener there sees none)."""
+    import socket
+
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        (build.app / "requirements.txt").write_text(
+            f"private-utils @ git+ssh://git@127.0.0.1:{port}/acme/private-utils.git@v1.0\n"
+        )
+        state = snapshot(build.app)
+        result = build.compile()
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert " !     No trusted host key for 127.0.0.1\n" in result.stderr
+    assert "(host::unknown: README.md#host-unknown)" in result.stderr
     assert snapshot(build.app) == state
     clean(build, utils_key, result, before)
 
