@@ -291,6 +291,34 @@ def test_scan_command(tmp_path: Path, keys_dir: Path) -> None:
         assert f"{missing} does not exist" in gone.stderr and "no key material" not in gone.stdout
 
 
+def test_another_private_key_fails_deploykey_scan_but_not_a_build(
+    tmp_path: Path, keys_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A private key that is not the build's (a package's test key) is named; it fails `deploykey
+    scan`, and a build's leak check only warns (SECURITY.md: not the build's to guard)."""
+    from conftest import BIN
+    from deploykey import build, config, sources
+
+    key, other = make_key(keys_dir), make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "vendored_test.key").write_text(other.text)
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    settings = config.load(tree, sources.read(str(env_dir)), {})
+    assert build.leak_check([tree], [load(key)], [], settings) is None
+    warned = capsys.readouterr().err
+    assert f"{tree / 'vendored_test.key'}: another private key " in warned
+    assert "not this build's, so not failing it" in warned
+    scanned = subprocess.run(
+        [str(BIN / "deploykey"), "scan", str(tree), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert scanned.returncode == 1, scanned.stdout + scanned.stderr
+    assert f"{tree / 'vendored_test.key'} (another private key" in scanned.stderr
+
+
 def test_every_form_over_many_keys(keys_dir: Path) -> None:
     """Needles depend on where +, / and line breaks fall in each random key: check many keys."""
     for kind in ["ed25519"] * 40 + ["ecdsa"] * 10 + ["rsa"] * 4:
