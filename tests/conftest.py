@@ -39,6 +39,16 @@ FLIT = "flit_core==3.9.0"
 # no others, so a wheelhouse that stands in for PyPI holds these.
 KIT_PINS = tuple(pin.requirement for pin in pins().values())
 _labels = itertools.count(1)
+# A command prefix: run in a mount namespace of its own with an empty tmpfs over /proc, as in a
+# container that shows none (the machine's /proc is never touched).
+WITHOUT_PROC = [
+    "unshare",
+    "-m",
+    "sh",
+    "-c",
+    'mount -t tmpfs -o size=64k deploykey-no-proc /proc && test ! -e /proc/self && exec "$@"',
+    "sh",
+]
 UTILS_REQUIREMENT = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
 
 

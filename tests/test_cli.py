@@ -48,3 +48,49 @@ def test_bug_exits_3(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
     err = capsys.readouterr().err
     assert "deploykey failed unexpectedly: ZeroDivisionError: boom" in err
     assert "This is a bug in deploykey; please report it" in err
+
+
+# As nobody (setpriv; the tests run as root, whom nothing stops): the kit's entry point, or not,
+# then another process of the same user, as a package's build code would be, opens the kit's
+# /proc files.
+PEEKED = """\
+import os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from deploykey import cli
+if sys.argv[2] == "main":
+    cli.main(["--version"])
+peek = '''
+import sys
+for what in ("environ", "mem", "fd/0"):
+    try:
+        open(f"/proc/{sys.argv[1]}/{what}", "rb").close()
+        print(what, "read")
+    except PermissionError:
+        print(what, "refused")
+'''
+argv = [sys.executable, "-I", "-c", peek, str(os.getpid())]
+print(subprocess.run(argv, capture_output=True, text=True, check=True).stdout, end="")
+"""
+
+
+@pytest.mark.parametrize("entered", [True, False], ids=["after-main", "without-main"])
+def test_build_code_of_the_same_user_cannot_read_the_kits_process(entered: bool) -> None:
+    """main() makes the process undumpable (PR_SET_DUMPABLE): its environment, memory and open
+    files, where the key is while it runs, are closed to other processes of its user. Without
+    main() the same reader reads them all: the test can tell."""
+    from nonroot import SYSTEM_PYTHON, nobody
+
+    user = nobody()
+    result = subprocess.run(
+        [
+            *("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"),
+            *(SYSTEM_PYTHON, "-I", "-c", PEEKED, str(BIN.parent / "lib")),
+            "main" if entered else "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    said = "refused" if entered else "read"
+    assert result.stdout.splitlines()[-3:] == [f"{f} {said}" for f in ("environ", "mem", "fd/0")]

@@ -56,8 +56,11 @@ def test_token_installs_and_is_left_nowhere(
     before = key_dirs()
     url = f"git+{http_server.url}/acme/tokenlib.git@v1.0"
     token_build(build, http_server, f"-e {url}#egg=tokenlib" if editable else f"tokenlib @ {url}")
-    result = build.compile()
+    # A Heroku build (STACK), into a venv: the token file goes from this build's ENV_DIR too.
+    result = build.compile(env=build.environ(STACK="heroku-24", DEPLOYKEY_INSTALL="venv"))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"removed GIT_TOKEN_LOCAL from {build.env_dir}" in result.stdout
+    assert not (build.env_dir / "GIT_TOKEN_LOCAL").exists()
     assert f"GIT_TOKEN_LOCAL: token for https://127.0.0.1:{http_server.port}" in result.stdout
     assert "via token GIT_TOKEN_LOCAL" in result.stdout and ": ok, v1.0 is " in result.stdout
     assert "Successfully installed tokenlib-1.0" in result.stdout

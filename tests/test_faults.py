@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -99,6 +100,44 @@ def test_after_sigkill_the_next_build_removes_the_key(
     assert key_dirs() - before == set()
 
 
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
+def test_a_signal_during_the_fetch_removes_the_key_and_stops_git(
+    build: Build, utils_key: GeneratedKey, git_server: GitServer, signum: signal.Signals
+) -> None:
+    """SIGTERM, SIGINT or SIGHUP while git fetches with the key (the server holds the connection
+    open): the key dir is removed, git and its ssh (their process group) are stopped, and the
+    build says it was interrupted. (During the install the keys are gone already:
+    test_heroku.py::test_signal_during_install_scrubs.)"""
+    before = key_dirs()
+    if not (git_server.root / "repos" / "acme" / "slow-fetch.git").exists():
+        git_server.add_repo("acme/slow-fetch", {"README": "served after a minute\n"})
+    git_server.grant(utils_key.label, utils_key.public, ["acme/slow-fetch"])
+    started = git_server.root / "repos" / "slow-fetch-started"
+    started.unlink(missing_ok=True)
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(
+        "slow-fetch @ git+ssh://git@github.com/acme/slow-fetch.git@v1.0\n"
+    )
+    process = start_compile(build)
+    try:
+        wait_for(started, process)
+        [key_dir] = key_dirs() - before
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+        # Whatever still runs with the key dir in its command line: git's ssh, the router.
+        left = subprocess.run(["pgrep", "-f", key_dir], capture_output=True, text=True).stdout
+    finally:
+        kill_leftovers(build)
+    assert process.returncode == 128 + signum, stdout + stderr
+    assert f" !     The build was interrupted by {signum.name}" in stderr
+    assert f"removed the key dir {key_dir}" in stdout
+    assert left == ""
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    clean(build, utils_key, result, before)
+
+
 def test_sigkill_during_the_install_leaves_no_key(build: Build, utils_key: GeneratedKey) -> None:
     """The keys are gone before the installer starts: killing the build there leaves none."""
     before = key_dirs()
@@ -122,25 +161,32 @@ def test_after_sigkill_the_next_build_removes_the_run_time_link(
     """SIGKILL while the venv is built through the link APP_PATH -> BUILD_DIR (the run-time path
     did not exist): the link stays behind. The next build, from another build dir as on Heroku,
     knows the link for its own (it marked it), removes it and builds; before, every later build
-    failed path::symlink. A link the user made stays an error
-    (test_planted_app_path_link_is_refused)."""
+    failed path::symlink. While the first build runs, its link is not touched. A link the user
+    made stays an error (test_planted_app_path_link_is_refused). (Without /proc:
+    test_install.py::test_a_link_a_killed_build_left_is_removed_and_a_running_builds_stays.)"""
     build.set_key(utils_key.text)
     (build.app / "requirements.txt").write_text(SLOW)
     process = start_compile(build)
+    (build.root / "next").mkdir()
+    following = Build(build.root / "next", build.server, build.wheelhouse)
+    following.set_key(utils_key.text)
+    env = following.environ(DEPLOYKEY_APP_PATH=str(build.app_path))
     try:
         wait_for(build.home / "slow-started", process)
         assert build.app_path.is_symlink()
+        meanwhile = following.compile(env=env)  # the first build still runs: its link stays
+        assert meanwhile.returncode == 1, meanwhile.stdout + meanwhile.stderr
+        assert f"{build.app_path} is a symbolic link" in meanwhile.stderr
+        assert "removed the link" not in meanwhile.stdout
+        assert build.app_path.readlink() == build.app
         process.kill()
         process.wait(timeout=30)
     finally:
         kill_leftovers(build)
     assert build.app_path.is_symlink()  # left behind
     shutil.rmtree(build.app)  # that build dir is gone; the next build has its own
-    (build.root / "next").mkdir()
-    following = Build(build.root / "next", build.server, build.wheelhouse)
-    following.set_key(utils_key.text)
     before = key_dirs()
-    result = following.compile(env=following.environ(DEPLOYKEY_APP_PATH=str(build.app_path)))
+    result = following.compile(env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert (
@@ -232,6 +278,39 @@ def test_a_dev_shm_that_cannot_hold_the_key_falls_back_to_tmpdir(
         in out
     )
     assert "Successfully installed private-utils-1.0" in out
+    assert list(tmpdir.glob("deploykey-*")) == []
+    clean(build, utils_key, result, before)
+
+
+@pytest.mark.parametrize(
+    ("shm", "reason"), [("full", "No space left on device"), ("read-only", "Read-only file system")]
+)
+def test_a_dry_run_plans_the_key_dir_where_the_build_would_make_it(
+    build: Build, utils_key: GeneratedKey, shm: str, reason: str
+) -> None:
+    """The plan of a dry run names the place a real build would use, decided by the same code:
+    with /dev/shm full it named /dev/shm, where no key dir can be made."""
+    before = key_dirs()
+    tmpdir = build.root / "tmp"
+    tmpdir.mkdir()
+    build.set_key(utils_key.text)
+    argv = [str(BIN / "compile"), str(build.app), str(build.cache), str(build.env_dir)]
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", DEV_SHM[shm] + ' && exec "$@"', "sh", *argv, "--dry-run"],
+        env=build.environ(TMPDIR=str(tmpdir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    plan = result.stdout.split("-----> Plan\n", 1)[1].split("----->", 1)[0]
+    assert (
+        f"       Key dir: {tmpdir}/deploykey-XXXXXXXX (0700), each key 0600 "
+        f"(/dev/shm cannot hold the key ({reason})); ssh config:\n"
+    ) in plan
+    assert f"{tmpdir}/deploykey-XXXXXXXX/id_deploy_key" in plan
+    assert "/dev/shm" not in plan.replace(f"/dev/shm cannot hold the key ({reason})", "")
     assert list(tmpdir.glob("deploykey-*")) == []
     clean(build, utils_key, result, before)
 
@@ -508,6 +587,30 @@ def test_scp_like_typo_fails_before_installing(build: Build, utils_key: Generate
     assert (
         "Fix: Write it as `git+ssh://git@github.com/acme/private-utils.git@v1.0`." in result.stderr
     )
+    assert snapshot(build.app) == state
+    clean(build, utils_key, result, before)
+
+
+def test_a_host_with_no_trusted_key_is_never_asked(build: Build, utils_key: GeneratedKey) -> None:
+    """No trust on first use: a requirement on a host with no pinned key and none in deploykey.yml
+    fails with host::unknown before any connection to it (a listener there sees none)."""
+    import socket
+
+    before = key_dirs()
+    build.set_key(utils_key.text)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        (build.app / "requirements.txt").write_text(
+            f"private-utils @ git+ssh://git@127.0.0.1:{port}/acme/private-utils.git@v1.0\n"
+        )
+        state = snapshot(build.app)
+        result = build.compile()
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert " !     No trusted host key for 127.0.0.1\n" in result.stderr
+    assert "(host::unknown: README.md#host-unknown)" in result.stderr
     assert snapshot(build.app) == state
     clean(build, utils_key, result, before)
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from deploykey import config, install, sources
+from conftest import WITHOUT_PROC
+from deploykey import config, install, keydir, sources
 from deploykey.errors import UserError
+
+LIB = Path(__file__).resolve().parents[1] / "lib"
 
 
 def choose(tmp_path: Path, mode: str | None = None, stack: str = "") -> install.Target:
@@ -35,44 +41,117 @@ def test_explicit(tmp_path: Path) -> None:
     assert "the Python buildpack has not run yet" in caught.value.title
 
 
-def _link_left(tmp_path: Path, stamp: str) -> tuple[Path, Path]:
+# A build that links APP_PATH -> BUILD_DIR for its venv the way install does, then waits: the
+# test kills it (SIGKILL: no cleanup runs, the link stays) or leaves it running.
+LINKING_BUILD = """\
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from deploykey import install
+from deploykey.scrub import Cleanup
+app_dir, app_path = Path(sys.argv[2]), Path(sys.argv[3])
+with install.at_run_time_path(app_dir, app_path, Path(".venv"), Cleanup(), create=True):
+    print("linked", flush=True)
+    time.sleep(600)
+"""
+
+# The next build's check.
+NEXT_BUILD = """\
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from deploykey import install
+for app_path in sys.argv[2:]:
+    install._remove_stale_link(Path(app_path))
+"""
+
+
+def _linking_build(tmp_path: Path, name: str) -> tuple[subprocess.Popen[str], Path]:
+    app_dir = tmp_path / name / "build"
+    app_dir.mkdir(parents=True)
+    app_path = tmp_path / name / "run" / "app"
+    app_path.parent.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-I", "-c", LINKING_BUILD, str(LIB), str(app_dir), str(app_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline() == "linked\n"
+    assert app_path.is_symlink() and install._mark(app_path).exists()
+    return process, app_path
+
+
+def _killed(process: subprocess.Popen[str]) -> int:
+    process.kill()
+    process.wait(timeout=30)
+    return process.pid
+
+
+def _next_build(*app_paths: Path, proc: bool = True) -> str:
+    argv = [sys.executable, "-I", "-c", NEXT_BUILD, str(LIB), *map(str, app_paths)]
+    if not proc:
+        argv = WITHOUT_PROC + argv
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["with-proc", "without-proc"])
+def test_a_link_a_killed_build_left_is_removed_and_a_running_builds_stays(
+    tmp_path: Path, proc: bool
+) -> None:
+    """Whether the build that made the link still runs is told by its lock on the mark, which the
+    kernel drops when it dies: with no /proc visible (a container), the link a killed build left
+    was never removed and every later build failed path::symlink."""
+    killed, stale = _linking_build(tmp_path, "killed")
+    running, live = _linking_build(tmp_path, "running")
+    try:
+        pid = _killed(killed)
+        out = _next_build(stale, live, proc=proc)
+        assert out == (
+            f"       removed the link {stale} -> {tmp_path / 'killed' / 'build'}, left by a build "
+            f"that ended without cleaning up (pid {pid}, killed?)\n"
+        )
+        assert list(stale.parent.iterdir()) == []
+        assert live.is_symlink() and install._mark(live).exists()
+    finally:
+        _killed(running)
+
+
+def test_a_link_the_mark_does_not_name_stays(tmp_path: Path) -> None:
+    killed, app_path = _linking_build(tmp_path, "killed")
+    _killed(killed)
+    app_path.unlink()
+    app_path.symlink_to(tmp_path / "the-users-choice")
+    _next_build(app_path)
+    assert app_path.readlink() == tmp_path / "the-users-choice"
+    assert not install._mark(app_path).exists()  # the mark of a build that ended
+
+
+def _mark_left(tmp_path: Path, stamp: str) -> Path:
     target = tmp_path / "old-build"
     app_path = tmp_path / "run" / "app"
-    app_path.parent.mkdir()
+    app_path.parent.mkdir(parents=True)
     app_path.symlink_to(target)
     install._mark(app_path).write_text(f"{target}\n{stamp}\n")
-    return app_path, target
+    return app_path
 
 
-def _a_ended_stamp() -> str:
-    import subprocess
-
-    from deploykey import keydir
-
-    child = subprocess.Popen(["sleep", "0"])
-    started = keydir._started(child.pid)
-    child.wait()
-    return f"pid {child.pid} {started}"
-
-
-def test_a_link_a_killed_build_left_is_removed(tmp_path: Path) -> None:
-    app_path, _ = _link_left(tmp_path, _a_ended_stamp())
+def test_a_mark_without_its_lock_is_of_an_ended_build(tmp_path: Path) -> None:
+    """The lock, not the pid, decides: a mark whose pid runs (this very process) but that no one
+    holds is of a build that ended."""
+    app_path = _mark_left(tmp_path, keydir.stamp())
     install._remove_stale_link(app_path)
     assert list(app_path.parent.iterdir()) == []
 
 
-def test_a_link_a_running_build_uses_stays(tmp_path: Path) -> None:
-    from deploykey import keydir
-
-    app_path, _ = _link_left(tmp_path, keydir.stamp())
-    install._remove_stale_link(app_path)
-    assert app_path.is_symlink() and install._mark(app_path).exists()
-
-
-def test_a_link_the_mark_does_not_name_stays(tmp_path: Path) -> None:
-    app_path, _ = _link_left(tmp_path, _a_ended_stamp())
-    app_path.unlink()
-    app_path.symlink_to(tmp_path / "the-users-choice")
-    install._remove_stale_link(app_path)
-    assert app_path.readlink() == tmp_path / "the-users-choice"
-    assert not install._mark(app_path).exists()  # the mark of a build that ended
+def test_a_mark_from_before_the_lock_is_judged_by_proc(tmp_path: Path) -> None:
+    """ "pid PID START", as deploykey wrote it before the lock (its build may run beside a newer
+    one): removed only when /proc shows that process gone."""
+    running = _mark_left(tmp_path / "running", f"pid {os.getpid()} {keydir._started(os.getpid())}")
+    install._remove_stale_link(running)
+    assert running.is_symlink() and install._mark(running).exists()
+    child = subprocess.Popen(["sleep", "0"])
+    started = keydir._started(child.pid)
+    child.wait()
+    ended = _mark_left(tmp_path / "ended", f"pid {child.pid} {started}")
+    install._remove_stale_link(ended)
+    assert list(ended.parent.iterdir()) == []

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import WITHOUT_PROC
 from deploykey import keydir
 from deploykey.errors import UserError
+
+LIB = Path(__file__).resolve().parents[1] / "lib"
 
 
 def test_never_inside_the_app_or_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,6 +37,7 @@ def test_private_and_exclusive(tmp_path: Path) -> None:
         assert directory.path.name.startswith("deploykey-")
         assert oct(directory.path.stat().st_mode & 0o777) == "0o700"
         directory.write("id", b"secret")
+        assert oct((directory.path / "id").stat().st_mode & 0o777) == "0o600"
         (directory.path / "planted").symlink_to(tmp_path / "target")
         with pytest.raises(FileExistsError):
             directory.write("planted", b"secret")
@@ -106,3 +112,72 @@ def test_filling_up_while_written_is_a_clear_error(
         )
     finally:
         directory.remove()
+
+
+# A build's key dir (keydir.create, as open_access makes it), and a later build's sweep, both in
+# temp places of the test's own (never the machine's /dev/shm, where other builds keep theirs).
+IN_OWN_PLACES = """\
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from deploykey import keydir
+keydir.TMPFS, tempfile.tempdir = Path(sys.argv[2]), sys.argv[3]
+"""
+MAKING_BUILD = (
+    IN_OWN_PLACES
+    + """\
+import time
+print(keydir.create([]).path, flush=True)
+time.sleep(600)
+"""
+)
+SWEEPING_BUILD = (
+    IN_OWN_PLACES
+    + """\
+for path, reason in keydir.sweep():
+    print(path, reason)
+"""
+)
+
+
+@pytest.mark.parametrize("case", ["with-proc", "without-proc", "running-in-a-pid-namespace"])
+def test_the_sweep_removes_a_killed_builds_key_dir_and_never_a_running_ones(
+    tmp_path: Path, case: str
+) -> None:
+    """The build holds a lock on its key dir's owner file, which the kernel drops when it dies
+    (SIGKILL too): the sweep needs no /proc to tell. Before, it judged by /proc: with none visible
+    it kept a killed build's key dir, and it removed the key dir of a build running in another
+    pid namespace that shares the temp dir (a container with docker's --ipc=host), whose pid it
+    could not find."""
+    places = [str(LIB), str(tmp_path / "shm"), str(tmp_path / "tmp")]
+    for place in places[1:]:
+        os.mkdir(place)
+
+    def making(prefix: list[str]) -> tuple[subprocess.Popen[str], Path]:
+        argv = [*prefix, sys.executable, "-I", "-c", MAKING_BUILD, *places]
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        return process, Path(process.stdout.readline().strip())
+
+    killed, stale = making([])
+    own_pids = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"]
+    running, live = making(own_pids if case == "running-in-a-pid-namespace" else [])
+    try:
+        killed.kill()
+        killed.wait(timeout=30)
+        argv = [sys.executable, "-I", "-c", SWEEPING_BUILD, *places]
+        swept = subprocess.run(
+            WITHOUT_PROC + argv if case == "without-proc" else argv,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert swept.stdout == (
+            f"{stale} left by a build that ended without cleaning up (pid {killed.pid}, killed?)\n"
+        )
+        assert not stale.exists()
+        assert sorted(p.name for p in live.iterdir()) == [keydir.OWNER]
+    finally:
+        running.kill()
+        running.wait(timeout=30)

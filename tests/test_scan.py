@@ -291,6 +291,34 @@ def test_scan_command(tmp_path: Path, keys_dir: Path) -> None:
         assert f"{missing} does not exist" in gone.stderr and "no key material" not in gone.stdout
 
 
+def test_another_private_key_fails_deploykey_scan_but_not_a_build(
+    tmp_path: Path, keys_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A private key that is not the build's (a package's test key) is named; it fails `deploykey
+    scan`, and a build's leak check only warns (SECURITY.md: not the build's to guard)."""
+    from conftest import BIN
+    from deploykey import build, config, sources
+
+    key, other = make_key(keys_dir), make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "vendored_test.key").write_text(other.text)
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    settings = config.load(tree, sources.read(str(env_dir)), {})
+    assert build.leak_check([tree], [load(key)], [], settings) is None
+    warned = capsys.readouterr().err
+    assert f"{tree / 'vendored_test.key'}: another private key " in warned
+    assert "not this build's, so not failing it" in warned
+    scanned = subprocess.run(
+        [str(BIN / "deploykey"), "scan", str(tree), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert scanned.returncode == 1, scanned.stdout + scanned.stderr
+    assert f"{tree / 'vendored_test.key'} (another private key" in scanned.stderr
+
+
 def test_every_form_over_many_keys(keys_dir: Path) -> None:
     """Needles depend on where +, / and line breaks fall in each random key: check many keys."""
     for kind in ["ed25519"] * 40 + ["ecdsa"] * 10 + ["rsa"] * 4:
@@ -416,6 +444,28 @@ def _zip(members: dict[str, bytes]) -> bytearray:
     return bytearray(buffer.getvalue())
 
 
+def test_archives_nested_5_deep_are_opened_and_deeper_is_named(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """The documented depth: a key in the fifth of five nested zips is found; a sixth zip is
+    named as not unpacked (the scan then fails: test_archives_it_cannot_unpack_fail_it)."""
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    nested, names = bytes(_zip({"key.txt": key.text.encode()})), ["key.txt"]
+    for level in range(4, 0, -1):
+        nested = bytes(_zip({f"level{level}.zip": nested}))
+        names.insert(0, f"level{level}.zip")
+    (tree / "five.zip").write_bytes(nested)
+    (tree / "six.zip").write_bytes(bytes(_zip({"level0.zip": nested})))
+    report = scan.scan([tree], [load(key)])
+    assert [(hit.path, hit.kind) for hit in report.hits] == [
+        ("!".join([str(tree / "five.zip"), *names]), "private key text")
+    ]
+    six = "!".join([str(tree / "six.zip"), "level0.zip", *names[:-1]])
+    assert report.unpacked == (f"{six} (an archive nested deeper than 5)",)
+
+
 def test_archives_it_cannot_unpack_fail_it(tmp_path: Path, keys_dir: Path) -> None:
     """`deploykey scan` over archives it cannot unpack in full (truncated gzip, a zip without its
     central directory, an encrypted and a deflate64 member, zips nested 6 deep): exit 1 naming
@@ -527,6 +577,50 @@ def test_every_batch_of_files_is_searched_by_every_process(
     monkeypatch.setattr(scan, "MAX_BATCHES", 3)  # more files than batches: 14 files in each
     again = scan.scan([tree], [load(key)])
     assert {Path(hit.path).name for hit in again.hits} == leaks
+
+
+def test_the_needles_never_leave_the_scans_processes(
+    tmp_path: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan (this process and its forked copies) runs no program, so the needles are never
+    another program's argument, environment or input, and opens no file for writing. A copy that
+    tried would fail, and the scan with it (test_a_failed_process_fails_the_scan)."""
+    import builtins
+
+    monkeypatch.setattr(scan, "BATCH", 1)  # every forked copy searches some of the files
+    key = make_key(keys_dir)
+    loaded = load(key)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for index in range(20):
+        (tree / f"f{index}.txt").write_text(key.text if index == 13 else f"file {index}\n")
+    make_archive(tree / "dist.tar.gz", "tar.gz", "key.txt", key.text.encode())
+
+    def no_program(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the scan ran a program: {args}")
+
+    for name in ("execv", "execve", "execvp", "execvpe", "posix_spawn", "posix_spawnp", "system"):
+        monkeypatch.setattr(os, name, no_program)
+    monkeypatch.setattr(subprocess, "Popen", no_program)
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    os_open, open_ = os.open, builtins.open
+
+    def reading_only(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        assert not flags & writing, f"the scan opened {path} for writing"
+        return os_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    def reading(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        assert isinstance(file, int) or set(mode) <= set("rbt"), f"the scan wrote {file}"
+        return open_(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "open", reading_only)
+    monkeypatch.setattr(builtins, "open", reading)
+    report = scan.scan([tree], [loaded])
+    assert report.processes > 1
+    assert {Path(hit.path.split("!")[0]).name for hit in report.hits} == {
+        "f13.txt",
+        "dist.tar.gz",
+    }
 
 
 def test_a_failed_process_fails_the_scan(

@@ -41,6 +41,9 @@ def test_effective_options(tmp_path: Path, keys_dir: Path) -> None:
     assert github["userknownhostsfile"] == str(tmp_path / "known_hosts")
     assert github["globalknownhostsfile"] == "/dev/null"
     assert github["updatehostkeys"] == "false"
+    # Never a hang: 20 s to connect and exchange banners, a silent session dropped after 15 s x 4.
+    assert (github["connecttimeout"], github["serveraliveinterval"]) == ("20", "15")
+    assert github["serveralivecountmax"] == "4"
     assert effective(config, "deploy_key.gitlab.com")["hostname"] == "gitlab.com"
     # A host nobody configured: no key offered, still strict and pinned.
     other = effective(config, "git.example.com")

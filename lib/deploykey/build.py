@@ -232,7 +232,8 @@ def plan(
 
 def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -> None:
     """What a real run would do, with the files it would write (the checks follow)."""
-    placeholder = Path(keydir.base_for(plan.outside), keydir.PREFIX + "XXXXXXXX")
+    chosen = keydir.where(plan.outside)
+    placeholder = chosen.path.with_name(keydir.PREFIX + "XXXXXXXX")
     output.step("Plan")
     output.detail("Hosts:")
     for host in plan.hosts:
@@ -265,7 +266,8 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
         output.detail(f"  {req.where}: {req.remote}" + (f" @ {req.ref}" if req.ref else ""))
     if not plan.requirements.git and not plan.requirements.https:
         output.detail(f"  none found in {plan.requirements_file.name}")
-    output.detail(f"Key dir: {placeholder} (0700), each key 0600; ssh config:")
+    why = f" ({'; '.join(chosen.passed_over)})" if chosen.passed_over else ""
+    output.detail(f"Key dir: {placeholder} (0700), each key 0600{why}; ssh config:")
     for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
         output.detail("  | " + line)
     output.detail(f"Install: {plan.target.describe(plan.settings)}")

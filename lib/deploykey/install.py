@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from deploykey import installer, keydir, mirrors, output, run
 from deploykey.config import Settings
@@ -227,11 +228,12 @@ def at_run_time_path(
     if not app_path.exists():
         mark = _mark(app_path)
         try:
-            _write_mark(mark, app_dir.resolve())
+            held = _write_mark(mark, app_dir.resolve())
             try:
                 app_path.symlink_to(app_dir.resolve(), target_is_directory=True)
             except BaseException:
                 mark.unlink()
+                held.close()
                 raise
         except OSError as exc:
             raise UserError(
@@ -243,6 +245,7 @@ def at_run_time_path(
         def unlink() -> None:
             app_path.unlink()
             mark.unlink(missing_ok=True)
+            held.close()
 
         cleanup.add(f"the link {app_path} -> {app_dir}", unlink)
         yield run_time
@@ -278,32 +281,28 @@ def _mark(app_path: Path) -> Path:
     return app_path.parent / f".{app_path.name}.deploykey-link"
 
 
-def _write_mark(mark: Path, target: Path) -> None:
-    keydir.write_new(mark, f"{target}\n{keydir.stamp()}\n".encode(), 0o644)
+def _write_mark(mark: Path, target: Path) -> IO[bytes]:
+    """The mark, locked by this build until it removes the link or dies (keydir.write_held): the
+    lock, not /proc, tells a later build whether the link is still in use."""
+    return keydir.write_held(mark, f"{target}\n{keydir.stamp()}\n".encode(), 0o644)
 
 
 def _remove_stale_link(app_path: Path) -> None:
     """Remove the link APP_PATH -> BUILD_DIR a killed build left, and its mark. Only a link the mark
-    names, of a build that has ended: a link the user made, or one a running build uses, stays."""
+    names, of a build that has ended (its lock on the mark is gone): a link the user made, or one a
+    running build uses, stays."""
     mark = _mark(app_path)
-    try:
-        fd = os.open(mark, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return  # no mark (or a planted link in its place: not ours)
-    with os.fdopen(fd) as file:
-        lines = file.read(4096).splitlines()
-    if len(lines) != 2:
-        return
-    target, pid = lines[0], keydir.ended(lines[1].split())
-    if pid is None:
-        return
-    if app_path.is_symlink() and str(app_path.readlink()) == target:
-        app_path.unlink()
-        output.detail(
-            f"removed the link {app_path} -> {target}, left by a build that ended without "
-            f"cleaning up (pid {pid}, killed?)"
-        )
-    mark.unlink(missing_ok=True)
+    with keydir.if_ended(mark) as left:
+        if left is None or len(left[0]) != 2:
+            return
+        (target, _stamp), pid = left
+        if app_path.is_symlink() and str(app_path.readlink()) == target:
+            app_path.unlink()
+            output.detail(
+                f"removed the link {app_path} -> {target}, left by a build that ended without "
+                f"cleaning up (pid {pid}, killed?)"
+            )
+        mark.unlink(missing_ok=True)
 
 
 def _remove_link(link: Path, made: list[Path]) -> None:

@@ -9,6 +9,7 @@ umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals the
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shlex
@@ -16,14 +17,16 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from deploykey.errors import UserError
 
 PREFIX = "deploykey-"
-OWNER = ".owner"  # who keeps this dir alive: "pid PID START" or "until EPOCH"
+OWNER = ".owner"  # who keeps this dir alive: a stamp() ("held PID") or "until EPOCH"
 OUTLIVE_HOURS = 12
 NAME = re.compile(r"^deploykey-[a-z0-9_]{8}$")  # mkdtemp's names
 TMPFS = Path("/dev/shm")
@@ -56,6 +59,7 @@ class KeyDir:
         a later build may remove it only after `hours`, if nothing removed it by then."""
         (self.path / OWNER).unlink(missing_ok=True)
         self.write(OWNER, f"until {int(time.time()) + hours * 3600}\n".encode())
+        _let_go(self.path)
 
     def write(self, name: str, data: bytes) -> Path:
         """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
@@ -75,15 +79,62 @@ class KeyDir:
             self.path.unlink()
         elif self.path.exists():
             shutil.rmtree(self.path)
+        _let_go(self.path)  # after: while the dir exists, its owner file stays locked
+
+
+# The locks this process holds on the owner files of the key dirs it made (write_held): while they
+# are held, no other build's sweep() removes those dirs.
+_HELD: dict[Path, IO[bytes]] = {}
+
+
+def _let_go(path: Path) -> None:
+    held = _HELD.pop(path, None)
+    if held is not None:
+        held.close()
+
+
+def _open_new(target: Path, mode: int) -> IO[bytes]:
+    """A new file (never an existing one, never through a link), with `mode`, open for writing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(target, flags, mode), "wb")
 
 
 def write_new(target: Path, data: bytes, mode: int = 0o600) -> Path:
     """A new file (never an existing one, never through a link), with `mode`."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(target, flags, mode)
-    with os.fdopen(fd, "wb") as file:
+    with _open_new(target, mode) as file:
         file.write(data)
     return target
+
+
+def write_held(target: Path, data: bytes, mode: int = 0o600) -> IO[bytes]:
+    """write_new, and an exclusive flock(2) on the new file that lasts until the returned file is
+    closed or this process dies: the kernel drops the lock then, on SIGKILL too, so a later build
+    tells a live writer from a dead one by trying the lock (if_ended()), with no need for /proc,
+    which a container may not show. The lock is taken before the data is written: whoever reads
+    the data finds it locked while its writer lives. O_CLOEXEC keeps the lock from the children
+    that exec (git, pip), which may outlive a killed build."""
+    file = _open_new(target, mode)
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        file.write(data)
+        file.flush()
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def _released(file: IO[str], path: Path) -> bool:
+    """Whether the writer of `file`, opened from `path` and written by write_held, has ended (closed
+    it or died): this process then holds the lock until it closes `file`. False while the writer
+    lives, or when `path` is no longer that file (removed, or made again, since it was opened)."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        now = path.lstat()
+    except OSError:  # BlockingIOError: the writer holds it; or no locks here, or the file is gone
+        return False
+    opened = os.fstat(file.fileno())
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _inside(path: Path, others: Sequence[Path]) -> Path | None:
@@ -100,16 +151,6 @@ def candidates() -> list[Path]:
     found = [TMPFS] if TMPFS.is_dir() and os.access(TMPFS, os.W_OK | os.X_OK) else []
     found.append(Path(tempfile.gettempdir()))
     return found
-
-
-def base_for(outside: Sequence[Path]) -> Path:
-    reasons = []
-    for base in candidates():
-        inside = _inside(base, outside)
-        if inside is None:
-            return base
-        reasons.append(f"{base} is inside {inside}, which is kept after the build.")
-    raise UserError("path::unsafe", path=candidates()[-1], reason=" ".join(reasons))
 
 
 def create(outside: Sequence[Path]) -> KeyDir:
@@ -135,6 +176,15 @@ def create(outside: Sequence[Path]) -> KeyDir:
     raise UserError("path::unsafe", path=candidates()[-1], reason=" ".join(unsafe))
 
 
+def where(outside: Sequence[Path]) -> KeyDir:
+    """Where create() would make a key dir now, and the places it would pass over: for a plan that
+    says what the build will do. It makes one and removes it, because only writing shows that a
+    tmpfs is full (access() says yes), so the answer is create()'s own decision, not a guess."""
+    directory = create(outside)
+    directory.remove()
+    return directory
+
+
 def _make(base: Path) -> KeyDir:
     previous = os.umask(0o077)
     try:
@@ -143,10 +193,11 @@ def _make(base: Path) -> KeyDir:
         os.umask(previous)
     try:
         directory = _checked(path)
-        write_new(path / OWNER, f"{stamp()}\n".encode())
+        _HELD[path] = write_held(path / OWNER, f"{stamp()}\n".encode())
         write_new(path / ".reserve", bytes(RESERVE)).unlink()
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
+        _let_go(path)
         raise
     return directory
 
@@ -203,6 +254,44 @@ def named_in(command: str) -> Path | None:
     return None
 
 
+def stamp() -> str:
+    """This process, as the last line of a file it writes with write_held: "held PID". The lock,
+    not the pid, tells whether it still runs (if_ended); the pid is for messages."""
+    return f"held {os.getpid()}"
+
+
+@contextmanager
+def if_ended(path: Path) -> Iterator[tuple[list[str], int] | None]:
+    """The lines of `path`, a file whose last line is a stamp(), and the pid that wrote it, if that
+    process has ended; its lock is then held here, so that no other build judges the file, until
+    the caller has removed what it left. None while the writer runs, and for a file that is not
+    there, not stamped, or a link (planted: never ours to judge)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield None
+        return
+    with os.fdopen(fd, errors="replace") as file:  # closing it drops the lock _released() took
+        lines = file.read(4096).splitlines()
+        pid = _ended(lines[-1].split(), file, path) if lines else None
+        yield None if pid is None else (lines, pid)
+
+
+def _ended(words: Sequence[str], file: IO[str], path: Path) -> int | None:
+    """The pid of a stamp's process if that process has ended (killed), else None."""
+    if words[:1] == ["held"] and len(words) == 2 and words[1].isdigit():
+        return int(words[1]) if _released(file, path) else None
+    # "pid PID START": a stamp of deploykey before the lock, whose build may still run beside this
+    # one (another version, on a shared CI machine): judged by /proc as it was then (without /proc
+    # that cannot be told, and it stays).
+    if words[:1] != ["pid"] or len(words) != 3 or not words[1].isdigit():
+        return None
+    pid, start = int(words[1]), words[2]
+    if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
+        return None
+    return pid
+
+
 def _started(pid: int) -> str:
     """A process's start time (ticks since boot, /proc/PID/stat field 22): with the pid, it names
     one process even after the pid is reused."""
@@ -213,31 +302,12 @@ def _started(pid: int) -> str:
     return stat_line.rsplit(")", 1)[1].split()[19]
 
 
-def stamp() -> str:
-    """This process, so that a later build can tell it has ended: "pid PID START"."""
-    return f"pid {os.getpid()} {_started(os.getpid())}"
-
-
-def ended(words: Sequence[str]) -> int | None:
-    """The pid of a stamp's process if that process has ended (killed), else None: it runs, or
-    this system cannot tell (no /proc)."""
-    if words[:1] != ["pid"] or len(words) != 3 or not words[1].isdigit():
-        return None
-    pid, start = int(words[1]), words[2]
-    if not Path("/proc/self/stat").exists() or start == "?" or _started(pid) == start:
-        return None
-    return pid
-
-
-def _abandoned(directory: Path) -> str | None:
-    """Why a key dir no one will clean up can go, or None while its owner may still need it."""
+def _expired(directory: Path) -> str | None:
+    """Why a key dir kept for a later step (outlive) can go, or None while it may still be needed."""
     try:
         owner = (directory / OWNER).read_text().split()
     except OSError:
         return None  # being created right now, or not ours to judge
-    pid = ended(owner)
-    if pid is not None:
-        return f"left by a build that ended without cleaning up (pid {pid}, killed?)"
     if owner[:1] == ["until"] and len(owner) == 2 and time.time() > int(owner[1]):
         return f"kept for a later step until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(int(owner[1])))} UTC"
     return None
@@ -257,8 +327,14 @@ def sweep() -> list[tuple[Path, str]]:
                 continue
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
                 continue
-            reason = _abandoned(directory)
-            if reason is not None:
-                shutil.rmtree(directory, ignore_errors=True)
-                removed.append((directory, reason))
+            with if_ended(directory / OWNER) as left:
+                if left is not None:
+                    reason: str | None = (
+                        f"left by a build that ended without cleaning up (pid {left[1]}, killed?)"
+                    )
+                else:
+                    reason = _expired(directory)
+                if reason is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    removed.append((directory, reason))
     return removed
