@@ -1,8 +1,9 @@
 """deploykey under the REAL Cloud Native Buildpacks lifecycle (tests/lifecycle.py, built by
 .ci/lifecycle): analyzer, detector, restorer, builder and exporter, as a non-root user, on plain
 directories, against the real sshd git server (a GitHub App: against tests/githubapi.py's API and
-git front end), with a pip buildpack after deploykey and the scan step last; then the exported OCI image (read by `deploykey scan-image` and by the tests' own
-search) and the cache the exporter wrote are searched for the key.
+git front end), with a pip buildpack after deploykey and the scan step last; then the exported
+OCI image (read by `deploykey scan-image` and by the tests' own search) and the cache the
+exporter wrote are searched for the key.
 
 The emulation in tests/cnb.py remains only for what these do not cover (test_cnb.py says which)."""
 
