@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KIT, snapshot
+from githubapi import make_app_key
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
@@ -140,14 +141,15 @@ def test_an_unreachable_index_is_named_as_the_cause(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("deploykey-deps-*/py3*"))  # nothing half-installed
 
 
+@pytest.mark.parametrize("key", ["deploy key", "GitHub App"])
 @pytest.mark.parametrize("command", ["compile", "install"])
 def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
-    tmp_path: Path, command: str
+    tmp_path: Path, command: str, key: str
 ) -> None:
     """bin/compile keeps the kit's dependencies in CACHE_DIR, `install --cache-dir` on the Docker
     cache mount; build code can write both. The next build imports them only if they still carry
-    the seal made with the build's key: code planted there never runs in the process that reads
-    the keys."""
+    the seal made with the build's key (a deploy key, or a GitHub App's private key when that is
+    the build's only key): code planted there never runs in the process that reads the keys."""
     missing = subprocess.run(
         [str(SYSTEM_PYTHON), "-I", "-c", "import sh, dotenv"], capture_output=True
     )
@@ -157,10 +159,14 @@ def test_dependencies_in_the_build_cache_are_sealed_with_the_key(
     for directory in (app, cache, env_dir):
         directory.mkdir()
     (app / "requirements.txt").write_text("# none\n")
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
-    )
-    (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
+    if key == "GitHub App":  # no git requirement: the App is never asked for a token
+        make_app_key(env_dir / "GITHUB_APP_PRIVATE_KEY")
+        (env_dir / "GITHUB_APP_ID").write_text("424242")
+    else:
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+        )
+        (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
     argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), command]
     if command == "compile":
         # A real build (a dry run keeps nothing: test_a_dry_run_keeps_nothing_in_the_cache)

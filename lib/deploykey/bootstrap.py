@@ -225,6 +225,9 @@ def _throwaway() -> Path:
 
 
 SEAL = ".deploykey-seal"
+# The build's keys, by the start of their names: DEPLOY_KEY*, and a GitHub App's private key
+# (githubapp.PRIVATE_KEY), which may be a build's only key.
+KEY_NAMES = ("DEPLOY_KEY", "GITHUB_APP_PRIVATE_KEY")
 
 
 def _check_install_mounts() -> None:
@@ -238,7 +241,7 @@ def _check_install_mounts() -> None:
         found = sorted(Path("/run/secrets").iterdir())
     except OSError:  # no secret mounted, or not listable: sources.gather says so later
         found = []
-    keys = [path for path in found if path.name.upper().startswith("DEPLOY_KEY")]
+    keys = [path for path in found if path.name.upper().startswith(KEY_NAMES)]
     permissions.check_secrets(keys + [Path(file) for file in _all("--key-file")])
     cache = _build_cache()
     if cache is not None:
@@ -246,8 +249,8 @@ def _check_install_mounts() -> None:
 
 
 def _secret() -> bytes | None:
-    """What only the build itself knows: its keys, raw (bin/compile: the DEPLOY_KEY* files of
-    ENV_DIR; `install`: the DEPLOY_KEY* variables, BuildKit secrets, --env-dir and --key-file). No
+    """What only the build itself knows: its keys, raw (bin/compile: the KEY_NAMES files of
+    ENV_DIR; `install`: the KEY_NAMES variables, BuildKit secrets, --env-dir and --key-file). No
     package's build code ever has them (they are removed before any runs), so it cannot seal a
     directory it changed."""
     if len(sys.argv) < 2 or sys.argv[1] not in ("compile", "install", "fetch"):
@@ -262,7 +265,7 @@ def _secret() -> bytes | None:
         parts += [
             f"{name}={value}".encode()
             for name, value in sorted(os.environ.items())
-            if name.startswith("DEPLOY_KEY")
+            if name.startswith(KEY_NAMES)
         ]
         places += [Path("/run/secrets"), *map(Path, filter(None, [_option("--env-dir")]))]
         places += [Path(file) for file in _all("--key-file")]
@@ -274,7 +277,7 @@ def _secret() -> bytes | None:
                 parts += [
                     path.read_bytes()
                     for path in sorted(place.iterdir())
-                    if path.name.upper().startswith("DEPLOY_KEY") and path.is_file()
+                    if path.name.upper().startswith(KEY_NAMES) and path.is_file()
                 ]
         except OSError:
             continue
