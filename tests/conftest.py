@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deploykey.bootstrap import pins  # noqa: E402
+from githubapi import GitHubAPI, GitHubGit, Token, make_app_key  # noqa: E402
 from gitserver import GitServer  # noqa: E402
 from nonroot import NonRoot, kit_deps, public_dir  # noqa: E402
 
@@ -541,3 +542,58 @@ def image_members(layers: list[bytes], config: object, docker: bool) -> dict[str
     members["index.json"] = json.dumps({"manifests": [{"digest": digest(manifest_bytes)}]}).encode()
     members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
     return members
+
+
+# ---------------------------------------------------------------- a GitHub App (tests/githubapi.py)
+
+
+APP_ID = 424242
+APP_OWNER = "acme"
+APP_REPOS = ("private-utils", "private-extra")  # what the apps need; the installation has a third
+APP_REQUIREMENTS = "".join(
+    f"{name} @ git+ssh://git@github.com/{APP_OWNER}/{name}.git@v1.0\n" for name in APP_REPOS
+)
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass
+class GitHub:
+    api: GitHubAPI
+    git: GitHubGit
+    key: Path  # the App's private key, as downloaded
+    bundle: Path  # the system store and the stand-in's CA
+
+    @property
+    def key_text(self) -> str:
+        return self.key.read_text()
+
+    def yml(self, **extra: object) -> str:
+        fields = {"api_url": self.api.url, "git_url": self.git.url, **extra}
+        return "github_app:\n" + "".join(f"  {k}: {v}\n" for k, v in fields.items())
+
+    def minted_since(self, count: int) -> list[Token]:
+        return self.api.tokens[count:]
+
+
+@pytest.fixture(scope="module")
+def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
+    """The App (its key made now), the API stand-in with the App installed on acme for
+    private-utils, private-extra and unrelated (and elsewhere/lib, on which it is not), and the
+    git front end serving them; the requirements are written as for github.com, and only
+    `api_url` and `git_url` in deploykey.yml (as for GitHub Enterprise Server) point here."""
+    root = tmp_path_factory.mktemp("github")
+    key = root / "deploykey-test.private-key.pem"
+    public = make_app_key(key)
+    api = GitHubAPI.start(root / "api")
+    api.add_app(APP_ID, public)
+    git = GitHubGit.start(api)
+    for name in (*APP_REPOS, "unrelated"):
+        hello = f'def hello():\n    return "hello from {name}"\n'
+        git.add_repo(APP_OWNER, name, flit_package(name.replace("-", "_"), "1.0", hello))
+    git.add_repo("elsewhere", "lib", flit_package("lib", "1.0"))
+    api.install(APP_ID, APP_OWNER, [*APP_REPOS, "unrelated"])
+    bundle = root / "bundle.pem"
+    bundle.write_bytes(SYSTEM_BUNDLE.read_bytes() + api.ca_file.read_bytes())
+    yield GitHub(api, git, key, bundle)
+    git.stop()
+    api.stop()

@@ -74,7 +74,12 @@ class Engine:
         return result
 
     def build(
-        self, context: Path, tag: str, *args: str, dockerfile: str = "Dockerfile"
+        self,
+        context: Path,
+        tag: str,
+        *args: str,
+        dockerfile: str = "Dockerfile",
+        base: str = BASE_IMAGE,
     ) -> subprocess.CompletedProcess[str]:
         """`docker build` as the examples' comments say, plus the host network and the base."""
         return self.docker(
@@ -84,7 +89,7 @@ class Engine:
             "--network",
             "host",
             "--build-arg",
-            f"BASE={BASE_IMAGE}",
+            f"BASE={base}",
             "-f",
             str(context / dockerfile),
             "-t",

@@ -20,12 +20,17 @@ import yaml
 import engine as engines
 import images
 from conftest import (
+    APP_ID,
+    APP_OWNER,
+    APP_REPOS,
+    APP_REQUIREMENTS,
     BIN,
     FLIT,
     KIT,
     KIT_PINS,
     Build,
     GeneratedKey,
+    GitHub,
     download_wheels,
     files_with_key,
     image_members,
@@ -101,9 +106,13 @@ def scan_image(archive: Path, key: GeneratedKey) -> subprocess.CompletedProcess[
 
 
 def places_with_key(found: Iterator[tuple[str, bytes]], key: GeneratedKey) -> list[str]:
+    return places_with(found, key.text)
+
+
+def places_with(found: Iterator[tuple[str, bytes]], key_text: str, *also: str) -> list[str]:
     """The test's own search (not deploykey's scanner): the key's lines, also with newlines
-    escaped or removed, in each (where, bytes)."""
-    fragments = key_fragments(key.text)
+    escaped or removed, and each of `also` (a token) as it is, in each (where, bytes)."""
+    fragments = key_fragments(key_text) + [text.encode() for text in also]
     places = []
     for where, data in found:
         flat = data.replace(b"\\n", b"").replace(b"\n", b"")
@@ -157,6 +166,127 @@ def test_example_image_builds_runs_and_holds_no_key(
     built = engine.build(context, stage, "--target", "build", *secret(utils_key), *OFFLINE)
     assert built.returncode == 0, built.stdout + built.stderr
     assert_image_clean(engine, stage, tmp_path / "build-stage.tar", utils_key)
+
+
+@pytest.fixture(scope="module")
+def trusting_base(
+    engine: engines.Engine, github: GitHub, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The base image with the API stand-in's CA in its system store, as an organisation adds its
+    GitHub Enterprise Server's (or TLS-inspecting proxy's) CA to the base its builds start from:
+    update-ca-certificates (Debian's ca-certificates, in the base) appends it to
+    /etc/ssl/certs/ca-certificates.crt, which Python's default context reads (OpenSSL's default
+    paths). The example Dockerfile is built unchanged FROM it, through its BASE build argument:
+    no SSL_CERT_FILE, no step added."""
+    context = tmp_path_factory.mktemp("trusting-base")
+    shutil.copy(github.api.ca_file, context / "deploykey-tests-github.crt")
+    (context / "Dockerfile").write_text(
+        "ARG BASE\n"
+        "FROM ${BASE}\n"
+        "COPY deploykey-tests-github.crt /usr/local/share/ca-certificates/\n"
+        "RUN update-ca-certificates\n"
+    )
+    tag = "deploykey-test-base-github-ca:bookworm"
+    built = engine.build(context, tag)
+    assert built.returncode == 0, built.stdout + built.stderr
+    yield tag
+    engine.remove(tag)
+
+
+def assert_app_image_clean(
+    engine: engines.Engine, tag: str, archive: Path, github: GitHub, token: str, log: str
+) -> None:
+    """Neither the App's key nor the token in `docker save` (every layer, the config, the
+    manifest), `docker history --no-trunc` or the build log: deploykey scan-image told of both
+    (the token as a GITHUB_TOKEN, so that its scanner looks for it too), and the test's own
+    search."""
+    engine.save(tag, archive)
+    secrets = archive.with_name(archive.stem + "-secrets")
+    secrets.mkdir()
+    (secrets / "GITHUB_APP_ID").write_text(str(APP_ID))
+    (secrets / "GITHUB_APP_PRIVATE_KEY").write_text(github.key_text)
+    (secrets / "GITHUB_TOKEN").write_text(token)
+    result = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--env-dir", str(secrets)],
+        capture_output=True,
+        text=True,
+        cwd=archive.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no key material found" in result.stdout
+    history = [(f"history {n}", line.encode()) for n, line in enumerate(engine.history(tag))]
+    found = [*engines.everything_in(archive), *history, ("the build log", log.encode())]
+    assert places_with(iter(found), github.key_text, token) == []
+
+
+def test_a_github_app_instead_of_a_deploy_key(
+    engine: engines.Engine,
+    context: Path,
+    github: GitHub,
+    trusting_base: str,
+    tmp_path: Path,
+    tags: list[str],
+) -> None:
+    """README "A GitHub App instead of deploy keys", in a Docker build: examples/docker/Dockerfile
+    as written, `--secret id=github_app_private_key,src=<the App's .pem>` and no deploy key, the
+    App ID as `app_id` in deploykey.yml, for an app that needs two private repositories. The
+    fetch step mints one token narrowed to them (contents: read), fetches, and revokes it; the
+    image runs; neither the App's key nor the token is in the image, the build stage (what
+    `--target build` or a builder's cache keeps), their history, or the build log."""
+    (context / "requirements.txt").write_text(APP_REQUIREMENTS)
+    (context / "deploykey.yml").write_text(github.yml(app_id=APP_ID))
+    engine.prune()  # the cache mount may hold mirrors of acme/* that other tests fetched over ssh
+    tag = "deploykey-example-app:test"
+    tags.append(tag)
+    app_secret = ("--secret", f"id=github_app_private_key,src={github.key}")
+    before = len(github.api.tokens)
+    built = engine.build(context, tag, *app_secret, *OFFLINE, base=trusting_base)
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert f"GITHUB_APP_PRIVATE_KEY: GitHub App {APP_ID} (SHA256:" in out
+    assert "DEPLOY_KEY:" not in out
+    assert " + private-extra==1.0" in out and " + private-utils==1.0" in out  # installed by uv
+    assert "no key material found" in out
+    # One token, for the installation on acme, narrowed to the two repositories (it has a third)
+    # and to contents: read, revoked when the fetch step's fetch ended.
+    (token,) = github.minted_since(before)
+    assert sorted(token.repositories or []) == sorted(APP_REPOS)
+    assert token.permissions == {"contents": "read"}
+    assert token.revoked
+    assert f"minted an installation token for {APP_OWNER} (installation " in out
+    assert f"revoked the app token {APP_OWNER} (" in out
+    ran = engine.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+    ran = engine.run(tag, "python3", "-c", "import private_extra; print(private_extra.hello())")
+    assert ran.stdout.strip() == "hello from private-extra", ran.stderr
+    assert_app_image_clean(engine, tag, tmp_path / "final.tar", github, token.value, out)
+    stage = "deploykey-example-app-build:test"
+    tags.append(stage)
+    built = engine.build(
+        context, stage, "--target", "build", *app_secret, *OFFLINE, base=trusting_base
+    )
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert github.minted_since(before) == [token]  # every step from the builder's cache
+    assert_app_image_clean(engine, stage, tmp_path / "build-stage.tar", github, token.value, out)
+    # A rebuild after a change to the app: the kit's dependencies, uv and the mirrors come from
+    # the cache mount as they do with a deploy key (sealed with the App's key: nothing installed
+    # again, nothing fetched). The fetch step still mints a token (before it looks in the
+    # mirrors), which it never uses, and revokes it.
+    (context / "app.py").write_text((context / "app.py").read_text() + "# changed\n")
+    served = len(github.git.access_log().splitlines())
+    again = engine.build(context, tag, *app_secret, *OFFLINE, base=trusting_base)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert (
+        "Installing deploykey's dependencies" not in out and "not as deploykey left it" not in out
+    )
+    assert "installing uv into" not in out
+    assert "(in the mirror, no network)" in out
+    assert len(github.git.access_log().splitlines()) == served
+    tokens = github.minted_since(before)
+    assert len(tokens) == 2 and all(t.revoked for t in tokens)
+    assert_app_image_clean(engine, tag, tmp_path / "rebuilt.tar", github, tokens[1].value, out)
 
 
 def test_build_without_the_secret_says_how_to_pass_it(

@@ -21,64 +21,34 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Build, files_with_key, flit_package, key_dirs, text_has_key
+from conftest import (
+    APP_ID,
+    APP_OWNER,
+    APP_REPOS,
+    APP_REQUIREMENTS,
+    BIN,
+    Build,
+    GitHub,
+    files_with_key,
+    flit_package,
+    key_dirs,
+    text_has_key,
+)
 from deploykey import config, githubapp, sources
 from deploykey.errors import UserError
-from githubapi import GitHubAPI, GitHubGit, make_app_key
+from githubapi import make_app_key
 from test_apphooks import python_buildpack_pip, run_hook
 from test_hostile import HOSTILE_BACKEND, take_loot
 
-APP_ID = 424242
-OWNER = "acme"
-REPOS = ("private-utils", "private-extra")
-SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-REQUIREMENTS = "".join(
-    f"{name} @ git+ssh://git@github.com/{OWNER}/{name}.git@v1.0\n" for name in REPOS
-)
-
-
-@dataclass
-class GitHub:
-    api: GitHubAPI
-    git: GitHubGit
-    key: Path  # the App's private key, as downloaded
-    bundle: Path  # the system store and the stand-in's CA
-
-    @property
-    def key_text(self) -> str:
-        return self.key.read_text()
-
-    def yml(self, **extra: object) -> str:
-        fields = {"api_url": self.api.url, "git_url": self.git.url, **extra}
-        return "github_app:\n" + "".join(f"  {k}: {v}\n" for k, v in fields.items())
-
-
-@pytest.fixture(scope="module")
-def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
-    root = tmp_path_factory.mktemp("github")
-    key = root / "deploykey-test.private-key.pem"
-    public = make_app_key(key)
-    api = GitHubAPI.start(root / "api")
-    api.add_app(APP_ID, public)
-    git = GitHubGit.start(api)
-    for name in (*REPOS, "unrelated"):
-        git.add_repo(OWNER, name, flit_package(name.replace("-", "_"), "1.0"))
-    git.add_repo("elsewhere", "lib", flit_package("lib", "1.0"))
-    api.install(APP_ID, OWNER, [*REPOS, "unrelated"])
-    bundle = root / "bundle.pem"
-    bundle.write_bytes(SYSTEM_BUNDLE.read_bytes() + api.ca_file.read_bytes())
-    yield GitHub(api, git, key, bundle)
-    git.stop()
-    api.stop()
+OWNER, REPOS, REQUIREMENTS = APP_OWNER, APP_REPOS, APP_REQUIREMENTS
 
 
 def app_build(
-    build: Build, github: GitHub, requirements: str = REQUIREMENTS, **yml: object
+    build: Build, github: GitHub, requirements: str = APP_REQUIREMENTS, **yml: object
 ) -> None:
     """An app with no deploy key: GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY as config vars."""
     (build.app / "requirements.txt").write_text(requirements)
@@ -118,10 +88,6 @@ def clone(github: GitHub, token: str, repo: str, into: Path) -> subprocess.Compl
     )
 
 
-def minted_since(github: GitHub, count: int) -> list:  # type: ignore[type-arg]
-    return github.api.tokens[count:]
-
-
 def test_a_pip_app_installs_with_a_token_for_exactly_its_repositories_then_revoked(
     build: Build, github: GitHub
 ) -> None:
@@ -135,23 +101,24 @@ def test_a_pip_app_installs_with_a_token_for_exactly_its_repositories_then_revok
     assert ran.stdout.strip() == "ok", ran.stderr
     # One token, for the installation on acme, narrowed to the two repositories and to contents
     # read (the installation can read a third), and revoked when the fetch ended.
-    (token,) = minted_since(github, before)
-    assert sorted(token.repositories or []) == sorted(REPOS)
+    (token,) = github.minted_since(before)
+    assert sorted(token.repositories or []) == sorted(APP_REPOS)
     assert token.permissions == {"contents": "read"}
     assert token.revoked
-    assert f"minted an installation token for {OWNER} (installation " in result.stdout
-    assert f"revoked the app token {OWNER} (" in result.stdout
+    assert f"minted an installation token for {APP_OWNER} (installation " in result.stdout
+    assert f"revoked the app token {APP_OWNER} (" in result.stdout
     # Revoked means dead: the front end refuses it now, for a repository it was minted for.
-    refused = clone(github, token.value, f"{OWNER}/private-utils", build.root / "after")
+    refused = clone(github, token.value, f"{APP_OWNER}/private-utils", build.root / "after")
     assert refused.returncode != 0 and "Authentication failed" in refused.stderr
     # Narrowed means narrowed: alive again (the stand-in forgets the revocation), it opens its
     # repositories and not the third one the installation has.
     token.revoked = False
     try:
         assert (
-            clone(github, token.value, f"{OWNER}/private-utils", build.root / "a").returncode == 0
+            clone(github, token.value, f"{APP_OWNER}/private-utils", build.root / "a").returncode
+            == 0
         )
-        other = clone(github, token.value, f"{OWNER}/unrelated", build.root / "b")
+        other = clone(github, token.value, f"{APP_OWNER}/unrelated", build.root / "b")
         assert other.returncode != 0 and "not found" in other.stderr
     finally:
         token.revoked = True
@@ -179,19 +146,21 @@ def test_a_dependency_named_by_a_private_repository_gets_a_token_too(
     deep = flit_package("private_deep", "1.0")
     deep["pyproject.toml"] = deep["pyproject.toml"].replace(
         "dependencies = []",
-        f'dependencies = ["private-utils @ git+ssh://git@github.com/{OWNER}/private-utils.git@v1.0"]',
+        f'dependencies = ["private-utils @ git+ssh://git@github.com/{APP_OWNER}/private-utils.git@v1.0"]',
     )
     assert "private-utils @" in deep["pyproject.toml"]
-    github.git.add_repo(OWNER, "private-deep", deep)
-    installation = next(i for i in github.api.installations.values() if i.owner == OWNER)
+    github.git.add_repo(APP_OWNER, "private-deep", deep)
+    installation = next(i for i in github.api.installations.values() if i.owner == APP_OWNER)
     installation.repositories = [*(installation.repositories or []), "private-deep"]
     app_build(
-        build, github, f"private-deep @ git+ssh://git@github.com/{OWNER}/private-deep.git@v1.0\n"
+        build,
+        github,
+        f"private-deep @ git+ssh://git@github.com/{APP_OWNER}/private-deep.git@v1.0\n",
     )
     before = len(github.api.tokens)
     result = compile_app(build, github)
     assert result.returncode == 0, result.stdout + result.stderr
-    tokens = minted_since(github, before)
+    tokens = github.minted_since(before)
     assert [t.repositories for t in tokens] == [["private-deep"], ["private-utils"]]
     assert all(t.revoked for t in tokens)
     assert "Successfully installed private-deep-1.0 private-utils-1.0" in result.stdout
@@ -214,7 +183,7 @@ def test_the_doctor_mints_checks_and_revokes(build: Build, github: GitHub) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("via GitHub App 424242's installation token") == 2
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert token.revoked
     assert list(build.cache.iterdir()) == []
 
@@ -249,8 +218,10 @@ def test_what_goes_wrong_is_named_with_its_fix(
     if case == "not installed":
         app_build(build, github, "lib @ git+ssh://git@github.com/elsewhere/lib.git@v1.0\n")
     elif case == "not selected":
-        github.api.add_repository(OWNER, "private-secret")
-        app_build(build, github, f"s @ git+ssh://git@github.com/{OWNER}/private-secret.git@v1.0\n")
+        github.api.add_repository(APP_OWNER, "private-secret")
+        app_build(
+            build, github, f"s @ git+ssh://git@github.com/{APP_OWNER}/private-secret.git@v1.0\n"
+        )
     elif case == "clock":
         github.api.clock_offset = 3600
     elif case == "wrong key":
@@ -282,19 +253,21 @@ def test_what_goes_wrong_is_named_with_its_fix(
         seconds = re.search(r"clock is (\d+) s behind", out)
         assert seconds is not None and 3595 <= int(seconds.group(1)) <= 3605, out
     assert not text_has_key(out, github.key_text)
-    assert all(t.revoked for t in minted_since(github, before))
+    assert all(t.revoked for t in github.minted_since(before))
     assert not list(build.app.glob(".venv/lib/*/site-packages/private_utils"))
 
 
 def test_a_failed_fetch_still_revokes(build: Build, github: GitHub) -> None:
     app_build(
-        build, github, f"private-utils @ git+ssh://git@github.com/{OWNER}/private-utils.git@v9\n"
+        build,
+        github,
+        f"private-utils @ git+ssh://git@github.com/{APP_OWNER}/private-utils.git@v9\n",
     )
     before = len(github.api.tokens)
     result = compile_app(build, github)
     assert result.returncode == 1
     assert "has no tag or branch `v9`" in result.stdout + result.stderr
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert token.revoked
 
 
@@ -337,7 +310,7 @@ def test_app_hooks_mint_and_revoke_within_pre_compile(build: Build, github: GitH
     before, dirs = len(github.api.tokens), key_dirs()
     pre = run_hook(build, "pre_compile", env)
     assert pre.returncode == 0, pre.stdout + pre.stderr
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert token.revoked and sorted(token.repositories or []) == sorted(REPOS)
     assert key_dirs() - dirs == set()
     pip = python_buildpack_pip(build)
@@ -382,7 +355,7 @@ def test_ci_setup_then_the_jobs_own_install(build: Build, github: GitHub, tmp_pa
     assert result.returncode == 0, out
     assert "during: unset" in result.stdout
     assert "Successfully installed private-extra-1.0 private-utils-1.0" in result.stdout
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert token.revoked
     assert token.value not in out and not text_has_key(out, github.key_text)
     assert files_with_key([build.app, venv, build.home], github.key_text) == []
@@ -426,7 +399,7 @@ def test_a_hostile_dependency_finds_neither_the_apps_key_nor_a_live_token(
     loot = take_loot(build)
     assert b"== environ" in loot and b"== git config" in loot and b"== cmdline" in loot
     assert str(build.env_dir).encode() in loot
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert token.revoked
     assert token.value.encode() not in loot
     assert not text_has_key(loot.decode("utf-8", "replace"), github.key_text)
@@ -536,7 +509,7 @@ def test_a_signal_during_the_fetch_revokes_the_token(
             break
     said += process.stdout.readlines()
     assert process.wait(timeout=60) == 128 + signal.SIGTERM, "".join(said)
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert token.revoked, "".join(said)
     assert "revoked the app token" in "".join(said)
 
@@ -554,4 +527,4 @@ def test_a_front_end_that_never_answers_fails_after_20_seconds(
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "Operation too slow" in out
-    assert all(token.revoked for token in minted_since(github, before))
+    assert all(token.revoked for token in github.minted_since(before))

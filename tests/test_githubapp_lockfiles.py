@@ -30,8 +30,11 @@ import pytest
 
 import installers
 from conftest import (
+    APP_ID,
+    SYSTEM_BUNDLE,
     Build,
     GeneratedKey,
+    GitHub,
     files_with_key,
     key_dirs,
     key_fragments,
@@ -41,7 +44,6 @@ from conftest import (
 from githubapi import GitHubAPI, GitHubGit, Token, make_app_key
 from gitserver import GitServer, run_git
 from installers import LOCKFILES, Tools
-from test_githubapp import APP_ID, SYSTEM_BUNDLE, GitHub, minted_since
 from test_installers_heroku import buildpack, lock, tools, write_app
 from test_lockfile_installs import COMMANDS, SHOWN, compile_env, run_compile, tool_links
 
@@ -158,7 +160,7 @@ def assert_one_narrowed_token_revoked(
     installation has a third), contents: read, revoked when the fetch ended; the front end served
     those two only, and its last request was the fetch's own (with the token): nothing asked it
     for anything after the revocation."""
-    (token,) = minted_since(github, before)
+    (token,) = github.minted_since(before)
     assert sorted(token.repositories or []) == NAMES
     assert token.permissions == {"contents": "read"}
     assert token.revoked

@@ -1,8 +1,9 @@
 """deploykey under the REAL Cloud Native Buildpacks lifecycle (tests/lifecycle.py, built by
 .ci/lifecycle): analyzer, detector, restorer, builder and exporter, as a non-root user, on plain
-directories, against the real sshd git server, with a pip buildpack after deploykey and the scan
-step last; then the exported OCI image (read by `deploykey scan-image` and by the tests' own
-search) and the cache the exporter wrote are searched for the key.
+directories, against the real sshd git server (a GitHub App: against tests/githubapi.py's API and
+git front end), with a pip buildpack after deploykey and the scan step last; then the exported
+OCI image (read by `deploykey scan-image` and by the tests' own search) and the cache the
+exporter wrote are searched for the key.
 
 The emulation in tests/cnb.py remains only for what these do not cover (test_cnb.py says which)."""
 
@@ -15,7 +16,19 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from conftest import BIN, KIT, REQUIREMENT, GeneratedKey, files_with_key, text_has_key
+from conftest import (
+    APP_ID,
+    APP_OWNER,
+    APP_REPOS,
+    APP_REQUIREMENTS,
+    BIN,
+    KIT,
+    REQUIREMENT,
+    GeneratedKey,
+    GitHub,
+    files_with_key,
+    text_has_key,
+)
 from gitserver import GitServer
 from lifecycle import RealLifecycle, image_files, layout_archive, output_of
 
@@ -177,3 +190,110 @@ def test_the_example_project_toml(
     assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
     assert "deploykey scan: the exported image and the cache" in out
     assert_no_key(life, utils_key, out)
+
+
+def test_a_github_app_instead_of_a_deploy_key(
+    life: RealLifecycle,
+    github: GitHub,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """README "A GitHub App instead of deploy keys", under the real lifecycle: GITHUB_APP_ID and
+    GITHUB_APP_PRIVATE_KEY as `pack build --env` gives them (files in <platform>/env), no deploy
+    key, two private repositories; deploykey mints one token narrowed to them, fetches, revokes
+    it, and hands the mirrors to pip. Neither the App's key nor the token is in the image, the
+    cache, the layers or the output.
+
+    The stand-in's CA: the build image's system store plus that CA, in a bundle the build user
+    can read, named by SSL_CERT_FILE in the platform env, as a user of a GitHub Enterprise Server
+    with a private CA passes it (`pack build --env SSL_CERT_FILE=...`)."""
+    (life.app / "requirements.txt").write_text(APP_REQUIREMENTS)
+    (life.app / "deploykey.yml").write_text(github.yml())
+    bundle = life.root / "ca-bundle.pem"  # chowned to the build user with the rest of the root
+    bundle.write_bytes(github.bundle.read_bytes())
+    life.set_env(
+        GITHUB_APP_ID=str(APP_ID),
+        GITHUB_APP_PRIVATE_KEY=github.key_text,
+        SSL_CERT_FILE=str(bundle),
+    )
+    life.order(
+        life.add_buildpack(deploykey_buildpack),
+        life.add_buildpack(TESTS / "buildpacks" / "pip"),
+        life.add_buildpack(scan_buildpack),
+    )
+    before = len(github.api.tokens)
+    results = life.build()
+    out = output_of(results)
+    assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
+    assert f"GITHUB_APP_PRIVATE_KEY: GitHub App {APP_ID} (SHA256:" in out
+    assert "DEPLOY_KEY:" not in out
+    assert "Successfully installed private-extra-1.0 private-utils-1.0" in out
+    files = image_files(life.image)
+    for module in ("private_utils", "private_extra"):
+        assert any(p.endswith(f"site-packages/{module}/__init__.py") for p in files), module
+    # One token, narrowed to the two repositories (the installation has a third) and to
+    # contents: read, revoked when deploykey's fetch ended, before pip ran.
+    (token,) = github.minted_since(before)
+    assert sorted(token.repositories or []) == sorted(APP_REPOS)
+    assert token.permissions == {"contents": "read"}
+    assert token.revoked
+    assert f"minted an installation token for {APP_OWNER} (installation " in out
+    assert f"revoked the app token {APP_OWNER} (" in out
+    assert "deploykey scan: the exported image and the cache" in out
+    assert_no_app_secret(life, github, token.value, out)
+
+
+def test_a_github_app_trusts_the_ca_the_platform_env_names(
+    life: RealLifecycle, github: GitHub, deploykey_buildpack: Path
+) -> None:
+    """Without SSL_CERT_FILE in the platform env, the stand-in's certificate is refused (nothing
+    turns verification off); the lifecycle itself passes no SSL_CERT_FILE to a clear-env
+    buildpack, so deploykey reads it from <platform>/env, as every other buildpack gets it."""
+    (life.app / "requirements.txt").write_text(APP_REQUIREMENTS)
+    (life.app / "deploykey.yml").write_text(github.yml())
+    life.set_env(GITHUB_APP_ID=str(APP_ID), GITHUB_APP_PRIVATE_KEY=github.key_text)
+    life.order(life.add_buildpack(deploykey_buildpack))
+    before = len(github.api.tokens)
+    results = life.build()
+    out = output_of(results)
+    assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
+    assert "CERTIFICATE_VERIFY_FAILED" in out
+    assert "(app::unreachable: README.md#app-unreachable)" in out
+    assert github.minted_since(before) == []
+    assert not text_has_key(out, github.key_text)
+
+
+def assert_no_app_secret(life: RealLifecycle, github: GitHub, token: str, out: str) -> None:
+    """Neither the App's key nor the token in the image, the cache, the layers, the app or the
+    output: the tests' own search, and `deploykey scan-image` (the image) and `deploykey scan`
+    (the cache and the layers) told of both (the token as a GITHUB_TOKEN, so that the kit's
+    scanner looks for it too)."""
+    files = image_files(life.image)
+    assert [
+        p for p, data in files.items() if text_has_key(data.decode("latin-1"), github.key_text)
+    ] == []
+    assert [p for p, data in files.items() if token.encode() in data] == []
+    kept = [life.cache, life.layers, life.layout, life.app]
+    assert files_with_key(kept, github.key_text) == []
+    assert [
+        str(p)
+        for root in kept
+        for p in root.rglob("*")
+        if p.is_file() and token.encode() in p.read_bytes()
+    ] == []
+    assert not text_has_key(out, github.key_text) and token not in out
+    secrets = life.root / "scan-secrets"
+    secrets.mkdir()
+    (secrets / "GITHUB_APP_ID").write_text(str(APP_ID))
+    (secrets / "GITHUB_APP_PRIVATE_KEY").write_text(github.key_text)
+    (secrets / "GITHUB_TOKEN").write_text(token)
+    archive = layout_archive(life.image, life.root / "image.tar")
+    for command in (["scan-image", str(archive)], ["scan", str(life.cache), str(life.layers)]):
+        scanned = subprocess.run(
+            [str(BIN / "deploykey"), *command, "--env-dir", str(secrets)],
+            capture_output=True,
+            text=True,
+            cwd=life.root,
+        )
+        assert scanned.returncode == 0, scanned.stdout + scanned.stderr
+        assert "no key material found" in scanned.stdout

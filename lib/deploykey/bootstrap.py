@@ -289,6 +289,11 @@ def _throwaway() -> Path:
     return root / PYTHON
 
 
+# The build's keys, by the start of their names: DEPLOY_KEY*, and a GitHub App's private key
+# (githubapp.PRIVATE_KEY), which may be a build's only key.
+KEY_NAMES = ("DEPLOY_KEY", "GITHUB_APP_PRIVATE_KEY")
+
+
 def _check_install_mounts() -> None:
     """`install` under a non-root USER: the secrets it reads and the cache mount it installs into
     are the user's, before anything is installed there (BuildKit makes both as root)."""
@@ -300,7 +305,7 @@ def _check_install_mounts() -> None:
         found = sorted(Path("/run/secrets").iterdir())
     except OSError:  # no secret mounted, or not listable: sources.gather says so later
         found = []
-    keys = [path for path in found if path.name.upper().startswith("DEPLOY_KEY")]
+    keys = [path for path in found if path.name.upper().startswith(KEY_NAMES)]
     permissions.check_secrets(keys + [Path(file) for file in _all("--key-file")])
     cache = _build_cache()
     if cache is not None:

@@ -96,6 +96,23 @@ def _env(platform: Path) -> sources.EnvSource:
     return found.with_bindings(sources.bindings_root(platform, os.environ))
 
 
+# The CA store's settings, paths that hold no secret. clear-env keeps every platform env var out of
+# this process, and the lifecycle passes only HOME and the proxies through from its own
+# (buildpacks/lifecycle v0.21.0 env/build.go, BuildEnvIncludelist): `pack build --env
+# SSL_CERT_FILE=...` (a GitHub Enterprise Server's private CA, a TLS-inspecting proxy's) would reach
+# every other buildpack and not the GitHub App's API requests here.
+TLS_SETTINGS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def _trust(env: sources.EnvSource) -> None:
+    """The platform env's CA settings for this process (Python's ssl reads them when it makes a
+    context) and its children, as the lifecycle gives them to a buildpack without clear-env."""
+    for name in TLS_SETTINGS:
+        value = env.text(name)
+        if value:
+            os.environ[name] = value
+
+
 def _types(**flags: bool) -> str:
     lines = "".join(f"{name} = {str(value).lower()}\n" for name, value in flags.items())
     return "[types]\n" + lines
@@ -130,6 +147,7 @@ def build_step(arguments: Sequence[str] = ()) -> int:
     platform = _required("CNB_PLATFORM_DIR")
     layers = _required("CNB_LAYERS_DIR")
     env = _env(platform)
+    _trust(env)
     settings = config.load(app, env)
     output.step("deploykey: private git dependencies with deploy keys (Cloud Native Buildpack)")
     tokens = credentials.read(env, settings)
