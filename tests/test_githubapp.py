@@ -528,3 +528,18 @@ def test_a_front_end_that_never_answers_fails_after_20_seconds(
     assert result.returncode == 1, out
     assert "Operation too slow" in out
     assert all(token.revoked for token in github.minted_since(before))
+
+
+def test_a_warm_rebuild_mints_no_token(build: Build, github: GitHub) -> None:
+    """The mirrors in the build cache already hold both tags: the fetch asks no host, so the
+    App asks GitHub for nothing."""
+    app_build(build, github)
+    first = compile_app(build, github)
+    assert first.returncode == 0, first.stdout + first.stderr
+    build.set_key(github.key_text, "GITHUB_APP_PRIVATE_KEY")  # Heroku's next build's ENV_DIR
+    before, asked = len(github.api.tokens), len(github.api.requests)
+    again = compile_app(build, github)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("(in the mirror, no network)") == 2
+    assert github.minted_since(before) == []
+    assert github.api.requests[asked:] == []

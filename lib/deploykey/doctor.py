@@ -96,8 +96,8 @@ def check(
                 if (req.host_port, req.repo, req.ref, req.fragment) not in seen:
                     seen.add((req.host_port, req.repo, req.ref, req.fragment))
                     batch.append(req)
-            if access.app is not None:  # tokens for the App's repositories among them, first
-                access.app.cover(batch)
+            if access.app is not None:  # tokens for the App's repositories the fetch will ask
+                access.app.cover([req for req in batch if fetcher.needs_network(req)])
             found = list(
                 pool.map(lambda req: _check(req, access, tokens, settings, fetcher), batch)
             )

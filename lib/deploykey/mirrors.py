@@ -93,6 +93,16 @@ class Fetcher:
             with contextlib.suppress(OSError):
                 directory.rmdir()
 
+    def needs_network(self, req: GitRequirement) -> bool:
+        """Whether fetching `req` will ask its host: not when its mirror, untouched, already
+        holds the commit or tag it names (a branch is always asked again)."""
+        path = mirror_path(self.root, req)
+        return not (
+            path.is_dir()
+            and _untouched(self.git, path, req)
+            and _settled(self.git, path, wanted(req))
+        )
+
     def fetch(self, req: GitRequirement) -> Fetched:
         path = mirror_path(self.root, req)
         with self.guard:
