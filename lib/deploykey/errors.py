@@ -127,7 +127,9 @@ def current() -> Platform:
 
 ROTATE = (
     "Treat the key as exposed: create a new deploy key, add its public half to the repository, "
-    "replace DEPLOY_KEY with it ({set_key}), then delete the old key on the git host."
+    "replace DEPLOY_KEY with it ({set_key}), then delete the old key on the git host. A GitHub "
+    "App's key: generate a new one on the App's page (General, Private keys), set it as "
+    "GITHUB_APP_PRIVATE_KEY, then delete the old one there."
 )
 
 PROBLEMS: dict[str, Problem] = {
@@ -570,8 +572,10 @@ PROBLEMS: dict[str, Problem] = {
         why="Minting an installation token is an HTTPS request to the API (deploykey trusts the "
         "system's CA store, as pip and git do; it honours HTTPS_PROXY and NO_PROXY).",
         fix="Check that this build can reach {url}: a proxy needs HTTPS_PROXY, a TLS-inspecting "
-        "proxy's CA must be in the system store (update-ca-certificates), GitHub Enterprise "
-        "Server needs `api_url` under `github_app:` in deploykey.yml.",
+        "proxy's (or GitHub Enterprise Server's) CA must be in the system store "
+        "(update-ca-certificates in the build image) or in a bundle SSL_CERT_FILE names (with "
+        "CNB, in the platform env), GitHub Enterprise Server needs `api_url` under `github_app:` "
+        "in deploykey.yml.",
     ),
     "app::rate-limited": Problem(
         title="GitHub's API rate limit stopped the App ({message})",
