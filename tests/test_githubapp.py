@@ -543,3 +543,54 @@ def test_a_warm_rebuild_mints_no_token(build: Build, github: GitHub) -> None:
     assert again.stdout.count("(in the mirror, no network)") == 2
     assert github.minted_since(before) == []
     assert github.api.requests[asked:] == []
+
+
+@pytest.fixture
+def flaky_api(github: GitHub) -> Iterator[tuple[str, list[int]]]:
+    """A TCP relay to the API stand-in that cuts its first connection at once (a reset on the way,
+    a TLS stream cut short) and relays the others byte for byte."""
+    relay = socket.socket()
+    relay.bind(("127.0.0.1", 0))
+    relay.listen(16)
+    port = int(github.api.url.rsplit(":", 1)[1])
+    accepted: list[int] = []
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = relay.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            if len(accepted) == 1:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"https://127.0.0.1:{relay.getsockname()[1]}", accepted
+    relay.close()
+
+
+def test_a_connection_cut_before_the_request_is_tried_again(
+    build: Build, github: GitHub, flaky_api: tuple[str, list[int]]
+) -> None:
+    url, accepted = flaky_api
+    app_build(build, github, api_url=url)
+    before = len(github.api.tokens)
+    result = compile_app(build, github)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(accepted) > 1
+    (token,) = github.minted_since(before)
+    assert token.revoked

@@ -454,14 +454,23 @@ def _call(
         },
     )
     context = ssl.create_default_context()
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:  # noqa: S310
-            return _answer(response.status, response.read(), response.headers)
-    except urllib.error.HTTPError as error:
-        return _answer(error.code, error.read(), error.headers)
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", None) or error
-        raise UserError("app::unreachable", url=api, reason=str(reason)) from None
+    for attempt in (1, 2):
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:  # noqa: S310
+                return _answer(response.status, response.read(), response.headers)
+        except urllib.error.HTTPError as error:
+            return _answer(error.code, error.read(), error.headers)
+        except (urllib.error.URLError, OSError) as error:
+            # One more try after a connection that broke (a reset, a TLS stream cut short): a
+            # URLError broke before the request was sent whole, so GitHub cannot have acted on
+            # it; after that (the answer lost), only a request that may be repeated is.
+            sent = not isinstance(error, urllib.error.URLError)
+            if attempt == 1 and (method in ("GET", "DELETE") or not sent):
+                time.sleep(1)
+                continue
+            reason = getattr(error, "reason", None) or error
+            raise UserError("app::unreachable", url=api, reason=str(reason)) from None
+    raise AssertionError("unreachable")
 
 
 def _answer(status: int, raw: bytes, headers: Any) -> Answer:
