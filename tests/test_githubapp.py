@@ -207,6 +207,7 @@ def test_the_doctor_mints_checks_and_revokes(build: Build, github: GitHub) -> No
         ("unreachable", "app::unreachable", "Connection refused"),
         ("untrusted", "app::unreachable", "CERTIFICATE_VERIFY_FAILED"),
         ("ssh key", "app::key-not-rsa", "ED25519"),
+        ("no contents", "app::no-contents", "the installation 4"),
         ("no id", "app::incomplete", "GITHUB_APP_PRIVATE_KEY is set, but not GITHUB_APP_ID"),
     ],
 )
@@ -237,6 +238,11 @@ def test_what_goes_wrong_is_named_with_its_fix(
         argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")]
         subprocess.run(argv, check=True)
         build.set_key((tmp_path / "k").read_text(), "GITHUB_APP_PRIVATE_KEY")
+    elif case == "no contents":  # installed with Metadata read only
+        if "readers/lib" not in github.api.repositories:
+            github.git.add_repo("readers", "lib", flit_package("lib", "1.0"))
+            github.api.install(APP_ID, "readers", ["lib"], permissions={"metadata": "read"})
+        app_build(build, github, "lib @ git+ssh://git@github.com/readers/lib.git@v1.0\n")
     elif case == "no id":
         (build.env_dir / "GITHUB_APP_ID").unlink()
     before = len(github.api.tokens)
