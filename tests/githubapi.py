@@ -210,6 +210,10 @@ class GitHubAPI:
         server.socket = context.wrap_socket(
             server.socket, server_side=True, do_handshake_on_connect=False
         )
+        # serve_forever selects, then accepts: a connection reset in between would leave a
+        # blocking accept() waiting for the next one (and stop() waiting for it forever). With a
+        # timeout the accept gives up, and the sockets it returns are blocking all the same.
+        server.socket.settimeout(1)
         api._server = server
         api.url = f"https://127.0.0.1:{server.server_address[1]}"
         api._thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -820,6 +824,14 @@ class GitHubGit:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     api: GitHubAPI
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed in the stand-in itself: written to api.log, which a failing test
+        can be read beside (pytest keeps its last temp dirs)."""
+        import traceback
+
+        with (self.api.root / "api.log").open("a") as log:
+            log.write(f"ERROR serving {client_address}:\n{traceback.format_exc()}\n")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
