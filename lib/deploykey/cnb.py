@@ -149,7 +149,7 @@ def build_step(arguments: Sequence[str] = ()) -> int:
     env = _env(platform)
     _trust(env)
     settings = config.load(app, env)
-    output.step("deploykey: private git dependencies with deploy keys (Cloud Native Buildpack)")
+    output.step("deploykey: private git dependencies (Cloud Native Buildpack)")
     tokens = credentials.read(env, settings)
     if not env.key_names() and not tokens and env.get(githubapp.PRIVATE_KEY) is None:
         found = manifests.read_all(app)

@@ -103,7 +103,7 @@ def fetch_command(
     app = Path.cwd()
     env = _source(env_dir, key_files)
     settings = _settings(app, env, requirements)
-    output.step("deploykey fetch: private git dependencies into the cache, with the deploy keys")
+    output.step("deploykey fetch: private git dependencies into the cache, with the build's keys")
     _check_writable(None, None, cache_dir)
     cache = Path(cache_dir).resolve()
     given = f"-r {requirements}" if requirements is not None else None
@@ -141,7 +141,7 @@ def install_command(
     output.step(
         "deploykey install --fetched: from the mirrors the fetch step left, with no key"
         if fetched
-        else "deploykey install: private git dependencies with deploy keys"
+        else "deploykey install: private git dependencies"
     )
     _check_writable(venv, target, cache_dir)
     where, python, extra, scanned = _where(venv, target, user)

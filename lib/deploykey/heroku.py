@@ -76,9 +76,7 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
     env = sources.read(env_dir)
     settings = config.load(app_dir, env)
     dry_run = dry_run or settings.dry_run
-    output.step(
-        "deploykey: private git dependencies with deploy keys" + (" (dry run)" if dry_run else "")
-    )
+    output.step("deploykey: private git dependencies" + (" (dry run)" if dry_run else ""))
     plan = build.plan(app_dir, cache, env, settings)
     if dry_run:
         handoff = (
