@@ -108,13 +108,10 @@ def open(
         directory.write(ROUTER, routing.router_script(ssh).encode())
         for token in tokens:
             directory.write(token.file_name, token.value)
-        directory.write(credentials.INDEX, credentials.index(list(tokens)).encode())
+        index = credentials.index(list(tokens))
+        directory.write(credentials.INDEX, index.encode())
         directory.write(credentials.HELPER, credentials.HELPER_SCRIPT.encode())
-        session = (
-            githubapp.Session(app, directory.path, credentials.index(list(tokens)))
-            if app is not None
-            else None
-        )
+        session = githubapp.Session(app, directory.path, index) if app is not None else None
         if keys or agent:
             output.detail(
                 f"ssh ready: keys and ssh config in {directory.path} (outside the app and the cache)"

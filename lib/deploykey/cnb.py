@@ -128,7 +128,7 @@ def detect(arguments: Sequence[str] = ()) -> int:
     found = manifests.read_all(app)
     reasons = [config.CONFIG_FILE] if (app / config.CONFIG_FILE).is_file() else []
     reasons += ["git+ssh requirements"] if found.uses_ssh else []
-    reasons += env.key_names() + [n for n in (githubapp.PRIVATE_KEY,) if env.get(n) is not None]
+    reasons += env.key_names() + githubapp.given(env)
     if reasons:
         output.plain(f"deploykey: {', '.join(reasons)}")
         return 0
@@ -151,7 +151,7 @@ def build_step(arguments: Sequence[str] = ()) -> int:
     settings = config.load(app, env)
     output.step("deploykey: private git dependencies (Cloud Native Buildpack)")
     tokens = credentials.read(env, settings)
-    if not env.key_names() and not tokens and env.get(githubapp.PRIVATE_KEY) is None:
+    if not env.key_names() and not tokens and not githubapp.given(env):
         found = manifests.read_all(app)
         if found.uses_ssh:
             raise UserError("key::missing", source=platform / "env", name=build.KEY_NAME)

@@ -288,7 +288,7 @@ def cleanup_command(
         ]
         output.shell("unset " + " ".join(names))
     env = _source(env_dir, key_files)
-    if not env.key_names() and env.get(githubapp.PRIVATE_KEY) is None:
+    if not env.key_names() and not githubapp.given(env):
         output.detail("no DEPLOY_KEY* in the environment: nothing to scan for")
         return 0
     return scan_command(paths or (".",), env_dir, key_files)

@@ -79,6 +79,11 @@ class App:
         return f"GitHub App {self.app_id} ({self.fingerprint}) on {self.host}, API {self.api_url}"
 
 
+def given(env: EnvSource) -> list[str]:
+    """[GITHUB_APP_PRIVATE_KEY] when the env has it, for the lists of a build's secrets."""
+    return [PRIVATE_KEY] if env.get(PRIVATE_KEY) is not None else []
+
+
 def read(env: EnvSource, settings: Settings) -> App | None:
     """The App from GITHUB_APP_ID (or deploykey.yml's `app_id`) and GITHUB_APP_PRIVATE_KEY; None
     when neither is set; an error when only one is, or the key is not an RSA key."""

@@ -109,8 +109,7 @@ def forget_keys(plan: build.Plan) -> None:
     `export BUILD_DIR CACHE_DIR ENV_DIR`). Once fetched, the keys and tokens are removed from it,
     so that no package's build code finds them there. Elsewhere an env dir (or .env file) is the
     user's own: it is left as it is."""
-    names = plan.env.key_names() + [token.name for token in plan.tokens]
-    names += [githubapp.PRIVATE_KEY] if plan.env.get(githubapp.PRIVATE_KEY) is not None else []
+    names = plan.env.key_names() + [token.name for token in plan.tokens] + githubapp.given(plan.env)
     if not names:
         return
     if plan.env.is_file or not os.environ.get("STACK", "").startswith("heroku-"):
