@@ -7,15 +7,18 @@ default; a skipped test fails the run (see pytest_sessionfinish), so CI cannot p
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,6 +369,34 @@ def build(tmp_path: Path, git_server: GitServer, wheelhouse: Path) -> Build:
     return Build(tmp_path, git_server, wheelhouse)
 
 
+# ---------------------------------------------------------------- a server that never answers
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte (a stuck
+    proxy, a firewall that swallows the banner): its port, and the connections it accepted."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield silent.getsockname()[1], accepted
+    finally:
+        silent.close()
+        for connection in accepted:
+            connection.close()
+
+
 # ---------------------------------------------------------------- independent checks
 
 
@@ -574,6 +605,22 @@ class GitHub:
     def minted_since(self, count: int) -> list[Token]:
         return self.api.tokens[count:]
 
+    @classmethod
+    def start(cls, root: Path) -> GitHub:
+        """The App (its key made now) on the API stand-in, the git front end, and a CA bundle of
+        the system store and the stand-in's CA; no repository and no installation yet."""
+        key = root / "deploykey-test.private-key.pem"
+        public = make_app_key(key)
+        api = GitHubAPI.start(root / "api")
+        api.add_app(APP_ID, public)
+        bundle = root / "bundle.pem"
+        bundle.write_bytes(SYSTEM_BUNDLE.read_bytes() + api.ca_file.read_bytes())
+        return cls(api, GitHubGit.start(api), key, bundle)
+
+    def stop(self) -> None:
+        self.git.stop()
+        self.api.stop()
+
 
 @pytest.fixture(scope="module")
 def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
@@ -581,19 +628,11 @@ def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
     private-utils, private-extra and unrelated (and elsewhere/lib, on which it is not), and the
     git front end serving them; the requirements are written as for github.com, and only
     `api_url` and `git_url` in deploykey.yml (as for GitHub Enterprise Server) point here."""
-    root = tmp_path_factory.mktemp("github")
-    key = root / "deploykey-test.private-key.pem"
-    public = make_app_key(key)
-    api = GitHubAPI.start(root / "api")
-    api.add_app(APP_ID, public)
-    git = GitHubGit.start(api)
+    github = GitHub.start(tmp_path_factory.mktemp("github"))
     for name in (*APP_REPOS, "unrelated"):
         hello = f'def hello():\n    return "hello from {name}"\n'
-        git.add_repo(APP_OWNER, name, flit_package(name.replace("-", "_"), "1.0", hello))
-    git.add_repo("elsewhere", "lib", flit_package("lib", "1.0"))
-    api.install(APP_ID, APP_OWNER, [*APP_REPOS, "unrelated"])
-    bundle = root / "bundle.pem"
-    bundle.write_bytes(SYSTEM_BUNDLE.read_bytes() + api.ca_file.read_bytes())
-    yield GitHub(api, git, key, bundle)
-    git.stop()
-    api.stop()
+        github.git.add_repo(APP_OWNER, name, flit_package(name.replace("-", "_"), "1.0", hello))
+    github.git.add_repo("elsewhere", "lib", flit_package("lib", "1.0"))
+    github.api.install(APP_ID, APP_OWNER, [*APP_REPOS, "unrelated"])
+    yield github
+    github.stop()

@@ -19,15 +19,14 @@ import pytest
 from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, snapshot, text_has_key
 
 
-def hook_env(build: Build, key: GeneratedKey) -> dict[str, str]:
-    """sub_env: config vars exported with $(cat file), plus BUILD_DIR/CACHE_DIR/ENV_DIR."""
+def hook_env(build: Build, key: GeneratedKey | None, **exported: str) -> dict[str, str]:
+    """sub_env: config vars exported with $(cat file) (DEPLOY_KEY, and `exported`), plus
+    BUILD_DIR/CACHE_DIR/ENV_DIR."""
     env = build.environ()
-    env.update(
-        BUILD_DIR=str(build.app),
-        CACHE_DIR=str(build.cache),
-        ENV_DIR=str(build.env_dir),
-        DEPLOY_KEY=key.text.rstrip("\n"),
-    )
+    env.update(BUILD_DIR=str(build.app), CACHE_DIR=str(build.cache), ENV_DIR=str(build.env_dir))
+    if key is not None:
+        env["DEPLOY_KEY"] = key.text.rstrip("\n")
+    env.update(exported)
     return env
 
 

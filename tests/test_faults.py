@@ -24,6 +24,7 @@ from conftest import (
     key_dirs,
     key_fragments,
     make_key,
+    silent_server,
     snapshot,
     text_has_key,
 )
@@ -56,6 +57,29 @@ def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
+def start_slow_fetch(
+    build: Build, key: GeneratedKey, git_server: GitServer
+) -> subprocess.Popen[str]:
+    """bin/compile of an app whose one private repository the server holds open (acme/slow-fetch,
+    served after a minute): returned once git is fetching it, with the key."""
+    if not (git_server.root / "repos" / "acme" / "slow-fetch.git").exists():
+        git_server.add_repo("acme/slow-fetch", {"README": "served after a minute\n"})
+    git_server.grant(key.label, key.public, ["acme/slow-fetch"])
+    started = git_server.root / "repos" / "slow-fetch-started"
+    started.unlink(missing_ok=True)
+    build.set_key(key.text)
+    (build.app / "requirements.txt").write_text(
+        "slow-fetch @ git+ssh://git@github.com/acme/slow-fetch.git@v1.0\n"
+    )
+    process = start_compile(build)
+    try:
+        wait_for(started, process)
+    except BaseException:
+        kill_leftovers(build)
+        raise
+    return process
+
+
 def kill_leftovers(build: Build) -> None:
     subprocess.run(["pkill", "-KILL", "-f", str(build.root)], check=False)
 
@@ -68,18 +92,8 @@ def test_after_sigkill_the_next_build_removes_the_key(
 ) -> None:
     """SIGKILL while the fetch has the key (no handler runs): the next build sweeps the key dir."""
     before = key_dirs()
-    if not (git_server.root / "repos" / "acme" / "slow-fetch.git").exists():
-        git_server.add_repo("acme/slow-fetch", {"README": "served after a minute\n"})
-    git_server.grant(utils_key.label, utils_key.public, ["acme/slow-fetch"])
-    started = git_server.root / "repos" / "slow-fetch-started"
-    started.unlink(missing_ok=True)
-    build.set_key(utils_key.text)
-    (build.app / "requirements.txt").write_text(
-        "slow-fetch @ git+ssh://git@github.com/acme/slow-fetch.git@v1.0\n"
-    )
-    process = start_compile(build)
+    process = start_slow_fetch(build, utils_key, git_server)
     try:
-        wait_for(started, process)
         left = key_dirs() - before
         assert len(left) == 1
         process.kill()  # SIGKILL: no handler runs, the key dir stays behind
@@ -111,18 +125,8 @@ def test_a_signal_during_the_fetch_removes_the_key_and_stops_git(
     build says it was interrupted. (During the install the keys are gone already:
     test_heroku.py::test_signal_during_install_scrubs.)"""
     before = key_dirs()
-    if not (git_server.root / "repos" / "acme" / "slow-fetch.git").exists():
-        git_server.add_repo("acme/slow-fetch", {"README": "served after a minute\n"})
-    git_server.grant(utils_key.label, utils_key.public, ["acme/slow-fetch"])
-    started = git_server.root / "repos" / "slow-fetch-started"
-    started.unlink(missing_ok=True)
-    build.set_key(utils_key.text)
-    (build.app / "requirements.txt").write_text(
-        "slow-fetch @ git+ssh://git@github.com/acme/slow-fetch.git@v1.0\n"
-    )
-    process = start_compile(build)
+    process = start_slow_fetch(build, utils_key, git_server)
     try:
-        wait_for(started, process)
         [key_dir] = key_dirs() - before
         process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=60)
@@ -670,32 +674,12 @@ def test_a_host_that_accepts_and_never_answers_fails_instead_of_hanging(
     firewall that swallows the banner): the fetch gives up after ssh's ConnectTimeout and the
     build fails naming the host, with the keys removed. The subprocess timeout only tells a hang
     from an answer (it hung before)."""
-    import socket
-
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                accepted.append(silent.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    port = silent.getsockname()[1]
-    try:
+    with silent_server() as (port, accepted):
         before = key_dirs()
         build.set_key(utils_key.text)
         yml = build.server.deploykey_yml().replace(f"port: {build.server.port}", f"port: {port}")
         (build.app / "deploykey.yml").write_text(yml)
         result = build.compile(timeout=180)
-    finally:
-        silent.close()
-        for connection in accepted:
-            connection.close()
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert f"Connection to 127.0.0.1 port {port} timed out" in out

@@ -36,12 +36,13 @@ from conftest import (
     files_with_key,
     flit_package,
     key_dirs,
+    silent_server,
     text_has_key,
 )
 from deploykey import config, githubapp, sources
 from deploykey.errors import UserError
 from githubapi import make_app_key
-from test_apphooks import python_buildpack_pip, run_hook
+from test_apphooks import hook_env, python_buildpack_pip, run_hook
 from test_hostile import HOSTILE_BACKEND, take_loot
 
 OWNER, REPOS, REQUIREMENTS = APP_OWNER, APP_REPOS, APP_REQUIREMENTS
@@ -304,12 +305,11 @@ def test_app_hooks_mint_and_revoke_within_pre_compile(build: Build, github: GitH
     pip runs; post_compile has no token to revoke, and scans for the App's key."""
     app_build(build, github)
     written_hooks(build)
-    env = build.environ(SSL_CERT_FILE=str(github.bundle), STACK="heroku-24")
-    # sub_env: the config vars exported with $(cat file), and BUILD_DIR/CACHE_DIR/ENV_DIR.
-    env.update(
-        BUILD_DIR=str(build.app),
-        CACHE_DIR=str(build.cache),
-        ENV_DIR=str(build.env_dir),
+    env = hook_env(
+        build,
+        None,
+        SSL_CERT_FILE=str(github.bundle),
+        STACK="heroku-24",
         GITHUB_APP_ID=str(APP_ID),
         GITHUB_APP_PRIVATE_KEY=github.key_text.rstrip("\n"),
     )
@@ -476,23 +476,8 @@ def test_a_binding_of_type_github_app(tmp_path: Path) -> None:
 @pytest.fixture
 def silent_git() -> Iterator[str]:
     """A git front end that accepts every connection and never sends a byte (a stuck proxy)."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                accepted.append(silent.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{silent.getsockname()[1]}"
-    silent.close()
-    for connection in accepted:
-        connection.close()
+    with silent_server() as (port, _accepted):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_a_signal_during_the_fetch_revokes_the_token(

@@ -31,7 +31,6 @@ import pytest
 import installers
 from conftest import (
     APP_ID,
-    SYSTEM_BUNDLE,
     Build,
     GeneratedKey,
     GitHub,
@@ -41,7 +40,7 @@ from conftest import (
     make_key,
     text_has_key,
 )
-from githubapi import GitHubAPI, GitHubGit, Token, make_app_key
+from githubapi import Token
 from gitserver import GitServer, run_git
 from installers import LOCKFILES, Tools
 from test_installers_heroku import buildpack, lock, tools, write_app
@@ -101,22 +100,14 @@ def github(
 ) -> Iterator[GitHub]:
     """The App, installed on acme for the two locked repositories and a third (`unrelated`, to
     show the narrowing); the front end serves copies of the sshd server's repositories."""
-    root = tmp_path_factory.mktemp("github")
-    key = root / "deploykey-test.private-key.pem"
-    public = make_app_key(key)
-    api = GitHubAPI.start(root / "api")
-    api.add_app(APP_ID, public)
-    git = GitHubGit.start(api)
+    github = GitHub.start(tmp_path_factory.mktemp("github"))
     for repo in LOCKED:
         owner, _, name = repo.partition("/")
-        git.add_copy(owner, name, git_server.root / "repos" / f"{repo}.git")
-    git.add_repo(OWNER, "unrelated", installers.noindex_package("unrelated"))
-    api.install(APP_ID, OWNER, [*NAMES, "unrelated"])
-    bundle = root / "bundle.pem"
-    bundle.write_bytes(SYSTEM_BUNDLE.read_bytes() + api.ca_file.read_bytes())
-    yield GitHub(api, git, key, bundle)
-    git.stop()
-    api.stop()
+        github.git.add_copy(owner, name, git_server.root / "repos" / f"{repo}.git")
+    github.git.add_repo(OWNER, "unrelated", installers.noindex_package("unrelated"))
+    github.api.install(APP_ID, OWNER, [*NAMES, "unrelated"])
+    yield github
+    github.stop()
 
 
 def write_app_with_app_key(build: Build, github: GitHub, files: dict[str, str]) -> None:
