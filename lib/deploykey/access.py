@@ -14,7 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykey import credentials, githubapp, keydir, mirrors, output, routing, run, sshconfig
+from deploykey import (
+    credentials,
+    githubapp,
+    keydir,
+    mirrors,
+    output,
+    routing,
+    run,
+    sealedgit,
+    sshconfig,
+)
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
 from deploykey.errors import UserError
@@ -59,6 +69,7 @@ class Access:
     agent: str | None = None
     greeter: Greeter | None = None
     app: githubapp.Session | None = None  # a GitHub App's tokens, minted as repositories turn up
+    protocols: tuple[str, ...] = ("ssh",)  # what the fetch may use (sealedgit.protocols)
 
     def opens(self, key: Key, host: str) -> str | None:
         """The repository a key's host says it opens (GitHub names it for a deploy key), if any."""
@@ -78,11 +89,11 @@ class Access:
         return f"sh {shlex.quote(str(self.key_dir / ROUTER))}"
 
     def env(self) -> dict[str, str]:
-        """For deploykey's own git (the fetch), never for an installer: the ssh command through
-        the router, and the https settings as GIT_CONFIG_* variables."""
+        """For deploykey's own git (the fetch), never for an installer: sealed (sealedgit), the
+        ssh command through the router, and the https settings as GIT_CONFIG_* variables."""
         env = {"GIT_SSH_COMMAND": self.ssh_command, "GIT_SSH_VARIANT": "ssh"}
         env.update(mirrors.as_env(self.git_config))
-        return env
+        return sealedgit.env(env, self.protocols)
 
 
 def open(
@@ -126,7 +137,11 @@ def open(
         directory.remove()
         raise
     git_config = _git_config(directory.path, routes, tokens, session)
-    return Access(directory.path, tuple(routes), git_config, agent, greeter, session)
+    served = bool(tokens) or app is not None  # https only where a token or the App is used
+    plain = any(req.scheme == "http" for req in requirements.https)
+    plain |= app is not None and app.git_url.startswith("http://")
+    protocols = sealedgit.protocols(ssh=True, https=served, http=served and plain)
+    return Access(directory.path, tuple(routes), git_config, agent, greeter, session, protocols)
 
 
 def _routes(

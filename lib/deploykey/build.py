@@ -198,7 +198,9 @@ def plan(
         found_keys = read_keys(env, tokens, agent, app)
     requirements_file, found = read_requirements(app_dir, settings)
     for problem in found.problems:
-        if problem.slug == "requirements::ssh-user":  # an ssh option in disguise: before any ssh
+        # An ssh option in disguise, or a path or ref that git or the mirror would take for
+        # something else: before any ssh or git runs.
+        if problem.slug in ("requirements::ssh-user", "requirements::unsafe"):
             raise problem
     configs = host_configs(found, settings, requirements_file)
     if target is None:
@@ -326,7 +328,7 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             opened = open_access(plan, cleanup)
             key_dir = opened.key_dir
             git = run.which("git", "fetch git dependencies")
-            fetcher = mirrors.Fetcher(git, run.child_env(opened.env()), root)
+            fetcher = mirrors.Fetcher(git, opened.env(), root)
             findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings, fetcher)
             for path in fetcher.discarded:
                 output.warn(
@@ -341,7 +343,11 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             output.step("Removing the keys: nothing that runs after this can read them")
             report_scrub(cleanup, key_dir)
     assert fetcher is not None
-    return mirrors_of(plan, fetcher, findings), findings
+    fetched = mirrors_of(plan, fetcher, findings)
+    refused = mirrors.planted(fetcher.git, fetched)
+    if refused is not None:
+        raise refused
+    return fetched, findings
 
 
 def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.Finding]) -> Mirrors:
@@ -428,6 +434,9 @@ def read_record(cache: Path, plan: Plan) -> tuple[Mirrors, list[str]]:
         names = [m for r, m in fetched.repositories if r.name and pin.startswith(f"{r.name} @")]
         if names and not mirrors.holds_commit(git, names[0], commit):
             raise UserError("fetch::stale", path=path, detail=f"{names[0]} lacks {commit}")
+    refused = mirrors.planted(git, fetched)
+    if refused is not None:
+        raise refused
     return fetched, pins
 
 

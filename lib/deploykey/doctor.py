@@ -286,6 +286,20 @@ def _check_ref(req: GitRequirement, via: str, fetched: mirrors.Fetched, git: str
     how = "fetched" if fetched.network else "in the mirror, no network"
 
     def found(detail: str, commit: str | None) -> Finding:
+        if commit and not req.commit and not fetched.has_commit(git, commit):
+            # A tag (or branch) may name a blob or a tree: the installer would fail on it later.
+            kind = mirrors.object_type(git, fetched.path, commit)
+            error = UserError(
+                "requirements::not-a-commit",
+                where=req.where,
+                ref=req.ref or "HEAD",
+                repo=f"{req.host}/{req.repo}",
+                kind=kind,
+                sha=commit,
+            )
+            return Finding(
+                req.where, _what(req), via, False, error.title + ". " + error.why, error.fix
+            )
         sub = discover.subdirectory(req)
         if sub and commit and mirrors.show(git, fetched.path, commit, sub + "/") is None:
             return Finding(

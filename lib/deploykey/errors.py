@@ -359,6 +359,36 @@ PROBLEMS: dict[str, Problem] = {
         "reads `{port}` as a port number and the install fails.",
         fix="Write it as `{fixed}`.",
     ),
+    "requirements::unsafe": Problem(
+        title="{file}:{line}: the {part} `{value}` in `{url}` is not one deploykey fetches",
+        why="A repository path is the host's `owner/name` (each part letters, digits, `.`, `_`, "
+        "`~` and `-`, never `.` or `..`, never starting with `-`), and a ref is a tag, branch or "
+        "commit that does not start with `-` nor holds `..`. Anything else could make the mirror "
+        "leave the build cache (`..`) or reach git's command line as an option "
+        "(`--upload-pack=...` runs a command), so deploykey refuses it before any git runs.",
+        fix="Write the repository and ref as the git host shows them "
+        "(`git+ssh://git@github.com/acme/private-utils.git@v1.0`). If you did not write this "
+        "line, find out who did.",
+    ),
+    "requirements::not-a-commit": Problem(
+        title="{where}: `{ref}` of {repo} names a {kind}, not a commit",
+        why="An installer checks out a commit; at {repo}, `{ref}` is the {kind} {sha}, so the "
+        "install would fail later, inside the installer.",
+        fix="Name a tag or branch that points at a commit, or the full 40-character commit, in "
+        "{where}.",
+    ),
+    "gitconfig::rewrite": Problem(
+        title="{origin} sends {url} somewhere other than deploykey's mirror",
+        why="That git config (system, global or an include of theirs) has "
+        "`url.{target}.insteadOf = {value}`, which deploykey did not write. The installer's git "
+        "obeys it before deploykey's own rule, so it would fetch {url} from there, not from the "
+        "mirror that was just fetched and checked. HOME and /etc persist between builds on CI "
+        "runners, laptops and Docker layers, and an earlier build's package code can write them: "
+        "deploykey's own git never reads them, and the install does not start.",
+        fix="Remove the rule from {origin} (`git config --file FILE --remove-section url.TARGET`, "
+        "or edit the file), and find out what wrote it: if no one you know did, a dependency's "
+        "build code did, so rotate the keys and tokens that build had.",
+    ),
     "manifests::invalid": Problem(
         title="Cannot read {file}: {detail}",
         why="deploykey reads {file} to find the private git dependencies the build fetches over "

@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykey import run
+from deploykey import run, sealedgit
+from deploykey.errors import UserError
 from deploykey.requirements import GitRequirement
 
 DIR = "mirrors"  # under the kit's part of the build cache
@@ -38,7 +39,6 @@ FETCH_KEY = "remote.origin.fetch"
 # Later fetches update every branch and tag (and drop deleted ones), never GitHub's refs/pull/*.
 REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 # What `git clone --bare` and deploykey write into a mirror's config, and nothing else.
-NO_HOOKS = ("-c", "core.hooksPath=/dev/null")  # no hook of a mirror ever runs
 MIRROR_KEYS = {
     "core.repositoryformatversion",
     "core.filemode",
@@ -121,16 +121,9 @@ class Fetcher:
                 result = run.Result(("git", "cat-file", "-e", str(wanted(req))), 0, ())
             else:
                 result = run.run(
-                    [
-                        self.git,
-                        *NO_HOOKS,
-                        "--git-dir",
-                        str(path),
-                        "fetch",
-                        "--prune",
-                        "--quiet",
-                        "origin",
-                    ],
+                    sealedgit.argv(
+                        self.git, "--git-dir", str(path), "fetch", "--prune", "--quiet", "origin"
+                    ),
                     env=self.env,
                 )
             commit = wanted(req) or ""
@@ -144,16 +137,9 @@ class Fetcher:
                 # under a ref of its own so that git's gc never drops it.
                 refspec = f"{commit}:refs/deploykey/{commit}"
                 run.run(
-                    [
-                        self.git,
-                        *NO_HOOKS,
-                        "--git-dir",
-                        str(path),
-                        "fetch",
-                        "--quiet",
-                        "origin",
-                        refspec,
-                    ],
+                    sealedgit.argv(
+                        self.git, "--git-dir", str(path), "fetch", "--quiet", "origin", refspec
+                    ),
                     env=self.env,
                 )
             if result.ok:
@@ -171,7 +157,8 @@ class Fetcher:
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         result = run.run(
-            [self.git, "clone", "--bare", "--quiet", req.remote, str(partial)], env=self.env
+            sealedgit.argv(self.git, "clone", "--bare", "--quiet", "--", req.remote, str(partial)),
+            env=self.env,
         )
         if not result.ok:
             shutil.rmtree(partial, ignore_errors=True)
@@ -226,12 +213,19 @@ def _packed_tag(path: Path, ref: str) -> bool:
 
 def _local(argv: Sequence[str]) -> run.Result:
     """A read of a mirror on disk: a short git run straight through subprocess (run.capture), not
-    through `sh`, whose start costs tens of milliseconds a call in a build that makes dozens."""
-    return run.capture([argv[0], *NO_HOOKS, *argv[1:]], env=run.child_env(), stdin=b"")
+    through `sh`, whose start costs tens of milliseconds a call in a build that makes dozens.
+    Sealed like the fetch (the key dir exists while it runs), and with no protocol at all."""
+    return run.capture(sealedgit.argv(*argv), env=sealedgit.env(), stdin=b"")
 
 
 def holds_commit(git: str, path: Path, sha: str) -> bool:
     return _local([git, "--git-dir", str(path), "cat-file", "-e", f"{sha}^{{commit}}"]).ok
+
+
+def object_type(git: str, path: Path, sha: str) -> str:
+    """What an object of a mirror is: commit, tag, tree or blob (`git cat-file -t`)."""
+    result = _local([git, "--git-dir", str(path), "cat-file", "-t", sha])
+    return result.text.strip() if result.ok else "missing object"
 
 
 def _refs(git: str, path: Path) -> dict[str, str]:
@@ -364,6 +358,35 @@ class Mirrors:
 
     def export(self) -> str:
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
+
+
+def planted(git: str, fetched: Mirrors) -> UserError | None:
+    """A rule of the git config the installer's (unsealed) git reads, that deploykey did not
+    write, and that would send a fetched repository's URL elsewhere than its mirror. git takes the
+    longest matching insteadOf prefix, the first one read on a tie, and reads the command line's
+    settings (deploykey's GIT_CONFIG_*) last (remote.c, alias_url): any such rule whose prefix is
+    as long as deploykey's wins. Read with the installer's environment; no key exists any more."""
+    listed = run.capture(
+        [git, "-C", "/", "config", "--show-origin", "-z", "--get-regexp", r"^url\..*\.insteadof$"],
+        env=run.child_env(),
+        stdin=b"",
+    )
+    ours = {(name[len("url.") : -len(".insteadOf")], form) for name, form in fetched.settings()}
+    forms = [form for req, _ in fetched.repositories for form in url_forms(req)]
+    records = listed.text.split("\0") if listed.ok else []
+    for origin, entry in zip(records[0::2], records[1::2], strict=False):
+        key, _, value = entry.partition("\n")
+        target = key[len("url.") : -len(".insteadof")]
+        for form in forms:
+            if value.startswith(form) and (target, value) not in ours:
+                return UserError(
+                    "gitconfig::rewrite",
+                    origin=origin.removeprefix("file:"),
+                    url=form,
+                    target=target,
+                    value=value,
+                )
+    return None
 
 
 def url_forms(req: GitRequirement) -> list[str]:

@@ -34,6 +34,9 @@ INCLUDE = re.compile(r"^(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(?P<f
 # A user name ssh can only take as one: never an option (`-o...`), nothing a shell or ssh_config
 # reads specially.
 SSH_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
+# A part of a repository path, as the mirror's path and git's command line can take it: never
+# `.` or `..` (the mirror would leave the build cache), never an option (`--upload-pack=...`).
+REPO_PART = re.compile(r"[A-Za-z0-9._~][A-Za-z0-9._~-]*")
 COMMENT = re.compile(r"(?:^|\s)#.*$")  # linear: not (^|\s+)#, quadratic on a line of spaces
 # Files an app keeps its requirements in, for detection (pip and Heroku conventions).
 DETECT_GLOBS = ("requirements*.txt", "requirements/*.txt", "requirements/*.in", "requirements*.in")
@@ -177,6 +180,22 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, COMMENT.sub("", pending).strip()
 
 
+def unsafe(repo: str, *refs: str | None) -> tuple[str, str] | None:
+    """(what, value) when a repository path or a ref (or a lockfile's commit) cannot be fetched
+    safely as written."""
+    if not all(REPO_PART.fullmatch(part) and part not in (".", "..") for part in repo.split("/")):
+        return "repository path", repo
+    for ref in refs:
+        if ref is not None and (ref.startswith("-") or ".." in ref):
+            return "ref", ref
+    return None
+
+
+def unsafe_problem(label: str, line: int, url: str, found: tuple[str, str]) -> UserError:
+    part, value = found
+    return UserError("requirements::unsafe", file=label, line=line, url=url, part=part, value=value)
+
+
 def _parse_line(label: str, number: int, text: str, found: Requirements) -> None:
     for match in SSH_URL.finditer(text):
         port = match.group("port")
@@ -190,6 +209,10 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
             fixed = f"git+ssh://git@{match.group('host')}{match.group('path')}"
             fixed += f"@{match.group('ref')}" if match.group("ref") else ""
             found.problems.append(ssh_user_problem(label, number, match.group(0), user, fixed))
+            continue
+        bad = unsafe(_repo(match.group("path")), match.group("ref"))
+        if bad is not None:
+            found.problems.append(unsafe_problem(label, number, match.group(0), bad))
             continue
         found.git.append(
             GitRequirement(
@@ -207,6 +230,10 @@ def _parse_line(label: str, number: int, text: str, found: Requirements) -> None
         )
     for match in HTTPS_URL.finditer(text):
         scheme = match.group("scheme")
+        bad = unsafe(_repo(match.group("path")), match.group("ref"))
+        if bad is not None:
+            found.problems.append(unsafe_problem(label, number, match.group(0), bad))
+            continue
         found.https.append(
             GitRequirement(
                 file=label,

@@ -207,6 +207,11 @@ class Collector:
                 requirements.ssh_user_problem(self.label, line, url, user, fixed)
             )
             return
+        repo = parts[4].strip("/")
+        bad = requirements.unsafe(repo[:-4] if repo.endswith(".git") else repo, ref, commit)
+        if bad is not None:
+            self.found.problems.append(requirements.unsafe_problem(self.label, line, url, bad))
+            return
         requirement = _requirement(self.label, line, parts, name, ref, commit, subdirectory)
         (self.found.git if requirement.scheme == "ssh" else self.found.https).append(requirement)
 
