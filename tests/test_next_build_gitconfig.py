@@ -233,7 +233,11 @@ def next_build(
 
 
 def assert_not_taken(
-    build: Build, key: GeneratedKey, result: subprocess.CompletedProcess[str], loot: Path
+    build: Build,
+    key: GeneratedKey,
+    result: subprocess.CompletedProcess[str],
+    loot: Path,
+    place: str,
 ) -> None:
     out = result.stdout + result.stderr
     stolen = files_with_key([loot], key.text) if loot.exists() else []
@@ -243,18 +247,29 @@ def assert_not_taken(
     assert [name for name in taken if "deploykey-" in name or "from-ssh" in name] == [], taken
     assert files_with_key([build.home, build.cache, build.app], key.text) == []
     assert not text_has_key(out, key.text)
-    # N+1 installed the host's code, or refused clearly, naming the planted rule.
-    if result.returncode == 0:
-        assert "Successfully installed private-utils-1.0" in out, out
-    else:
-        assert "(gitconfig::rewrite: README.md#gitconfig-rewrite)" in out, out
+    # The fetch went well; the installer, whose git reads that config, never started: the build
+    # fails clearly, naming the file with the rule.
+    origin = {
+        "home": build.home / ".gitconfig",
+        "xdg": build.home / ".config" / "git" / "config",
+        "include": build.home / ".local" / "second.inc",
+        "system": Path("/etc/gitconfig"),
+    }[place]
+    assert result.returncode != 0, out
+    assert "v1.0 is " in out and "(fetched)" in out, out
+    assert (
+        f" !     {origin} sends ssh://git@github.com/acme/private-utils somewhere other than "
+        "deploykey's mirror"
+    ) in out
+    assert "(gitconfig::rewrite: README.md#gitconfig-rewrite)" in out
+    assert "Successfully installed" not in out and not (loot.exists() and taken), taken
 
 
 @pytest.fixture
 def rotating(build: Build, utils_key: GeneratedKey, keys_dir: Path) -> Callable[..., None]:
     def check(place: str, mode: str) -> None:
         result, new, loot = next_build(build, utils_key, keys_dir, place, mode)
-        assert_not_taken(build, new, result, loot)
+        assert_not_taken(build, new, result, loot, place)
         # Its own key dir is gone (other builds on this machine may have theirs right now).
         made = re.findall(r"keys and ssh config in (\S+)", result.stdout + result.stderr)
         assert made and not any(Path(path).exists() for path in made)
