@@ -269,6 +269,7 @@ def test_a_mirror_changed_by_build_code_is_never_trusted(
     assert first.returncode == 0, first.stdout + first.stderr
     mirror = build.cache / "deploykey" / "mirrors" / "github.com" / "acme" / "moving.git"
     ran = build.root / "planted-ran"
+    (mirror / "hooks").mkdir(exist_ok=True)  # deploykey's clone copies no template (sealedgit)
     for hook in ("reference-transaction", "post-receive", "pre-auto-gc"):
         (mirror / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {ran}-{hook}\n")
         (mirror / "hooks" / hook).chmod(0o755)

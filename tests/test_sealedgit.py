@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykey import childenv, mirrors, sealedgit
+from deploykey import childenv, mirrors, requirements, sealedgit
 
 RULES = '[deploykey "planted"]\n\tmarker = {where}\n'
 
@@ -140,3 +140,38 @@ def test_nothing_from_the_environment_points_git_elsewhere(monkeypatch: pytest.M
         "-c",
         "core.fsmonitor=false",
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "refused"),
+    [
+        # Common on laptops and CI runners: shorter than deploykey's own rule, which wins.
+        ('[url "git@github.com:"]\n\tinsteadOf = https://github.com/\n', False),
+        ('[url "ssh://git@github.com/"]\n\tinsteadOf = https://github.com/\n', False),
+        # deploykey's own block (app hooks), left by a build with no post_compile: same target.
+        (
+            '[url "file://{root}/github.com/acme/x"]\n\tinsteadOf = ssh://git@github.com/acme/x\n',
+            False,
+        ),
+        # As long as deploykey's, or longer: git would take it.
+        ('[url "ext::sh -c evil"]\n\tinsteadOf = ssh://git@github.com/acme/x\n', True),
+        ('[url "file:///elsewhere/x.git"]\n\tinsteadOf = ssh://git@github.com/acme/x.git\n', True),
+        ('[url "https://evil.example/x"]\n\tinsteadOf = git@github.com:acme/x\n', True),
+    ],
+)
+def test_only_a_planted_rule_that_beats_the_mirror_is_refused(
+    home: Path, tmp_path: Path, rule: str, refused: bool
+) -> None:
+    root = tmp_path / "mirrors"
+    [req] = requirements.read_text(
+        "requirements.txt", "x @ git+ssh://git@github.com/acme/x.git@v1"
+    ).git
+    fetched = mirrors.Mirrors(
+        root, ((req, root / "github.com" / "acme" / "x.git"),), (("ssh", "github.com"),)
+    )
+    (home / ".gitconfig").write_text(rule.format(root=root))
+    error = mirrors.planted("git", fetched)
+    assert (error is not None) == refused
+    if error is not None:
+        assert error.slug == "gitconfig::rewrite"
+        assert error.facts["origin"] == str(home / ".gitconfig")
