@@ -356,3 +356,34 @@ def test_planted_ssh_files_are_never_read(build: Build, keys_dir: Path, root_ssh
     assert result.returncode == 1, out
     assert "github.com refused the key" in out and "REVOKED" not in out, out
     assert [line for line in server.log()[asked:] if line.split()[0] == planted_key.label] == []
+
+
+def test_install_fetched_refuses_a_rule_planted_after_the_fetch(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """A Docker step between `fetch` and `install --fetched` (or build code in an earlier layer)
+    writes the rule: the install, which has no key, still never lets its git obey it."""
+    secrets = build.root / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    kit, cache, venv = str(BIN / "deploykey"), str(build.cache), str(build.root / "venv")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kit, *args], cwd=build.app, env=build.environ(), capture_output=True, text=True
+        )
+
+    fetched = run("fetch", "--cache-dir", cache, "--env-dir", str(secrets))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    (build.home / ".gitconfig").write_text(
+        '[url "file:///elsewhere/private-utils.git"]\n'
+        "\tinsteadOf = ssh://git@github.com/acme/private-utils.git\n"
+    )
+    installed = run("install", "--fetched", "--cache-dir", cache, "--venv", venv)
+    out = installed.stdout + installed.stderr
+    assert installed.returncode == 1, out
+    assert (
+        f" !     {build.home / '.gitconfig'} sends ssh://git@github.com/acme/private-utils "
+        "somewhere other than deploykey's mirror"
+    ) in out
+    assert "Installing" not in out
