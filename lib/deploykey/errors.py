@@ -297,6 +297,11 @@ PROBLEMS: dict[str, Problem] = {
         fix="Remove the key from the file and list there the repositories it opens (e.g. "
         "`{name}: [acme/private-utils]`). " + ROTATE,
     ),
+    "config::amount": Problem(
+        title="{name}={value} is not a valid setting",
+        why="{name} takes {form}.",
+        fix="Set {name} to such a value, or unset it for the default ({default}).",
+    ),
     "config::setting": Problem(
         title="{name}={value} is not a valid setting",
         why="{name} takes one of: {choices}.",
@@ -503,6 +508,25 @@ PROBLEMS: dict[str, Problem] = {
         why="The point of `install --fetched` is an install with no key on the machine: the "
         "packages it builds run code, and a secret mounted in this `RUN` is readable by it.",
         fix="Mount the secret only in the `RUN` of `deploykey fetch`, not in this one.",
+    ),
+    "fetch::deadline": Problem(
+        title="The fetch did not end within {seconds} s (DEPLOYKEY_FETCH_TIMEOUT): still fetching "
+        "{running}",
+        why="deploykey fetches every private repository with the keys on the machine, so the "
+        "fetch has a deadline: a host that keeps a connection talking (an endless ref "
+        "advertisement, a transfer that never ends) is not cut by ssh's or git's silence "
+        "timeouts. git and ssh were stopped and the keys removed.",
+        fix="If {hosts} is only slow, or the repositories large, raise DEPLOYKEY_FETCH_TIMEOUT "
+        "(seconds; a {setting}). Otherwise check {hosts}: a git host answers a fetch in seconds.",
+    ),
+    "fetch::too-much": Problem(
+        title="{host} sent more than {limit} (DEPLOYKEY_FETCH_MAX_SIZE) while deploykey fetched "
+        "{what}",
+        why="deploykey had received {size} from {host} when it stopped git and ssh, and removed "
+        "the keys. What one host may send during the fetch is bounded, so that a broken or "
+        "hostile host cannot fill the build's memory and disk.",
+        fix="If the repositories on {host} really are that large, raise DEPLOYKEY_FETCH_MAX_SIZE "
+        "(bytes, or with K, M, G; a {setting}), e.g. to 8G. Otherwise check {host}.",
     ),
     "scan::incomplete": Problem(
         title="The leak check could not unpack {count} archive(s) in full, so it cannot say "

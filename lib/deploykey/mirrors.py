@@ -132,6 +132,7 @@ class Fetcher:
                         "origin",
                     ],
                     env=self.env,
+                    source=(req.host_port, req.repo),
                 )
             commit = wanted(req) or ""
             if (
@@ -155,6 +156,7 @@ class Fetcher:
                         refspec,
                     ],
                     env=self.env,
+                    source=(req.host_port, req.repo),
                 )
             if result.ok:
                 with self.guard:
@@ -170,9 +172,15 @@ class Fetcher:
             path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        result = run.run(
-            [self.git, "clone", "--bare", "--quiet", req.remote, str(partial)], env=self.env
-        )
+        try:
+            result = run.run(
+                [self.git, "clone", "--bare", "--quiet", req.remote, str(partial)],
+                env=self.env,
+                source=(req.host_port, req.repo),
+            )
+        except BaseException:  # stopped (a signal, the fetch's deadline): nothing half-written
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         if not result.ok:
             shutil.rmtree(partial, ignore_errors=True)
             return result

@@ -1,0 +1,81 @@
+"""The fetch's bounds and the bad input around it, end to end (issue 22): a host that never stops
+talking is stopped at the deadline, one that sends too much at the limit, each with a clear error
+and no key left; a read-only cache, a full disk, another build holding the run-time link."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import Build, GeneratedKey, files_with_key, text_has_key
+from gitserver import GitServer
+
+
+def talking_host(build: Build, key: GeneratedKey, git_server: GitServer, repo: str) -> None:
+    """An app whose one private repository is served by a host that never stops talking
+    (gitserver.py: acme/endless-refs, one ref a second; acme/flood-refs, as fast as it goes)."""
+    if not (git_server.root / "repos" / f"{repo}.git").exists():
+        git_server.add_repo(repo, {"README": "never served\n"})
+    git_server.grant(key.label, key.public, [repo])
+    build.set_key(key.text)
+    (build.app / "requirements.txt").write_text(
+        f"talking @ git+ssh://git@github.com/{repo}.git@v1.0\n"
+    )
+
+
+def nothing_left(build: Build, key: GeneratedKey, result: subprocess.CompletedProcess[str]) -> None:
+    """The build's key dir is gone and no process names it (git's ssh, the router); no key in
+    the app, the cache or the output. (Its own key dir, by name: other builds may run at once.)"""
+    [key_dir] = re.findall(r"removed the key dir (\S+)", result.stdout)
+    assert not Path(key_dir).exists()
+    left = subprocess.run(["pgrep", "-f", key_dir], capture_output=True, text=True).stdout
+    assert left == ""
+    assert files_with_key([build.app, build.cache], key.text) == []
+    assert not text_has_key(result.stdout + result.stderr, key.text)
+
+
+def test_a_host_that_never_stops_talking_is_stopped_at_the_deadline(
+    build: Build, utils_key: GeneratedKey, git_server: GitServer
+) -> None:
+    """An endless ref advertisement, one line a second: never silent, so ssh's ServerAlive never
+    ends it. The whole fetch has a deadline (DEPLOYKEY_FETCH_TIMEOUT, set low here); past it git
+    and ssh are stopped, the key removed, and the build fails naming what it was fetching. (The
+    subprocess timeout only tells a hang from an answer: it hung before.)"""
+    talking_host(build, utils_key, git_server, "acme/endless-refs")
+    result = build.compile(env=build.environ(DEPLOYKEY_FETCH_TIMEOUT="5"), timeout=240)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert (
+        " !     The fetch did not end within 5 s (DEPLOYKEY_FETCH_TIMEOUT): still fetching "
+        "acme/endless-refs on github.com\n" in result.stderr
+    )
+    assert " !     Fix: If github.com is only slow, or the repositories large, raise " in out
+    nothing_left(build, utils_key, result)
+
+
+def test_a_host_that_sends_too_much_is_stopped_at_the_limit(
+    build: Build, utils_key: GeneratedKey, git_server: GitServer
+) -> None:
+    """A flood of refs, as fast as the host can send them: past what one host may send
+    (DEPLOYKEY_FETCH_MAX_SIZE, set low here) the fetch is stopped, with the key removed."""
+    talking_host(build, utils_key, git_server, "acme/flood-refs")
+    env = build.environ(DEPLOYKEY_FETCH_MAX_SIZE="1M")
+    result = build.compile(env=env, timeout=240)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert (
+        " !     github.com sent more than 1.0 MiB (DEPLOYKEY_FETCH_MAX_SIZE) while deploykey "
+        "fetched acme/flood-refs\n" in result.stderr
+    )
+    nothing_left(build, utils_key, result)
+
+
+def test_a_fetch_timeout_that_is_not_a_number(build: Build, utils_key: GeneratedKey) -> None:
+    build.set_key(utils_key.text)
+    result = build.compile(env=build.environ(DEPLOYKEY_FETCH_TIMEOUT="10m"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(
+        " !     DEPLOYKEY_FETCH_TIMEOUT=10m is not a valid setting\n !\n"
+        " !     DEPLOYKEY_FETCH_TIMEOUT takes a whole number of seconds, e.g. 900.\n"
+    )
