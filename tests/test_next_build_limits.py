@@ -4,9 +4,16 @@ and no key left; a read-only cache, a full disk, another build holding the run-t
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import re
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from conftest import Build, GeneratedKey, files_with_key, text_has_key
 from gitserver import GitServer
@@ -79,3 +86,86 @@ def test_a_fetch_timeout_that_is_not_a_number(build: Build, utils_key: Generated
         " !     DEPLOYKEY_FETCH_TIMEOUT=10m is not a valid setting\n !\n"
         " !     DEPLOYKEY_FETCH_TIMEOUT takes a whole number of seconds, e.g. 900.\n"
     )
+
+
+@contextlib.contextmanager
+def talking_http_host(pause: float) -> Iterator[int]:
+    """A git HTTP host on 127.0.0.1 whose ref advertisement never ends (smart HTTP,
+    gitprotocol-http): a ref every `pause` seconds, or as fast as it goes (0). Its port."""
+    stopped = threading.Event()
+    sha = "0" * 39 + "1"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-git-upload-pack-advertisement")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            first = f"{sha} HEAD\0ofs-delta side-band-64k\n"
+            body = b"001e# service=git-upload-pack\n0000" + b"%04x%s" % (
+                len(first) + 4,
+                first.encode(),
+            )
+            count = 0
+            with contextlib.suppress(OSError):
+                while not stopped.is_set():
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+                    self.wfile.flush()
+                    count += 1
+                    body = b"0043%s refs/heads/b%09d\n" % (sha.encode(), count)
+                    if pause:
+                        time.sleep(pause)
+                    else:
+                        body *= 100
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        stopped.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "pause", "said"),
+    [
+        (
+            "DEPLOYKEY_FETCH_TIMEOUT=5",
+            0.5,
+            "The fetch did not end within 5 s (DEPLOYKEY_FETCH_TIMEOUT): still fetching "
+            "acme/talking on 127.0.0.1:{port}",
+        ),
+        (
+            "DEPLOYKEY_FETCH_MAX_SIZE=1M",
+            0,
+            "127.0.0.1:{port} sent more than 1.0 MiB (DEPLOYKEY_FETCH_MAX_SIZE) while deploykey "
+            "fetched acme/talking",
+        ),
+    ],
+    ids=["deadline", "too-much"],
+)
+def test_an_https_host_that_never_stops_talking_is_stopped(
+    build: Build, utils_key: GeneratedKey, setting: str, pause: float, said: str
+) -> None:
+    """The same over HTTPS (with a token, git-remote-https talks to the host): git's
+    http.lowSpeedLimit ends only silence; the deadline and the limit end talk."""
+    name, _, value = setting.partition("=")
+    with talking_http_host(pause) as port:
+        build.set_key("ghp_" + "a" * 36, "GIT_TOKEN_LOCAL")
+        with (build.app / "deploykey.yml").open("a") as yml:
+            yml.write(f"tokens:\n  GIT_TOKEN_LOCAL: {{host: '127.0.0.1:{port}'}}\n")
+        url = f"git+http://127.0.0.1:{port}/acme/talking.git@v1.0"
+        (build.app / "requirements.txt").write_text(f"talking @ {url}\n")
+        result = build.compile(env=build.environ(**{name: value}), timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f" !     {said.format(port=port)}\n" in result.stderr
+    [key_dir] = re.findall(r"removed the key dir (\S+)", result.stdout)
+    assert not Path(key_dir).exists()
+    assert subprocess.run(["pgrep", "-f", key_dir], capture_output=True).stdout == b""

@@ -174,11 +174,10 @@ POLL = 0.25  # seconds between two looks at the clock and at /proc
 class Bounds:
     """A deadline for the whole fetch and a limit on what one host may send. A watcher thread
     looks every POLL seconds; past either, it stops every child (SIGTERM to its process group,
-    SIGKILL 5 s later) and every run() raises the UserError. Bytes are counted as the `rchar`
-    (bytes read, sockets included) in /proc/PID/io of the receiving processes in each child's
-    session (run() starts each child in a session of its own): what the host sent, plus the few
-    kilobytes ssh reads from its config and git's requests. Without /proc (not Linux) only the
-    deadline holds."""
+    SIGKILL 5 s later) and every run() raises the UserError. Bytes are counted from /proc for
+    the receiving processes in each child's session (run() starts each child in a session of its
+    own; see _read_bytes): what the host sent, plus the few kilobytes ssh reads from its config
+    and git's requests. Without /proc (not Linux) only the deadline holds."""
 
     seconds: int
     max_bytes: int
@@ -201,11 +200,11 @@ class Bounds:
     def look(self) -> None:
         """Count, then stop everything if a bound is passed (the watcher's one step)."""
         live = dict(self.sources)  # run() drops each child once it has ended
-        for session, pid in _receivers(set(live)):
+        for session, pid, comm in _receivers(set(live)):
             source = live[session][1]
             if source is not None:
                 key = (source[0], pid)
-                self.received[key] = max(self.received.get(key, 0), _read_bytes(pid))
+                self.received[key] = max(self.received.get(key, 0), _read_bytes(pid, comm))
                 if self.host_bytes(source[0]) > self.max_bytes and self.exceeded is None:
                     self.exceeded = UserError(
                         "fetch::too-much",
@@ -255,8 +254,8 @@ def bounded(seconds: int, max_bytes: int) -> Iterator[Bounds]:
         thread.join()
 
 
-def _receivers(sessions: set[int]) -> list[tuple[int, int]]:
-    """(session, pid) of every ssh or git-remote-https in these sessions."""
+def _receivers(sessions: set[int]) -> list[tuple[int, int, str]]:
+    """(session, pid, comm) of every ssh or git-remote-https in these sessions."""
     found = []
     try:
         pids = [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit()]
@@ -271,18 +270,31 @@ def _receivers(sessions: set[int]) -> list[tuple[int, int]]:
         comm = stat[stat.find("(") + 1 : stat.rfind(")")]
         fields = stat[stat.rfind(")") + 2 :].split()
         if comm in RECEIVERS and len(fields) > 3 and int(fields[3]) in sessions:
-            found.append((int(fields[3]), int(pid)))
+            found.append((int(fields[3]), int(pid), comm))
     return found
 
 
-def _read_bytes(pid: int) -> int:
+def _read_bytes(pid: int, comm: str) -> int:
+    """What a receiver got from its host, from /proc: ssh reads the socket with read() (`rchar`
+    in /proc/PID/io). git-remote-https reads it with recv(), which no counter of /proc/PID/io
+    counts: it writes a pack on to git through a pipe (`wchar`), and holds a ref advertisement in
+    memory, whole, before git sees any of it (an endless one grew it to 24 GB in 100 s here), so
+    its anonymous memory (`RssAnon` in /proc/PID/status) counts too. The largest of these."""
     try:
-        for line in Path("/proc", str(pid), "io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
+        io = dict(_fields(Path("/proc", str(pid), "io")))
+        memory = 0
+        if comm != "ssh":
+            status = dict(_fields(Path("/proc", str(pid), "status")))
+            memory = int(status.get("RssAnon", "0 kB").split()[0]) * 1024
+        return max(int(io.get("rchar", 0)), int(io.get("wchar", 0)), memory)
     except (OSError, ValueError):
-        pass
-    return 0
+        return 0
+
+
+def _fields(path: Path) -> list[tuple[str, str]]:
+    """`name: value` lines of a /proc file."""
+    pairs = (line.partition(":") for line in path.read_text().splitlines())
+    return [(name, value.strip()) for name, _, value in pairs]
 
 
 def describe_size(count: int) -> str:
