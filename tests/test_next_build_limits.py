@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Build, GeneratedKey, files_with_key, text_has_key
+from conftest import BIN, Build, GeneratedKey, files_with_key, text_has_key
 from gitserver import GitServer
 
 
@@ -169,3 +169,68 @@ def test_an_https_host_that_never_stops_talking_is_stopped(
     [key_dir] = re.findall(r"removed the key dir (\S+)", result.stdout)
     assert not Path(key_dir).exists()
     assert subprocess.run(["pgrep", "-f", key_dir], capture_output=True).stdout == b""
+
+
+@contextlib.contextmanager
+def mounted(target: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs at `target` (the tests run as root, as CI does); unmounted afterwards."""
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], check=True)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_read_only_cache_dir_is_replaced_by_a_temporary_one(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """bin/compile with a CACHE_DIR on a read-only file system (a local run, another builder;
+    Heroku's is always writable): a cache only saves time, so the build installs with the
+    mirrors in a temporary dir, says that nothing is kept, and removes it. (It ended in exit 3,
+    "This is a bug", after the fetch had opened the key dir.)"""
+    build.set_key(utils_key.text)
+    with mounted(build.cache, "ro,size=1m"):
+        result = build.compile(timeout=240)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert result.stderr.startswith(
+        f" !     the build cache {build.cache} is on a read-only file system ({build.cache}): the "
+        "mirrors and the installer's cache go to a temporary directory for this build, and "
+        "nothing is kept for the next one (it fetches every private repository again)\n"
+    )
+    [temporary] = re.findall(r"removed the temporary cache (\S+)", result.stdout)
+    assert not Path(temporary).exists()
+    assert "Successfully installed private-utils-1.0" in out
+    nothing_left(build, utils_key, result)
+
+
+def test_a_read_only_cache_mount_for_deploykey_fetch(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """`deploykey fetch` leaves the mirrors for the `install --fetched` of a later RUN in the
+    cache mount: a read-only one (`--mount=type=cache,readonly`) cannot be replaced, so it fails
+    before any key is read, saying how to mount it."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    with mounted(tmp_path / "mount", "ro,size=1m") as cache:
+        result = subprocess.run(
+            [str(BIN / "deploykey"), "fetch", "--cache-dir", str(cache), "--env-dir", str(secrets)],
+            cwd=build.app,
+            env=build.environ(),
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == (
+        f" !     The cache dir {cache} is on a read-only file system\n !\n"
+        f" !     {cache} is mounted read-only. deploykey keeps there the mirrors of the private "
+        "repositories, which a later step reads (`install --fetched`, the next CI job), and the "
+        "installers' caches.\n !\n"
+        f" !     Fix: Mount the cache read-write: `RUN --mount=type=cache,target={cache} ...` "
+        "without `readonly`; a volume without `:ro`. Or point --cache-dir (DEPLOYKEY_CACHE_DIR) "
+        "at a writable directory.\n"
+        " !     (cache::read-only: README.md#cache-read-only)\n"
+    )
+    assert "key dir" not in result.stdout

@@ -201,6 +201,15 @@ PROBLEMS: dict[str, Problem] = {
         "Outside Docker: make {path} writable by {user}, or point --cache-dir "
         "(DEPLOYKEY_CACHE_DIR) at a directory that is.",
     ),
+    "cache::read-only": Problem(
+        title="The cache dir {path} is on a read-only file system",
+        why="{mount} is mounted read-only. deploykey keeps there the mirrors of the private "
+        "repositories, which a later step reads (`install --fetched`, the next CI job), and the "
+        "installers' caches.",
+        fix="Mount the cache read-write: `RUN --mount=type=cache,target={path} ...` without "
+        "`readonly`; a volume without `:ro`. Or point --cache-dir (DEPLOYKEY_CACHE_DIR) at a "
+        "writable directory.",
+    ),
     "key::missing": Problem(
         title="No deploy key: {source} has no {name}",
         why="deploykey needs the private half of a deploy key to fetch private git dependencies.",

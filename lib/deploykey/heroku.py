@@ -97,10 +97,39 @@ def _install(plan: build.Plan) -> int:
         forget_keys(plan)
         install.install(plan.target, plan.app_dir, plan.settings, job, cleanup)
 
-    # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned).
-    cache = plan.cache_dir / CACHE if plan.cache_dir else None
+    # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned);
+    # None: a temporary one, removed at the end (install_cycle).
+    cache = kit_cache(plan.cache_dir) if plan.cache_dir else None
     build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside, cache)
     return 0
+
+
+def kit_cache(cache_dir: Path) -> Path | None:
+    """The kit's part of CACHE_DIR, or None when it cannot be written (read-only, another
+    user's): a build cache only saves time, so the build goes on without keeping anything. Heroku
+    always gives a writable CACHE_DIR; a local run or another builder may not."""
+    from deploykey import permissions
+
+    reason = permissions.unusable_cache(cache_dir / CACHE)
+    if reason is None:
+        return cache_dir / CACHE
+    output.warn(
+        f"the build cache {cache_dir} {reason}: the mirrors and the installer's cache go to a "
+        "temporary directory for this build, and nothing is kept for the next one (it fetches "
+        "every private repository again)"
+    )
+    return None
+
+
+def mirrors_root(cache_dir: Path) -> Path:
+    """Where the handoff's mirrors go: the build cache, else a private temp dir that stays for
+    the buildpacks after this one (they install from it) and goes with the build's machine."""
+    import tempfile
+
+    cache = kit_cache(cache_dir)
+    if cache is None:
+        return Path(tempfile.mkdtemp(prefix="deploykey-mirrors-")) / mirrors.DIR
+    return cache / mirrors.DIR
 
 
 def forget_keys(plan: build.Plan) -> None:
@@ -129,7 +158,7 @@ def _handoff(plan: build.Plan) -> int:
     settings that send the private URLs to the mirrors in the build cache: whatever its installer
     does to git's ssh command (pip >= 25.1 forces its own), no ssh is needed."""
     assert plan.cache_dir is not None
-    fetched, _findings = build.fetch(plan, plan.cache_dir / CACHE / mirrors.DIR)
+    fetched, _findings = build.fetch(plan, mirrors_root(plan.cache_dir))
     forget_keys(plan)
     target = export_file()
     if target.is_symlink():
