@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import re
 import subprocess
 import threading
@@ -234,3 +235,34 @@ def test_a_read_only_cache_mount_for_deploykey_fetch(
         " !     (cache::read-only: README.md#cache-read-only)\n"
     )
     assert "key dir" not in result.stdout
+
+
+def test_a_full_disk_during_the_mirror_write_says_disk(
+    build: Build, utils_key: GeneratedKey, git_server: GitServer
+) -> None:
+    """The build cache on a 1 MiB file system, a repository of about 3 MiB: git cannot write the
+    mirror. The error says the disk is full, which directory, how much room there was; not to
+    check that the host is reachable (what it said before)."""
+    if not (git_server.root / "repos" / "acme" / "big.git").exists():
+        git_server.add_repo("acme/big", {"data.txt": os.urandom(3 << 20).hex()[: 3 << 20]})
+    git_server.grant(utils_key.label, utils_key.public, ["acme/big"])
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(
+        "big @ git+ssh://git@github.com/acme/big.git@v1.0\n"
+    )
+    with mounted(build.cache, "size=1m"):
+        result = build.compile(timeout=240)
+        left = sorted(str(p) for p in build.cache.rglob("*"))
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    mirrors = build.cache / "deploykey" / "mirrors" / "github.com" / "acme"
+    assert result.stderr.startswith(
+        f" !     No space left on the disk of {mirrors}\n !\n"
+        " !     git could not write the mirror of github.com/acme/big: the file system holding "
+        f"{mirrors} is full. It has 1.0 MiB free of 1.0 MiB once git removed what it had written "
+        "of the mirror: less than the repository needs. deploykey keeps a mirror of each private "
+        "repository there (the build cache), and fetched nothing more; the keys were removed.\n"
+    )
+    assert "is reachable" not in out
+    assert not any(path.endswith(".partial") for path in left), left
+    nothing_left(build, utils_key, result)

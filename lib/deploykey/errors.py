@@ -210,6 +210,17 @@ PROBLEMS: dict[str, Problem] = {
         "`readonly`; a volume without `:ro`. Or point --cache-dir (DEPLOYKEY_CACHE_DIR) at a "
         "writable directory.",
     ),
+    "disk::full": Problem(
+        title="No space left on the disk of {path}",
+        why="git could not write the mirror of {what}: the file system holding {path} is full. "
+        "It has {free} free of {total} once git removed what it had written of the mirror: less "
+        "than the repository needs. deploykey keeps a mirror of each private "
+        "repository there (the build cache), and fetched nothing more; the keys were removed.",
+        fix="Free space on that file system or give the build a larger one; or keep the cache "
+        "elsewhere (--cache-dir, DEPLOYKEY_CACHE_DIR). On Heroku, clear the build cache "
+        "(`heroku builds:cache:purge`, from the heroku-builds plugin); with a BuildKit cache "
+        "mount, `docker builder prune --filter type=exec.cachemount`.",
+    ),
     "key::missing": Problem(
         title="No deploy key: {source} has no {name}",
         why="deploykey needs the private half of a deploy key to fetch private git dependencies.",
