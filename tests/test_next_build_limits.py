@@ -18,6 +18,7 @@ import pytest
 
 from conftest import BIN, Build, GeneratedKey, files_with_key, text_has_key
 from gitserver import GitServer
+from test_faults import SLOW, kill_leftovers, start_compile, wait_for
 
 
 def talking_host(build: Build, key: GeneratedKey, git_server: GitServer, repo: str) -> None:
@@ -266,3 +267,38 @@ def test_a_full_disk_during_the_mirror_write_says_disk(
     assert "is reachable" not in out
     assert not any(path.endswith(".partial") for path in left), left
     nothing_left(build, utils_key, result)
+
+
+def test_a_second_build_while_another_holds_the_run_time_link(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """Build A installs (its slow package builds) through the link APP_PATH -> its build dir;
+    build B on the same machine, with the same APP_PATH, fails before its fetch naming A (its
+    pid and build dir), and says to wait or run builds one at a time. It failed after its fetch
+    with "APP_PATH is a symbolic link ... Replace the link with a regular file or remove it"."""
+    build.set_key(utils_key.text)
+    (build.app / "requirements.txt").write_text(SLOW)
+    first = start_compile(build)
+    (build.root / "next").mkdir()
+    second = Build(build.root / "next", build.server, build.wheelhouse)
+    second.set_key(utils_key.text)
+    try:
+        wait_for(build.home / "slow-started", first)
+        result = second.compile(env=second.environ(DEPLOYKEY_APP_PATH=str(build.app_path)))
+        assert build.app_path.readlink() == build.app
+    finally:
+        kill_leftovers(build)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == (
+        f" !     {build.app_path} is in use by another build on this machine (pid {first.pid}, "
+        f"build dir {build.app})\n !\n"
+        f" !     While it installs, a build links the run-time path {build.app_path} to its build "
+        "dir, so that the virtual environment it makes works at the path the app runs from; the "
+        f"build of pid {first.pid} holds that link now, and two builds cannot both build at "
+        f"{build.app_path}.\n !\n"
+        " !     Fix: Wait for that build to end, then run this one again; or run builds on this "
+        "machine one at a time (a CI concurrency limit of 1). For a local run, set "
+        "DEPLOYKEY_APP_PATH to the build dir itself.\n"
+        " !     (install::app-path-busy: README.md#install-app-path-busy)\n"
+    )
+    assert "Fetching" not in result.stdout

@@ -468,6 +468,16 @@ PROBLEMS: dict[str, Problem] = {
         fix="Set DEPLOYKEY_APP_PATH to the directory the app runs from (for a local run: the build "
         "dir itself), or use the Python buildpack and DEPLOYKEY_INSTALL=off.",
     ),
+    "install::app-path-busy": Problem(
+        title="{app_path} is in use by another build on this machine (pid {pid}, build dir "
+        "{other})",
+        why="While it installs, a build links the run-time path {app_path} to its build dir, so "
+        "that the virtual environment it makes works at the path the app runs from; the build "
+        "of pid {pid} holds that link now, and two builds cannot both build at {app_path}.",
+        fix="Wait for that build to end, then run this one again; or run builds on this machine "
+        "one at a time (a CI concurrency limit of 1). For a local run, set DEPLOYKEY_APP_PATH to "
+        "the build dir itself.",
+    ),
     "tool::missing": Problem(
         title="`{tool}` is not installed",
         why="deploykey needs {tool} to {purpose}.",

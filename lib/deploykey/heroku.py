@@ -93,6 +93,11 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
 
 
 def _install(plan: build.Plan) -> int:
+    # Another build of this machine that holds the run-time link: fail now, not after the fetch.
+    held = install.in_use(Path(plan.settings.get("DEPLOYKEY_APP_PATH")))
+    if held is not None:
+        raise held
+
     def into(job: install.Job, cleanup: scrub.Cleanup) -> None:
         forget_keys(plan)
         install.install(plan.target, plan.app_dir, plan.settings, job, cleanup)
