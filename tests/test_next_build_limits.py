@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Build, GeneratedKey, files_with_key, text_has_key
+import test_hostile
+from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, text_has_key
 from gitserver import GitServer
 from test_faults import SLOW, kill_leftovers, start_compile, wait_for
+from test_hostile import assert_found_nothing
+
+# The hostile dependency of test_hostile.py, as fixtures here.
+hostile_repo = test_hostile.hostile_repo
+hostile_build = test_hostile.hostile_build
 
 
 def talking_host(build: Build, key: GeneratedKey, git_server: GitServer, repo: str) -> None:
@@ -302,3 +308,35 @@ def test_a_second_build_while_another_holds_the_run_time_link(
         " !     (install::app-path-busy: README.md#install-app-path-busy)\n"
     )
     assert "Fetching" not in result.stdout
+
+
+def test_a_scalingo_build_removes_the_key_from_its_env_dir(
+    hostile_build: Build, utils_key: GeneratedKey
+) -> None:
+    """Scalingo runs bin/compile with ENV_DIR, a copy of the app's variables made for the build,
+    and STACK=scalingo-22 (Dokku's herokuish sets STACK=heroku-24 itself): the key files are
+    removed from it after the fetch, so a hostile dependency's build code, which finds ENV_DIR
+    in the process table, reads no key there. (They stayed before: only heroku-* counted.)"""
+    build, before = hostile_build, key_dirs()
+    result = build.compile(env=build.environ(STACK="scalingo-22", DEPLOYKEY_INSTALL="venv"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"removed DEPLOY_KEY from {build.env_dir}" in result.stdout
+    assert_found_nothing(build, utils_key, result.stdout + result.stderr, before)
+
+
+def test_without_stack_the_env_dir_is_the_users_and_the_build_says_the_key_stays(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """bin/compile with no STACK: a developer's run on their own env dir, whose files deploykey
+    never deletes. The build says where the key stays and who can read it."""
+    build.set_key(utils_key.text)
+    result = build.compile()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (build.env_dir / "DEPLOY_KEY").read_text() == utils_key.text
+    assert result.stderr == (
+        f" !     {build.env_dir} still holds DEPLOY_KEY, and the build code that runs after this "
+        "can read it there: with no STACK of a builder that gives each build its own copy of the "
+        "config vars (heroku-*: Heroku, Dokku; scalingo-*: Scalingo), the env dir is taken for "
+        "your own, and deploykey deletes nothing of yours. Where it is a copy made for the "
+        "build, set STACK, and deploykey removes the key files from it after the fetch.\n"
+    )

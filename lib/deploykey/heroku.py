@@ -137,17 +137,32 @@ def mirrors_root(cache_dir: Path) -> Path:
     return cache / mirrors.DIR
 
 
+# STACK as the builders set it whose ENV_DIR is a copy of the config vars made for one build:
+# Heroku (heroku-24), Dokku and every herokuish build (herokuish include/buildpack.bash:
+# `export STACK="${STACK:-heroku-24}"`), Scalingo (scalingo-22).
+BUILDER_STACKS = ("heroku-", "scalingo-")
+
+
 def forget_keys(plan: build.Plan) -> None:
     """On Heroku, ENV_DIR is this build's own copy of the config vars, and every later step can
     read it: heroku-buildpack-python exports its path to pip's environment (v351 bin/compile,
-    `export BUILD_DIR CACHE_DIR ENV_DIR`). Once fetched, the keys and tokens are removed from it,
-    so that no package's build code finds them there. Elsewhere an env dir (or .env file) is the
-    user's own: it is left as it is."""
+    `export BUILD_DIR CACHE_DIR ENV_DIR`), and build code finds it in /proc/PID/cmdline anyway.
+    Once fetched, the keys and tokens are removed from it, so that no package's build code finds
+    them there; so on every builder that makes such a copy (BUILDER_STACKS). Elsewhere an env dir
+    (or .env file) is the user's own (a developer's run of bin/compile): it is left as it is, and
+    the build says that the key stays there."""
     names = plan.env.key_names() + [token.name for token in plan.tokens] + githubapp.given(plan.env)
     if not names:
         return
-    if plan.env.is_file or not os.environ.get("STACK", "").startswith("heroku-"):
-        output.detail(f"{plan.env.path} still holds {', '.join(names)}: not a Heroku build (STACK)")
+    if plan.env.is_file or not os.environ.get("STACK", "").startswith(BUILDER_STACKS):
+        output.warn(
+            f"{plan.env.path} still holds {', '.join(names)}, and the build code that runs after "
+            "this can read it there: with no STACK of a builder that gives each build its own "
+            "copy of the config vars (heroku-*: Heroku, Dokku; scalingo-*: Scalingo), the env "
+            "dir is taken for your own, and deploykey deletes nothing of yours. Where it is a "
+            "copy made for the build, set STACK, and deploykey removes the key files from it "
+            "after the fetch."
+        )
         return
     for name in names:
         (plan.env.path / name).unlink(missing_ok=True)
