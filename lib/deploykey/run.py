@@ -200,7 +200,7 @@ class Bounds:
     def look(self) -> None:
         """Count, then stop everything if a bound is passed (the watcher's one step)."""
         live = dict(self.sources)  # run() drops each child once it has ended
-        for session, pid, comm in _receivers(set(live)):
+        for session, pid, comm in _receivers(set(live)) if live else []:
             source = live[session][1]
             if source is not None:
                 key = (source[0], pid)
