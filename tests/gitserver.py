@@ -54,6 +54,18 @@ if grep -qxF "$key $repo" "$root/access" && [ -d "$root/repos/$repo.git" ]; then
   echo "$key $repo granted" >> "$root/log"
   case "$repo" in
     */slow-fetch) echo "$key" > "$root/repos/slow-fetch-started"; sleep 60 ;;  # a test interrupts it
+    */endless-refs | */flood-refs)
+      # A host that never stops talking: a ref advertisement (pkt-lines, gitprotocol-pack) with
+      # no end, one ref a second (endless) or as fast as it goes (flood).
+      sha=$(git --git-dir="$root/repos/$repo.git" rev-parse HEAD)
+      line="$sha HEAD" caps="ofs-delta side-band-64k"
+      printf '%04x%s\0%s\n' $((${#line} + ${#caps} + 6)) "$line" "$caps"
+      n=0
+      while :; do
+        n=$((n + 1))
+        printf '0043%s refs/heads/b%09d\n' "$sha" "$n"
+        case "$repo" in */endless-refs) sleep 1 ;; esac
+      done ;;
   esac
   exec git-upload-pack "$root/repos/$repo.git"
 fi

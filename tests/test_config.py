@@ -127,6 +127,32 @@ def test_bad_setting(tmp_path: Path) -> None:
     assert "auto, python, venv, off" in caught.value.why
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "amount"),
+    [
+        ("DEPLOYKEY_FETCH_TIMEOUT", "", 600),
+        ("DEPLOYKEY_FETCH_TIMEOUT", " 90 ", 90),
+        ("DEPLOYKEY_FETCH_MAX_SIZE", "", 2 << 30),
+        ("DEPLOYKEY_FETCH_MAX_SIZE", "500m", 500 << 20),
+        ("DEPLOYKEY_FETCH_MAX_SIZE", "4096", 4096),
+        ("DEPLOYKEY_FETCH_MAX_SIZE", "8G", 8 << 30),
+    ],
+)
+def test_amounts(tmp_path: Path, name: str, value: str, amount: int) -> None:
+    assert load(tmp_path, None, {name: value}).amount(name) == amount
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "10m", "1.5", "ten", "1T", "99999999999"])
+def test_a_timeout_that_is_not_whole_seconds(tmp_path: Path, value: str) -> None:
+    with pytest.raises(UserError) as caught:
+        load(tmp_path, None, {"DEPLOYKEY_FETCH_TIMEOUT": value})
+    assert caught.value.slug == "config::amount"
+    assert caught.value.title == f"DEPLOYKEY_FETCH_TIMEOUT={value} is not a valid setting"
+    assert caught.value.why == (
+        "DEPLOYKEY_FETCH_TIMEOUT takes a whole number of seconds, e.g. 900."
+    )
+
+
 def test_keys_and_tokens(tmp_path: Path) -> None:
     settings = load(
         tmp_path,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploykey import blocks, build, config, heroku, kitfile, mirrors, output, sources
+from deploykey import blocks, build, config, heroku, kitfile, output, sources
 from deploykey.errors import UserError
 from deploykey.install import Target
 
@@ -54,7 +54,7 @@ def pre_compile() -> int:
     plan = build.plan(
         app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
     )
-    fetched, _findings = build.fetch(plan, cache / heroku.CACHE / mirrors.DIR)
+    fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
     output.step("Checking the app and the cache for the keys, before the install")
     leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
     if leak is not None:

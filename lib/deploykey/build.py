@@ -325,11 +325,17 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
     try:
         with scrub.guarded(cleanup):
             output.step("Fetching every private repository (the only step that has the keys)")
-            opened = open_access(plan, cleanup)
-            key_dir = opened.key_dir
-            git = run.which("git", "fetch git dependencies")
-            fetcher = mirrors.Fetcher(git, opened.env(), root)
-            findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings, fetcher)
+            # A deadline and a byte limit for all of it: a host that keeps talking is never cut
+            # by ssh's ServerAlive or git's http.lowSpeedLimit, which end silence only.
+            seconds = plan.settings.amount("DEPLOYKEY_FETCH_TIMEOUT")
+            with run.bounded(seconds, plan.settings.amount("DEPLOYKEY_FETCH_MAX_SIZE")):
+                opened = open_access(plan, cleanup)
+                key_dir = opened.key_dir
+                git = run.which("git", "fetch git dependencies")
+                fetcher = mirrors.Fetcher(git, opened.env(), root)
+                findings = doctor.check(
+                    plan.requirements, opened, plan.tokens, plan.settings, fetcher
+                )
             for path in fetcher.discarded:
                 output.warn(
                     f"discarded the cached mirror {path}: its settings were changed since deploykey "

@@ -38,6 +38,16 @@ DEFAULT_TOKENS = {
     "GITLAB_TOKEN": ("gitlab.com", "oauth2"),
     "BITBUCKET_TOKEN": ("bitbucket.org", "x-token-auth"),
 }
+# A positive whole number of seconds; of bytes, or of KiB, MiB, GiB (K, M, G: shifts of 10, 20, 30).
+AMOUNT = {
+    "seconds": re.compile(r"[1-9][0-9]{0,8}"),
+    "bytes": re.compile(r"[1-9][0-9]{0,15}[KMGkmg]?"),
+}
+AMOUNT_FORM = {
+    "seconds": "a whole number of seconds, e.g. 900",
+    "bytes": "a whole number of bytes, or of KiB, MiB or GiB with K, M or G, e.g. 500M or 4G",
+}
+UNITS = {"K": 10, "M": 20, "G": 30}
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
@@ -48,6 +58,7 @@ class Setting:
     default: str
     choices: tuple[str, ...] | None
     meaning: str
+    unit: str | None = None  # "seconds" or "bytes": a positive amount (AMOUNT)
 
 
 SETTINGS = (
@@ -100,6 +111,30 @@ SETTINGS = (
         "0",
         TRUE + FALSE[:-1],
         "`1`: validate the key and print the plan; write nothing (same as `--dry-run`).",
+    ),
+    Setting(
+        "DEPLOYKEY_FETCH_TIMEOUT",
+        "600",
+        None,
+        "Seconds the whole fetch may take (every private repository, with the keys on the "
+        "machine): past it, git and ssh are stopped, the keys removed, and the build fails naming "
+        "what was still being fetched ([fetch::deadline](#fetch-deadline)). A host that keeps "
+        "talking (one ref a second) is never cut by ssh's or git's silence timeouts. Ten minutes "
+        "leave room within Heroku's 15-minute build limit and are many times what a fetch of "
+        "real dependencies takes.",
+        unit="seconds",
+    ),
+    Setting(
+        "DEPLOYKEY_FETCH_MAX_SIZE",
+        "2G",
+        None,
+        "What one host may send during the fetch, all its repositories together, in bytes (or "
+        "with K, M, G: powers of 1024): past it, git and ssh are stopped, the keys removed, and "
+        "the build fails ([fetch::too-much](#fetch-too-much)). GitHub refuses pushes over 2 GB "
+        "and asks that repositories stay under 1 GB; a host sending more for one build's "
+        "dependencies is taken to be broken or hostile (an endless ref advertisement fills memory "
+        "and disk).",
+        unit="bytes",
     ),
 )
 SETTING = {setting.name: setting for setting in SETTINGS}
@@ -169,6 +204,11 @@ class Settings:
     def dry_run(self) -> bool:
         return self.values["DEPLOYKEY_DRY_RUN"] in TRUE
 
+    def amount(self, name: str) -> int:
+        """A setting with a unit, as a number (seconds, bytes); checked when it was read."""
+        value = self.values[name]
+        return int(value[:-1]) << UNITS[value[-1].upper()] if value[-1].isalpha() else int(value)
+
     def host(self, name: str) -> HostConfig:
         return self.hosts.get(name) or HostConfig(name)
 
@@ -204,6 +244,14 @@ def _raw(name: str, env: EnvSource | None, environ: Mapping[str, str]) -> str:
 def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) -> str:
     raw = _raw(setting.name, env, environ)
     value = setting.default if raw.strip() == "" else raw.strip()
+    if setting.unit is not None and not AMOUNT[setting.unit].fullmatch(value):
+        raise UserError(
+            "config::amount",
+            name=setting.name,
+            value=raw,
+            form=AMOUNT_FORM[setting.unit],
+            default=setting.default,
+        )
     if setting.choices is not None:
         value = value.lower()
         if value not in setting.choices:

@@ -201,6 +201,26 @@ PROBLEMS: dict[str, Problem] = {
         "Outside Docker: make {path} writable by {user}, or point --cache-dir "
         "(DEPLOYKEY_CACHE_DIR) at a directory that is.",
     ),
+    "cache::read-only": Problem(
+        title="The cache dir {path} is on a read-only file system",
+        why="{mount} is mounted read-only. deploykey keeps there the mirrors of the private "
+        "repositories, which a later step reads (`install --fetched`, the next CI job), and the "
+        "installers' caches.",
+        fix="Mount the cache read-write: `RUN --mount=type=cache,target={path} ...` without "
+        "`readonly`; a volume without `:ro`. Or point --cache-dir (DEPLOYKEY_CACHE_DIR) at a "
+        "writable directory.",
+    ),
+    "disk::full": Problem(
+        title="No space left on the disk of {path}",
+        why="git could not write the mirror of {what}: the file system holding {path} is full. "
+        "It has {free} free of {total} once git removed what it had written of the mirror: less "
+        "than the repository needs. deploykey keeps a mirror of each private "
+        "repository there (the build cache), and fetched nothing more; the keys were removed.",
+        fix="Free space on that file system or give the build a larger one; or keep the cache "
+        "elsewhere (--cache-dir, DEPLOYKEY_CACHE_DIR). On Heroku, clear the build cache "
+        "(`heroku builds:cache:purge`, from the heroku-builds plugin); with a BuildKit cache "
+        "mount, `docker builder prune --filter type=exec.cachemount`.",
+    ),
     "key::missing": Problem(
         title="No deploy key: {source} has no {name}",
         why="deploykey needs the private half of a deploy key to fetch private git dependencies.",
@@ -296,6 +316,11 @@ PROBLEMS: dict[str, Problem] = {
         "repositories or hosts its key opens; the key itself is set as a {setting}.",
         fix="Remove the key from the file and list there the repositories it opens (e.g. "
         "`{name}: [acme/private-utils]`). " + ROTATE,
+    ),
+    "config::amount": Problem(
+        title="{name}={value} is not a valid setting",
+        why="{name} takes {form}.",
+        fix="Set {name} to such a value, or unset it for the default ({default}).",
     ),
     "config::setting": Problem(
         title="{name}={value} is not a valid setting",
@@ -473,6 +498,16 @@ PROBLEMS: dict[str, Problem] = {
         fix="Set DEPLOYKEY_APP_PATH to the directory the app runs from (for a local run: the build "
         "dir itself), or use the Python buildpack and DEPLOYKEY_INSTALL=off.",
     ),
+    "install::app-path-busy": Problem(
+        title="{app_path} is in use by another build on this machine (pid {pid}, build dir "
+        "{other})",
+        why="While it installs, a build links the run-time path {app_path} to its build dir, so "
+        "that the virtual environment it makes works at the path the app runs from; the build "
+        "of pid {pid} holds that link now, and two builds cannot both build at {app_path}.",
+        fix="Wait for that build to end, then run this one again; or run builds on this machine "
+        "one at a time (a CI concurrency limit of 1). For a local run, set DEPLOYKEY_APP_PATH to "
+        "the build dir itself.",
+    ),
     "tool::missing": Problem(
         title="`{tool}` is not installed",
         why="deploykey needs {tool} to {purpose}.",
@@ -533,6 +568,25 @@ PROBLEMS: dict[str, Problem] = {
         why="The point of `install --fetched` is an install with no key on the machine: the "
         "packages it builds run code, and a secret mounted in this `RUN` is readable by it.",
         fix="Mount the secret only in the `RUN` of `deploykey fetch`, not in this one.",
+    ),
+    "fetch::deadline": Problem(
+        title="The fetch did not end within {seconds} s (DEPLOYKEY_FETCH_TIMEOUT): still fetching "
+        "{running}",
+        why="deploykey fetches every private repository with the keys on the machine, so the "
+        "fetch has a deadline: a host that keeps a connection talking (an endless ref "
+        "advertisement, a transfer that never ends) is not cut by ssh's or git's silence "
+        "timeouts. git and ssh were stopped and the keys removed.",
+        fix="If {hosts} is only slow, or the repositories large, raise DEPLOYKEY_FETCH_TIMEOUT "
+        "(seconds; a {setting}). Otherwise check {hosts}: a git host answers a fetch in seconds.",
+    ),
+    "fetch::too-much": Problem(
+        title="{host} sent more than {limit} (DEPLOYKEY_FETCH_MAX_SIZE) while deploykey fetched "
+        "{what}",
+        why="deploykey had received {size} from {host} when it stopped git and ssh, and removed "
+        "the keys. What one host may send during the fetch is bounded, so that a broken or "
+        "hostile host cannot fill the build's memory and disk.",
+        fix="If the repositories on {host} really are that large, raise DEPLOYKEY_FETCH_MAX_SIZE "
+        "(bytes, or with K, M, G; a {setting}), e.g. to 8G. Otherwise check {host}.",
     ),
     "scan::incomplete": Problem(
         title="The leak check could not unpack {count} archive(s) in full, so it cannot say "

@@ -93,27 +93,76 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
 
 
 def _install(plan: build.Plan) -> int:
+    # Another build of this machine that holds the run-time link: fail now, not after the fetch.
+    held = install.in_use(Path(plan.settings.get("DEPLOYKEY_APP_PATH")))
+    if held is not None:
+        raise held
+
     def into(job: install.Job, cleanup: scrub.Cleanup) -> None:
         forget_keys(plan)
         install.install(plan.target, plan.app_dir, plan.settings, job, cleanup)
 
-    # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned).
-    cache = plan.cache_dir / CACHE if plan.cache_dir else None
+    # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned);
+    # None: a temporary one, removed at the end (install_cycle).
+    cache = kit_cache(plan.cache_dir) if plan.cache_dir else None
     build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside, cache)
     return 0
+
+
+def kit_cache(cache_dir: Path) -> Path | None:
+    """The kit's part of CACHE_DIR, or None when it cannot be written (read-only, another
+    user's): a build cache only saves time, so the build goes on without keeping anything. Heroku
+    always gives a writable CACHE_DIR; a local run or another builder may not."""
+    from deploykey import permissions
+
+    reason = permissions.unusable_cache(cache_dir / CACHE)
+    if reason is None:
+        return cache_dir / CACHE
+    output.warn(
+        f"the build cache {cache_dir} {reason}: the mirrors and the installer's cache go to a "
+        "temporary directory for this build, and nothing is kept for the next one (it fetches "
+        "every private repository again)"
+    )
+    return None
+
+
+def mirrors_root(cache_dir: Path) -> Path:
+    """Where the handoff's mirrors go: the build cache, else a private temp dir that stays for
+    the buildpacks after this one (they install from it) and goes with the build's machine."""
+    import tempfile
+
+    cache = kit_cache(cache_dir)
+    if cache is None:
+        return Path(tempfile.mkdtemp(prefix="deploykey-mirrors-")) / mirrors.DIR
+    return cache / mirrors.DIR
+
+
+# STACK as the builders set it whose ENV_DIR is a copy of the config vars made for one build:
+# Heroku (heroku-24), Dokku and every herokuish build (herokuish include/buildpack.bash:
+# `export STACK="${STACK:-heroku-24}"`), Scalingo (scalingo-22).
+BUILDER_STACKS = ("heroku-", "scalingo-")
 
 
 def forget_keys(plan: build.Plan) -> None:
     """On Heroku, ENV_DIR is this build's own copy of the config vars, and every later step can
     read it: heroku-buildpack-python exports its path to pip's environment (v351 bin/compile,
-    `export BUILD_DIR CACHE_DIR ENV_DIR`). Once fetched, the keys and tokens are removed from it,
-    so that no package's build code finds them there. Elsewhere an env dir (or .env file) is the
-    user's own: it is left as it is."""
+    `export BUILD_DIR CACHE_DIR ENV_DIR`), and build code finds it in /proc/PID/cmdline anyway.
+    Once fetched, the keys and tokens are removed from it, so that no package's build code finds
+    them there; so on every builder that makes such a copy (BUILDER_STACKS). Elsewhere an env dir
+    (or .env file) is the user's own (a developer's run of bin/compile): it is left as it is, and
+    the build says that the key stays there."""
     names = plan.env.key_names() + [token.name for token in plan.tokens] + githubapp.given(plan.env)
     if not names:
         return
-    if plan.env.is_file or not os.environ.get("STACK", "").startswith("heroku-"):
-        output.detail(f"{plan.env.path} still holds {', '.join(names)}: not a Heroku build (STACK)")
+    if plan.env.is_file or not os.environ.get("STACK", "").startswith(BUILDER_STACKS):
+        output.warn(
+            f"{plan.env.path} still holds {', '.join(names)}, and the build code that runs after "
+            "this can read it there: with no STACK of a builder that gives each build its own "
+            "copy of the config vars (heroku-*: Heroku, Dokku; scalingo-*: Scalingo), the env "
+            "dir is taken for your own, and deploykey deletes nothing of yours. Where it is a "
+            "copy made for the build, set STACK, and deploykey removes the key files from it "
+            "after the fetch."
+        )
         return
     for name in names:
         (plan.env.path / name).unlink(missing_ok=True)
@@ -129,7 +178,7 @@ def _handoff(plan: build.Plan) -> int:
     settings that send the private URLs to the mirrors in the build cache: whatever its installer
     does to git's ssh command (pip >= 25.1 forces its own), no ssh is needed."""
     assert plan.cache_dir is not None
-    fetched, _findings = build.fetch(plan, plan.cache_dir / CACHE / mirrors.DIR)
+    fetched, _findings = build.fetch(plan, mirrors_root(plan.cache_dir))
     forget_keys(plan)
     target = export_file()
     if target.is_symlink():

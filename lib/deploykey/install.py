@@ -222,6 +222,9 @@ def at_run_time_path(
         yield run_time
         return
     _remove_stale_link(app_path)
+    busy = in_use(app_path)
+    if busy is not None:
+        raise busy
     if app_path.is_symlink():
         # A link that is not the build dir: building through it would write somewhere else.
         raise UserError("path::symlink", path=app_path)
@@ -285,6 +288,26 @@ def _write_mark(mark: Path, target: Path) -> IO[bytes]:
     """The mark, locked by this build until it removes the link or dies (keydir.write_held): the
     lock, not /proc, tells a later build whether the link is still in use."""
     return keydir.write_held(mark, f"{target}\n{keydir.stamp()}\n".encode(), 0o644)
+
+
+def in_use(app_path: Path) -> UserError | None:
+    """The error to give when APP_PATH is the link another build made to its build dir and still
+    holds (its mark names the link's target, and its lock is held: keydir.if_ended), else None.
+    Asked before the fetch too, so that the build fails before it fetches."""
+    mark = _mark(app_path)
+    if not app_path.is_symlink() or mark.is_symlink():
+        return None
+    try:
+        lines = mark.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    words = lines[1].split() if len(lines) == 2 else []
+    if words[:1] != ["held"] or str(app_path.readlink()) != lines[0]:
+        return None
+    with keydir.if_ended(mark) as left:
+        if left is not None:  # that build has ended: its link is stale, removed before the install
+            return None
+    return UserError("install::app-path-busy", app_path=app_path, other=lines[0], pid=words[1])
 
 
 def _remove_stale_link(app_path: Path) -> None:

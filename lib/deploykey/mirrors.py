@@ -125,7 +125,9 @@ class Fetcher:
                         self.git, "--git-dir", str(path), "fetch", "--prune", "--quiet", "origin"
                     ),
                     env=self.env,
+                    source=(req.host_port, req.repo),
                 )
+                _check_room(result, req, path)
             commit = wanted(req) or ""
             if (
                 result.ok
@@ -141,6 +143,7 @@ class Fetcher:
                         self.git, "--git-dir", str(path), "fetch", "--quiet", "origin", refspec
                     ),
                     env=self.env,
+                    source=(req.host_port, req.repo),
                 )
             if result.ok:
                 with self.guard:
@@ -156,18 +159,50 @@ class Fetcher:
             path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        result = run.run(
-            sealedgit.argv(self.git, "clone", "--bare", "--quiet", "--", req.remote, str(partial)),
-            env=self.env,
-        )
+        try:
+            result = run.run(
+                sealedgit.argv(
+                    self.git, "clone", "--bare", "--quiet", "--", req.remote, str(partial)
+                ),
+                env=self.env,
+                source=(req.host_port, req.repo),
+            )
+        except BaseException:  # stopped (a signal, the fetch's deadline): nothing half-written
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         if not result.ok:
             shutil.rmtree(partial, ignore_errors=True)
+            _check_room(result, req, path)
             return result
         # A bare clone records no refspec of its own.
         for refspec in REFSPECS:
             _local([self.git, "--git-dir", str(partial), "config", "--add", FETCH_KEY, refspec])
         partial.rename(path)
         return result
+
+
+NO_SPACE = "No space left on device"  # strerror(ENOSPC), in git's message for a failed write
+
+
+def _check_room(result: run.Result, req: GitRequirement, path: Path) -> None:
+    """A fetch that failed for a full disk is no problem of the host's: say which disk. (How much
+    the repository needs is not known: git removes what it wrote of a failed clone.)"""
+    if result.ok or NO_SPACE not in result.text:
+        return
+    usage = shutil.disk_usage(_existing(path))
+    raise UserError(
+        "disk::full",
+        path=path.parent,
+        what=f"{req.host_port}/{req.repo}",
+        free=run.describe_size(usage.free),
+        total=run.describe_size(usage.total),
+    )
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _untouched(git: str, path: Path, req: GitRequirement) -> bool:

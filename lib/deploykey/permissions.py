@@ -79,8 +79,37 @@ def _writable(path: Path) -> Path | None:
     return None
 
 
+def read_only(path: Path) -> Path | None:
+    """The directory `path` is (or would be made in) when it is on a read-only file system (a
+    `readonly` cache mount, a `:ro` volume): no user, root included, can write there."""
+    existing = _existing(path)
+    try:
+        return existing if os.statvfs(existing).f_flag & os.ST_RDONLY else None
+    except OSError:
+        return None
+
+
+def unusable_cache(path: Path) -> str | None:
+    """Why this user cannot make or write the cache dir `path`, or None when it can."""
+    mount = read_only(path)
+    if mount is not None:
+        return f"is on a read-only file system ({mount})"
+    blocker = _writable(path)
+    if blocker is not None:
+        facts = _facts(path, blocker)
+        return (
+            f"cannot be written by {facts['user']} ({blocker} is owned by {facts['owner']} "
+            f"with mode {facts['mode']})"
+        )
+    return None
+
+
 def check_cache(path: Path) -> None:
-    """The cache dir (`--cache-dir`, a BuildKit cache mount) can be written by this user."""
+    """The cache dir (`--cache-dir`, a BuildKit cache mount) can be written by this user: where
+    it must be kept (the mirrors `install --fetched` reads, a CI cache), it cannot be replaced."""
+    mount = read_only(path)
+    if mount is not None:
+        raise UserError("cache::read-only", path=path, mount=mount)
     blocker = _writable(path)
     if blocker is not None:
         raise UserError("cache::unwritable", **_facts(path, blocker))
