@@ -9,6 +9,7 @@ keeps the original URL, and anything else on a private host fails at once, named
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -322,3 +323,28 @@ def test_a_link_above_the_mirror_is_removed_not_followed(tmp_path: Path) -> None
     assert not owner.is_symlink() and owner.is_dir()
     assert (elsewhere / "private-utils.git").is_dir()  # not followed into, not deleted there
     assert [why for _path, why in linked.discarded] == [f"{owner} is a link ({mirrors.CHANGED})"]
+
+
+def test_prune_leaves_only_what_was_fetched_and_sealed_mirrors(tmp_path: Path) -> None:
+    """What the installer's git would reach beside a fetched mirror (a shadowing `x` or `x/.git`,
+    a prefix sibling `x-extra`) goes unless it is a mirror whose seal checks; ROOT/not-fetched
+    goes."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-utils.git@v1.0")
+    fetcher, _work = local_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    kept = path.with_name("private-utils-kept.git")  # another repository's mirror, sealed
+    shutil.copytree(path, kept)
+    mirrors.write_seal(kept, key)
+    planted = [path.with_name("private-utils"), path.with_name("private-utils-extra.git")]
+    for place in planted:
+        shutil.copytree(path, place)
+    (fetcher.root / mirrors.NOT_FETCHED / "github.com").mkdir(parents=True)
+    fetcher.prune()
+    assert [p for p in planted if p.exists()] == [] and kept.is_dir() and path.is_dir()
+    assert not (fetcher.root / mirrors.NOT_FETCHED).exists()
+    assert sorted(str(p.name) for p, _why in fetcher.removed) == [
+        "not-fetched",
+        "private-utils",
+        "private-utils-extra.git",
+    ]

@@ -359,6 +359,39 @@ def test_with_an_agent_only_no_cached_mirror_is_trusted(
     assert TAGGED.replace("@v1.0", f"@{commit}") in (build.cache / "fetched.json").read_text()
 
 
+@pytest.mark.parametrize("planted", ["sealed", "sealed/.git", "sealed-extra.git", "not-fetched"])
+def test_a_repository_planted_beside_the_mirror_is_removed(
+    build: Build, sealed_repo: str, keys_dir: Path, planted: str
+) -> None:
+    """The installer's URL is rewritten to ROOT/<host>/acme/sealed (no `.git`): git tries
+    `sealed/.git` and `sealed` before `sealed.git`, and `insteadOf` also catches `sealed-extra`;
+    ROOT/not-fetched must not exist (a private repository that was not fetched fails there).
+    Build N plants a repository of its own there, v1.0 moved to its commit; build N+1 removes it,
+    says so, and installs the host's v1.0 (`sealed` and `sealed/.git` would otherwise be what is
+    installed; `sealed-extra` and not-fetched would be for a dependency only code names)."""
+    # Written without `.git`, as pip and uv accept it: git then looks for `sealed/.git` first.
+    (build.app / "requirements.txt").write_text(TAGGED.replace(".git@", "@") + "\n")
+    key = new_key(build.server, keys_dir)
+    run_build(build, "compile", key)
+    mirror = the_mirror(build)
+    root = build.cache / "deploykey" / "mirrors"
+    top = (
+        root / "not-fetched" if planted == "not-fetched" else mirror.parent / planted.split("/")[0]
+    )
+    place = (
+        top / "github.com" / "acme" / "sealed.git"
+        if planted == "not-fetched"
+        else (mirror.parent / planted)
+    )
+    shutil.copytree(mirror, place)
+    move_tag(place, build.root / "attacker")
+    out = run_build(build, "compile", key)
+    assert 'WHO = "host"' in installed(build, "compile"), out
+    assert f"removed {top} from the build cache: " in out, out
+    assert not top.exists() and mirror.is_dir()
+    assert "discarded" not in out  # the mirror itself was as sealed
+
+
 # ---------------------------------------------------------------- a fuzzed cache
 
 MARKER_SCRIPT = '#!/bin/sh\ntouch {marker}\nexec git-upload-pack "$@"\n'

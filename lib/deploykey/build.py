@@ -329,10 +329,13 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             seal = mirrors.SealKey.derive(seal_secrets(plan))
             fetcher = mirrors.Fetcher(git, run.child_env(opened.env()), root, seal)
             findings = doctor.check(plan.requirements, opened, plan.tokens, plan.settings, fetcher)
+            fetcher.prune()
             for path, why in fetcher.discarded:
                 said = f"discarded the cached mirror {path}: {why}, so it was fetched again"
                 # Expected every build with an agent only: a detail, not a warning.
                 (output.detail if why == mirrors.AGENT_ONLY else output.warn)(said)
+            for path, why in fetcher.removed:
+                output.warn(f"removed {path} from the build cache: {why} (build code?)")
             doctor.report(findings)
     finally:
         if fetcher is not None:

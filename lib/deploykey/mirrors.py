@@ -105,6 +105,7 @@ class Fetcher:
     guard: threading.Lock = field(default_factory=threading.Lock)
     fetched: dict[Path, GitRequirement] = field(default_factory=dict)
     discarded: list[tuple[Path, str]] = field(default_factory=list)  # and why
+    removed: list[tuple[Path, str]] = field(default_factory=list)  # by prune(), and why
     made: set[Path] = field(default_factory=set)  # directories the clones created
     checked: dict[Path, str | None] = field(default_factory=dict)  # why not trusted; None: sealed
 
@@ -114,6 +115,37 @@ class Fetcher:
         for directory in sorted(self.made, key=lambda path: len(path.parts), reverse=True):
             with contextlib.suppress(OSError):
                 directory.rmdir()
+
+    def prune(self) -> None:
+        """After all fetches: removes what the installer's git would reach under the root besides
+        the mirrors fetched now. ROOT/not-fetched must not exist (a private repository that was
+        not fetched must fail, not be found there). The installer's URLs are rewritten to
+        `ROOT/<host>/<repo>`, without `.git`, and git tries `<repo>/.git` and `<repo>` before
+        `<repo>.git` (upload-pack's enter_repo), so a planted `acme/x` would shadow the mirror
+        `acme/x.git`; and `insteadOf` matches URL prefixes, so `acme/x-extra` is reached too:
+        every sibling whose name starts with a fetched mirror's is removed, unless it is a
+        mirror whose seal checks."""
+        missing = self.root / NOT_FETCHED
+        if os.path.lexists(missing):
+            self._discard(missing)
+            self.removed.append((missing, "nothing may be there"))
+        for path in list(self.fetched):
+            stem = path.name.removesuffix(".git")
+            for sibling in list(path.parent.iterdir()):
+                name = sibling.name
+                if (
+                    sibling in self.fetched
+                    or not name.startswith(stem)
+                    or name.endswith(SEAL_SUFFIX)
+                ):
+                    continue
+                mirror = sibling.with_name(name.removesuffix(".git") + ".git")
+                why = _linked_parent(self.root, mirror) or (
+                    check_seal(mirror, self.seal) if self.seal else AGENT_ONLY
+                )
+                if sibling != mirror or why is not None:
+                    self._discard(sibling)
+                    self.removed.append((sibling, why or "not a mirror deploykey keeps"))
 
     def needs_network(self, req: GitRequirement) -> bool:
         """Whether fetching `req` will ask its host: not when its mirror, sealed and untouched,
