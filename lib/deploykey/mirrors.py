@@ -382,21 +382,26 @@ def _sha256(path: Path) -> bytes | None:
 def write_seal(mirror: Path, key: SealKey | None) -> None:
     """Seal the mirror as it is now: a new file beside it, renamed over the old seal (a reader
     sees the old seal or the new one, never half of one; the rename replaces a planted link
-    instead of writing through it). With no key, or a mirror that holds what cannot be sealed,
-    an old seal is removed: the next build fetches the mirror again."""
+    instead of writing through it). With no key, a mirror that holds what cannot be sealed, or
+    a seal that cannot be written (a full disk), an old seal is removed: the next build fetches
+    the mirror again, which costs time, never trust."""
     target = seal_path(mirror)
     sealed = digest(mirror, key) if key is not None else None
-    if key is None or sealed is None:
-        target.unlink(missing_ok=True)
-        return
-    fd, temporary = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+    temporary: str | None = None
     try:
+        if key is None or sealed is None:
+            target.unlink(missing_ok=True)
+            return
+        fd, temporary = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
         with os.fdopen(fd, "w") as file:
             file.write(f"{SEAL_FORMAT}\nkey {key.ident}\nhmac {sealed}\n")
         Path(temporary).replace(target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                Path(temporary).unlink(missing_ok=True)
 
 
 def check_seal(mirror: Path, key: SealKey) -> str | None:
