@@ -8,7 +8,10 @@ keeps the original URL, and anything else on a private host fails at once, named
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -138,3 +141,210 @@ def test_clones_that_fail_together_leave_no_directory(tmp_path: Path) -> None:
     assert not any(fetched.result.ok for fetched in results)
     fetcher.tidy()
     assert not (tmp_path / "cache").exists()
+
+
+# ---------------------------------------------------------------- the seal
+
+
+def sealed(tmp_path: Path) -> tuple[Path, mirrors.SealKey]:
+    """A one-commit mirror, sealed."""
+    handed, _commit = mirrored(tmp_path, "ssh://git@github.com/acme/private-utils.git@v1.0")
+    [(_req, path)] = handed.repositories
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    assert key is not None
+    mirrors.write_seal(path, key)
+    return path, key
+
+
+def test_the_seal_key_is_derived_from_the_builds_secrets_only() -> None:
+    assert mirrors.SealKey.derive([]) is None  # an ssh agent only: nothing to seal with
+    one = mirrors.SealKey.derive([b"key A", b"token"])
+    assert one == mirrors.SealKey.derive([b"token", b"key A", b"key A"])  # a set, in no order
+    other = mirrors.SealKey.derive([b"key B", b"token"])
+    assert one is not None and other is not None
+    assert one.mac != other.mac and one.ident != other.ident
+    # Each use has its own label: the public ident tells nothing of the HMAC key.
+    assert one.ident not in one.mac.hex()
+    assert one.mac.hex() not in repr(one) and "key A" not in repr(one)
+    # Length-prefixed: secrets cut differently are other secrets.
+    assert mirrors.SealKey.derive([b"ab", b"c"]) != mirrors.SealKey.derive([b"a", b"bc"])
+
+
+def test_the_seal_lives_beside_the_mirror_and_checks(tmp_path: Path) -> None:
+    path, key = sealed(tmp_path)
+    seal = mirrors.seal_path(path)
+    assert seal.parent == path.parent and seal.name == path.name + ".seal"
+    assert mirrors.check_seal(path, key) is None
+    lines = seal.read_text().splitlines()
+    assert lines[0] == mirrors.SEAL_FORMAT and lines[1] == f"key {key.ident}"
+    assert list(path.parent.glob("*.git.seal.*")) == []  # the temp file was renamed
+    rotated = mirrors.SealKey.derive([b"a rotated key"])
+    assert rotated is not None
+    assert mirrors.check_seal(path, rotated) == mirrors.OTHER_KEY
+
+
+def _add_file(path: Path) -> None:
+    (path / "commondir").write_text("/elsewhere\n")
+
+
+def _same_size_edit(path: Path) -> None:
+    [ref] = [p for p in (path / "packed-refs", path / "HEAD") if p.is_file()][:1]
+    data = bytearray(ref.read_bytes())
+    data[-2] = ord("0") if data[-2] != ord("0") else ord("1")
+    ref.write_bytes(bytes(data))
+
+
+def _chmod(path: Path) -> None:
+    (path / "config").chmod(0o600)
+
+
+def _remove(path: Path) -> None:
+    (path / "description").unlink()
+
+
+def _empty_dir(path: Path) -> None:
+    (path / "worktrees").mkdir()
+
+
+def _link(path: Path) -> None:
+    (path / "info" / "exclude").unlink()
+    (path / "info" / "exclude").symlink_to("/etc/hostname")
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path / "info" / "grafts")
+
+
+def _mirror_is_a_link(path: Path) -> None:
+    moved = path.with_name("elsewhere.git")
+    path.rename(moved)
+    path.symlink_to(moved)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_add_file, _same_size_edit, _chmod, _remove, _empty_dir, _link, _fifo, _mirror_is_a_link],
+)
+def test_any_change_breaks_the_seal(tmp_path: Path, change: Callable[[Path], None]) -> None:
+    path, key = sealed(tmp_path)
+    change(path)
+    assert mirrors.check_seal(path, key) == mirrors.CHANGED
+
+
+def test_a_missing_odd_or_linked_seal_is_no_seal(tmp_path: Path) -> None:
+    path, key = sealed(tmp_path)
+    seal = mirrors.seal_path(path)
+    text = seal.read_text()
+    seal.unlink()
+    assert mirrors.check_seal(path, key) == mirrors.NO_SEAL
+    elsewhere = tmp_path / "planted-seal"
+    elsewhere.write_text(text)
+    seal.symlink_to(elsewhere)  # a seal is never read through a link
+    assert mirrors.check_seal(path, key) == mirrors.NO_SEAL
+    seal.unlink()
+    seal.write_text(text + "x" * mirrors.SEAL_MAX)
+    assert mirrors.check_seal(path, key) == mirrors.NO_SEAL
+    seal.write_text(text.replace("hmac ", "hmac 0"))
+    assert mirrors.check_seal(path, key) == mirrors.CHANGED
+
+
+def test_writing_a_seal_never_follows_a_planted_link(tmp_path: Path) -> None:
+    path, key = sealed(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("kept\n")
+    seal = mirrors.seal_path(path)
+    seal.unlink()
+    seal.symlink_to(victim)
+    mirrors.write_seal(path, key)
+    assert victim.read_text() == "kept\n" and not seal.is_symlink()
+    assert mirrors.check_seal(path, key) is None
+    (path / "commondir").write_text("/elsewhere\n")
+    mirrors.write_seal(path, None)  # no key: the old seal goes, the next build fetches again
+    assert not seal.exists()
+
+
+def local_fetcher(tmp_path: Path, seal: mirrors.SealKey | None) -> tuple[mirrors.Fetcher, Path]:
+    """A Fetcher whose ssh URLs reach a local repository (an insteadOf in its environment), with
+    real git: the seal's part of the fetch, without a server."""
+    work = tmp_path / "upstream"
+    work.mkdir(exist_ok=True)
+    if not (work / ".git").exists():
+        (work / "README").write_text("private\n")
+        git("init", "-q", "-b", "main", cwd=work)
+        git("add", "README", cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one", cwd=work)
+        git("tag", "v1.0", cwd=work)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = env_with(mirrors.as_env([(f"url.{tmp_path}/.insteadOf", "ssh://git@github.com/")]), home)
+    (tmp_path / "acme").mkdir(exist_ok=True)
+    if not (tmp_path / "acme" / "private-utils.git").exists():
+        (tmp_path / "acme" / "private-utils.git").symlink_to(work / ".git")
+    return mirrors.Fetcher("git", env, tmp_path / "cache" / mirrors.DIR, seal), work
+
+
+def test_the_fetch_seals_checks_and_discards(tmp_path: Path) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-utils.git@v1.0")
+    fetcher, _work = local_fetcher(tmp_path, key)
+    first = fetcher.fetch(req)
+    assert first.result.ok and first.network
+    assert key is not None and mirrors.check_seal(first.path, key) is None
+    warm, _work = local_fetcher(tmp_path, key)  # the next build, same key: no network
+    assert not warm.needs_network(req)
+    again = warm.fetch(req)
+    assert again.result.ok and not again.network and warm.discarded == []
+    (first.path / "info" / "grafts").write_text("")  # build code's
+    tampered, _work = local_fetcher(tmp_path, key)
+    assert tampered.needs_network(req)
+    refetched = tampered.fetch(req)
+    assert refetched.network and tampered.discarded == [(first.path, mirrors.CHANGED)]
+    assert not (first.path / "info" / "grafts").exists()
+    assert mirrors.check_seal(first.path, key) is None
+    agent, _work = local_fetcher(tmp_path, None)  # no secret: never trusted, fetched again
+    assert agent.needs_network(req)
+    assert agent.fetch(req).network and agent.discarded == [(first.path, mirrors.AGENT_ONLY)]
+    assert not mirrors.seal_path(first.path).exists()
+    # What this build fetched itself is used for the rest of it: one fetch, not one per package.
+    assert not agent.fetch(req).network and len(agent.discarded) == 1
+
+
+def test_a_link_above_the_mirror_is_removed_not_followed(tmp_path: Path) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-utils.git@v1.0")
+    fetcher, _work = local_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    owner = path.parent
+    elsewhere = tmp_path / "attacker-owner"
+    owner.rename(elsewhere)
+    owner.symlink_to(elsewhere)  # ROOT/github.com/acme -> a directory build code controls
+    linked, _work = local_fetcher(tmp_path, key)
+    assert linked.fetch(req).network
+    assert not owner.is_symlink() and owner.is_dir()
+    assert (elsewhere / "private-utils.git").is_dir()  # not followed into, not deleted there
+    assert [why for _path, why in linked.discarded] == [f"{owner} is a link ({mirrors.CHANGED})"]
+
+
+def test_prune_leaves_only_what_was_fetched_and_sealed_mirrors(tmp_path: Path) -> None:
+    """What the installer's git would reach beside a fetched mirror (a shadowing `x` or `x/.git`,
+    a prefix sibling `x-extra`) goes unless it is a mirror whose seal checks; ROOT/not-fetched
+    goes."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-utils.git@v1.0")
+    fetcher, _work = local_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    kept = path.with_name("private-utils-kept.git")  # another repository's mirror, sealed
+    shutil.copytree(path, kept)
+    mirrors.write_seal(kept, key)
+    planted = [path.with_name("private-utils"), path.with_name("private-utils-extra.git")]
+    for place in planted:
+        shutil.copytree(path, place)
+    (fetcher.root / mirrors.NOT_FETCHED / "github.com").mkdir(parents=True)
+    fetcher.prune()
+    assert [p for p in planted if p.exists()] == [] and kept.is_dir() and path.is_dir()
+    assert not (fetcher.root / mirrors.NOT_FETCHED).exists()
+    assert sorted(str(p.name) for p, _why in fetcher.removed) == [
+        "not-fetched",
+        "private-utils",
+        "private-utils-extra.git",
+    ]

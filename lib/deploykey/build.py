@@ -332,15 +332,18 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
                 opened = open_access(plan, cleanup)
                 key_dir = opened.key_dir
                 git = run.which("git", "fetch git dependencies")
-                fetcher = mirrors.Fetcher(git, opened.env(), root)
+                seal = mirrors.SealKey.derive(seal_secrets(plan))
+                fetcher = mirrors.Fetcher(git, opened.env(), root, seal)
                 findings = doctor.check(
                     plan.requirements, opened, plan.tokens, plan.settings, fetcher
                 )
-            for path in fetcher.discarded:
-                output.warn(
-                    f"discarded the cached mirror {path}: its settings were changed since deploykey "
-                    "wrote them (by build code?), so it was fetched again"
-                )
+            fetcher.prune()
+            for path, why in fetcher.discarded:
+                said = f"discarded the cached mirror {path}: {why}, so it was fetched again"
+                # Expected every build with an agent only: a detail, not a warning.
+                (output.detail if why == mirrors.AGENT_ONLY else output.warn)(said)
+            for path, why in fetcher.removed:
+                output.warn(f"removed {path} from the build cache: {why} (build code?)")
             doctor.report(findings)
     finally:
         if fetcher is not None:
@@ -354,6 +357,14 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
     if refused is not None:
         raise refused
     return fetched, findings
+
+
+def seal_secrets(plan: Plan) -> list[bytes]:
+    """What the mirrors' seal key is derived from: the build's own long-lived secrets, which no
+    build code ever had (the keys, the App's private key, the tokens; not the tokens the App
+    mints, which change every build). An ssh agent's key never reaches deploykey: with an agent
+    only, there is none, and no cached mirror is trusted (each is fetched again)."""
+    return [key.material for key in plan.secret_keys] + [token.value for token in plan.tokens]
 
 
 def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.Finding]) -> Mirrors:

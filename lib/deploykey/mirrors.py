@@ -14,14 +14,30 @@ Every build runs in two phases:
    host is rewritten to a path under ROOT/not-fetched that does not exist: a private repository
    that was not fetched fails at once, named (see `not_fetched`), instead of reaching for a key
    that is gone.
+
+A mirror in the build cache is untrusted input: build code of an earlier build could write it.
+git obeys more than a git dir's `config` (`commondir` sends config, refs and objects elsewhere,
+`objects/info/alternates` and `info/grafts` change history, a packed object is not checked against
+its name when read), so a changed mirror could run a program of its choosing while the key is
+reachable, or hand over code that is not the host's. Each mirror is therefore sealed after every
+fetch: an HMAC over every entry of its directory (path, type, mode, size, sha256 of the content),
+keyed from the build's own secrets (see `SealKey`), kept beside it in `<repo>.git.seal`. Before
+git runs against a cached mirror, and before a tag or commit in it is believed without the
+network, the seal must check against the mirror exactly as it is now: any added, removed, changed
+or linked entry, or a seal made with another key, and the mirror is discarded and fetched again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import os
 import re
 import shlex
 import shutil
+import stat
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +54,10 @@ FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 FETCH_KEY = "remote.origin.fetch"
 # Later fetches update every branch and tag (and drop deleted ones), never GitHub's refs/pull/*.
 REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+# A fetch may start `git gc --auto` (and `maintenance run --auto`), which by default goes on in the
+# background after the fetch returns, rewriting packs while the seal is being made: run it in the
+# foreground instead (git-config(1): gc.autoDetach, maintenance.autoDetach).
+IN_FOREGROUND = ("-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false")
 # What `git clone --bare` and deploykey write into a mirror's config, and nothing else.
 MIRROR_KEYS = {
     "core.repositoryformatversion",
@@ -80,11 +100,14 @@ class Fetcher:
     git: str
     env: Mapping[str, str]
     root: Path
+    seal: SealKey | None = None  # None: no secret of the build's own, no cached mirror is used
     locks: dict[Path, threading.Lock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     fetched: dict[Path, GitRequirement] = field(default_factory=dict)
-    discarded: list[Path] = field(default_factory=list)
+    discarded: list[tuple[Path, str]] = field(default_factory=list)  # and why
+    removed: list[tuple[Path, str]] = field(default_factory=list)  # by prune(), and why
     made: set[Path] = field(default_factory=set)  # directories the clones created
+    checked: dict[Path, str | None] = field(default_factory=dict)  # why not trusted; None: sealed
 
     def tidy(self) -> None:
         """Removes the directories the clones created that hold nothing (every clone under them
@@ -93,15 +116,63 @@ class Fetcher:
             with contextlib.suppress(OSError):
                 directory.rmdir()
 
+    def prune(self) -> None:
+        """After all fetches: removes what the installer's git would reach under the root besides
+        the mirrors fetched now. ROOT/not-fetched must not exist (a private repository that was
+        not fetched must fail, not be found there). The installer's URLs are rewritten to
+        `ROOT/<host>/<repo>`, without `.git`, and git tries `<repo>/.git` and `<repo>` before
+        `<repo>.git` (upload-pack's enter_repo), so a planted `acme/x` would shadow the mirror
+        `acme/x.git`; and `insteadOf` matches URL prefixes, so `acme/x-extra` is reached too:
+        every sibling whose name starts with a fetched mirror's is removed, unless it is a
+        mirror whose seal checks."""
+        missing = self.root / NOT_FETCHED
+        if os.path.lexists(missing):
+            self._discard(missing)
+            self.removed.append((missing, "nothing may be there"))
+        for path in list(self.fetched):
+            stem = path.name.removesuffix(".git")
+            for sibling in list(path.parent.iterdir()):
+                name = sibling.name
+                if (
+                    sibling in self.fetched
+                    or not name.startswith(stem)
+                    or name.endswith(SEAL_SUFFIX)
+                ):
+                    continue
+                mirror = sibling.with_name(name.removesuffix(".git") + ".git")
+                why = _linked_parent(self.root, mirror) or (
+                    check_seal(mirror, self.seal) if self.seal else AGENT_ONLY
+                )
+                if sibling != mirror or why is not None:
+                    self._discard(sibling)
+                    self.removed.append((sibling, why or "not a mirror deploykey keeps"))
+
     def needs_network(self, req: GitRequirement) -> bool:
-        """Whether fetching `req` will ask its host: not when its mirror, untouched, already
-        holds the commit or tag it names (a branch is always asked again)."""
+        """Whether fetching `req` will ask its host: not when its mirror, sealed and untouched,
+        already holds the commit or tag it names (a branch is always asked again)."""
         path = mirror_path(self.root, req)
         return not (
             path.is_dir()
-            and _untouched(self.git, path, req)
+            and self.distrust(path, req) is None
             and _settled(self.git, path, wanted(req))
         )
+
+    def distrust(self, path: Path, req: GitRequirement) -> str | None:
+        """Why the cached mirror at `path` may not be used, or None: its seal checks, with this
+        build's key, against every entry it holds now, and its config is the one deploykey writes
+        for this repository. Checked once a build (the fetch is the only writer meanwhile)."""
+        with self.guard:
+            if path in self.checked:
+                return self.checked[path]
+        if self.seal is None:
+            why: str | None = AGENT_ONLY
+        else:
+            why = _linked_parent(self.root, path) or check_seal(path, self.seal)
+        if why is None and not _untouched(self.git, path, req):
+            why = "its settings are not those deploykey writes for this repository"
+        with self.guard:
+            self.checked[path] = why
+        return why
 
     def fetch(self, req: GitRequirement) -> Fetched:
         path = mirror_path(self.root, req)
@@ -109,11 +180,11 @@ class Fetcher:
             lock = self.locks.setdefault(path, threading.Lock())
         with lock:
             network = True
-            if path.is_dir() and not _untouched(self.git, path, req):
-                # Build code (it can write the build cache) may have planted hooks or settings
-                # that a fetch with the keys would run: such a mirror is never used again.
-                shutil.rmtree(path)
-                self.discarded.append(path)
+            if os.path.lexists(path) and (why := self.distrust(path, req)) is not None:
+                # Build code (it can write the build cache) may have planted files, links or
+                # settings that a fetch with the keys would obey: such a mirror is never used.
+                self._discard(path)
+                self.discarded.append((path, why))
             if not path.is_dir():
                 result = self._clone(req, path)
             elif _settled(self.git, path, wanted(req)):
@@ -122,7 +193,14 @@ class Fetcher:
             else:
                 result = run.run(
                     sealedgit.argv(
-                        self.git, "--git-dir", str(path), "fetch", "--prune", "--quiet", "origin"
+                        self.git,
+                        *IN_FOREGROUND,
+                        "--git-dir",
+                        str(path),
+                        "fetch",
+                        "--prune",
+                        "--quiet",
+                        "origin",
                     ),
                     env=self.env,
                     source=(req.host_port, req.repo),
@@ -140,11 +218,24 @@ class Fetcher:
                 refspec = f"{commit}:refs/deploykey/{commit}"
                 run.run(
                     sealedgit.argv(
-                        self.git, "--git-dir", str(path), "fetch", "--quiet", "origin", refspec
+                        self.git,
+                        *IN_FOREGROUND,
+                        "--git-dir",
+                        str(path),
+                        "fetch",
+                        "--quiet",
+                        "origin",
+                        refspec,
                     ),
                     env=self.env,
                     source=(req.host_port, req.repo),
                 )
+            if network and path.is_dir():
+                # What git wrote, run by deploykey on a mirror it had verified (or a new clone),
+                # is deploykey's: sealed now, for the next build to check.
+                write_seal(path, self.seal)
+                with self.guard:  # and trusted for the rest of this build, sealed or not
+                    self.checked[path] = None
             if result.ok:
                 with self.guard:
                     self.fetched.setdefault(path, req)
@@ -158,6 +249,8 @@ class Fetcher:
             self.made.update(parent for parent in path.parents if not parent.exists())
             path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
+        if partial.is_symlink():  # planted: git would clone wherever it points
+            partial.unlink()
         shutil.rmtree(partial, ignore_errors=True)
         try:
             result = run.run(
@@ -179,6 +272,177 @@ class Fetcher:
             _local([self.git, "--git-dir", str(partial), "config", "--add", FETCH_KEY, refspec])
         partial.rename(path)
         return result
+
+    def _discard(self, path: Path) -> None:
+        """Removes a mirror that may not be used, and its seal; a link (at its place or above it,
+        under the root) is removed itself, never followed."""
+        linked = next(
+            (p for p in [path, *path.parents] if p.is_relative_to(self.root) and p.is_symlink()),
+            None,
+        )
+        if linked is not None:
+            linked.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            path.unlink()
+        seal_path(path).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the seal
+
+SEAL_SUFFIX = ".seal"
+SEAL_FORMAT = "deploykey mirror seal v1"
+SEAL_MAX = 4096  # bytes: a seal is three short lines; anything longer is not one
+CHUNK = 1 << 20
+NO_SEAL = "it has no seal (kept by an older deploykey, or its seal was removed)"
+OTHER_KEY = "not sealed by this build's key (a rotated key, or a seal written by build code)"
+CHANGED = "changed since it was sealed (by build code?)"
+AGENT_ONLY = (
+    "this build has no secret of its own to check a seal with (an ssh agent's key is never seen "
+    "by deploykey), so no cached mirror is trusted"
+)
+
+
+@dataclass(frozen=True)
+class SealKey:
+    """The key that seals mirrors, derived from the build's own secrets: deploy keys, a GitHub
+    App's private key, tokens (never a token minted during the build: it changes every build).
+    Build code never had them, so it can neither forge a seal nor check a guess. HKDF (RFC 5869)
+    with SHA-256: extract with a fixed salt, expand once per use with its own label (domain
+    separation): `mac` keys the HMAC, `ident` (public) names the key in the seal, so that a
+    rotated key reads as such and not as a change."""
+
+    mac: bytes = field(repr=False)
+    ident: str
+
+    @classmethod
+    def derive(cls, secrets: Sequence[bytes]) -> SealKey | None:
+        if not secrets:
+            return None
+        material = b"".join(len(s).to_bytes(8, "big") + s for s in sorted(set(secrets)))
+        prk = hmac.new(b"deploykey/mirror-seal/v1", material, hashlib.sha256).digest()
+
+        def expand(label: bytes) -> bytes:
+            return hmac.new(prk, label + b"\x01", hashlib.sha256).digest()
+
+        return cls(expand(b"mac"), expand(b"ident").hex()[:16])
+
+
+def seal_path(mirror: Path) -> Path:
+    """Beside the mirror, never inside its git dir (git would read it as its own)."""
+    return mirror.with_name(mirror.name + SEAL_SUFFIX)
+
+
+def digest(mirror: Path, key: SealKey) -> str | None:
+    """The HMAC of every entry under `mirror`, in order: type, mode, size, sha256 of a file's
+    content, and the path; None if it holds anything but directories and regular files (a link,
+    a fifo, a device): git writes none of those in a bare repository. Any file layout git writes
+    (promisor packs, `shallow`, commit-graphs, ...) is covered as it is, not a list of names."""
+    mac = hmac.new(key.mac, SEAL_FORMAT.encode(), hashlib.sha256)
+
+    def field_(data: bytes) -> None:
+        mac.update(len(data).to_bytes(8, "big") + data)
+
+    pending = [mirror]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                return None
+            relative = os.fsencode(os.path.relpath(entry.path, mirror))
+            mode = stat.S_IMODE(info.st_mode)
+            if stat.S_ISDIR(info.st_mode):
+                field_(b"d %o" % mode)
+                field_(relative)
+                pending.append(Path(entry.path))
+            elif stat.S_ISREG(info.st_mode):
+                content = _sha256(Path(entry.path))
+                if content is None:
+                    return None
+                field_(b"f %o %d " % (mode, info.st_size) + content)
+                field_(relative)
+            else:
+                return None
+    return mac.hexdigest()
+
+
+def _sha256(path: Path) -> bytes | None:
+    """A regular file's sha256, opened without following a link and without blocking on a fifo
+    that replaced it after the listing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        hashed = hashlib.sha256()
+        while chunk := file.read(CHUNK):
+            hashed.update(chunk)
+    return hashed.digest()
+
+
+def write_seal(mirror: Path, key: SealKey | None) -> None:
+    """Seal the mirror as it is now: a new file beside it, renamed over the old seal (a reader
+    sees the old seal or the new one, never half of one; the rename replaces a planted link
+    instead of writing through it). With no key, a mirror that holds what cannot be sealed, or
+    a seal that cannot be written (a full disk), an old seal is removed: the next build fetches
+    the mirror again, which costs time, never trust."""
+    target = seal_path(mirror)
+    sealed = digest(mirror, key) if key is not None else None
+    temporary: str | None = None
+    try:
+        if key is None or sealed is None:
+            target.unlink(missing_ok=True)
+            return
+        fd, temporary = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{SEAL_FORMAT}\nkey {key.ident}\nhmac {sealed}\n")
+        Path(temporary).replace(target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                Path(temporary).unlink(missing_ok=True)
+
+
+def check_seal(mirror: Path, key: SealKey) -> str | None:
+    """None when the mirror's seal was made with `key` over exactly what the mirror holds now;
+    else why not (NO_SEAL, OTHER_KEY, CHANGED)."""
+    try:
+        fd = os.open(seal_path(mirror), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return NO_SEAL
+    with os.fdopen(fd, "rb") as file:
+        text = file.read(SEAL_MAX + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    lines = text.decode("ascii", "replace").splitlines()
+    if len(text) > SEAL_MAX or len(lines) != 3 or lines[0] != SEAL_FORMAT:
+        return NO_SEAL
+    if lines[1] != f"key {key.ident}":
+        return OTHER_KEY
+    if mirror.is_symlink() or not mirror.is_dir():
+        return CHANGED
+    current = digest(mirror, key)
+    if current is None or not hmac.compare_digest(lines[2], f"hmac {current}"):
+        return CHANGED
+    return None
+
+
+def _linked_parent(root: Path, path: Path) -> str | None:
+    """A directory between the root and the mirror that is a link: the mirror would be read
+    (and written) wherever it points."""
+    for parent in reversed(path.parents):
+        if parent.is_relative_to(root) and parent != root and parent.is_symlink():
+            return f"{parent} is a link ({CHANGED})"
+    return None
 
 
 NO_SPACE = "No space left on device"  # strerror(ENOSPC), in git's message for a failed write
