@@ -252,11 +252,13 @@ def swap_pack(mirror: Path, work: Path) -> None:
 
 
 def hook(mirror: Path, work: Path) -> None:
+    (mirror / "hooks").mkdir(exist_ok=True)  # sealed clones copy no template: no hooks/ dir
     (mirror / "hooks" / "reference-transaction").write_text(f"#!/bin/sh\ntouch {work}/ran\n")
     (mirror / "hooks" / "reference-transaction").chmod(0o755)
 
 
 def grafts(mirror: Path, work: Path) -> None:
+    (mirror / "info").mkdir(exist_ok=True)  # nor an info/ dir
     (mirror / "info" / "grafts").write_text(attacker_commit(mirror, work) + "\n")
 
 
