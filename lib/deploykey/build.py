@@ -267,7 +267,8 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
     if not plan.requirements.git and not plan.requirements.https:
         output.detail(f"  none found in {plan.requirements_file.name}")
     why = f" ({'; '.join(chosen.passed_over)})" if chosen.passed_over else ""
-    output.detail(f"Key dir: {placeholder} (0700), each key 0600{why}; ssh config:")
+    held = "each key in an ssh agent of the build's own, its socket there" if plan.keys else "0600 files"
+    output.detail(f"Key dir: {placeholder} (0700), {held}{why}; ssh config:")
     for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
         output.detail("  | " + line)
     output.detail(f"Install: {plan.target.describe(plan.settings)}")

@@ -650,6 +650,14 @@ PROBLEMS: dict[str, Problem] = {
         "Under a non-root USER ({user}, uid {uid}), mount the socket for it: "
         "`RUN --mount=type=ssh,uid={uid} ...`.",
     ),
+    "agent::own": Problem(
+        title="deploykey could not hand the deploy keys to an ssh agent of its own: {problem}",
+        why="deploykey keeps the deploy keys in memory only while it fetches: in an ssh-agent it "
+        "starts, fed over a pipe (`ssh-add -`), so that no key is ever a file another process "
+        "could copy. That needs ssh-agent and ssh-add (OpenSSH), next to ssh.",
+        fix="Install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client), which "
+        "has ssh-agent and ssh-add; then build again.",
+    ),
     "build::interrupted": Problem(
         title="The build was interrupted by {signal}",
         why="deploykey removed the key and its ssh config before exiting.",

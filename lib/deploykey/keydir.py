@@ -1,9 +1,13 @@
-"""The private directory that holds a key for the length of a build, outside the app and the cache.
+"""The private directory of a build's access (key dir), for the length of the fetch, outside the app
+and the cache.
 
-Deleting is not erasing on overlay and copy-on-write filesystems, so the key is kept off every path
-that is persisted from the start: a fresh 0700 directory from mkdtemp, preferably on tmpfs
-(/dev/shm: memory, never a disk), files created with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 under
-umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals them, as in Heroku CI).
+It holds no private key: the deploy keys are in deploykey's own ssh agent (agent.py), the dir has
+their public halves, the agent's socket, the ssh config and known_hosts, the router, and the HTTPS
+tokens of git's credential helper. Deleting is not erasing on overlay and copy-on-write
+filesystems, so it is kept off every path that is persisted from the start: a fresh 0700
+directory from mkdtemp, preferably on tmpfs (/dev/shm: memory, never a disk), files created with
+O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 under umask 077, never inside BUILD_DIR or CACHE_DIR (nor
+under a HOME that equals them, as in Heroku CI).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +78,14 @@ class KeyDir:
                 f"({error.strerror})",
             ) from None
 
+    def on_remove(self, what: Callable[[], None]) -> None:
+        """Run `what` first when the dir is removed (deploykey's own ssh agent, stopped before
+        its socket goes), however the build ends (scrub.guarded)."""
+        _BEFORE_REMOVE.setdefault(self.path, []).append(what)
+
     def remove(self) -> None:
+        for stop in reversed(_BEFORE_REMOVE.pop(self.path, [])):
+            stop()
         if self.path.is_symlink():
             self.path.unlink()
         elif self.path.exists():
@@ -85,6 +96,7 @@ class KeyDir:
 # The locks this process holds on the owner files of the key dirs it made (write_held): while they
 # are held, no other build's sweep() removes those dirs.
 _HELD: dict[Path, IO[bytes]] = {}
+_BEFORE_REMOVE: dict[Path, list[Callable[[], None]]] = {}
 
 
 def _let_go(path: Path) -> None:
