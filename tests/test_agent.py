@@ -249,3 +249,17 @@ def test_ssh_agent_makes_itself_undumpable(nonroot: NonRoot) -> None:
         for process in (own, plain):
             process.kill()
             process.wait(timeout=10)
+
+
+def test_an_agent_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    """A socket path longer than a Unix socket address holds (108 bytes, unix(7)): ssh-agent
+    refuses to start, and says why."""
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    with pytest.raises(UserError) as caught:
+        agent.start(deep)
+    assert caught.value.slug == "agent::own"
+    assert caught.value.title.startswith(
+        "deploykey could not hand the deploy keys to an ssh agent of its own: "
+    )
+    assert "agent.sock" in caught.value.title

@@ -41,7 +41,6 @@ from conftest import (
 from githubapi import make_app_key
 from gitserver import GitServer
 
-LEFTOVER = "leftover @ git+ssh://git@github.com/acme/leftover.git@v1.0"
 UTILS = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
 
 # The daemon: copies what it can read of every deploykey-* dir and every process into
@@ -50,6 +49,28 @@ UTILS = "private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0"
 LEFTOVER_BACKEND = r"""
 import hashlib, os, time
 from flit_core import buildapi as _flit
+
+REWRITE = False  # also make ssh run a command of its own in every key dir's ssh_config
+
+def _ours(key_dir, home):
+    # Only the key dirs of this app's builds (their HOME is ours): other tests' builds run on
+    # this machine at the same time. .owner names the build's pid ("held PID").
+    owner = (_read(os.path.join(key_dir, ".owner")) or b"").split()
+    environ = _read(f"/proc/{owner[-1].decode()}/environ") if owner else None
+    return b"HOME=" + home.encode() + b"\0" in (environ or b"")
+
+def _rewrite(config, home):
+    # First values win in ssh_config: lines before the first Host apply to every connection.
+    if not _ours(os.path.dirname(config), home):
+        return False
+    with open(config, "rb") as f:
+        text = f.read()
+    if b"LocalCommand" in text:
+        return False
+    ran = os.path.join(home, "daemon-ran-in-the-fetch")
+    with open(config, "wb") as f:
+        f.write(b"PermitLocalCommand yes\nLocalCommand touch " + ran.encode() + b"\n" + text)
+    return True
 
 def _read(path):
     try:
@@ -82,6 +103,12 @@ def _watch(home):
                 for root, _dirs, files in os.walk(os.path.join(base, name)):
                     for file in files:
                         path = os.path.join(root, file)
+                        if REWRITE and file == "ssh_config":
+                            try:
+                                if _rewrite(path, home):
+                                    found.append(("rewrote " + path, b""))
+                            except OSError:
+                                pass
                         found.append((path, _read(path)))
         # Every process now and then: the key dirs (short-lived) are polled between.
         for pid in os.listdir("/proc") if rounds % 20 == 1 else ():
@@ -172,29 +199,42 @@ class Daemon:
         )
 
 
-@pytest.fixture
-def leftover_repo(git_server: GitServer) -> str:
-    if not (git_server.root / "repos" / "acme" / "leftover.git").exists():
+def leftover_repo(git_server: GitServer, name: str, backend: str) -> str:
+    if not (git_server.root / "repos" / "acme" / f"{name}.git").exists():
         git_server.add_repo(
-            "acme/leftover",
+            f"acme/{name}",
             {
-                **flit_package("leftover", "1.0", backend="leftover_backend"),
-                "leftover_backend.py": LEFTOVER_BACKEND,
+                **flit_package(name, "1.0", backend="leftover_backend"),
+                "leftover_backend.py": backend,
             },
         )
-    return "acme/leftover"
+    return f"acme/{name}"
 
 
 @pytest.fixture
-def daemon(
-    build: Build, leftover_repo: str, keys_dir: Path, git_server: GitServer
-) -> Iterator[Daemon]:
+def daemon(build: Build, keys_dir: Path, git_server: GitServer) -> Iterator[Daemon]:
     """Build N (bin/compile into a venv) installs the hostile dependency, whose daemon is left
     running; its key is then removed from the git server."""
+    yield from planted(build, keys_dir, git_server, "leftover", LEFTOVER_BACKEND)
+
+
+@pytest.fixture
+def rewriting_daemon(build: Build, keys_dir: Path, git_server: GitServer) -> Iterator[Daemon]:
+    """The same, and it also rewrites the ssh_config of every key dir it finds."""
+    backend = LEFTOVER_BACKEND.replace("REWRITE = False", "REWRITE = True")
+    yield from planted(build, keys_dir, git_server, "rewriter", backend)
+
+
+def planted(
+    build: Build, keys_dir: Path, git_server: GitServer, name: str, backend: str
+) -> Iterator[Daemon]:
+    repo = leftover_repo(git_server, name, backend)
     old = make_key(keys_dir)
-    git_server.grant(old.label, old.public, [leftover_repo, "acme/private-utils"])
+    git_server.grant(old.label, old.public, [repo, "acme/private-utils"])
     build.set_key(old.text)
-    (build.app / "requirements.txt").write_text(LEFTOVER + "\n")
+    (build.app / "requirements.txt").write_text(
+        f"{name} @ git+ssh://git@github.com/{repo}.git@v1.0\n"
+    )
     watcher = Daemon(build.home)
     try:
         first = build.compile(env=build.environ(STACK="heroku-24", DEPLOYKEY_INSTALL="venv"))
@@ -351,3 +391,28 @@ def test_the_agent_is_gone_after_a_signal_during_the_fetch(
     assert len(during) == 1 and sockets == ["agent.sock"]
     assert agents() - running == set()
     assert not Path(key_dir).exists()
+
+
+def test_a_key_dir_changed_during_the_fetch_fails_the_build(
+    build: Build, rewriting_daemon: Daemon, keys_dir: Path, git_server: GitServer
+) -> None:
+    """The daemon rewrites build N+1's ssh config while the fetch runs (a LocalCommand: its own
+    command run by ssh, inside the fetch). deploykey cannot stop a process of the same user from
+    writing its 0700 key dir, but it sees any change (ctime, inode) when the fetch ends: the build
+    fails, names the file, discards the mirrors it fetched, and installs nothing."""
+    new = rotated(build, keys_dir, git_server)
+    build.set_key(new.text)
+    result = build.compile(env=build.environ(STACK="heroku-24", DEPLOYKEY_INSTALL="venv"))
+    rewriting_daemon.stop()
+    seen = [p.read_bytes().split(b"\n", 1)[0] for p in rewriting_daemon.copied()]
+    assert any(line.startswith(b"rewrote /") for line in seen), "the daemon rewrote a config"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert " !     Something changed deploykey's key dir while the fetch ran: ssh_config\n" in (
+        result.stderr
+    )
+    assert "(keydir::tampered: README.md#keydir-tampered)" in result.stderr
+    assert "Installing" not in result.stdout and "Successfully installed" not in result.stdout
+    mirror = build.cache / "deploykey" / "mirrors" / "github.com" / "acme" / "private-utils.git"
+    assert not mirror.exists()
+    assert agents() == set()
+    assert_nothing_copied(rewriting_daemon, new.text)

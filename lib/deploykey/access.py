@@ -105,6 +105,7 @@ def open(
             # The keys go to an agent of the build's own, over a pipe: no key file (agent.py).
             own = agent_.start(directory.path)
             directory.on_remove(own.stop)
+            keydir.watch(own.socket)
             for key in keys:
                 own.add(key)
                 directory.write(sshconfig.public_name(key), f"{key.public}\n".encode())

@@ -168,8 +168,9 @@ class Own:
         )
         if not result.ok:
             raise UserError(
-                "agent::own", problem=f"ssh-add refused {key.name} ({key.fingerprint}): "
-                + (result.text.strip() or f"exit {result.status}")
+                "agent::own",
+                problem=f"ssh-add refused {key.name} ({key.fingerprint}): "
+                + (result.text.strip() or f"exit {result.status}"),
             )
 
     def stop(self) -> None:
@@ -204,10 +205,11 @@ def start(key_dir: Path) -> Own:
     assert watched.stdout is not None
     said = watched.stdout.readline().decode("utf-8", "replace").strip()
     if not said.isdigit() or not path.is_socket():
-        rest = watched.stdout.read().decode("utf-8", "replace").strip() if not said.isdigit() else ""
+        # What ssh-agent said (stderr is merged): it exits at once when it cannot start.
         watched.kill()
+        said += " " + watched.stdout.read().decode("utf-8", "replace")
         watched.wait()
-        raise UserError("agent::own", problem=(said + " " + rest).strip() or "it did not start")
+        raise UserError("agent::own", problem=" ".join(said.split()) or "it did not start")
     return Own(path, int(said), watched)
 
 

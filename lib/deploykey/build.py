@@ -267,7 +267,11 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
     if not plan.requirements.git and not plan.requirements.https:
         output.detail(f"  none found in {plan.requirements_file.name}")
     why = f" ({'; '.join(chosen.passed_over)})" if chosen.passed_over else ""
-    held = "each key in an ssh agent of the build's own, its socket there" if plan.keys else "0600 files"
+    held = (
+        "each key in an ssh agent of the build's own, its socket there"
+        if plan.keys
+        else "0600 files"
+    )
     output.detail(f"Key dir: {placeholder} (0700), {held}{why}; ssh config:")
     for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
         output.detail("  | " + line)
@@ -335,6 +339,7 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
                     "wrote them (by build code?), so it was fetched again"
                 )
             doctor.report(findings)
+            _untampered(keydir.KeyDir(opened.key_dir), fetcher)
     finally:
         if fetcher is not None:
             fetcher.tidy()
@@ -343,6 +348,23 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             report_scrub(cleanup, key_dir)
     assert fetcher is not None
     return mirrors_of(plan, fetcher, findings), findings
+
+
+def _untampered(directory: keydir.KeyDir, fetcher: mirrors.Fetcher) -> None:
+    """Fail the build if something other than deploykey changed the key dir while the fetch ran
+    (a process of this user left running by an earlier build's code can: ssh and git would have
+    obeyed its settings); what this fetch put in the mirrors is then discarded, never installed."""
+    changed = directory.changed()
+    if not changed:
+        return
+    for path in fetcher.fetched:
+        shutil.rmtree(path, ignore_errors=True)
+    raise UserError(
+        "keydir::tampered",
+        path=directory.path,
+        files=", ".join(changed),
+        mirrors=", ".join(str(path) for path in sorted(fetcher.fetched)) or "none",
+    )
 
 
 def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.Finding]) -> Mirrors:

@@ -314,7 +314,7 @@ class Session:
         output.add_secret(value)
         token = Token(f"app token {owner} ({number})", self.app.host, USER, value.encode())
         file_name = f"app_token_{len(self.app.minted) + 1}"
-        keydir.write_new(self.key_dir / file_name, token.value)
+        keydir.watch(keydir.write_new(self.key_dir / file_name, token.value))
         self.app.minted.append(token)
         helper_host = self.app.git_url.split("://", 1)[1].split("/", 1)[0]
         for name, req in pairs:
@@ -338,6 +338,7 @@ class Session:
         staging.unlink(missing_ok=True)
         keydir.write_new(staging, ("".join(self.lines) + self.index).encode())
         staging.replace(target)
+        keydir.watch(target)
 
     def revoke(self) -> None:
         """DELETE /installation/token for each minted token; one that cannot be revoked expires
@@ -419,7 +420,7 @@ class Session:
         # The key on a pipe openssl opens as /dev/fd/N, the signing input on stdin: the key is
         # never a file a process of the same user could copy (SECURITY.md).
         status, signature, said = run.binary(
-            [openssl, "dgst", "-sha256", "-sign", run.SECRET_PIPE],
+            [openssl, "dgst", "-sha256", "-sign", run.PIPED],
             env=child_env(),
             stdin=unsigned.encode(),
             secret=self.app.key.material,

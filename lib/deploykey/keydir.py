@@ -30,8 +30,11 @@ from typing import IO
 from deploykey.errors import UserError
 
 PREFIX = "deploykey-"
-OWNER = ".owner"  # who keeps this dir alive: a stamp() ("held PID") or "until EPOCH"
-OUTLIVE_HOURS = 12
+# Who keeps this dir alive: a stamp() ("held PID"). A key dir never outlives its process (the
+# fetch ends before anything else runs; CI `setup` keeps only mirrors for the job's shell, and the
+# agent holding the keys ends with the process): "until EPOCH" is read only in dirs that earlier
+# versions kept for a later step.
+OWNER = ".owner"
 NAME = re.compile(r"^deploykey-[a-z0-9_]{8}$")  # mkdtemp's names
 TMPFS = Path("/dev/shm")
 # More than a key dir ever holds (keys, known_hosts, ssh config, router, routes, helper: a few pages
@@ -58,17 +61,10 @@ class KeyDir:
     path: Path
     passed_over: tuple[str, ...] = ()  # the better places that could not hold it, and why
 
-    def outlive(self, hours: int = OUTLIVE_HOURS) -> None:
-        """The dir is kept after this process (handed to a later buildpack, a hook, a CI shell):
-        a later build may remove it only after `hours`, if nothing removed it by then."""
-        (self.path / OWNER).unlink(missing_ok=True)
-        self.write(OWNER, f"until {int(time.time()) + hours * 3600}\n".encode())
-        _let_go(self.path)
-
     def write(self, name: str, data: bytes) -> Path:
         """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
         try:
-            return write_new(self.path / name, data)
+            return watch(write_new(self.path / name, data))
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -78,6 +74,25 @@ class KeyDir:
                 f"({error.strerror})",
             ) from None
 
+    def changed(self) -> list[str]:
+        """The files this process wrote here (watch()) that something else has changed since:
+        written, replaced, moved, linked or removed. The key dir is 0700, but a process of the
+        same user (one left running by an earlier build's code) can still do all of that while
+        the fetch runs, to make ssh or git run its commands or fetch from a host of its own. It
+        cannot do it unseen: every change to a file sets its ctime, which only the superuser can
+        set back (utimensat(2) sets atime and mtime, never ctime), and a replaced file is another
+        inode."""
+        found = []
+        for name, (inode, ctime) in sorted(_WATCHED.get(self.path, {}).items()):
+            try:
+                info = (self.path / name).lstat()
+            except OSError:
+                found.append(f"{name} (removed)")
+                continue
+            if (info.st_ino, info.st_ctime_ns) != (inode, ctime):
+                found.append(name)
+        return found
+
     def on_remove(self, what: Callable[[], None]) -> None:
         """Run `what` first when the dir is removed (deploykey's own ssh agent, stopped before
         its socket goes), however the build ends (scrub.guarded)."""
@@ -86,6 +101,7 @@ class KeyDir:
     def remove(self) -> None:
         for stop in reversed(_BEFORE_REMOVE.pop(self.path, [])):
             stop()
+        _WATCHED.pop(self.path, None)
         if self.path.is_symlink():
             self.path.unlink()
         elif self.path.exists():
@@ -97,6 +113,16 @@ class KeyDir:
 # are held, no other build's sweep() removes those dirs.
 _HELD: dict[Path, IO[bytes]] = {}
 _BEFORE_REMOVE: dict[Path, list[Callable[[], None]]] = {}
+# What this process wrote in each key dir, as it left it: name -> (inode, ctime in ns).
+_WATCHED: dict[Path, dict[str, tuple[int, int]]] = {}
+
+
+def watch(target: Path) -> Path:
+    """Remember `target`, a file this process has just written (or replaced) in a key dir, as it
+    is now: KeyDir.changed() names it if anything else changes it."""
+    info = target.lstat()
+    _WATCHED.setdefault(target.parent, {})[target.name] = (info.st_ino, info.st_ctime_ns)
+    return target
 
 
 def _let_go(path: Path) -> None:
@@ -315,7 +341,8 @@ def _started(pid: int) -> str:
 
 
 def _expired(directory: Path) -> str | None:
-    """Why a key dir kept for a later step (outlive) can go, or None while it may still be needed."""
+    """Why a key dir an earlier version kept for a later step ("until EPOCH") can go, or None while
+    it may still be needed."""
     try:
         owner = (directory / OWNER).read_text().split()
     except OSError:

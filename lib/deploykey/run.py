@@ -160,7 +160,7 @@ def capture(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> Res
     return Result(tuple(argv), completed.returncode, tuple(text.splitlines()))
 
 
-SECRET_PIPE = "@secret-pipe@"  # in binary()'s argv: the path the tool reads `secret` from
+PIPED = "@piped@"  # in binary()'s argv: the path the tool reads `secret` from (/dev/fd/N)
 
 
 def binary(
@@ -168,7 +168,7 @@ def binary(
 ) -> tuple[int, bytes, str]:
     """Run a short tool whose output is bytes (openssl's signature): its exit status, its stdout
     as it is, and its stderr as text. `secret` (a key) reaches it through a pipe, which argv names
-    as SECRET_PIPE (`/dev/fd/N` then): never a file, an argument or an environment variable."""
+    as PIPED (`/dev/fd/N` then): never a file, an argument or an environment variable."""
     fds: tuple[int, ...] = ()
     if secret is not None:
         # The whole key fits in the pipe's buffer (64 KiB on Linux, pipe(7); an RSA key is a
@@ -177,7 +177,7 @@ def binary(
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(secret)
         fds = (read_end,)
-    named = [f"/dev/fd/{fds[0]}" if fds and arg == SECRET_PIPE else arg for arg in argv]
+    named = [f"/dev/fd/{fds[0]}" if fds and arg == PIPED else arg for arg in argv]
     try:
         completed = subprocess.run(  # noqa: S603 - argv is the kit's own, never user text
             named, input=stdin, capture_output=True, env=dict(env), check=False, pass_fds=fds
