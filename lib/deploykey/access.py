@@ -1,7 +1,7 @@
 """A build's access to private repositories: one private key dir, and what git needs to use it.
 
-The key dir (keydir.py) holds the socket of the ssh agent that holds every key (agent.py) and their
-public halves, the pinned known_hosts, an ssh_config with one alias per
+The key dir (keydir.py) holds the socket of the build's own ssh agent, which holds every key
+(agent.py), their public halves, the pinned known_hosts, an ssh_config with one alias per
 (key, host), the router that picks the alias per repository, its routes, and any HTTPS tokens with
 their credential helper. `Access` then gives deploykey's own git (the fetch into the mirrors, see
 mirrors.py) its environment: only paths, never a key or a token. No installer ever gets it.

@@ -160,7 +160,7 @@ class Own:
     watched: subprocess.Popen[bytes]  # the agent's command, whose end ends the agent
 
     def add(self, key: Key) -> None:
-        """Hand `key` to the agent over a pipe (`ssh-add -` reads it from stdin, OpenSSH 8.x+)."""
+        """Hand `key` to the agent over a pipe (`ssh-add -` reads the key from stdin)."""
         ssh_add = run.which("ssh-add", "hand the deploy key to deploykey's own ssh agent")
         argv = [ssh_add, "-q", "-t", str(LIFETIME), "-"]
         result = run.capture(
@@ -214,21 +214,18 @@ def start(key_dir: Path) -> Own:
 
 
 def _is_agent(pid: int) -> bool:
-    """Whether `pid` is still a live ssh-agent (not a zombie, not a reused pid). Without /proc,
-    whether the pid exists."""
+    """Whether `pid` is still a live ssh-agent (not a zombie, not a reused pid): /proc/PID/stat
+    is readable for every process, also an undumpable one. Without /proc, whether the pid is
+    there at all."""
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except OSError:
         if Path("/proc/self/stat").exists():
             return False
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone, or another user's since
             return False
-        except PermissionError:
-            return True
         return True
-    except OSError:
-        return True  # there, and not ours to read: a setgid agent's /proc entry is root's
     name, state = stat_line.split("(", 1)[1].rsplit(")", 1)
     return name == "ssh-agent" and state.split()[0] != "Z"
