@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shlex
@@ -79,17 +80,18 @@ class KeyDir:
         written, replaced, moved, linked or removed. The key dir is 0700, but a process of the
         same user (one left running by an earlier build's code) can still do all of that while
         the fetch runs, to make ssh or git run its commands or fetch from a host of its own. It
-        cannot do it unseen: every change to a file sets its ctime, which only the superuser can
-        set back (utimensat(2) sets atime and mtime, never ctime), and a replaced file is another
-        inode."""
+        cannot do it unseen: a replaced file is another inode, other bytes another digest, and
+        every change to an inode sets its ctime, which only the superuser can set back
+        (utimensat(2) sets atime and mtime, never ctime). (ctime has the kernel's clock-tick
+        granularity: a change undone within the tick of deploykey's own write goes unseen.)"""
         found = []
-        for name, (inode, ctime) in sorted(_WATCHED.get(self.path, {}).items()):
+        for name, state in sorted(_WATCHED.get(self.path, {}).items()):
             try:
-                info = (self.path / name).lstat()
+                now = _state(self.path / name)
             except OSError:
                 found.append(f"{name} (removed)")
                 continue
-            if (info.st_ino, info.st_ctime_ns) != (inode, ctime):
+            if now != state:
                 found.append(name)
         return found
 
@@ -113,16 +115,29 @@ class KeyDir:
 # are held, no other build's sweep() removes those dirs.
 _HELD: dict[Path, IO[bytes]] = {}
 _BEFORE_REMOVE: dict[Path, list[Callable[[], None]]] = {}
-# What this process wrote in each key dir, as it left it: name -> (inode, ctime in ns).
-_WATCHED: dict[Path, dict[str, tuple[int, int]]] = {}
+# What this process wrote in each key dir, as it left it: name -> _state().
+_WATCHED: dict[Path, dict[str, tuple[int, int, int, bytes]]] = {}
 
 
 def watch(target: Path) -> Path:
     """Remember `target`, a file this process has just written (or replaced) in a key dir, as it
     is now: KeyDir.changed() names it if anything else changes it."""
-    info = target.lstat()
-    _WATCHED.setdefault(target.parent, {})[target.name] = (info.st_ino, info.st_ctime_ns)
+    _WATCHED.setdefault(target.parent, {})[target.name] = _state(target)
     return target
+
+
+def _state(target: Path) -> tuple[int, int, int, bytes]:
+    """Inode, ctime (ns), mode and a digest of the content (a socket: none)."""
+    info = target.lstat()
+    digest = b""
+    if stat.S_ISREG(info.st_mode):
+        with open(target, "rb", opener=_no_follow) as file:
+            digest = hashlib.sha256(file.read()).digest()
+    return info.st_ino, info.st_ctime_ns, info.st_mode, digest
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def _let_go(path: Path) -> None:
