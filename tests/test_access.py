@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from conftest import files_with_key, make_key
-from deploykey import access, keydir, keys
+from deploykey import access, credentials, keydir, keys
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
 from deploykey.requirements import Requirements
@@ -59,7 +62,7 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
             "ssh_config",
             "ssh",
             "routes",
-            "token_github_token",
+            "tokens.sock",
             "tokens",
             "git-credential-deploykey",
             ".owner",
@@ -70,6 +73,8 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
         )
         settings = str(opened.env())
         assert TOKEN.decode() not in settings and "PRIVATE KEY" not in settings
+        # No token file: the token is in this process's memory.
+        assert files_with_token(opened.key_dir) == []
         # No key file: the keys are in the build's own agent, which holds exactly them.
         for key in loaded:
             assert files_with_key([opened.key_dir], key.material.decode()) == []
@@ -82,6 +87,10 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
         )
     finally:
         keydir.KeyDir(opened.key_dir).remove()
+
+
+def files_with_token(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_file() and TOKEN in p.read_bytes()]
 
 
 def test_git_reads_the_fetch_settings_from_env(tmp_path: Path, keys_dir: Path) -> None:
@@ -124,5 +133,28 @@ def test_credential_helper_answers_only_its_hosts(tmp_path: Path, keys_dir: Path
         assert ask("protocol=https\nhost=gitlab.com\n\n") == ""
         assert ask("protocol=http\nhost=github.com\n\n") == ""  # plain http: loopback only
         assert subprocess.run(["sh", helper, "store"], input="").returncode == 0
+    finally:
+        keydir.KeyDir(opened.key_dir).remove()
+
+
+def test_a_process_that_does_not_descend_from_deploykey_is_refused_the_tokens(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """The tokens are served on a socket in the key dir: a process of the same user that is not
+    a descendant of deploykey (a daemon left by an earlier build: `setsid -f` here, whose parent
+    exits at once) connects and is answered nothing; git's helper, a descendant, gets the token."""
+    opened = open_access(tmp_path, keys_dir, {}, "github.com")
+    out = tmp_path / "daemon-got"
+    client = [sys.executable, "-I", "-S", "-c", credentials.CLIENT]
+    argv = [*client, str(opened.key_dir / "tokens.sock"), "token_github_token"]
+    try:
+        detached = f"{shlex.join(argv)} > {out}.part; mv {out}.part {out}"
+        subprocess.run(["setsid", "-f", "sh", "-c", detached], check=True)
+        for _ in range(600):  # a bound, not a measure
+            if out.exists():
+                break
+            time.sleep(0.05)
+        assert out.read_bytes() == b""
+        assert subprocess.run(argv, capture_output=True).stdout == TOKEN
     finally:
         keydir.KeyDir(opened.key_dir).remove()

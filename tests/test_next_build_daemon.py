@@ -15,7 +15,9 @@ says so); it cannot take the key away, which is what these tests prove.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -368,6 +370,33 @@ def test_github_app(build: Build, daemon: Daemon, github: GitHub, tmp_path: Path
     (token,) = github.minted_since(before)
     assert token.revoked
     assert_nothing_copied(daemon, github.key_text, saw="tokens")
+
+
+def test_https_token(build: Build, daemon: Daemon) -> None:
+    """Build N+1 fetches over HTTPS with a token (`tokens:` in deploykey.yml), a new one: deploykey
+    serves it from its memory to its own descendants (git's credential helper); the daemon, no
+    descendant, copies no token file (there is none) and is refused on the socket."""
+    from httpserver import GitHttpServer
+    from test_credentials import token_build
+
+    token = "ghp_" + secrets.token_hex(18)
+    server = GitHttpServer.create("x-access-token", token)
+    server.add_repo("acme/tokenlib", flit_package("tokenlib", "1.0"))
+    server.start()
+    try:
+        requirement = f"tokenlib @ git+{server.url}/acme/tokenlib.git@v1.0"
+        token_build(build, server, requirement, token)
+        result = build.compile(env=build.environ(STACK="heroku-24", DEPLOYKEY_INSTALL="venv"))
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Successfully installed tokenlib-1.0" in result.stdout
+    daemon.stop()
+    assert daemon.saw_key_dir("tokens")
+    forms = [token.encode(), base64.b64encode(token.encode())[4:24]]
+    for path in daemon.copied():
+        data = path.read_bytes()
+        assert not any(form in data for form in forms), data.split(b"\n", 1)[0]
 
 
 def test_the_agent_is_gone_after_a_signal_during_the_fetch(

@@ -2,8 +2,8 @@
 
 The key dir (keydir.py) holds the socket of the build's own ssh agent, which holds every key
 (agent.py), their public halves, the pinned known_hosts, an ssh_config with one alias per
-(key, host), the router that picks the alias per repository, its routes, and any HTTPS tokens with
-their credential helper. `Access` then gives deploykey's own git (the fetch into the mirrors, see
+(key, host), the router that picks the alias per repository, its routes, and the credential helper
+with its index and the socket on which this process serves the HTTPS tokens (credentials.py). `Access` then gives deploykey's own git (the fetch into the mirrors, see
 mirrors.py) its environment: only paths, never a key or a token. No installer ever gets it.
 """
 
@@ -114,12 +114,16 @@ def open(
             sshconfig.CONFIG, sshconfig.render_config(hosts, keys, directory.path, agent).encode()
         )
         directory.write(ROUTER, routing.router_script(ssh).encode())
+        # The tokens stay in this process, served to its descendants only (credentials.py).
+        server = credentials.serve(directory.path)
+        directory.on_remove(server.stop)
+        keydir.watch(server.path)
         for token in tokens:
-            directory.write(token.file_name, token.value)
+            server.add(token.file_name, token.value)
         index = credentials.index(list(tokens))
         directory.write(credentials.INDEX, index.encode())
-        directory.write(credentials.HELPER, credentials.HELPER_SCRIPT.encode())
-        session = githubapp.Session(app, directory.path, index) if app is not None else None
+        directory.write(credentials.HELPER, credentials.helper_script().encode())
+        session = None if app is None else githubapp.Session(app, directory.path, index, server)
         if keys or agent:
             output.detail(
                 f"ssh ready: keys in an ssh agent of this build's own, its socket and the ssh "

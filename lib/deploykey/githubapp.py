@@ -10,8 +10,8 @@ with an installation token, following GitHub's REST API (version 2022-11-28):
    which of "not installed" and "repository not selected" it is);
 3. one token per installation, `POST /app/installations/{id}/access_tokens`, narrowed to exactly the
    repositories this build fetches and to `{"contents": "read"}`;
-4. git gets it from the credential helper (credentials.py) by host and repository path: never in a
-   URL, an argument, or an environment;
+4. git gets it from the credential helper (credentials.py) by host and repository path, served from
+   this process's memory: never in a URL, an argument, an environment or a file;
 5. when the fetch ends (also on failure and on signals), `DELETE /installation/token` revokes it.
 
 The JWT is signed by the `openssl` binary (`openssl dgst -sha256 -sign /dev/fd/N`), which reads the
@@ -166,6 +166,7 @@ class Session:
     app: App
     key_dir: Path
     index: str  # the credential helper's lines for the build's own tokens (GITHUB_TOKEN, ...)
+    server: credentials.Server  # serves the minted tokens to git's credential helper
     lines: list[str] = field(default_factory=list)
     covered: set[tuple[str, str]] = field(default_factory=set)
     installations: dict[str, dict[str, Any]] = field(default_factory=dict)  # by owner
@@ -314,7 +315,7 @@ class Session:
         output.add_secret(value)
         token = Token(f"app token {owner} ({number})", self.app.host, USER, value.encode())
         file_name = f"app_token_{len(self.app.minted) + 1}"
-        keydir.watch(keydir.write_new(self.key_dir / file_name, token.value))
+        self.server.add(file_name, token.value)
         self.app.minted.append(token)
         helper_host = self.app.git_url.split("://", 1)[1].split("/", 1)[0]
         for name, req in pairs:
