@@ -270,7 +270,7 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
     held = (
         "each key in an ssh agent of the build's own, its socket there"
         if plan.keys
-        else "0600 files"
+        else "no key or token in a file"
     )
     output.detail(f"Key dir: {placeholder} (0700), {held}{why}; ssh config:")
     for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
