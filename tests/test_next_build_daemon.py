@@ -7,10 +7,13 @@ cmdline and environ, into a loot dir, until a stop file appears (or 120 s pass).
 ROTATED (the new key registered at the git server, the old one removed) and build N+1 runs on the
 same machine in each mode: the new key, in every form, is in nothing the daemon copied. With the
 deploy key held by an ssh-agent of deploykey's own (fed over a pipe), the key dir holds public
-halves only; a GitHub App's key is handed to openssl over a pipe, never written.
+halves only; a GitHub App's key is handed to openssl over a pipe, never written; HTTPS tokens are
+served from deploykey's memory to its own descendants only. A daemon that rewrites the key dir
+instead fails the build (test_a_key_dir_changed_during_the_fetch_fails_the_build).
 
 The daemon could still use the key through the agent's socket while the fetch runs (SECURITY.md
-says so); it cannot take the key away, which is what these tests prove.
+says so); it cannot take the key away, which is what these tests prove. Against the code before
+(ba6181b), each of them failed: the daemon had copied the new key, App key or token file.
 """
 
 from __future__ import annotations
@@ -411,13 +414,13 @@ def test_the_agent_is_gone_after_a_signal_during_the_fetch(
     try:
         [key_dir] = key_dirs() - before
         during = agents() - running
-        sockets = [p.name for p in Path(key_dir).iterdir() if p.is_socket()]
+        sockets = sorted(p.name for p in Path(key_dir).iterdir() if p.is_socket())
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         kill_leftovers(build)
     assert process.returncode == 128 + signal.SIGTERM, stdout + stderr
-    assert len(during) == 1 and sockets == ["agent.sock"]
+    assert len(during) == 1 and sockets == ["agent.sock", "tokens.sock"]
     assert agents() - running == set()
     assert not Path(key_dir).exists()
 
