@@ -267,6 +267,14 @@ class GitServer:
                 file.write(f"{label} {repo}\n")
         self.keys[label] = public_key
 
+    def revoke(self, label: str) -> None:
+        """Remove a client key (like deleting a deploy key): sshd refuses it from now on."""
+        marker = f'{self.root / "forced-command"} {label}"'
+        authorized = self.root / "authorized_keys"
+        kept = [line for line in authorized.read_text().splitlines(True) if marker not in line]
+        authorized.write_text("".join(kept))
+        self.keys.pop(label, None)
+
     def log(self) -> list[str]:
         return (self.root / "log").read_text().splitlines()
 

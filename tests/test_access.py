@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
+import shlex
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-from conftest import make_key
-from deploykey import access, keydir, keys
+from conftest import files_with_key, make_key
+from deploykey import access, credentials, keydir, keys
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
 from deploykey.requirements import Requirements
@@ -15,13 +17,21 @@ from deploykey.requirements import Requirements
 TOKEN = b"ghs_" + b"x" * 36
 
 
-def open_access(
-    tmp_path: Path, keys_dir: Path, mapping: dict[str, tuple[str, ...]], token_host: str
-) -> access.Access:
-    loaded = [
+def loaded_keys(keys_dir: Path) -> list[keys.Key]:
+    return [
         keys.load(make_key(keys_dir).path.read_bytes(), name, "test")
         for name in ("DEPLOY_KEY", "DEPLOY_KEY_BILLING")
     ]
+
+
+def open_access(
+    tmp_path: Path,
+    keys_dir: Path,
+    mapping: dict[str, tuple[str, ...]],
+    token_host: str,
+    loaded: list[keys.Key] | None = None,
+) -> access.Access:
+    loaded = loaded_keys(keys_dir) if loaded is None else loaded
     token = Token("GITHUB_TOKEN", token_host, "x-access-token", TOKEN)
     # No requirements: nothing to greet; routes come from the mapping and DEPLOY_KEY alone.
     hosts = [HostConfig("github.com")]
@@ -38,19 +48,21 @@ def git_config_list(cwd: Path, env: dict[str, str]) -> list[str]:
 
 def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir: Path) -> None:
     mapping = {"DEPLOY_KEY_BILLING": ("acme/billing",)}
-    opened = open_access(tmp_path, keys_dir, mapping, "github.com")
+    loaded = loaded_keys(keys_dir)
+    opened = open_access(tmp_path, keys_dir, mapping, "github.com", loaded)
     try:
         assert oct(opened.key_dir.stat().st_mode & 0o777) == "0o700"
         modes = {p.name: oct(p.stat().st_mode & 0o777) for p in opened.key_dir.iterdir()}
         assert set(modes.values()) == {"0o600"}
         assert set(modes) == {
-            "id_deploy_key",
-            "id_deploy_key_billing",
+            "agent.sock",
+            "id_deploy_key.pub",
+            "id_deploy_key_billing.pub",
             "known_hosts",
             "ssh_config",
             "ssh",
             "routes",
-            "token_github_token",
+            "tokens.sock",
             "tokens",
             "git-credential-deploykey",
             ".owner",
@@ -61,8 +73,24 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
         )
         settings = str(opened.env())
         assert TOKEN.decode() not in settings and "PRIVATE KEY" not in settings
+        # No token file: the token is in this process's memory.
+        assert files_with_token(opened.key_dir) == []
+        # No key file: the keys are in the build's own agent, which holds exactly them.
+        for key in loaded:
+            assert files_with_key([opened.key_dir], key.material.decode()) == []
+        socket = str(opened.key_dir / "agent.sock")
+        listed = subprocess.run(
+            ["ssh-add", "-L"], env={"SSH_AUTH_SOCK": socket}, capture_output=True, text=True
+        ).stdout
+        assert sorted(" ".join(line.split()[:2]) for line in listed.splitlines()) == sorted(
+            key.public for key in loaded
+        )
     finally:
-        shutil.rmtree(opened.key_dir)
+        keydir.KeyDir(opened.key_dir).remove()
+
+
+def files_with_token(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_file() and TOKEN in p.read_bytes()]
 
 
 def test_git_reads_the_fetch_settings_from_env(tmp_path: Path, keys_dir: Path) -> None:
@@ -88,7 +116,7 @@ def test_git_reads_the_fetch_settings_from_env(tmp_path: Path, keys_dir: Path) -
         assert env["GIT_SSH_COMMAND"] == command
         assert env["GIT_SSH_VARIANT"] == "ssh"
     finally:
-        shutil.rmtree(opened.key_dir)
+        keydir.KeyDir(opened.key_dir).remove()
 
 
 def test_credential_helper_answers_only_its_hosts(tmp_path: Path, keys_dir: Path) -> None:
@@ -106,4 +134,27 @@ def test_credential_helper_answers_only_its_hosts(tmp_path: Path, keys_dir: Path
         assert ask("protocol=http\nhost=github.com\n\n") == ""  # plain http: loopback only
         assert subprocess.run(["sh", helper, "store"], input="").returncode == 0
     finally:
-        shutil.rmtree(opened.key_dir)
+        keydir.KeyDir(opened.key_dir).remove()
+
+
+def test_a_process_that_does_not_descend_from_deploykey_is_refused_the_tokens(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """The tokens are served on a socket in the key dir: a process of the same user that is not
+    a descendant of deploykey (a daemon left by an earlier build: `setsid -f` here, whose parent
+    exits at once) connects and is answered nothing; git's helper, a descendant, gets the token."""
+    opened = open_access(tmp_path, keys_dir, {}, "github.com")
+    out = tmp_path / "daemon-got"
+    client = [sys.executable, "-I", "-S", "-c", credentials.CLIENT]
+    argv = [*client, str(opened.key_dir / "tokens.sock"), "token_github_token"]
+    try:
+        detached = f"{shlex.join(argv)} > {out}.part; mv {out}.part {out}"
+        subprocess.run(["setsid", "-f", "sh", "-c", detached], check=True)
+        for _ in range(600):  # a bound, not a measure
+            if out.exists():
+                break
+            time.sleep(0.05)
+        assert out.read_bytes() == b""
+        assert subprocess.run(argv, capture_output=True).stdout == TOKEN
+    finally:
+        keydir.KeyDir(opened.key_dir).remove()

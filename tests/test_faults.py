@@ -310,10 +310,11 @@ def test_a_dry_run_plans_the_key_dir_where_the_build_would_make_it(
     assert result.returncode == 0, out
     plan = result.stdout.split("-----> Plan\n", 1)[1].split("----->", 1)[0]
     assert (
-        f"       Key dir: {tmpdir}/deploykey-XXXXXXXX (0700), each key 0600 "
-        f"(/dev/shm cannot hold the key ({reason})); ssh config:\n"
+        f"       Key dir: {tmpdir}/deploykey-XXXXXXXX (0700), each key in an ssh agent of the "
+        f"build's own, its socket there (/dev/shm cannot hold the key ({reason})); ssh config:\n"
     ) in plan
-    assert f"{tmpdir}/deploykey-XXXXXXXX/id_deploy_key" in plan
+    assert f"{tmpdir}/deploykey-XXXXXXXX/id_deploy_key.pub" in plan
+    assert f"{tmpdir}/deploykey-XXXXXXXX/agent.sock" in plan
     assert "/dev/shm" not in plan.replace(f"/dev/shm cannot hold the key ({reason})", "")
     assert list(tmpdir.glob("deploykey-*")) == []
     clean(build, utils_key, result, before)

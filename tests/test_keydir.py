@@ -181,3 +181,27 @@ def test_the_sweep_removes_a_killed_builds_key_dir_and_never_a_running_ones(
     finally:
         running.kill()
         running.wait(timeout=30)
+
+
+def test_what_another_process_changes_in_the_key_dir_is_named(tmp_path: Path) -> None:
+    """A process of the same user can write a 0700 dir of that user; deploykey cannot stop it,
+    but sees it: each file it wrote is remembered by inode, ctime, mode and digest (a rewrite in
+    place with its mtime set back, a file renamed over it, a removal, a chmod)."""
+    directory = keydir.create([tmp_path])
+    try:
+        for name in ("ssh_config", "routes", "known_hosts", "ssh", "tokens"):
+            directory.write(name, name.encode())
+        (directory.path / "slot.0").write_bytes(b"")  # the router's locks: not deploykey's
+        assert directory.changed() == []
+        config = directory.path / "ssh_config"
+        before = config.stat()
+        config.write_bytes(b"LocalCommand x\n")  # in place, same inode
+        os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime set back
+        (directory.path / "routes.new").write_bytes(b"routes")
+        (directory.path / "routes.new").replace(directory.path / "routes")
+        (directory.path / "known_hosts").unlink()
+        (directory.path / "ssh").chmod(0o644)
+        assert directory.changed() == ["known_hosts (removed)", "routes", "ssh", "ssh_config"]
+    finally:
+        directory.remove()
+    assert directory.changed() == []

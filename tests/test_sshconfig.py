@@ -27,15 +27,19 @@ def test_effective_options(tmp_path: Path, keys_dir: Path) -> None:
     hosts = [HostConfig("github.com", "127.0.0.1", 2222, "git"), HostConfig("gitlab.com")]
     config = tmp_path / "ssh_config"
     config.write_text(sshconfig.render_config(hosts, [key], tmp_path))
-    assert effective(config, "github.com")["identityfile"] == "none"  # the router picks the alias
+    plain = effective(config, "github.com")
+    assert plain["identityfile"] == "none"  # the router picks the alias
+    assert plain["identityagent"] == "none"  # no agent for a host name as it is
     github = effective(config, "deploy_key.github.com")
     assert github["hostname"] == "127.0.0.1"
     assert github["port"] == "2222"
     assert github["hostkeyalias"] == "github.com"
-    # One key; "none" (from Host *) is skipped by ssh when it loads identities.
-    assert github["identityfile"] == f"{tmp_path / 'id_deploy_key'},none"
+    # One key: its public half, which picks that key among the agent's (the private half is in
+    # deploykey's own agent, whose socket is in the key dir); "none" (from Host *) is skipped by
+    # ssh when it loads identities.
+    assert github["identityfile"] == f"{tmp_path / 'id_deploy_key.pub'},none"
     assert github["identitiesonly"] == "yes"
-    assert github["identityagent"] == "none"
+    assert github["identityagent"] == str(tmp_path / "agent.sock")
     assert github["batchmode"] == "yes"
     assert github["stricthostkeychecking"] == "true"
     assert github["userknownhostsfile"] == str(tmp_path / "known_hosts")

@@ -1,8 +1,9 @@
 """A build's access to private repositories: one private key dir, and what git needs to use it.
 
-The key dir (keydir.py) holds every key, the pinned known_hosts, an ssh_config with one alias per
-(key, host), the router that picks the alias per repository, its routes, and any HTTPS tokens with
-their credential helper. `Access` then gives deploykey's own git (the fetch into the mirrors, see
+The key dir (keydir.py) holds the socket of the build's own ssh agent, which holds every key
+(agent.py), their public halves, the pinned known_hosts, an ssh_config with one alias per
+(key, host), the router that picks the alias per repository, its routes, and the credential helper
+with its index and the socket on which this process serves the HTTPS tokens (credentials.py). `Access` then gives deploykey's own git (the fetch into the mirrors, see
 mirrors.py) its environment: only paths, never a key or a token. No installer ever gets it.
 """
 
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploykey import agent as agent_
 from deploykey import (
     credentials,
     githubapp,
@@ -110,22 +112,33 @@ def open(
     on success the caller removes it."""
     try:
         ssh = run.which("ssh", "connect to the git host") if keys or agent else "ssh"
-        for key in keys:
-            directory.write(sshconfig.identity_name(key), key.material)
+        if keys:
+            # The keys go to an agent of the build's own, over a pipe: no key file (agent.py).
+            own = agent_.start(directory.path)
+            directory.on_remove(own.stop)
+            keydir.watch(own.socket)
+            for key in keys:
+                own.add(key)
+                directory.write(sshconfig.public_name(key), f"{key.public}\n".encode())
         directory.write(sshconfig.KNOWN_HOSTS, sshconfig.render_known_hosts(hosts).encode())
         config = directory.write(
             sshconfig.CONFIG, sshconfig.render_config(hosts, keys, directory.path, agent).encode()
         )
         directory.write(ROUTER, routing.router_script(ssh).encode())
+        # The tokens stay in this process, served to its descendants only (credentials.py).
+        server = credentials.serve(directory.path)
+        directory.on_remove(server.stop)
+        keydir.watch(server.path)
         for token in tokens:
-            directory.write(token.file_name, token.value)
+            server.add(token.file_name, token.value)
         index = credentials.index(list(tokens))
         directory.write(credentials.INDEX, index.encode())
-        directory.write(credentials.HELPER, credentials.HELPER_SCRIPT.encode())
-        session = githubapp.Session(app, directory.path, index) if app is not None else None
+        directory.write(credentials.HELPER, credentials.helper_script().encode())
+        session = None if app is None else githubapp.Session(app, directory.path, index, server)
         if keys or agent:
             output.detail(
-                f"ssh ready: keys and ssh config in {directory.path} (outside the app and the cache)"
+                f"ssh ready: keys in an ssh agent of this build's own, its socket and the ssh "
+                f"config in {directory.path} (outside the app and the cache)"
             )
         else:
             output.detail(f"key dir: {directory.path} (outside the app and the cache)")

@@ -269,7 +269,12 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
     if not plan.requirements.git and not plan.requirements.https:
         output.detail(f"  none found in {plan.requirements_file.name}")
     why = f" ({'; '.join(chosen.passed_over)})" if chosen.passed_over else ""
-    output.detail(f"Key dir: {placeholder} (0700), each key 0600{why}; ssh config:")
+    held = (
+        "each key in an ssh agent of the build's own, its socket there"
+        if plan.keys
+        else "no key or token in a file"
+    )
+    output.detail(f"Key dir: {placeholder} (0700), {held}{why}; ssh config:")
     for line in sshconfig.render_config(plan.hosts, plan.keys, placeholder).splitlines():
         output.detail("  | " + line)
     output.detail(f"Install: {plan.target.describe(plan.settings)}")
@@ -345,6 +350,7 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             for path, why in fetcher.removed:
                 output.warn(f"removed {path} from the build cache: {why} (build code?)")
             doctor.report(findings)
+            _untampered(keydir.KeyDir(opened.key_dir), fetcher)
     finally:
         if fetcher is not None:
             fetcher.tidy()
@@ -365,6 +371,23 @@ def seal_secrets(plan: Plan) -> list[bytes]:
     mints, which change every build). An ssh agent's key never reaches deploykey: with an agent
     only, there is none, and no cached mirror is trusted (each is fetched again)."""
     return [key.material for key in plan.secret_keys] + [token.value for token in plan.tokens]
+
+
+def _untampered(directory: keydir.KeyDir, fetcher: mirrors.Fetcher) -> None:
+    """Fail the build if something other than deploykey changed the key dir while the fetch ran
+    (a process of this user left running by an earlier build's code can: ssh and git would have
+    obeyed its settings); what this fetch put in the mirrors is then discarded, never installed."""
+    changed = directory.changed()
+    if not changed:
+        return
+    for path in fetcher.fetched:
+        fetcher.discard(path)  # and its seal: the next build fetches it again
+    raise UserError(
+        "keydir::tampered",
+        path=directory.path,
+        files=", ".join(changed),
+        mirrors=", ".join(str(path) for path in sorted(fetcher.fetched)) or "none",
+    )
 
 
 def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.Finding]) -> Mirrors:

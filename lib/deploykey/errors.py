@@ -734,6 +734,25 @@ PROBLEMS: dict[str, Problem] = {
         "Under a non-root USER ({user}, uid {uid}), mount the socket for it: "
         "`RUN --mount=type=ssh,uid={uid} ...`.",
     ),
+    "agent::own": Problem(
+        title="deploykey could not hand the deploy keys to an ssh agent of its own: {problem}",
+        why="deploykey keeps the deploy keys in memory only while it fetches: in an ssh-agent it "
+        "starts, fed over a pipe (`ssh-add -`), so that no key is ever a file another process "
+        "could copy. That needs ssh-agent and ssh-add (OpenSSH), next to ssh.",
+        fix="Install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client), which "
+        "has ssh-agent and ssh-add; then build again.",
+    ),
+    "keydir::tampered": Problem(
+        title="Something changed deploykey's key dir while the fetch ran: {files}",
+        why="deploykey wrote {path} (0700) for this fetch alone, and another process of this "
+        "user changed it: one left running by the build code of an earlier build, most likely "
+        "(a daemon that survived its build). ssh and git may have obeyed what it wrote, so "
+        "nothing this fetch did is trusted: the mirrors it fetched or updated were discarded "
+        "({mirrors}) and nothing was installed. The key itself was never in a file there.",
+        fix="Find and stop the processes of this user that outlived their build (`ps -u "
+        "$(id -un) -o pid,lstart,args`), or build in a fresh container or user; rotate the deploy "
+        "key if such a process ran while a build fetched; then build again.",
+    ),
     "build::interrupted": Problem(
         title="The build was interrupted by {signal}",
         why="deploykey removed the key and its ssh config before exiting.",

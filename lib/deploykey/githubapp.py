@@ -10,13 +10,14 @@ with an installation token, following GitHub's REST API (version 2022-11-28):
    which of "not installed" and "repository not selected" it is);
 3. one token per installation, `POST /app/installations/{id}/access_tokens`, narrowed to exactly the
    repositories this build fetches and to `{"contents": "read"}`;
-4. git gets it from the credential helper (credentials.py) by host and repository path: never in a
-   URL, an argument, or an environment;
+4. git gets it from the credential helper (credentials.py) by host and repository path, served from
+   this process's memory: never in a URL, an argument, an environment or a file;
 5. when the fetch ends (also on failure and on signals), `DELETE /installation/token` revokes it.
 
-The App's key is signed with by the `openssl` binary (`openssl dgst -sha256 -sign FILE`), reading it
-from the build's key dir (0600, removed with it): every image deploykey supports has it (it is a
-dependency of ca-certificates on Debian and Ubuntu, and on the Heroku stacks), where a library
+The JWT is signed by the `openssl` binary (`openssl dgst -sha256 -sign /dev/fd/N`), which reads the
+App's key from a pipe (never a file; the signing input comes on stdin): every image deploykey
+supports has it (it is a dependency of ca-certificates on Debian and Ubuntu, and on the Heroku
+stacks), where a library
 (cryptography) would be a compiled wheel of several MB for each Python and platform the bootstrap
 serves. The key is validated and scanned for like a deploy key (keys.load); its fingerprint is shown
 as GitHub's App settings page shows it: SHA256 of the public key's DER, in base64.
@@ -52,7 +53,6 @@ INSTALLATION_ID = "GITHUB_APP_INSTALLATION_ID"
 NAMES = (APP_ID, PRIVATE_KEY, INSTALLATION_ID)
 API_VERSION = "2022-11-28"
 USER = "x-access-token"  # the user name git sends with an installation token
-KEY_FILE = "github_app.pem"
 TIMEOUT = 20  # seconds, for the connection and each read (as ssh's ConnectTimeout)
 DRIFT = 60  # `iat` this far in the past, as GitHub's documentation advises
 LIFETIME = 540  # `exp` after now: GitHub refuses more than 10 minutes after `iat`
@@ -166,6 +166,7 @@ class Session:
     app: App
     key_dir: Path
     index: str  # the credential helper's lines for the build's own tokens (GITHUB_TOKEN, ...)
+    server: credentials.Server  # serves the minted tokens to git's credential helper
     lines: list[str] = field(default_factory=list)
     covered: set[tuple[str, str]] = field(default_factory=set)
     installations: dict[str, dict[str, Any]] = field(default_factory=dict)  # by owner
@@ -314,7 +315,7 @@ class Session:
         output.add_secret(value)
         token = Token(f"app token {owner} ({number})", self.app.host, USER, value.encode())
         file_name = f"app_token_{len(self.app.minted) + 1}"
-        keydir.write_new(self.key_dir / file_name, token.value)
+        self.server.add(file_name, token.value)
         self.app.minted.append(token)
         helper_host = self.app.git_url.split("://", 1)[1].split("/", 1)[0]
         for name, req in pairs:
@@ -338,6 +339,7 @@ class Session:
         staging.unlink(missing_ok=True)
         keydir.write_new(staging, ("".join(self.lines) + self.index).encode())
         staging.replace(target)
+        keydir.watch(target)
 
     def revoke(self) -> None:
         """DELETE /installation/token for each minted token; one that cannot be revoked expires
@@ -415,14 +417,14 @@ class Session:
         issuer: int | str = int(self.app.app_id) if self.app.app_id.isdigit() else self.app.app_id
         claims = {"iat": issued, "exp": int(now) + LIFETIME, "iss": issuer}
         unsigned = f"{header}.{_b64(json.dumps(claims).encode())}"
-        key_file = self.key_dir / KEY_FILE
-        if not key_file.exists():
-            keydir.write_new(key_file, self.app.key.material)
         openssl = run.which("openssl", "sign the GitHub App's JWT")
+        # The key on a pipe openssl opens as /dev/fd/N, the signing input on stdin: the key is
+        # never a file a process of the same user could copy (SECURITY.md).
         status, signature, said = run.binary(
-            [openssl, "dgst", "-sha256", "-sign", str(key_file)],
+            [openssl, "dgst", "-sha256", "-sign", run.PIPED],
             env=child_env(),
             stdin=unsigned.encode(),
+            secret=self.app.key.material,
         )
         if status != 0 or not signature:
             raise UserError(

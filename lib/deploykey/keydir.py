@@ -1,15 +1,20 @@
-"""The private directory that holds a key for the length of a build, outside the app and the cache.
+"""The private directory of a build's access (key dir), for the length of the fetch, outside the app
+and the cache.
 
-Deleting is not erasing on overlay and copy-on-write filesystems, so the key is kept off every path
-that is persisted from the start: a fresh 0700 directory from mkdtemp, preferably on tmpfs
-(/dev/shm: memory, never a disk), files created with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 under
-umask 077, never inside BUILD_DIR or CACHE_DIR (nor under a HOME that equals them, as in Heroku CI).
+It holds no private key: the deploy keys are in deploykey's own ssh agent (agent.py), the dir has
+their public halves, the agent's socket, the ssh config and known_hosts, the router, and the HTTPS
+tokens of git's credential helper. Deleting is not erasing on overlay and copy-on-write
+filesystems, so it is kept off every path that is persisted from the start: a fresh 0700
+directory from mkdtemp, preferably on tmpfs (/dev/shm: memory, never a disk), files created with
+O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 under umask 077, never inside BUILD_DIR or CACHE_DIR (nor
+under a HOME that equals them, as in Heroku CI).
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shlex
@@ -17,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +31,11 @@ from typing import IO
 from deploykey.errors import UserError
 
 PREFIX = "deploykey-"
-OWNER = ".owner"  # who keeps this dir alive: a stamp() ("held PID") or "until EPOCH"
-OUTLIVE_HOURS = 12
+# Who keeps this dir alive: a stamp() ("held PID"). A key dir never outlives its process (the
+# fetch ends before anything else runs; CI `setup` keeps only mirrors for the job's shell, and the
+# agent holding the keys ends with the process): "until EPOCH" is read only in dirs that earlier
+# versions kept for a later step.
+OWNER = ".owner"
 NAME = re.compile(r"^deploykey-[a-z0-9_]{8}$")  # mkdtemp's names
 TMPFS = Path("/dev/shm")
 # More than a key dir ever holds (keys, known_hosts, ssh config, router, routes, helper: a few pages
@@ -54,17 +62,10 @@ class KeyDir:
     path: Path
     passed_over: tuple[str, ...] = ()  # the better places that could not hold it, and why
 
-    def outlive(self, hours: int = OUTLIVE_HOURS) -> None:
-        """The dir is kept after this process (handed to a later buildpack, a hook, a CI shell):
-        a later build may remove it only after `hours`, if nothing removed it by then."""
-        (self.path / OWNER).unlink(missing_ok=True)
-        self.write(OWNER, f"until {int(time.time()) + hours * 3600}\n".encode())
-        _let_go(self.path)
-
     def write(self, name: str, data: bytes) -> Path:
         """Create `name` with mode 0600; refuse if anything (a planted link) is already there."""
         try:
-            return write_new(self.path / name, data)
+            return watch(write_new(self.path / name, data))
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -74,7 +75,35 @@ class KeyDir:
                 f"({error.strerror})",
             ) from None
 
+    def changed(self) -> list[str]:
+        """The files this process wrote here (watch()) that something else has changed since:
+        written, replaced, moved, linked or removed. The key dir is 0700, but a process of the
+        same user (one left running by an earlier build's code) can still do all of that while
+        the fetch runs, to make ssh or git run its commands or fetch from a host of its own. It
+        cannot do it unseen: a replaced file is another inode, other bytes another digest, and
+        every change to an inode sets its ctime, which only the superuser can set back
+        (utimensat(2) sets atime and mtime, never ctime). (ctime has the kernel's clock-tick
+        granularity: a change undone within the tick of deploykey's own write goes unseen.)"""
+        found = []
+        for name, state in sorted(_WATCHED.get(self.path, {}).items()):
+            try:
+                now = _state(self.path / name)
+            except OSError:
+                found.append(f"{name} (removed)")
+                continue
+            if now != state:
+                found.append(name)
+        return found
+
+    def on_remove(self, what: Callable[[], None]) -> None:
+        """Run `what` first when the dir is removed (deploykey's own ssh agent, stopped before
+        its socket goes), however the build ends (scrub.guarded)."""
+        _BEFORE_REMOVE.setdefault(self.path, []).append(what)
+
     def remove(self) -> None:
+        for stop in reversed(_BEFORE_REMOVE.pop(self.path, [])):
+            stop()
+        _WATCHED.pop(self.path, None)
         if self.path.is_symlink():
             self.path.unlink()
         elif self.path.exists():
@@ -85,6 +114,30 @@ class KeyDir:
 # The locks this process holds on the owner files of the key dirs it made (write_held): while they
 # are held, no other build's sweep() removes those dirs.
 _HELD: dict[Path, IO[bytes]] = {}
+_BEFORE_REMOVE: dict[Path, list[Callable[[], None]]] = {}
+# What this process wrote in each key dir, as it left it: name -> _state().
+_WATCHED: dict[Path, dict[str, tuple[int, int, int, bytes]]] = {}
+
+
+def watch(target: Path) -> Path:
+    """Remember `target`, a file this process has just written (or replaced) in a key dir, as it
+    is now: KeyDir.changed() names it if anything else changes it."""
+    _WATCHED.setdefault(target.parent, {})[target.name] = _state(target)
+    return target
+
+
+def _state(target: Path) -> tuple[int, int, int, bytes]:
+    """Inode, ctime (ns), mode and a digest of the content (a socket: none)."""
+    info = target.lstat()
+    digest = b""
+    if stat.S_ISREG(info.st_mode):
+        with open(target, "rb", opener=_no_follow) as file:
+            digest = hashlib.sha256(file.read()).digest()
+    return info.st_ino, info.st_ctime_ns, info.st_mode, digest
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def _let_go(path: Path) -> None:
@@ -303,7 +356,8 @@ def _started(pid: int) -> str:
 
 
 def _expired(directory: Path) -> str | None:
-    """Why a key dir kept for a later step (outlive) can go, or None while it may still be needed."""
+    """Why a key dir an earlier version kept for a later step ("until EPOCH") can go, or None while
+    it may still be needed."""
     try:
         owner = (directory / OWNER).read_text().split()
     except OSError:

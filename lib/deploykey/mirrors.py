@@ -127,7 +127,7 @@ class Fetcher:
         mirror whose seal checks."""
         missing = self.root / NOT_FETCHED
         if os.path.lexists(missing):
-            self._discard(missing)
+            self.discard(missing)
             self.removed.append((missing, "nothing may be there"))
         for path in list(self.fetched):
             stem = path.name.removesuffix(".git")
@@ -144,7 +144,7 @@ class Fetcher:
                     check_seal(mirror, self.seal) if self.seal else AGENT_ONLY
                 )
                 if sibling != mirror or why is not None:
-                    self._discard(sibling)
+                    self.discard(sibling)
                     self.removed.append((sibling, why or "not a mirror deploykey keeps"))
 
     def needs_network(self, req: GitRequirement) -> bool:
@@ -183,7 +183,7 @@ class Fetcher:
             if os.path.lexists(path) and (why := self.distrust(path, req)) is not None:
                 # Build code (it can write the build cache) may have planted files, links or
                 # settings that a fetch with the keys would obey: such a mirror is never used.
-                self._discard(path)
+                self.discard(path)
                 self.discarded.append((path, why))
             if not path.is_dir():
                 result = self._clone(req, path)
@@ -273,7 +273,7 @@ class Fetcher:
         partial.rename(path)
         return result
 
-    def _discard(self, path: Path) -> None:
+    def discard(self, path: Path) -> None:
         """Removes a mirror that may not be used, and its seal; a link (at its place or above it,
         under the root) is removed itself, never followed."""
         linked = next(

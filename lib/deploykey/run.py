@@ -1,8 +1,8 @@
 """The only module that starts subprocesses (through `sh`), each with an explicit environment.
 
 Children get the environment `childenv.child_env()` builds from an allow-list. Key material reaches
-children only on stdin (ssh-keygen) or as a 0600 file by path (ssh), never as an argument:
-/proc/<pid>/cmdline is world-readable. (The bootstrap, which installs `sh` itself, is the one other
+children only through a pipe (stdin of ssh-keygen and ssh-add, a pipe openssl reads as /dev/fd/N),
+never as an argument (/proc/<pid>/cmdline is world-readable) and never as a file. (The bootstrap, which installs `sh` itself, is the one other
 place that starts a process; `capture()` runs short tools without `sh`, see there.)
 """
 
@@ -50,6 +50,8 @@ MISSING_FIX = {
     "ssh": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client); with "
     "Cloud Native Buildpacks, use a build image that has it (heroku/builder, a Paketo full builder)",
     "ssh-keygen": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
+    "ssh-agent": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
+    "ssh-add": "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)",
     "git": "install git (Debian/Ubuntu: apt-get install git)",
 }
 
@@ -315,10 +317,44 @@ def capture(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> Res
     return Result(tuple(argv), completed.returncode, tuple(text.splitlines()))
 
 
-def binary(argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes, str]:
+PIPED = "@piped@"  # in binary()'s argv: the path the tool reads `secret` from (/dev/fd/N)
+
+
+def binary(
+    argv: Sequence[str], *, env: Mapping[str, str], stdin: bytes, secret: bytes | None = None
+) -> tuple[int, bytes, str]:
     """Run a short tool whose output is bytes (openssl's signature): its exit status, its stdout
-    as it is, and its stderr as text."""
-    completed = subprocess.run(  # noqa: S603 - argv is the kit's own, never user text
-        list(argv), input=stdin, capture_output=True, env=dict(env), check=False
-    )
+    as it is, and its stderr as text. `secret` (a key) reaches it through a pipe, which argv names
+    as PIPED (`/dev/fd/N` then): never a file, an argument or an environment variable."""
+    fds: tuple[int, ...] = ()
+    if secret is not None:
+        # The whole key fits in the pipe's buffer (64 KiB on Linux, pipe(7); an RSA key is a
+        # few KB), so it is written, and the write end closed, before the tool starts.
+        read_end, write_end = os.pipe()
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(secret)
+        fds = (read_end,)
+    named = [f"/dev/fd/{fds[0]}" if fds and arg == PIPED else arg for arg in argv]
+    try:
+        completed = subprocess.run(  # noqa: S603 - argv is the kit's own, never user text
+            named, input=stdin, capture_output=True, env=dict(env), check=False, pass_fds=fds
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
     return completed.returncode, completed.stdout, completed.stderr.decode("utf-8", "replace")
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start a child that outlives this call (deploykey's own ssh-agent): stdin a pipe this
+    process holds (closed when it exits, also on SIGKILL), stdout a pipe to read what it says,
+    stderr merged into it. In a session of its own: a Ctrl-C on the terminal reaches this
+    process, whose cleanup stops the child, not the child first."""
+    return subprocess.Popen(  # noqa: S603 - argv is the kit's own, never user text
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+    )

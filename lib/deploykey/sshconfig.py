@@ -3,7 +3,8 @@
 Everything goes through one absolute path, `ssh -F CONFIG`: OpenSSH finds `~/.ssh/config` through
 the passwd home, not `$HOME`, and `-F` also skips /etc/ssh/ssh_config, so the same setup works in
 every Heroku layout (normal builds, Heroku CI, build-in-app-dir) and ignores a hostile user config.
-Each host block offers one key only (IdentitiesOnly, no agent), never prompts (BatchMode), and trusts
+Each alias offers one key only (IdentitiesOnly; the key in deploykey's own agent, IdentityFile its
+public half; no other agent), never prompts (BatchMode), and trusts
 only the pinned or configured host keys (StrictHostKeyChecking yes, HostKeyAlias = the host named in
 requirements, so pointing github.com at another address still checks github.com's keys).
 """
@@ -22,6 +23,7 @@ from deploykey.keys import Key
 
 CONFIG = "ssh_config"
 KNOWN_HOSTS = "known_hosts"
+OWN_AGENT = "agent.sock"  # deploykey's own agent's socket in the key dir (agent.SOCKET)
 FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 # What `ssh -v` adds to a session's output; the rest is what the server and ssh's errors said.
 VERBOSE = ("debug", "OpenSSH_", "Authenticated to", "Transferred:", "Bytes per second")
@@ -50,6 +52,12 @@ def quote(path: Path | str) -> str:
     return '"' + str(path) + '"'
 
 
+def public_name(key: Key) -> str:
+    """The key's public half in the key dir: what IdentityFile names (the private half is in
+    deploykey's own agent, agent.py)."""
+    return identity_name(key) + ".pub"
+
+
 def _block(
     pattern: str, host: HostConfig, key: Key | None, key_dir: Path, agent: str | None = None
 ) -> list[str]:
@@ -59,9 +67,15 @@ def _block(
     if host.user:
         lines.append(f"  User {host.user}")
     lines.append(f"  HostKeyAlias {host.name}")
-    identity = quote(key_dir / identity_name(key)) if key else "none"
+    identity = quote(key_dir / public_name(key)) if key else "none"
     lines.append(f"  IdentityFile {identity}")
-    if agent:
+    if key:
+        # The key is in deploykey's own agent: IdentityFile names its public half, and with
+        # IdentitiesOnly ssh offers that one of the agent's keys only (ssh_config(5),
+        # IdentityFile: "used in conjunction with IdentitiesOnly to select which identities in
+        # an agent are offered"). Before STRICT: the first value of an option wins.
+        lines.append(f"  IdentityAgent {quote(key_dir / OWN_AGENT)}")
+    elif agent:
         # An agent's keys (`RUN --mount=type=ssh`): the first value of an option wins in ssh_config.
         lines += [f"  IdentityAgent {quote(agent)}", "  IdentitiesOnly no"]
     lines.append(f"  UserKnownHostsFile {quote(key_dir / KNOWN_HOSTS)}")
@@ -76,7 +90,7 @@ def render_config(
     socket) and per (key, host) alias (that key only)."""
     lines = [
         "# deploykey: ssh settings for one build, removed when it ends.",
-        "# One deploy key per alias, pinned host keys, no agent, never a prompt.",
+        "# One deploy key per alias (in deploykey's own agent), pinned host keys, never a prompt.",
     ]
     for host in hosts:
         lines.extend(_block(host.name, host, None, key_dir, agent))
