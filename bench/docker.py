@@ -79,7 +79,7 @@ RECIPES = {  # name: (Dockerfile, its text)
         RECIPE.replace("{copy}", "COPY . ."),
     ),
 }
-OFFLINE = ("--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src/wheels")
+OFFLINE = ("--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/wheels")
 
 
 class Bench:
@@ -103,8 +103,15 @@ class Bench:
     def context(self) -> Path:
         """A fresh app: examples/docker's files with the bench's requirements."""
         directory = Path(tempfile.mkdtemp(prefix="context-", dir=self.work))
-        for name in ("Dockerfile", "app.py"):
+        for name in ("Dockerfile", "app.py", ".dockerignore"):
             shutil.copy(KIT / "examples" / "docker" / name, directory / name)
+        # The wheelhouse, copied to /wheels before the fetch as the recipe copies it before its
+        # install (a real builder reaches PyPI instead: nothing to copy).
+        dockerfile = directory / "Dockerfile"
+        text = dockerfile.read_text()
+        dockerfile.write_text(
+            text.replace("WORKDIR /src\n", "COPY wheels /wheels\nWORKDIR /src\n", 1)
+        )
         for dockerfile, text in RECIPES.values():
             (directory / dockerfile).write_text(text)
         shutil.copytree(self.wheels, directory / "wheels")

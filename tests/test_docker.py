@@ -83,6 +83,7 @@ def context(tmp_path: Path, git_server: GitServer, image_wheels: Path) -> Path:
         KIT / "examples" / "docker", directory, ignore=shutil.ignore_patterns("deploykey.pyz")
     )
     shutil.copytree(image_wheels, directory / "wheels")
+    offline_wheels(directory)
     (directory / "deploykey.yml").write_text(git_server.deploykey_yml())
     result = subprocess.run(
         [str(BIN / "deploykey"), "pyz", str(directory / "deploykey.pyz")],
@@ -94,6 +95,16 @@ def context(tmp_path: Path, git_server: GitServer, image_wheels: Path) -> Path:
 
 
 OFFLINE = ("--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src/wheels")
+
+
+def offline_wheels(context: Path) -> None:
+    """The wheelhouse the offline builds install from (OFFLINE), copied in before the fetch, which
+    sees only the manifests (as a user's builder reaches PyPI instead: nothing to copy)."""
+    for name in ("Dockerfile", "Dockerfile.ssh"):
+        path = context / name
+        path.write_text(
+            path.read_text().replace("WORKDIR /src\n", "WORKDIR /src\nCOPY wheels wheels\n", 1)
+        )
 
 
 def scan_image(archive: Path, key: GeneratedKey) -> subprocess.CompletedProcess[str]:
@@ -269,10 +280,14 @@ def test_a_github_app_instead_of_a_deploy_key(
     assert built.returncode == 0, out
     assert github.minted_since(before) == [token]  # every step from the builder's cache
     assert_app_image_clean(engine, stage, tmp_path / "build-stage.tar", github, token.value, out)
-    # A rebuild after a change to the app: the kit's dependencies, uv and the mirrors come from
-    # the cache mount as they do with a deploy key (nothing installed again, nothing fetched), and
-    # the mirrors already hold both tags: no token is minted, GitHub is not asked.
-    (context / "app.py").write_text((context / "app.py").read_text() + "# changed\n")
+    # A rebuild after a change to requirements.txt (a change to app.py alone reuses both steps
+    # from the builder's cache): the fetch step runs again, the kit's dependencies, uv and the
+    # mirrors come from the cache mount as they do with a deploy key (nothing installed again,
+    # nothing fetched), and the mirrors already hold both tags: no token is minted, GitHub is not
+    # asked.
+    (context / "requirements.txt").write_text(
+        (context / "requirements.txt").read_text() + "# changed\n"
+    )
     served = len(github.git.access_log().splitlines())
     again = engine.build(context, tag, *app_secret, *OFFLINE, base=trusting_base)
     out = again.stdout + again.stderr
@@ -315,9 +330,10 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     utils_key: GeneratedKey,
     tags: list[str],
 ) -> None:
-    """The cache mount keeps the kit's dependencies (the wheels deps.lock pins), uv, its cache
-    and the mirrors: after a change to the app, the install step runs again but downloads
-    nothing, and the git server is not asked for anything."""
+    """After a change to the app's code, the fetch and the install steps come from the builder's
+    cache (they saw only the manifests). The cache mount keeps the kit's dependencies (the wheels
+    deps.lock pins), uv, its cache and the mirrors: after a change to requirements.txt, both
+    steps run again but download nothing, and the git server is not asked for anything."""
     tag = "deploykey-example-rebuild:test"
     tags.append(tag)
     engine.prune()  # earlier tests built the same steps: start cold
@@ -327,6 +343,17 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     assert "Installing deploykey's dependencies" in out and "installing uv into" in out
     asked = len(git_server.log())
     (context / "app.py").write_text((context / "app.py").read_text() + "# changed\n")
+    again = engine.build(context, tag, *secret(utils_key), *OFFLINE)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key") == "cached"
+    assert step(again.stderr, "RUN --mount=type=cache,target=/var/cache/deploykey") == "cached"
+    assert step(again.stderr, "COPY . .") == "ran"
+    ran = engine.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+    (context / "requirements.txt").write_text(
+        (context / "requirements.txt").read_text() + "# changed\n"
+    )
     again = engine.build(context, tag, *secret(utils_key), *OFFLINE)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
@@ -427,41 +454,32 @@ def key_step(progress: str) -> str:
     return step(progress, "RUN echo ")
 
 
-def test_key_file_in_the_context_fails_the_build_and_says_to_prune(
+def test_key_file_beside_the_dockerfile_never_enters_the_context(
     engine: engines.Engine,
     context: Path,
     utils_key: GeneratedKey,
     tmp_path: Path,
     tags: list[str],
 ) -> None:
-    """The key file next to the Dockerfile, copied in by `COPY . .`: the install fails and says
-    where it is; the layer `COPY` made stays in the builder's cache (a build with the same steps
-    reuses it) until `docker builder prune`, which the message says to run."""
+    """The key file next to the Dockerfile (`deploy_key`, as the README's command names it): the
+    example's .dockerignore keeps it out of the build context, so neither `COPY` puts it in a
+    layer the builder keeps; the build succeeds and the final image and the build stage hold the
+    key nowhere. (The fetch step sees only the manifests now: a key copied in under another name
+    would reach only the `COPY . .` layer, after the fetch's check.)"""
     shutil.copy(utils_key.path, context / "deploy_key")
+    assert "deploy_key*" in (context / ".dockerignore").read_text().splitlines()
     tag = "deploykey-example-context:test"
     tags.append(tag)
     built = engine.build(context, tag, *secret(utils_key), *OFFLINE)
     out = built.stdout + built.stderr
-    assert built.returncode != 0, out
-    assert " !     Key material found in the build context /src" in out
-    assert "/src/deploy_key (private key text, " in out
-    assert "`docker builder prune --all`" in out
-    assert "(leak::context: README.md#leak-context)" in out
+    assert built.returncode == 0, out
     assert not text_has_key(out, utils_key.text)
-    # What the message claims: the same steps up to `COPY . .` come from the builder's cache.
-    dockerfile = (context / "Dockerfile").read_text()
-    copy = "COPY . .\n"
-    probe_file = tmp_path / "Dockerfile.probe"  # outside the context, which COPY . . copies
-    probe_file.write_text(dockerfile[: dockerfile.index(copy) + len(copy)])
-    probe = "deploykey-example-probe:test"
-    tags.append(probe)
-    probed = engine.build(context, probe, dockerfile=str(probe_file))
-    assert probed.returncode == 0, probed.stdout + probed.stderr
-    assert step(probed.stderr, "COPY . .") == "cached"
-    engine.prune()
-    probed = engine.build(context, probe, dockerfile=str(probe_file))
-    assert probed.returncode == 0, probed.stdout + probed.stderr
-    assert step(probed.stderr, "COPY . .") == "ran"
+    assert_image_clean(engine, tag, tmp_path / "final.tar", utils_key)
+    stage = "deploykey-example-context-build:test"
+    tags.append(stage)
+    built = engine.build(context, stage, "--target", "build", *secret(utils_key), *OFFLINE)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert_image_clean(engine, stage, tmp_path / "build-stage.tar", utils_key)
 
 
 def test_anti_example_leaks_and_scan_image_catches_it(
@@ -633,6 +651,34 @@ def test_fetch_then_install_with_no_key(
     stale = run("install", "--fetched", "--cache-dir", str(cache), "--venv", str(tmp_path / "v2"))
     assert stale.returncode == 1 and "(fetch::stale: README.md#fetch-stale)" in stale.stderr
     assert "it was written for other requirements than the app has now" in stale.stderr
+
+
+def test_fetch_finds_a_key_file_in_the_app_and_says_to_prune(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """A key file where `deploykey fetch` runs (copied in with the manifests, or a whole context
+    copied before the fetch): the fetch fails, names the file, and says to drop the layer the
+    builder keeps (leak::context), printing no line of the key."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    shutil.copy(utils_key.path, build.app / "deploy_key")
+    cache = tmp_path / "mount"
+    cache.mkdir()
+    fetched = subprocess.run(
+        [str(BIN / "deploykey"), "fetch", "--cache-dir", str(cache), "--env-dir", str(secrets)],
+        cwd=build.app,
+        env=build.environ(),
+        capture_output=True,
+        text=True,
+    )
+    out = fetched.stdout + fetched.stderr
+    assert fetched.returncode == 1, out
+    assert f" !     Key material found in the build context {build.app}" in out
+    assert f"{build.app / 'deploy_key'} (private key text, " in out
+    assert "`docker builder prune --all`" in out
+    assert "(leak::context: README.md#leak-context)" in out
+    assert not text_has_key(out, utils_key.text)
 
 
 def test_setup_shell_then_own_install_then_cleanup(

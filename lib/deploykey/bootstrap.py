@@ -332,15 +332,22 @@ def _private_parent(target: Path) -> None:
         )
 
 
-def pip_python(venv: Path, requirements: list[str]) -> str:
-    """A Python that has pip: this one, or (Debian's and Ubuntu's system python3, as on the Heroku
-    stacks and in a minimal image, has no pip) a venv at `venv`, which ensurepip fills. With -I,
-    as pip runs below: the current dir (an app's own `pip/`) and the user site are not imported."""
+def pip_python(venv: Path, requirements: list[str]) -> list[str]:
+    """The command that runs pip: this Python's own; else (Debian's and Ubuntu's system python3,
+    as on the Heroku stacks and in a minimal image, has no pip) the pip wheel the Python ships for
+    ensurepip, run from the wheel as ensurepip itself runs it; else a venv at `venv`, which
+    ensurepip fills. With -I, as pip runs below: the current dir (an app's own `pip/`) and the
+    user site are not imported."""
     has_pip = subprocess.run(
         [sys.executable, "-I", "-m", "pip", "--version"], capture_output=True, check=False
     )
     if has_pip.returncode == 0:
-        return sys.executable
+        return [sys.executable, "-I", "-m", "pip"]
+    wheel = bundled_pip()
+    if wheel is not None:
+        # No venv: making one runs pip once more (ensurepip unpacks this same wheel into it and
+        # compiles it), which was most of a cold Docker build's first step (bench/docker.py).
+        return [sys.executable, "-I", "-c", RUN_FROM_WHEEL, str(wheel)]
     python = venv / "bin" / "python"
     if not python.exists():
         made = subprocess.run(
@@ -357,7 +364,34 @@ def pip_python(venv: Path, requirements: list[str]) -> str:
                 detail=f"{sys.executable} has no pip, and `python3 -m venv` failed: {made.stderr.strip()[-200:]}",
                 python=sys.executable,
             )
-    return str(python)
+    return [str(python), "-I", "-m", "pip"]
+
+
+# What ensurepip does to run pip without installing it (Lib/ensurepip/__init__.py, _run_pip): the
+# wheel first on sys.path, then pip's __main__. A wheel is a zip archive pip runs from (pip's own
+# docs, "Installation": `python pip.pyz`, and ensurepip since 3.4).
+RUN_FROM_WHEEL = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('pip', run_name='__main__', alter_sys=True)"
+)
+
+
+def bundled_pip() -> Path | None:
+    """The pip wheel ensurepip installs from: the distribution's (sysconfig's WHEEL_PKG_DIR,
+    Debian's /usr/share/python-wheels) or the one bundled with ensurepip; both are the Python's
+    own files, as trusted as the Python itself. None when the Python has neither (no ensurepip)."""
+    import sysconfig
+
+    places = [sysconfig.get_config_var("WHEEL_PKG_DIR") or ""]
+    spec = importlib.util.find_spec("ensurepip")
+    if spec is not None and spec.origin:
+        places.append(str(Path(spec.origin).parent / "_bundled"))
+    for place in places:
+        if place:
+            found = sorted(Path(place).glob("pip-*.whl"))
+            if found:
+                return found[-1]
+    return None
 
 
 def _download(target: Path, names: list[str]) -> None:
@@ -379,24 +413,26 @@ def _download(target: Path, names: list[str]) -> None:
         )
         # A venv, when this Python has no pip, made for this download alone: one kept where build
         # code can write would run here, while bin/compile's ENV_DIR still holds the keys.
-        python = pip_python(Path(scratch, "venv"), requirements)
+        pip = pip_python(Path(scratch, "venv"), requirements)
         arguments = ["download", "--require-hashes", "--no-deps", "--only-binary=:all:"]
-        _pip_into(target, "--dest", python, requirements, *arguments, "-r", str(lock))
+        _pip_into(target, "--dest", pip, requirements, *arguments, "-r", str(lock))
 
 
 def pip_install(target: Path, requirements: list[str]) -> None:
     """`pip install --target`, replacing `target` whole (the build cache's uv: installer.py)."""
-    python = pip_python(target.parent / f"{target.name}-pip", requirements)
+    pip = pip_python(target.parent / f"{target.name}-pip", requirements)
     arguments = ["install", "--no-warn-script-location", *requirements]
-    _pip_into(target, "--target", python, requirements, *arguments)
+    _pip_into(target, "--target", pip, requirements, *arguments)
 
 
-def _pip_into(target: Path, option: str, python: str, packages: list[str], *arguments: str) -> None:
+def _pip_into(
+    target: Path, option: str, pip: list[str], packages: list[str], *arguments: str
+) -> None:
     """pip ARGUMENTS with `option` (--target, --dest) naming a staging dir beside `target`, which
     then replaces it whole (an earlier, partial one included); on failure nothing is left and
     pip's last words are told, naming `packages`."""
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    argv = [python, "-I", "-m", "pip", *arguments[:1], option, str(staging), *arguments[1:]]
+    argv = [*pip, *arguments[:1], option, str(staging), *arguments[1:]]
     argv += ["--no-input", "--disable-pip-version-check", "--quiet"]
     result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, check=False)
     if result.returncode != 0:
