@@ -33,6 +33,7 @@ from conftest import (
     GitHub,
     download_wheels,
     files_with_key,
+    flit_package,
     image_members,
     key_dirs,
     key_fragments,
@@ -363,6 +364,69 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     assert len(git_server.log()) == asked
     ran = engine.run(tag, "python3", "/app/app.py")
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
+
+
+def own_source_dockerfile(context: Path) -> str:
+    """examples/docker/Dockerfile with the README's "An app installed from its own source": the
+    `COPY . .` moved up between the fetch and the install, as the snippet shows."""
+    example = (context / "Dockerfile").read_text()
+    readme = (KIT / "examples" / "docker" / "README.md").read_text()
+    found = re.search(
+        r"## An app installed from its own source.*?```dockerfile\n(.*?)```", readme, re.S
+    )
+    assert found is not None, "the README's own-source snippet"
+    fetch, install = found.group(1).split("COPY . .\n")
+    # The example's fetch also mounts a GitHub App's key; the snippet shows the deploy key's.
+    assert "deploykey.pyz fetch" in fetch and install in example
+    example = example.replace("\nCOPY . .\n", "\n", 1)
+    return example.replace(install, "COPY . .\n" + install, 1)
+
+
+def test_an_app_installed_from_its_own_source(
+    engine: engines.Engine,
+    context: Path,
+    git_server: GitServer,
+    utils_key: GeneratedKey,
+    tmp_path: Path,
+    tags: list[str],
+) -> None:
+    """An app whose requirements.txt installs the app itself (`.`, its pyproject.toml naming the
+    private dependency), built as examples/docker/README.md says: the fetch reads only the
+    manifests and stays in the builder's cache after a change to the app's code; the install
+    runs again, from the cache mount (nothing fetched), and the image runs the changed code."""
+    package = flit_package(
+        "my_app",
+        "1.0",
+        body='\nimport private_utils\n\n\ndef hello():\n    return private_utils.hello() + "!"\n',
+        dependencies=("private-utils @ git+ssh://git@github.com/acme/private-utils.git@v1.0",),
+    )
+    for name, text in package.items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(text)
+    (context / "requirements.txt").write_text(".\n")
+    (context / "app.py").write_text("import my_app\n\nprint(my_app.hello())\n")
+    (context / "Dockerfile.own").write_text(own_source_dockerfile(context))
+    tag = "deploykey-example-own-source:test"
+    tags.append(tag)
+    arguments = (*secret(utils_key), *OFFLINE)
+    built = engine.build(context, tag, *arguments, dockerfile="Dockerfile.own")
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert "github.com/acme/private-utils @ v1.0" in out
+    ran = engine.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils!", ran.stderr
+    init = context / "my_app" / "__init__.py"
+    init.write_text(init.read_text().replace('+ "!"', '+ "?"'))
+    asked = len(git_server.log())
+    again = engine.build(context, tag, *arguments, dockerfile="Dockerfile.own")
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key") == "cached"
+    assert step(again.stderr, "RUN --mount=type=cache,target=/var/cache/deploykey") == "ran"
+    assert len(git_server.log()) == asked
+    ran = engine.run(tag, "python3", "/app/app.py")
+    assert ran.stdout.strip() == "hello from private-utils?", ran.stderr
+    assert_image_clean(engine, tag, tmp_path / "own-source.tar", utils_key)
 
 
 def non_root_dockerfile(context: Path, secret_uid: bool, cache_uid: bool) -> str:
