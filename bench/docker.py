@@ -12,10 +12,16 @@ run starts from an empty builder cache (`docker builder prune --all`) and times 
           stage that copies ~/.local), cold, then again after a change to app.py;
   recipe, whole source first: the same, but `COPY . .` before the install, as an app installed
           from its own source (`pip install .`, `-e .`, a pyproject app) must;
-  deploykey: examples/docker/Dockerfile as shipped (`COPY . .`, then `deploykey install` with the
-          key as a BuildKit secret and the cache mount), cold, then again after the same change.
+  deploykey: examples/docker/Dockerfile as shipped (the kit and the manifests copied alone, then
+          `deploykey fetch` with the key as a BuildKit secret and the cache mount, `install
+          --fetched` without it, then `COPY . .`), cold, then again after the same change; the
+          wheelhouse is copied to /wheels before the fetch, as the recipe copies it before its
+          install;
+  deploykey, source before the install: the same with `COPY . .` between the fetch and the
+          install (examples/docker/README.md, "An app installed from its own source"), compared
+          with "recipe, whole source first".
 For each rebuild it also counts the git server's fetches. Medians over the runs, and the recipe's
-time over deploykey's for the same step in the same run.
+time over that of deploykey's Dockerfile of the same shape, for the same step in the same run.
 """
 
 from __future__ import annotations
@@ -79,6 +85,10 @@ RECIPES = {  # name: (Dockerfile, its text)
         RECIPE.replace("{copy}", "COPY . ."),
     ),
 }
+OWN_SOURCE = "Dockerfile.own-source"
+SOURCE_FIRST = "deploykey, source before the install"
+# Each recipe against deploykey's Dockerfile of the same shape.
+OURS = {"recipe": "deploykey", "recipe, whole source first": SOURCE_FIRST}
 OFFLINE = ("--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/wheels")
 
 
@@ -109,9 +119,14 @@ class Bench:
         # install (a real builder reaches PyPI instead: nothing to copy).
         dockerfile = directory / "Dockerfile"
         text = dockerfile.read_text()
-        dockerfile.write_text(
-            text.replace("WORKDIR /src\n", "COPY wheels /wheels\nWORKDIR /src\n", 1)
-        )
+        text = text.replace("WORKDIR /src\n", "COPY wheels /wheels\nWORKDIR /src\n", 1)
+        dockerfile.write_text(text)
+        # examples/docker/README.md, "An app installed from its own source": `COPY . .` between
+        # the fetch and the install.
+        install = "RUN --mount=type=cache,target=/var/cache/deploykey \\\n"
+        assert text.count(install) == 1 and text.count("\nCOPY . .\n") == 1
+        own = text.replace("\nCOPY . .\n", "\n", 1).replace(install, "COPY . .\n" + install)
+        (directory / OWN_SOURCE).write_text(own)
         for dockerfile, text in RECIPES.values():
             (directory / dockerfile).write_text(text)
         shutil.copytree(self.wheels, directory / "wheels")
@@ -149,10 +164,9 @@ class Bench:
             dockerfile, "--build-arg", f"SSH_PRIVATE_KEY={key}", "--build-arg", f"GIT_PORT={port}"
         )
 
-    def deploykey(self) -> tuple[float, float, int]:
-        return self.cold_and_warm(
-            "Dockerfile", "--secret", f"id=deploy_key,src={self.key}", *OFFLINE
-        )
+    def deploykey(self, name: str) -> tuple[float, float, int]:
+        dockerfile = OWN_SOURCE if name == SOURCE_FIRST else "Dockerfile"
+        return self.cold_and_warm(dockerfile, "--secret", f"id=deploy_key,src={self.key}", *OFFLINE)
 
 
 def main() -> int:
@@ -169,11 +183,11 @@ def main() -> int:
         engines.import_base_image(engine)
         server.start()
         bench = Bench(engine, server, args.n, work)
-        names = [*RECIPES, "deploykey"]
+        names = [*RECIPES, *OURS.values()]
         results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in names}
         for run in range(args.runs):
             for name in names:
-                measured = bench.deploykey() if name == "deploykey" else bench.recipe(name)
+                measured = bench.recipe(name) if name in RECIPES else bench.deploykey(name)
                 results[name].append(measured)
                 print(
                     f"run {run + 1} {name}: cold {measured[0]:.2f} s, rebuild {measured[1]:.2f} s,"
@@ -184,7 +198,6 @@ def main() -> int:
         engine.stop()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    ours = results["deploykey"]
     print()
     print(f"{args.n} private packages + {', '.join(PUBLIC)}; medians of {args.runs} runs")
     print("| build | cold | rebuild after an app.py change | fetches in the rebuild |")
@@ -193,9 +206,10 @@ def main() -> int:
         cold = statistics.median(m[0] for m in results[name])
         warm = statistics.median(m[1] for m in results[name])
         fetches = max(m[2] for m in results[name])
-        if name == "deploykey":
+        if name not in OURS:
             print(f"| {name} | {cold:.2f} s | {warm:.2f} s | {fetches} |")
             continue
+        ours = results[OURS[name]]
         # The ratio of medians of per-run ratios: the recipe's time over deploykey's, same run.
         cold_ratio = statistics.median(
             m[0] / o[0] for m, o in zip(results[name], ours, strict=True)
@@ -204,8 +218,8 @@ def main() -> int:
             m[1] / o[1] for m, o in zip(results[name], ours, strict=True)
         )
         print(
-            f"| {name} | {cold:.2f} s (deploykey {cold_ratio:.1f}x) | {warm:.2f} s "
-            f"(deploykey {warm_ratio:.1f}x) | {fetches} |"
+            f"| {name} | {cold:.2f} s ({OURS[name]} {cold_ratio:.1f}x) | {warm:.2f} s "
+            f"({OURS[name]} {warm_ratio:.1f}x) | {fetches} |"
         )
     return 0
 
