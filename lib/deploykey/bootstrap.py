@@ -411,8 +411,9 @@ def _download(target: Path, names: list[str]) -> None:
                 for pin in locked
             )
         )
-        # A venv, when this Python has no pip, made for this download alone: one kept where build
-        # code can write would run here, while bin/compile's ENV_DIR still holds the keys.
+        # When this Python has no pip: its own ensurepip wheel, or a venv made for this download
+        # alone. Never a pip kept where build code can write: it would run here, while
+        # bin/compile's ENV_DIR still holds the keys.
         pip = pip_python(Path(scratch, "venv"), requirements)
         arguments = ["download", "--require-hashes", "--no-deps", "--only-binary=:all:"]
         _pip_into(target, "--dest", pip, requirements, *arguments, "-r", str(lock))
