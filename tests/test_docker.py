@@ -347,9 +347,10 @@ def test_rebuild_after_an_app_change_fetches_nothing_again(
     again = engine.build(context, tag, *secret(utils_key), *OFFLINE)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
-    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key") == "cached"
+    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key", FETCH) == "cached"
     assert step(again.stderr, "RUN --mount=type=cache,target=/var/cache/deploykey") == "cached"
     assert step(again.stderr, "COPY . .") == "ran"
+    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key", CHECK) == "ran"
     ran = engine.run(tag, "python3", "/app/app.py")
     assert ran.stdout.strip() == "hello from private-utils", ran.stderr
     (context / "requirements.txt").write_text(
@@ -375,9 +376,12 @@ def own_source_dockerfile(context: Path) -> str:
         r"## An app installed from its own source.*?```dockerfile\n(.*?)```", readme, re.S
     )
     assert found is not None, "the README's own-source snippet"
-    fetch, install = found.group(1).split("COPY . .\n")
-    # The example's fetch also mounts a GitHub App's key; the snippet shows the deploy key's.
+    fetch, rest = found.group(1).split("COPY . .\n")
+    install, check = rest.split("RUN --mount=type=secret,id=deploy_key ")
+    # The example's fetch and check also mount a GitHub App's key; the snippet shows the deploy
+    # key's. The check stays where the example has it, after `COPY . .` and the install.
     assert "deploykey.pyz fetch" in fetch and install in example
+    assert check.split("\n")[1] in example and CHECK in check
     example = example.replace("\nCOPY . .\n", "\n", 1)
     return example.replace(install, "COPY . .\n" + install, 1)
 
@@ -421,8 +425,9 @@ def test_an_app_installed_from_its_own_source(
     again = engine.build(context, tag, *arguments, dockerfile="Dockerfile.own")
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
-    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key") == "cached"
+    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key", FETCH) == "cached"
     assert step(again.stderr, "RUN --mount=type=cache,target=/var/cache/deploykey") == "ran"
+    assert step(again.stderr, "RUN --mount=type=secret,id=deploy_key", CHECK) == "ran"
     assert len(git_server.log()) == asked
     ran = engine.run(tag, "python3", "/app/app.py")
     assert ran.stdout.strip() == "hello from private-utils?", ran.stderr
@@ -504,13 +509,19 @@ def test_non_root_user_variant(
     assert_image_clean(engine, tag, tmp_path / "nonroot.tar", utils_key)
 
 
-def step(progress: str, instruction: str) -> str:
+def step(progress: str, instruction: str, command: str = "") -> str:
     """Whether BuildKit's plain progress shows the build stage's step (or the only stage's) that
-    starts with `instruction` run or CACHED."""
+    starts with `instruction` (and holds `command`) run or CACHED."""
     pattern = r"^(#\d+) \[(?:build +)?\d+/\d+\] " + re.escape(instruction)
+    pattern += f".*{re.escape(command)}" if command else ""
     steps = re.findall(pattern, progress, re.M)
     assert len(steps) == 1, progress
     return "cached" if re.search(f"^{steps[0]} CACHED$", progress, re.M) else "ran"
+
+
+# The example's two steps with the key: the fetch, and the check of the app's source after `COPY . .`.
+FETCH = "deploykey.pyz fetch"
+CHECK = "deploykey.pyz scan --context"
 
 
 def key_step(progress: str) -> str:
@@ -528,8 +539,7 @@ def test_key_file_beside_the_dockerfile_never_enters_the_context(
     """The key file next to the Dockerfile (`deploy_key`, as the README's command names it): the
     example's .dockerignore keeps it out of the build context, so neither `COPY` puts it in a
     layer the builder keeps; the build succeeds and the final image and the build stage hold the
-    key nowhere. (The fetch step sees only the manifests now: a key copied in under another name
-    would reach only the `COPY . .` layer, after the fetch's check.)"""
+    key nowhere. (A key file under another name: test_key_file_in_the_app_fails_the_build_*.)"""
     shutil.copy(utils_key.path, context / "deploy_key")
     assert "deploy_key*" in (context / ".dockerignore").read_text().splitlines()
     tag = "deploykey-example-context:test"
@@ -544,6 +554,53 @@ def test_key_file_beside_the_dockerfile_never_enters_the_context(
     built = engine.build(context, stage, "--target", "build", *secret(utils_key), *OFFLINE)
     assert built.returncode == 0, built.stdout + built.stderr
     assert_image_clean(engine, stage, tmp_path / "build-stage.tar", utils_key)
+
+
+@pytest.mark.parametrize("encoding", ["text", "base64"])
+def test_key_file_in_the_app_fails_the_build_and_says_to_prune(
+    engine: engines.Engine,
+    context: Path,
+    utils_key: GeneratedKey,
+    tmp_path: Path,
+    tags: list[str],
+    encoding: str,
+) -> None:
+    """A key file under a name .dockerignore does not know (`notes/backup.txt`), as text or
+    base64: `COPY . .` brings it in after the fetch, and the check step after it (the key mounted
+    again, the app's source scanned) fails the build, names the file and says to prune; the layer
+    `COPY` made stays in the builder's cache (a build with the same steps reuses it) until
+    `docker builder prune`, which the message says to run."""
+    (context / "notes").mkdir()
+    data = utils_key.path.read_bytes()
+    (context / "notes" / "backup.txt").write_bytes(
+        data if encoding == "text" else base64.b64encode(data) + b"\n"
+    )
+    tag = "deploykey-example-context:test"
+    tags.append(tag)
+    built = engine.build(context, tag, *secret(utils_key), *OFFLINE)
+    out = built.stdout + built.stderr
+    assert built.returncode != 0, out
+    assert step(built.stderr, "RUN --mount=type=secret,id=deploy_key", FETCH) == "ran"
+    assert step(built.stderr, "RUN --mount=type=secret,id=deploy_key", CHECK) == "ran"
+    assert " !     Key material found in the build context /src" in out
+    assert "/src/notes/backup.txt (" in out
+    assert "`docker builder prune --all`" in out
+    assert "(leak::context: README.md#leak-context)" in out
+    assert not text_has_key(out, utils_key.text)
+    # What the message claims: the same steps up to `COPY . .` come from the builder's cache.
+    dockerfile = (context / "Dockerfile").read_text()
+    copy = "COPY . .\n"
+    probe_file = tmp_path / "Dockerfile.probe"  # outside the context, which COPY . . copies
+    probe_file.write_text(dockerfile[: dockerfile.index(copy) + len(copy)])
+    probe = "deploykey-example-probe:test"
+    tags.append(probe)
+    probed = engine.build(context, probe, *secret(utils_key), *OFFLINE, dockerfile=str(probe_file))
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    assert step(probed.stderr, "COPY . .") == "cached"
+    engine.prune()
+    probed = engine.build(context, probe, *secret(utils_key), *OFFLINE, dockerfile=str(probe_file))
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    assert step(probed.stderr, "COPY . .") == "ran"
 
 
 def test_anti_example_leaks_and_scan_image_catches_it(

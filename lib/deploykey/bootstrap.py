@@ -134,13 +134,14 @@ def deps_dir() -> Path:
 
 def _build_cache() -> Path | None:
     """The kit's part of a build cache this command was given: bin/compile's CACHE_DIR, or the
-    directory `install --cache-dir` names (a BuildKit cache mount). Build code can write either."""
+    directory `install`, `fetch` or `scan --cache-dir` names (a BuildKit cache mount). Build code
+    can write either."""
     if os.environ.get("DEPLOYKEY_DEPS_DIR") or len(sys.argv) < 2:
         return None
     if sys.argv[1] == "compile" and len(sys.argv) > 3 and Path(sys.argv[3]).is_dir():
         return Path(sys.argv[3]).resolve() / "deploykey"
     cache = _option("--cache-dir") or os.environ.get("DEPLOYKEY_CACHE_DIR")
-    if sys.argv[1] in ("install", "fetch") and cache and Path(cache).is_dir():
+    if sys.argv[1] in ("install", "fetch", "scan") and cache and Path(cache).is_dir():
         return Path(cache).resolve()
     return None
 

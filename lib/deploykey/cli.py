@@ -125,7 +125,7 @@ def _scan(args: argparse.Namespace) -> int:
     from deploykey import docker
 
     errors.use(docker.platform(ci=False))
-    return docker.scan_command(tuple(args.paths), args.env_dir, tuple(args.key_file))
+    return docker.scan_command(tuple(args.paths), args.env_dir, tuple(args.key_file), args.context)
 
 
 def _scan_image(args: argparse.Namespace) -> int:
@@ -306,6 +306,16 @@ def parser() -> argparse.ArgumentParser:
     _key_options(sub)
     sub = add("scan", _scan, "Look for the keys and tokens in files: exit 0 clean, 1 found.")
     sub.add_argument("paths", metavar="PATH", nargs="+")
+    sub.add_argument(
+        "--context",
+        action="store_true",
+        help="the PATHs came with a Docker build context: a key there is also in a cached layer",
+    )
+    sub.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where the kit's dependencies are kept (a BuildKit cache mount); not scanned",
+    )
     _key_options(sub)
     sub = add(
         "scan-image", _scan_image, "Look for the keys in an image archive (OCI or docker save)."

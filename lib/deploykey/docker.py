@@ -294,8 +294,12 @@ def cleanup_command(
     return scan_command(paths or (".",), env_dir, key_files)
 
 
-def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[str, ...]) -> int:
-    """`deploykey scan PATH...`: exit 0 clean, 1 when a key or token is found."""
+def scan_command(
+    paths: tuple[str, ...], env_dir: str | None, key_files: tuple[str, ...], context: bool = False
+) -> int:
+    """`deploykey scan PATH...`: exit 0 clean, 1 when a key or token is found. With --context
+    (the example Dockerfile's step after `COPY . .`), a key found under a PATH is leak::context:
+    the layer that COPY made stays in the builder's cache, so the user must also prune it."""
     env = _source(env_dir, key_files)
     settings = config.load(Path.cwd(), env)
     secrets = build.looked_for(env, settings)
@@ -314,6 +318,9 @@ def scan_command(paths: tuple[str, ...], env_dir: str | None, key_files: tuple[s
             raise UserError("scan::missing", path=path)
     output.step("Scanning for the keys")
     leak = build.leak_check(roots, found, tokens, settings, strict=True)
+    if leak is not None and context:
+        for root in roots:
+            leak = _in_context(leak, root)
     if leak is not None:
         raise leak
     return 0
