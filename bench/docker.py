@@ -15,7 +15,8 @@ next build in turn) and times `docker build`:
           from its own source (`pip install .`, `-e .`, a pyproject app) must;
   deploykey: examples/docker/Dockerfile as shipped (the kit and the manifests copied alone, then
           `deploykey fetch` with the key as a BuildKit secret and the cache mount, `install
-          --fetched` without it, then `COPY . .`), cold, then again after the same change; the
+          --fetched` without it, then `COPY . .` and `deploykey scan --context` of the source
+          with the secret), cold, then again after the same change; the
           wheelhouse is copied to /wheels before the fetch, as the recipe copies it before its
           install;
   deploykey, source before the install: the same with `COPY . .` between the fetch and the
