@@ -358,6 +358,16 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             output.step("Removing the keys: nothing that runs after this can read them")
             report_scrub(cleanup, key_dir)
     assert fetcher is not None
+    # Mirrors kept in a build cache are <kit cache>/mirrors, beside the installers' tools and
+    # caches; a temporary root (the doctor, a dry run, CI setup without a cache) has none.
+    kit = root.parent if root.name == mirrors.DIR else None
+    ident = fetcher.seal.ident if fetcher.seal else None
+    dropped = installer.rekey(kit, ident) if kit is not None else []
+    if dropped:
+        output.detail(
+            f"dropped the installers' tools and caches kept under another key (or none): "
+            f"{', '.join(dropped)} in {kit}"
+        )
     fetched = mirrors_of(plan, fetcher, findings)
     refused = mirrors.planted(fetcher.git, fetched)
     if refused is not None:
