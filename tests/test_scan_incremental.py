@@ -1,0 +1,315 @@
+"""The leak check reads what changed since the last scan that verified the tree, never less.
+
+Real files, real scans: what a scan read is counted (Report.files, Report.skipped), and every
+change build code could make after a scan (in place within the same second with the mtime set
+back, a new file, a replacement, an archive rewritten, the record itself edited or forged, a
+rotated key) is read again and its planted key copy found.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import GeneratedKey, make_key
+from deploykey import build, keys, scan
+
+
+def load(key: GeneratedKey) -> keys.Key:
+    return keys.load(key.path.read_bytes(), "DEPLOY_KEY", "test")
+
+
+def record_for(key: keys.Key, cache: Path) -> scan.Record:
+    """The record a build keeps in the kit's cache, keyed from its secrets as a build does."""
+    record = build.scan_record([key.material], cache)
+    assert record is not None
+    return record
+
+
+# The filesystem's clock has the granularity of the kernel's coarse clock: a test that changes a
+# file right after a scan first waits for it to move on (see scan.RACY_NS), as any later build is.
+TICK_NS = 50_000_000
+
+
+@pytest.fixture(autouse=True)
+def short_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "RACY_NS", TICK_NS)
+
+
+def settle(where: Path) -> None:
+    """Waits until a file written now gets a ctime more than TICK_NS past every file's under
+    `where`: the files there are then old enough to be recorded, and any change to them later
+    gets another ctime."""
+    newest = max(os.lstat(path).st_ctime_ns for path, _ in scan.walk([where], []))
+    probe = where.parent / ".clock"
+    while True:
+        probe.write_bytes(b"")
+        if os.lstat(probe).st_ctime_ns > newest + TICK_NS:
+            probe.unlink()
+            return
+
+
+def wheel(members: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return raw.getvalue()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    app = tmp_path / "app"
+    (app / "pkg").mkdir(parents=True)
+    for index in range(40):
+        (app / "pkg" / f"m{index}.py").write_text(f"print({index})\n" * (index + 1))
+    (app / "pkg" / "helper-1.0-py3-none-any.whl").write_bytes(
+        wheel({"helper/__init__.py": b"", "helper/data.txt": b"nothing here\n"})
+    )
+    (tmp_path / "cache").mkdir()
+    return app
+
+
+def files_in(tree: Path) -> int:
+    return len(scan.walk([tree], []))
+
+
+def same_size_copy(text: str, size: int) -> bytes:
+    """The key text padded to `size` bytes: a copy that leaves the file's size as it was."""
+    data = text.encode()
+    assert len(data) <= size
+    return data + b"#" * (size - len(data))
+
+
+def test_an_unchanged_tree_is_not_read_again(tree: Path, keys_dir: Path) -> None:
+    key = load(make_key(keys_dir))
+    record = record_for(key, tree.parent / "cache")
+    settle(tree)
+    first = scan.scan([tree], [key], record=record)
+    assert (first.files, first.skipped, first.previous) == (files_in(tree), 0, scan.NO_RECORD)
+    second = scan.scan([tree], [key], record=record)
+    assert (second.files, second.skipped, second.previous) == (0, files_in(tree), scan.VERIFIED)
+    assert second.size == 0 and second.hits == ()
+
+
+def test_the_record_in_the_scanned_cache_is_itself_read(tmp_path: Path, keys_dir: Path) -> None:
+    """As in a build: the record lives in the cache the check scans; it is rewritten each time,
+    so each scan reads it (and what else changed), nothing more."""
+    key = load(make_key(keys_dir))
+    cache = tmp_path / "cache"
+    (cache / "wheels").mkdir(parents=True)
+    for index in range(10):
+        (cache / "wheels" / f"w{index}").write_bytes(b"x" * 1000)
+    record = record_for(key, cache)
+    settle(cache)
+    scan.scan([cache], [key], record=record)
+    settle(cache)
+    again = scan.scan([cache], [key], record=record)
+    assert (again.files, again.skipped) == (1, 10)
+
+
+def test_a_file_changed_in_place_with_its_mtime_set_back_is_read(
+    tree: Path, keys_dir: Path
+) -> None:
+    """Build code rewrites a recorded file within the same second, same size, and sets its mtime
+    (and atime) back with utime(): only its ctime tells, and the kernel set that to now."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    target = tree / "pkg" / "m39.py"
+    size = target.stat().st_size
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    before = os.lstat(target)
+    with open(target, "r+b") as stream:  # in place: the same inode
+        stream.write(same_size_copy(generated.text, size))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.lstat(target)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    report = scan.scan([tree], [key], record=record)
+    assert report.previous == scan.VERIFIED
+    assert (report.files, report.skipped) == (1, files_in(tree) - 1)
+    assert [(hit.path, hit.kind) for hit in report.hits] == [(str(target), scan.TEXT)]
+
+
+def test_a_file_replaced_by_one_with_the_same_stat_but_ctime_is_read(
+    tree: Path, keys_dir: Path
+) -> None:
+    """Even were device, inode, size and mtime all as recorded (the test, holding the key, writes
+    the record so), a ctime other than the recorded one means the file is read."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    target = tree / "pkg" / "m39.py"
+    size = target.stat().st_size
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    before = os.lstat(target)
+    replacement = target.with_name("replacement")
+    replacement.write_bytes(same_size_copy(generated.text, size))
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    replacement.replace(target)
+    now = os.lstat(target)
+    _, entries = record.load()
+    entries[str(target)] = (
+        now.st_dev,
+        now.st_ino,
+        now.st_size,
+        now.st_mtime_ns,
+        before.st_ctime_ns,
+    )
+    record.save(entries)
+    report = scan.scan([tree], [key], record=record)
+    assert report.previous == scan.VERIFIED
+    assert report.files == 1
+    assert [hit.path for hit in report.hits] == [str(target)]
+
+
+def test_a_record_edited_or_forged_by_build_code_is_ignored(tree: Path, keys_dir: Path) -> None:
+    """Build code, which never had the secrets, plants a key copy and then makes the record say
+    that file is unchanged: by editing the real record, or by writing its own under the same
+    public name with a key of its own. Neither verifies: every file is read, the copy found."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    planted = tree / "pkg" / "m0.py"
+    planted.write_text(generated.text)
+    now = os.lstat(planted)
+    claimed = [now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns]
+    head, _, body = record.path.read_bytes().partition(b"\n")
+    entries = json.loads(body)
+    entries[str(planted)] = claimed
+    record.path.write_bytes(head + b"\n" + json.dumps(entries, separators=(",", ":")).encode())
+    edited = scan.scan([tree], [key], record=record)
+    assert edited.previous == "does not verify (changed since it was written)"
+    assert (edited.files, edited.skipped) == (files_in(tree), 0)
+    assert [hit.path for hit in edited.hits] == [str(planted)]
+    # Its own record: the same format and public key name, a key the build code made up.
+    forged = scan.Record(record.path, os.urandom(32), record.ident)
+    forged.save({path: tuple(st) for path, st in entries.items()})  # type: ignore[misc]
+    report = scan.scan([tree], [key], record=record)
+    assert report.previous == "does not verify (changed since it was written)"
+    assert (report.files, report.skipped) == (files_in(tree), 0)
+    assert [hit.path for hit in report.hits] == [str(planted)]
+
+
+def test_a_rotated_key_means_a_full_scan(tree: Path, keys_dir: Path) -> None:
+    """A copy of the new key, already there when the old key's scan found the tree clean (it was
+    not the old key's), is found by the first scan under the new key: a record made under other
+    keys is not used."""
+    old, new = make_key(keys_dir), make_key(keys_dir)
+    (tree / "pkg" / "new_key.txt").write_text(new.text)
+    cache = tree.parent / "cache"
+    settle(tree)
+    clean = scan.scan([tree], [load(old)], record=record_for(load(old), cache))
+    assert clean.hits == () or {hit.kind for hit in clean.hits} == {scan.OTHER_KEY}
+    rotated = record_for(load(new), cache)
+    report = scan.scan([tree], [load(new)], record=rotated)
+    assert report.previous == "was made under other keys"
+    assert (report.files, report.skipped) == (files_in(tree), 0)
+    assert str(tree / "pkg" / "new_key.txt") in {hit.path for hit in report.hits}
+
+
+def test_a_new_file_is_read_and_a_removed_one_forgotten(tree: Path, keys_dir: Path) -> None:
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    removed = tree / "pkg" / "m1.py"
+    removed.unlink()
+    added = tree / "pkg" / "sub" / "new.py"
+    added.parent.mkdir()
+    added.write_text(generated.text)
+    report = scan.scan([tree], [key], record=record)
+    assert (report.files, report.skipped) == (1, files_in(tree) - 1)
+    assert [hit.path for hit in report.hits] == [str(added)]
+    _, entries = record.load()
+    assert str(removed) not in entries
+    assert str(added) not in entries  # it holds the key: never recorded as clean
+
+
+def test_an_archive_changed_is_read_again(tree: Path, keys_dir: Path) -> None:
+    """The skip applies to an archive as a whole: rewritten (a key copy in a member, its mtime
+    set back), it is read and unpacked again."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    target = tree / "pkg" / "helper-1.0-py3-none-any.whl"
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    before = os.lstat(target)
+    target.write_bytes(
+        wheel({"helper/__init__.py": b"", "helper/id_deploy": generated.text.encode()})
+    )
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = scan.scan([tree], [key], record=record)
+    assert report.files == 1
+    assert [hit.path for hit in report.hits] == [f"{target}!helper/id_deploy"]
+
+
+def test_a_file_changed_just_before_the_scan_is_not_recorded(
+    tree: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the real window: a file whose ctime is within scan.RACY_NS of the scan's start could
+    still change within the same clock tick after it was read, unseen; it is read next time."""
+    monkeypatch.undo()
+    assert scan.RACY_NS >= 1_000_000_000
+    key = load(make_key(keys_dir))
+    record = record_for(key, tree.parent / "cache")
+    scan.scan([tree], [key], record=record)  # every file was written just now
+    again = scan.scan([tree], [key], record=record)
+    assert (again.files, again.skipped) == (files_in(tree), 0)
+
+
+def test_files_with_findings_or_not_unpacked_are_read_every_time(
+    tree: Path, keys_dir: Path
+) -> None:
+    """Only a file read in full and found clean is recorded: another private key (a warning in a
+    build), a copy of the build's key, an archive that could not be unpacked are read again."""
+    generated, other = make_key(keys_dir), make_key(keys_dir)
+    key = load(generated)
+    (tree / "other_key.pem").write_text(other.text)
+    (tree / "leak.txt").write_text(generated.text)
+    (tree / "broken.gz").write_bytes(gzip.compress(os.urandom(5000))[:1000])  # truncated
+    record = record_for(key, tree.parent / "cache")
+    settle(tree)
+    first = scan.scan([tree], [key], record=record)
+    assert first.unpacked
+    second = scan.scan([tree], [key], record=record)
+    assert second.files == 3
+    assert {hit.path for hit in second.hits} == {
+        str(tree / "other_key.pem"),
+        str(tree / "leak.txt"),
+    }
+    assert [entry.split(" ")[0] for entry in second.unpacked] == [str(tree / "broken.gz")]
+
+
+def test_no_record_without_a_secret_of_the_build(tmp_path: Path) -> None:
+    """An ssh agent only: no secret to key a record with, so every file is read every time."""
+    assert build.scan_record([], tmp_path) is None
+
+
+def test_the_record_holds_no_key_material(tree: Path, keys_dir: Path) -> None:
+    """Paths and stats, sealed: scanning it (as every build's check of the cache does) finds
+    nothing, and it is not a needle list."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    assert scan.scan([record.path], [key]).hits == ()
+    data = record.path.read_bytes()
+    assert all(needle.data not in data for needle in scan.needles(key))
