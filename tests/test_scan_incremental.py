@@ -12,13 +12,15 @@ import gzip
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import GeneratedKey, make_key
-from deploykey import build, keys, scan
+from conftest import Build, GeneratedKey, make_key
+from deploykey import build as build_module
+from deploykey import keys, scan
 
 
 def load(key: GeneratedKey) -> keys.Key:
@@ -27,7 +29,7 @@ def load(key: GeneratedKey) -> keys.Key:
 
 def record_for(key: keys.Key, cache: Path) -> scan.Record:
     """The record a build keeps in the kit's cache, keyed from its secrets as a build does."""
-    record = build.scan_record([key.material], cache)
+    record = build_module.scan_record([key.material], cache)
     assert record is not None
     return record
 
@@ -299,7 +301,7 @@ def test_files_with_findings_or_not_unpacked_are_read_every_time(
 
 def test_no_record_without_a_secret_of_the_build(tmp_path: Path) -> None:
     """An ssh agent only: no secret to key a record with, so every file is read every time."""
-    assert build.scan_record([], tmp_path) is None
+    assert build_module.scan_record([], tmp_path) is None
 
 
 def test_the_record_holds_no_key_material(tree: Path, keys_dir: Path) -> None:
@@ -313,3 +315,36 @@ def test_the_record_holds_no_key_material(tree: Path, keys_dir: Path) -> None:
     assert scan.scan([record.path], [key]).hits == ()
     data = record.path.read_bytes()
     assert all(needle.data not in data for needle in scan.needles(key))
+
+
+# ------------------------------------------------------------------------- in a build (Heroku)
+
+
+def test_a_warm_build_reads_what_changed_and_finds_a_copy_planted_since(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """Heroku compile with a kept build dir and cache: a later build reads only what changed,
+    says how many files it verified unchanged instead, and a key copy written into one of those
+    files in place since (same size, its mtime set back) is found and fails the build."""
+    build.set_key(utils_key.text)
+    static = build.app / "static" / "data.txt"
+    static.parent.mkdir()
+    static.write_bytes(b"x" * (len(utils_key.text) + 10))
+    for _ in range(2):  # the second records what the first wrote just before its check
+        result = build.compile()
+        assert result.returncode == 0, result.stdout + result.stderr
+    said = re.search(r"and (\d+) more files unchanged since the scan that read them", result.stdout)
+    assert said is not None and int(said.group(1)) > 0, result.stdout
+    record = build.cache / "deploykey" / build_module.SCAN_RECORD
+    assert f"({record}): not read again" in result.stdout
+    _, _, body = record.read_bytes().partition(b"\n")
+    assert str(static) in json.loads(body)
+    before = os.lstat(static)
+    with open(static, "r+b") as stream:
+        stream.write(same_size_copy(utils_key.text, before.st_size))
+    os.utime(static, ns=(before.st_atime_ns, before.st_mtime_ns))
+    result = build.compile()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Key material found in 1 file(s) of the build" in result.stderr
+    assert f"{static} (private key text, {load(utils_key).fingerprint})" in result.stderr
+    assert utils_key.text.splitlines()[1] not in result.stdout + result.stderr

@@ -530,8 +530,9 @@ class Record:
     - ctime: the kernel sets a file's ctime to the current time on any change of its content or
       inode (write, truncate, chmod, rename, link, even utime(), which sets mtime to any value
       but ctime to now: inode(7), "Last status change timestamp"). No call sets it back; only
-      changing the system clock would (CAP_SYS_TIME, which no build has: Docker, Podman and CNB
-      drop it) or writing the block device (CAP_SYS_RAWIO). So a file whose (device, inode,
+      setting the system clock back would (CAP_SYS_TIME: Docker, Podman and CNB builds drop it,
+      Heroku's dynos never had it; root on the host can, and can read any process's memory
+      too) or writing the block device (CAP_SYS_RAWIO). So a file whose (device, inode,
       size, mtime, ctime) are as recorded has not changed since the scan that read it and found
       it clean under the same keys. A token minted in this build (a GitHub App's) cannot be in a
       file unchanged since before it was minted. Where the cache is unpacked afresh every build
