@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import re
 import zipfile
@@ -55,6 +54,12 @@ def settle(where: Path) -> None:
         if os.lstat(probe).st_ctime_ns > newest + TICK_NS:
             probe.unlink()
             return
+
+
+def recorded_paths(record: scan.Record) -> set[str]:
+    status, entries = record.load()
+    assert status == scan.VERIFIED
+    return {entry.split(b" ", 5)[5].decode() for entry in entries}
 
 
 def wheel(members: dict[str, bytes]) -> bytes:
@@ -162,15 +167,12 @@ def test_a_file_replaced_by_one_with_the_same_stat_but_ctime_is_read(
     os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
     replacement.replace(target)
     now = os.lstat(target)
+    fields = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, before.st_ctime_ns)
+    claimed = b"%d %d %d %d %d %s" % (*fields, bytes(target))
+    assert claimed != scan.entry(str(target), now)
+    assert claimed.split(b" ")[:4] == scan.entry(str(target), now).split(b" ")[:4]
     _, entries = record.load()
-    entries[str(target)] = (
-        now.st_dev,
-        now.st_ino,
-        now.st_size,
-        now.st_mtime_ns,
-        before.st_ctime_ns,
-    )
-    record.save(entries)
+    record.save([claimed, *entries])
     report = scan.scan([tree], [key], record=record)
     assert report.previous == scan.VERIFIED
     assert report.files == 1
@@ -189,18 +191,15 @@ def test_a_record_edited_or_forged_by_build_code_is_ignored(tree: Path, keys_dir
     planted = tree / "pkg" / "m0.py"
     planted.write_text(generated.text)
     now = os.lstat(planted)
-    claimed = [now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns]
-    head, _, body = record.path.read_bytes().partition(b"\n")
-    entries = json.loads(body)
-    entries[str(planted)] = claimed
-    record.path.write_bytes(head + b"\n" + json.dumps(entries, separators=(",", ":")).encode())
+    claimed = scan.entry(str(planted), now)
+    record.path.write_bytes(record.path.read_bytes() + scan.SEPARATOR + claimed)
     edited = scan.scan([tree], [key], record=record)
     assert edited.previous == "does not verify (changed since it was written)"
     assert (edited.files, edited.skipped) == (files_in(tree), 0)
     assert [hit.path for hit in edited.hits] == [str(planted)]
     # Its own record: the same format and public key name, a key the build code made up.
     forged = scan.Record(record.path, os.urandom(32), record.ident)
-    forged.save({path: tuple(st) for path, st in entries.items()})  # type: ignore[misc]
+    forged.save([claimed])
     report = scan.scan([tree], [key], record=record)
     assert report.previous == "does not verify (changed since it was written)"
     assert (report.files, report.skipped) == (files_in(tree), 0)
@@ -238,9 +237,8 @@ def test_a_new_file_is_read_and_a_removed_one_forgotten(tree: Path, keys_dir: Pa
     report = scan.scan([tree], [key], record=record)
     assert (report.files, report.skipped) == (1, files_in(tree) - 1)
     assert [hit.path for hit in report.hits] == [str(added)]
-    _, entries = record.load()
-    assert str(removed) not in entries
-    assert str(added) not in entries  # it holds the key: never recorded as clean
+    assert str(removed) not in recorded_paths(record)
+    assert str(added) not in recorded_paths(record)  # it holds the key: never recorded as clean
 
 
 def test_an_archive_changed_is_read_again(tree: Path, keys_dir: Path) -> None:
@@ -337,8 +335,7 @@ def test_a_warm_build_reads_what_changed_and_finds_a_copy_planted_since(
     assert said is not None and int(said.group(1)) > 0, result.stdout
     record = build.cache / "deploykey" / build_module.SCAN_RECORD
     assert f"({record}): not read again" in result.stdout
-    _, _, body = record.read_bytes().partition(b"\n")
-    assert str(static) in json.loads(body)
+    assert str(static) in recorded_paths(record_for(load(utils_key), record.parent))
     before = os.lstat(static)
     with open(static, "r+b") as stream:
         stream.write(same_size_copy(utils_key.text, before.st_size))

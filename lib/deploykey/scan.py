@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import io
 import itertools
-import json
 import lzma
 import os
 import pickle  # noqa: S403 - only between this process and its own forked copies
@@ -83,7 +82,8 @@ URL_CREDENTIALS = re.compile(
 CREDENTIAL_FILES = ("direct_url.json", ".git-credentials")
 PRIVATE_KEY = b"PRIVATE KEY-----"
 NO_RECORD = "none"  # what became of the last scan's record (Report.previous): there was none,
-VERIFIED = "verified"  # or it verified; otherwise why it was ignored
+VERIFIED = "verified"  # or it verified; otherwise why it was ignored:
+OTHER_KEYS = "was made under other keys"  # a rotated key, say
 
 TEXT = "private key text"
 TEXT_UTF16 = "private key text (UTF-16)"
@@ -480,26 +480,22 @@ def scan(
     searcher = Searcher.of(keys, tokens)
     unreadable: list[str] = []
     files = walk(roots, unreadable)
-    previous, recorded = record.load() if record is not None else (NO_RECORD, {})
-    unchanged = _unchanged(files, recorded) if recorded else {}
-    if unchanged:
-        files = [(path, name) for path, name in files if path not in unchanged]
+    previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
     per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
     batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
-    found = _in_every_process(batches, searcher)
+    found = _in_every_process(batches, searcher, recorded)
     if record is not None:
-        # Only what was read before its last change could have been raced (see RACY_NS).
-        settled = {path: st for path, st in found.clean if st[4] < began - RACY_NS}
-        record.save(unchanged | settled)
+        # A file changed within RACY_NS before the scan began could change again unseen.
+        record.save(entry for entry, ctime in found.clean if ctime < began - RACY_NS)
     return Report(
         tuple(dict.fromkeys(found.hits)),
-        len(files),
+        len(files) - found.skipped,
         found.size,
         tuple(unreadable + found.unreadable),
         searcher.engine,
         found.processes,
         tuple(found.unpacked),
-        len(unchanged),
+        found.skipped,
         previous,
     )
 
@@ -507,9 +503,11 @@ def scan(
 # --------------------------------------------------------------- the record of the last scan
 
 
-Stat = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
 RECORD_FORMAT = b"deploykey-scan-record/1"
 RECORD_MAX = 256 << 20  # bytes: a record is about 150 bytes a file
+# Entries are "DEV INO SIZE MTIME_NS CTIME_NS PATH", separated by NUL (which no path holds): the
+# scan looks each file's up in a set, without parsing the record.
+SEPARATOR = b"\0"
 # Files whose ctime is this close to the scan's start are read again next time, not recorded: a
 # timestamp has the granularity of the kernel's coarse clock (a jiffy, up to 10 ms) or of the
 # filesystem (1 s on ext4 with 128-byte inodes, 2 s on FAT), so a change made just after the read,
@@ -549,38 +547,37 @@ class Record:
         mac.update(body)
         return mac.hexdigest().encode()
 
-    def load(self) -> tuple[str, dict[str, Stat]]:
-        """(what became of it, the recorded stats): empty unless the record verifies."""
+    def load(self) -> tuple[str, frozenset[bytes]]:
+        """(what became of it, its entries): none unless the record verifies."""
         try:
             fd = os.open(self.path, OPEN_FLAGS)
         except FileNotFoundError:
-            return NO_RECORD, {}
+            return NO_RECORD, frozenset()
         except OSError as exc:
-            return f"could not be read ({exc.strerror or exc})", {}
+            return f"could not be read ({exc.strerror or exc})", frozenset()
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_size > RECORD_MAX:
-                return "is not a record", {}
+                return "is not a record", frozenset()
             data = b"".join(iter(functools.partial(os.read, fd, CHUNK), b""))
         except OSError as exc:
-            return f"could not be read ({exc.strerror or exc})", {}
+            return f"could not be read ({exc.strerror or exc})", frozenset()
         finally:
             os.close(fd)
         head, _, body = data.partition(b"\n")
         parts = head.split(b" ")
         if len(parts) != 3 or parts[0] != RECORD_FORMAT:
-            return "is not a record of this format", {}
+            return "is not a record of this format", frozenset()
         if parts[1] != self.ident.encode():
-            return "was made under other keys", {}
+            return OTHER_KEYS, frozenset()
         if not hmac.compare_digest(parts[2], self._mac(body)):
-            return "does not verify (changed since it was written)", {}
-        entries = json.loads(body)
-        return VERIFIED, {path: cast(Stat, tuple(st)) for path, st in entries.items()}
+            return "does not verify (changed since it was written)", frozenset()
+        return VERIFIED, frozenset(body.split(SEPARATOR)) - {b""}
 
-    def save(self, entries: Mapping[str, Stat]) -> None:
+    def save(self, entries: Iterable[bytes]) -> None:
         """Replaces the record at once (rename(2) is atomic: a reader sees the old or the new,
         never half). A record that cannot be written is no failure: the next scan reads all."""
-        body = json.dumps(dict(entries), separators=(",", ":")).encode()
+        body = SEPARATOR.join(entries)
         head = b" ".join([RECORD_FORMAT, self.ident.encode(), self._mac(body)])
         try:
             fd, temporary = tempfile.mkstemp(prefix=".scan-record-", dir=self.path.parent)
@@ -605,24 +602,20 @@ def _code_digest() -> bytes:
         return os.urandom(16).hex().encode()  # unknown: no record verifies
 
 
-def _stat(info: os.stat_result) -> Stat:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+def entry(path: str, info: os.stat_result) -> bytes:
+    """A file's entry in the record: its path and every field of its stat that a change moves."""
+    fields = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return b"%d %d %d %d %d %s" % (*fields, os.fsencode(path))
 
 
-def _unchanged(files: Sequence[tuple[str, str]], recorded: Mapping[str, Stat]) -> dict[str, Stat]:
-    """The files that are regular files with the very stat the record holds for them."""
-    unchanged = {}
-    for path, _name in files:
-        was = recorded.get(path)
-        if was is None:
-            continue
-        try:
-            info = os.lstat(path)
-        except OSError:  # gone, or not to be looked at: read (and named) as any other
-            continue
-        if stat.S_ISREG(info.st_mode) and _stat(info) == was:
-            unchanged[path] = was
-    return unchanged
+def _unchanged(path: str, recorded: frozenset[bytes]) -> bytes | None:
+    """The file's entry, if it is a regular file whose stat is the very one recorded."""
+    try:
+        info = os.lstat(path)
+    except OSError:  # gone, or not to be looked at: read (and named) as any other
+        return None
+    found = entry(path, info)
+    return found if stat.S_ISREG(info.st_mode) and found in recorded else None
 
 
 # ----------------------------------------------------------------------- the files, on every CPU
@@ -633,8 +626,10 @@ class _Found:
     hits: list[Hit] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     unpacked: list[str] = field(default_factory=list)
-    # Files read in full and found clean, with their stat when opened (before the read).
-    clean: list[tuple[str, Stat]] = field(default_factory=list)
+    # The record's entry of each file read in full and found clean (its stat when opened,
+    # before the read), or not read as the record shows it unchanged (ctime 0: settled).
+    clean: list[tuple[bytes, int]] = field(default_factory=list)
+    skipped: int = 0
     size: int = 0
     processes: int = 1
 
@@ -643,6 +638,7 @@ class _Found:
         self.unreadable += other.unreadable
         self.unpacked += other.unpacked
         self.clean += other.clean
+        self.skipped += other.skipped
         self.size += other.size
         self.processes += other.processes
 
@@ -652,7 +648,9 @@ MAX_BATCHES = 8192  # and few enough that their numbers (4 bytes each) fit in on
 PROCESSES = 4  # at most: reading from the page cache stops scaling beyond a few
 
 
-def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher) -> _Found:
+def _in_every_process(
+    batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher, recorded: frozenset[bytes]
+) -> _Found:
     """Search the batches in this process and in a forked copy of it per other CPU, each taking
     the next batch number from one pipe (reads of 4 bytes from a pipe are atomic) until none is
     left: the work balances itself, whatever the sizes. A copy inherits the searcher (the needles
@@ -664,7 +662,7 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
     if processes <= 1:
         found = _Found()
         for batch in batches:
-            _search_batch(batch, searcher, found)
+            _search_batch(batch, searcher, recorded, found)
         return found
     searcher.holds_any(b"")  # build the automaton once, before the copies inherit it
     numbers_read, numbers_write = os.pipe()
@@ -679,11 +677,11 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
     try:
         for _ in range(processes - 1):
             try:
-                pid, results = _fork(numbers_read, batches, searcher)
+                pid, results = _fork(numbers_read, batches, searcher, recorded)
             except OSError:  # no more processes (a container's pid limit): fewer share the work
                 break
             children[pid] = results
-        found = _batches_from(numbers_read, batches, searcher)
+        found = _batches_from(numbers_read, batches, searcher, recorded)
         for pid in list(children):
             found.add(_collect(pid, children.pop(pid)))
         return found
@@ -697,7 +695,10 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
 
 
 def _fork(
-    numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
+    numbers: int,
+    batches: Sequence[Sequence[tuple[str, str]]],
+    searcher: Searcher,
+    recorded: frozenset[bytes],
 ) -> tuple[int, int]:
     results_read, results_write = os.pipe()
     try:
@@ -714,7 +715,7 @@ def _fork(
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(number, signal.SIG_DFL)
         os.close(results_read)
-        found = _batches_from(numbers, batches, searcher)
+        found = _batches_from(numbers, batches, searcher, recorded)
         with os.fdopen(results_write, "wb") as stream:
             pickle.dump(found, stream)
         status = 0
@@ -733,16 +734,25 @@ def _collect(pid: int, results: int) -> _Found:
 
 
 def _batches_from(
-    numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
+    numbers: int,
+    batches: Sequence[Sequence[tuple[str, str]]],
+    searcher: Searcher,
+    recorded: frozenset[bytes],
 ) -> _Found:
     found = _Found()
     while len(number := os.read(numbers, 4)) == 4:
-        _search_batch(batches[struct.unpack("=I", number)[0]], searcher, found)
+        _search_batch(batches[struct.unpack("=I", number)[0]], searcher, recorded, found)
     return found
 
 
-def _search_batch(batch: Sequence[tuple[str, str]], searcher: Searcher, found: _Found) -> None:
+def _search_batch(
+    batch: Sequence[tuple[str, str]], searcher: Searcher, recorded: frozenset[bytes], found: _Found
+) -> None:
     for path, name in batch:
+        if recorded and (unchanged := _unchanged(path, recorded)) is not None:
+            found.clean.append((unchanged, 0))
+            found.skipped += 1
+            continue
         try:
             _search_file(path, name, searcher, found)
         except FileNotFoundError:  # removed since the walk: it holds nothing now
@@ -784,7 +794,7 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
     ):
         found.hits += _url_hits(path, data)
     if len(found.hits) == hits and len(found.unpacked) == unpacked:
-        found.clean.append((path, _stat(info)))
+        found.clean.append((entry(path, info), info.st_ctime_ns))
 
 
 # ------------------------------------------------------------------------ archives, URL credentials
