@@ -59,7 +59,7 @@ def settle(where: Path) -> None:
 def recorded_paths(record: scan.Record) -> set[str]:
     status, entries = record.load()
     assert status == scan.VERIFIED
-    return {entry.split(b" ", 5)[5].decode() for entry in entries}
+    return {entry.split(" ", 5)[5] for entry in entries}
 
 
 def wheel(members: dict[str, bytes]) -> bytes:
@@ -168,9 +168,9 @@ def test_a_file_replaced_by_one_with_the_same_stat_but_ctime_is_read(
     replacement.replace(target)
     now = os.lstat(target)
     fields = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, before.st_ctime_ns)
-    claimed = b"%d %d %d %d %d %s" % (*fields, bytes(target))
+    claimed = " ".join(map(str, (*fields, target)))
     assert claimed != scan.entry(str(target), now)
-    assert claimed.split(b" ")[:4] == scan.entry(str(target), now).split(b" ")[:4]
+    assert claimed.split(" ")[:4] == scan.entry(str(target), now).split(" ")[:4]
     _, entries = record.load()
     record.save([claimed, *entries])
     report = scan.scan([tree], [key], record=record)
@@ -192,7 +192,7 @@ def test_a_record_edited_or_forged_by_build_code_is_ignored(tree: Path, keys_dir
     planted.write_text(generated.text)
     now = os.lstat(planted)
     claimed = scan.entry(str(planted), now)
-    record.path.write_bytes(record.path.read_bytes() + scan.SEPARATOR + claimed)
+    record.path.write_bytes(record.path.read_bytes() + os.fsencode(scan.SEPARATOR + claimed))
     edited = scan.scan([tree], [key], record=record)
     assert edited.previous == "does not verify (changed since it was written)"
     assert (edited.files, edited.skipped) == (files_in(tree), 0)

@@ -507,7 +507,7 @@ RECORD_FORMAT = b"deploykey-scan-record/1"
 RECORD_MAX = 256 << 20  # bytes: a record is about 150 bytes a file
 # Entries are "DEV INO SIZE MTIME_NS CTIME_NS PATH", separated by NUL (which no path holds): the
 # scan looks each file's up in a set, without parsing the record.
-SEPARATOR = b"\0"
+SEPARATOR = "\0"
 # Files whose ctime is this close to the scan's start are read again next time, not recorded: a
 # timestamp has the granularity of the kernel's coarse clock (a jiffy, up to 10 ms) or of the
 # filesystem (1 s on ext4 with 128-byte inodes, 2 s on FAT), so a change made just after the read,
@@ -547,7 +547,7 @@ class Record:
         mac.update(body)
         return mac.hexdigest().encode()
 
-    def load(self) -> tuple[str, frozenset[bytes]]:
+    def load(self) -> tuple[str, frozenset[str]]:
         """(what became of it, its entries): none unless the record verifies."""
         try:
             fd = os.open(self.path, OPEN_FLAGS)
@@ -572,12 +572,12 @@ class Record:
             return OTHER_KEYS, frozenset()
         if not hmac.compare_digest(parts[2], self._mac(body)):
             return "does not verify (changed since it was written)", frozenset()
-        return VERIFIED, frozenset(body.split(SEPARATOR)) - {b""}
+        return VERIFIED, frozenset(os.fsdecode(body).split(SEPARATOR)) - {""}
 
-    def save(self, entries: Iterable[bytes]) -> None:
+    def save(self, entries: Iterable[str]) -> None:
         """Replaces the record at once (rename(2) is atomic: a reader sees the old or the new,
         never half). A record that cannot be written is no failure: the next scan reads all."""
-        body = SEPARATOR.join(entries)
+        body = os.fsencode(SEPARATOR.join(entries))
         head = b" ".join([RECORD_FORMAT, self.ident.encode(), self._mac(body)])
         try:
             fd, temporary = tempfile.mkstemp(prefix=".scan-record-", dir=self.path.parent)
@@ -602,13 +602,13 @@ def _code_digest() -> bytes:
         return os.urandom(16).hex().encode()  # unknown: no record verifies
 
 
-def entry(path: str, info: os.stat_result) -> bytes:
+def entry(path: str, info: os.stat_result) -> str:
     """A file's entry in the record: its path and every field of its stat that a change moves."""
-    fields = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    return b"%d %d %d %d %d %s" % (*fields, os.fsencode(path))
+    i = info
+    return f"{i.st_dev} {i.st_ino} {i.st_size} {i.st_mtime_ns} {i.st_ctime_ns} {path}"
 
 
-def _unchanged(path: str, recorded: frozenset[bytes]) -> bytes | None:
+def _unchanged(path: str, recorded: frozenset[str]) -> str | None:
     """The file's entry, if it is a regular file whose stat is the very one recorded."""
     try:
         info = os.lstat(path)
@@ -628,7 +628,7 @@ class _Found:
     unpacked: list[str] = field(default_factory=list)
     # The record's entry of each file read in full and found clean (its stat when opened,
     # before the read), or not read as the record shows it unchanged (ctime 0: settled).
-    clean: list[tuple[bytes, int]] = field(default_factory=list)
+    clean: list[tuple[str, int]] = field(default_factory=list)
     skipped: int = 0
     size: int = 0
     processes: int = 1
@@ -649,7 +649,7 @@ PROCESSES = 4  # at most: reading from the page cache stops scaling beyond a few
 
 
 def _in_every_process(
-    batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher, recorded: frozenset[bytes]
+    batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher, recorded: frozenset[str]
 ) -> _Found:
     """Search the batches in this process and in a forked copy of it per other CPU, each taking
     the next batch number from one pipe (reads of 4 bytes from a pipe are atomic) until none is
@@ -698,7 +698,7 @@ def _fork(
     numbers: int,
     batches: Sequence[Sequence[tuple[str, str]]],
     searcher: Searcher,
-    recorded: frozenset[bytes],
+    recorded: frozenset[str],
 ) -> tuple[int, int]:
     results_read, results_write = os.pipe()
     try:
@@ -737,7 +737,7 @@ def _batches_from(
     numbers: int,
     batches: Sequence[Sequence[tuple[str, str]]],
     searcher: Searcher,
-    recorded: frozenset[bytes],
+    recorded: frozenset[str],
 ) -> _Found:
     found = _Found()
     while len(number := os.read(numbers, 4)) == 4:
@@ -746,7 +746,7 @@ def _batches_from(
 
 
 def _search_batch(
-    batch: Sequence[tuple[str, str]], searcher: Searcher, recorded: frozenset[bytes], found: _Found
+    batch: Sequence[tuple[str, str]], searcher: Searcher, recorded: frozenset[str], found: _Found
 ) -> None:
     for path, name in batch:
         if recorded and (unchanged := _unchanged(path, recorded)) is not None:
