@@ -12,12 +12,13 @@ import gzip
 import io
 import os
 import re
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import Build, GeneratedKey, make_key
+from conftest import BIN, Build, GeneratedKey, make_key
 from deploykey import build as build_module
 from deploykey import keys, scan
 
@@ -36,6 +37,7 @@ def record_for(key: keys.Key, cache: Path) -> scan.Record:
 # The filesystem's clock has the granularity of the kernel's coarse clock: a test that changes a
 # file right after a scan first waits for it to move on (see scan.RACY_NS), as any later build is.
 TICK_NS = 50_000_000
+RACY_NS = scan.RACY_NS  # what a build (another process) uses
 
 
 @pytest.fixture(autouse=True)
@@ -43,15 +45,15 @@ def short_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scan, "RACY_NS", TICK_NS)
 
 
-def settle(where: Path) -> None:
-    """Waits until a file written now gets a ctime more than TICK_NS past every file's under
+def settle(where: Path, margin: int = TICK_NS) -> None:
+    """Waits until a file written now gets a ctime more than `margin` past every file's under
     `where`: the files there are then old enough to be recorded, and any change to them later
     gets another ctime."""
     newest = max(os.lstat(path).st_ctime_ns for path, _ in scan.walk([where], []))
     probe = where.parent / ".clock"
     while True:
         probe.write_bytes(b"")
-        if os.lstat(probe).st_ctime_ns > newest + TICK_NS:
+        if os.lstat(probe).st_ctime_ns > newest + margin:
             probe.unlink()
             return
 
@@ -328,7 +330,8 @@ def test_a_warm_build_reads_what_changed_and_finds_a_copy_planted_since(
     static = build.app / "static" / "data.txt"
     static.parent.mkdir()
     static.write_bytes(b"x" * (len(utils_key.text) + 10))
-    for _ in range(2):  # the second records what the first wrote just before its check
+    for _ in range(2):
+        settle(build.app, RACY_NS)  # as a later build: what the one before wrote is recorded
         result = build.compile()
         assert result.returncode == 0, result.stdout + result.stderr
     said = re.search(r"and (\d+) more files unchanged since the scan that read them", result.stdout)
@@ -345,3 +348,38 @@ def test_a_warm_build_reads_what_changed_and_finds_a_copy_planted_since(
     assert "Key material found in 1 file(s) of the build" in result.stderr
     assert f"{static} (private key text, {load(utils_key).fingerprint})" in result.stderr
     assert utils_key.text.splitlines()[1] not in result.stdout + result.stderr
+
+
+def test_deploykey_fetch_reads_only_what_changed_in_the_cache_mount(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """Docker's fetch step checks the app and the cache mount, which stays on the builder: a
+    later fetch reads what changed, and finds a key copy written in place since into a file it
+    had verified (same size, mtime set back)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    cache = tmp_path / "mount"
+    cache.mkdir()
+    kept = cache / "kept.bin"
+    kept.write_bytes(b"x" * (len(utils_key.text) + 10))
+    argv = [str(BIN / "deploykey"), "fetch", "--cache-dir", str(cache), "--env-dir", str(secrets)]
+
+    def fetch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=build.app, env=build.environ(), capture_output=True, text=True
+        )
+
+    for _ in range(2):
+        settle(cache, RACY_NS)  # as a later build: what the one before wrote is then recorded
+        result = fetch()
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert f"({cache / build_module.SCAN_RECORD}): not read again" in result.stdout
+    assert str(kept) in recorded_paths(record_for(load(utils_key), cache))
+    before = os.lstat(kept)
+    with open(kept, "r+b") as stream:
+        stream.write(same_size_copy(utils_key.text, before.st_size))
+    os.utime(kept, ns=(before.st_atime_ns, before.st_mtime_ns))
+    result = fetch()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{kept} (private key text, {load(utils_key).fingerprint})" in result.stderr

@@ -597,7 +597,7 @@ def leak_check(
         f"{what or 'other private keys and URL credentials'} in {seconds:.1f} s "
         f"({report.processes} {'process' if report.processes == 1 else 'processes'}, {report.engine})"
     )
-    if record is not None and report.previous == scan.VERIFIED:
+    if record is not None and report.previous == scan.VERIFIED and report.skipped:
         output.detail(
             f"and {report.skipped} more files unchanged since the scan that read them, as its "
             f"sealed record says ({record.path}): not read again"
