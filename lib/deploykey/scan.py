@@ -604,8 +604,8 @@ def _code_digest() -> bytes:
 
 def entry(path: str, info: os.stat_result) -> str:
     """A file's entry in the record: its path and every field of its stat that a change moves."""
-    i = info
-    return f"{i.st_dev} {i.st_ino} {i.st_size} {i.st_mtime_ns} {i.st_ctime_ns} {path}"
+    fields = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return f"{fields[0]} {fields[1]} {fields[2]} {fields[3]} {fields[4]} {path}"
 
 
 def _unchanged(path: str, recorded: frozenset[str]) -> str | None:
