@@ -199,16 +199,16 @@ def test_a_record_edited_or_forged_by_build_code_is_ignored(tree: Path, keys_dir
     claimed = scan.entry(str(planted), now)
     record.path.write_bytes(record.path.read_bytes() + os.fsencode(scan.SEPARATOR + claimed))
     edited = scan.scan([tree], [key], record=record)
+    assert [hit.path for hit in edited.hits] == [str(planted)]
     assert edited.previous == "does not verify (changed since it was written)"
     assert (edited.files, edited.skipped) == (files_in(tree), 0)
-    assert [hit.path for hit in edited.hits] == [str(planted)]
     # Its own record: the same format and public key name, a key the build code made up.
     forged = scan.Record(record.path, os.urandom(32), record.ident)
     forged.save([claimed])
     report = scan.scan([tree], [key], record=record)
+    assert [hit.path for hit in report.hits] == [str(planted)]
     assert report.previous == "does not verify (changed since it was written)"
     assert (report.files, report.skipped) == (files_in(tree), 0)
-    assert [hit.path for hit in report.hits] == [str(planted)]
 
 
 def test_a_rotated_key_means_a_full_scan(tree: Path, keys_dir: Path) -> None:
@@ -223,9 +223,9 @@ def test_a_rotated_key_means_a_full_scan(tree: Path, keys_dir: Path) -> None:
     assert clean.hits == () or {hit.kind for hit in clean.hits} == {scan.OTHER_KEY}
     rotated = record_for(load(new), cache)
     report = scan.scan([tree], [load(new)], record=rotated)
+    assert str(tree / "pkg" / "new_key.txt") in {hit.path for hit in report.hits}
     assert report.previous == "was made under other keys"
     assert (report.files, report.skipped) == (files_in(tree), 0)
-    assert str(tree / "pkg" / "new_key.txt") in {hit.path for hit in report.hits}
 
 
 def test_a_new_file_is_read_and_a_removed_one_forgotten(tree: Path, keys_dir: Path) -> None:
