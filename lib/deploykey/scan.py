@@ -481,21 +481,25 @@ def scan(
     unreadable: list[str] = []
     files = walk(roots, unreadable)
     previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
+    unchanged: list[str] = []  # their entries
+    if recorded:  # in this process: one lstat a file costs less than forking and sending back
+        files, unchanged = _unchanged(files, recorded)
     per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
     batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
-    found = _in_every_process(batches, searcher, recorded)
+    found = _in_every_process(batches, searcher)
     if record is not None:
         # A file changed within RACY_NS before the scan began could change again unseen.
-        record.save(entry for entry, ctime in found.clean if ctime < began - RACY_NS)
+        settled = [entry for entry, ctime in found.clean if ctime < began - RACY_NS]
+        record.save(unchanged + settled)
     return Report(
         tuple(dict.fromkeys(found.hits)),
-        len(files) - found.skipped,
+        len(files),
         found.size,
         tuple(unreadable + found.unreadable),
         searcher.engine,
         found.processes,
         tuple(found.unpacked),
-        found.skipped,
+        len(unchanged),
         previous,
     )
 
@@ -608,14 +612,24 @@ def entry(path: str, info: os.stat_result) -> str:
     return f"{fields[0]} {fields[1]} {fields[2]} {fields[3]} {fields[4]} {path}"
 
 
-def _unchanged(path: str, recorded: frozenset[str]) -> str | None:
-    """The file's entry, if it is a regular file whose stat is the very one recorded."""
-    try:
-        info = os.lstat(path)
-    except OSError:  # gone, or not to be looked at: read (and named) as any other
-        return None
-    found = entry(path, info)
-    return found if stat.S_ISREG(info.st_mode) and found in recorded else None
+def _unchanged(
+    files: list[tuple[str, str]], recorded: frozenset[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The files to read, and the entries of the others: regular files whose stat is the very
+    one recorded."""
+    to_read, unchanged = [], []
+    for path, name in files:
+        try:
+            info = os.lstat(path)
+        except OSError:  # gone, or not to be looked at: read (and named) as any other
+            to_read.append((path, name))
+            continue
+        found = entry(path, info)
+        if stat.S_ISREG(info.st_mode) and found in recorded:
+            unchanged.append(found)
+        else:
+            to_read.append((path, name))
+    return to_read, unchanged
 
 
 # ----------------------------------------------------------------------- the files, on every CPU
@@ -626,10 +640,9 @@ class _Found:
     hits: list[Hit] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     unpacked: list[str] = field(default_factory=list)
-    # The record's entry of each file read in full and found clean (its stat when opened,
-    # before the read), or not read as the record shows it unchanged (ctime 0: settled).
+    # The record's entry and ctime of each file read in full and found clean (its stat when
+    # opened, before the read).
     clean: list[tuple[str, int]] = field(default_factory=list)
-    skipped: int = 0
     size: int = 0
     processes: int = 1
 
@@ -638,7 +651,6 @@ class _Found:
         self.unreadable += other.unreadable
         self.unpacked += other.unpacked
         self.clean += other.clean
-        self.skipped += other.skipped
         self.size += other.size
         self.processes += other.processes
 
@@ -648,9 +660,7 @@ MAX_BATCHES = 8192  # and few enough that their numbers (4 bytes each) fit in on
 PROCESSES = 4  # at most: reading from the page cache stops scaling beyond a few
 
 
-def _in_every_process(
-    batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher, recorded: frozenset[str]
-) -> _Found:
+def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher) -> _Found:
     """Search the batches in this process and in a forked copy of it per other CPU, each taking
     the next batch number from one pipe (reads of 4 bytes from a pipe are atomic) until none is
     left: the work balances itself, whatever the sizes. A copy inherits the searcher (the needles
@@ -662,7 +672,7 @@ def _in_every_process(
     if processes <= 1:
         found = _Found()
         for batch in batches:
-            _search_batch(batch, searcher, recorded, found)
+            _search_batch(batch, searcher, found)
         return found
     searcher.holds_any(b"")  # build the automaton once, before the copies inherit it
     numbers_read, numbers_write = os.pipe()
@@ -677,11 +687,11 @@ def _in_every_process(
     try:
         for _ in range(processes - 1):
             try:
-                pid, results = _fork(numbers_read, batches, searcher, recorded)
+                pid, results = _fork(numbers_read, batches, searcher)
             except OSError:  # no more processes (a container's pid limit): fewer share the work
                 break
             children[pid] = results
-        found = _batches_from(numbers_read, batches, searcher, recorded)
+        found = _batches_from(numbers_read, batches, searcher)
         for pid in list(children):
             found.add(_collect(pid, children.pop(pid)))
         return found
@@ -695,10 +705,7 @@ def _in_every_process(
 
 
 def _fork(
-    numbers: int,
-    batches: Sequence[Sequence[tuple[str, str]]],
-    searcher: Searcher,
-    recorded: frozenset[str],
+    numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
 ) -> tuple[int, int]:
     results_read, results_write = os.pipe()
     try:
@@ -715,7 +722,7 @@ def _fork(
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(number, signal.SIG_DFL)
         os.close(results_read)
-        found = _batches_from(numbers, batches, searcher, recorded)
+        found = _batches_from(numbers, batches, searcher)
         with os.fdopen(results_write, "wb") as stream:
             pickle.dump(found, stream)
         status = 0
@@ -734,25 +741,16 @@ def _collect(pid: int, results: int) -> _Found:
 
 
 def _batches_from(
-    numbers: int,
-    batches: Sequence[Sequence[tuple[str, str]]],
-    searcher: Searcher,
-    recorded: frozenset[str],
+    numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
 ) -> _Found:
     found = _Found()
     while len(number := os.read(numbers, 4)) == 4:
-        _search_batch(batches[struct.unpack("=I", number)[0]], searcher, recorded, found)
+        _search_batch(batches[struct.unpack("=I", number)[0]], searcher, found)
     return found
 
 
-def _search_batch(
-    batch: Sequence[tuple[str, str]], searcher: Searcher, recorded: frozenset[str], found: _Found
-) -> None:
+def _search_batch(batch: Sequence[tuple[str, str]], searcher: Searcher, found: _Found) -> None:
     for path, name in batch:
-        if recorded and (unchanged := _unchanged(path, recorded)) is not None:
-            found.clean.append((unchanged, 0))
-            found.skipped += 1
-            continue
         try:
             _search_file(path, name, searcher, found)
         except FileNotFoundError:  # removed since the walk: it holds nothing now
