@@ -271,7 +271,7 @@ def rotating(build: Build, utils_key: GeneratedKey, keys_dir: Path) -> Callable[
         result, new, loot = next_build(build, utils_key, keys_dir, place, mode)
         assert_not_taken(build, new, result, loot, place)
         # Its own key dir is gone (other builds on this machine may have theirs right now).
-        made = re.findall(r"keys and ssh config in (\S+)", result.stdout + result.stderr)
+        made = re.findall(r"ssh config in (\S+)", result.stdout + result.stderr)
         assert made and not any(Path(path).exists() for path in made)
 
     return check

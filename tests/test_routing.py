@@ -304,10 +304,13 @@ def test_repository_no_key_can_read_is_named_first(
     )
     assert "Installing" not in result.stdout
     assert snapshot(build.app) == state
-    # The cache keeps the one complete mirror (the next build fetches only what changed), and
-    # nothing half-written.
+    # The cache keeps the one complete mirror and its seal (the next build fetches only what
+    # changed), and nothing half-written.
     mirrors = build.cache / "deploykey" / "mirrors" / "github.com" / "acme"
-    assert sorted(p.name for p in mirrors.iterdir()) == ["private-utils.git"]
+    assert sorted(p.name for p in mirrors.iterdir()) == [
+        "private-utils.git",
+        "private-utils.git.seal",
+    ]
     assert_clean(build, result, before, utils)
 
 

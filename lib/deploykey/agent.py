@@ -164,7 +164,7 @@ class Own:
         ssh_add = run.which("ssh-add", "hand the deploy key to deploykey's own ssh agent")
         argv = [ssh_add, "-q", "-t", str(LIFETIME), "-"]
         result = run.capture(
-            argv, env=run.child_env({"SSH_AUTH_SOCK": str(self.socket)}), stdin=key.material
+            argv, env=run.secret_env({"SSH_AUTH_SOCK": str(self.socket)}), stdin=key.material
         )
         if not result.ok:
             raise UserError(
@@ -201,7 +201,7 @@ def start(key_dir: Path) -> Own:
     """ssh-agent with its socket in `key_dir` (a 0700 dir: only this user can reach it)."""
     ssh_agent = run.which("ssh-agent", "hold the deploy keys in memory during the fetch")
     path = key_dir / SOCKET
-    watched = run.start([ssh_agent, "-a", str(path), "--", *COMMAND], env=run.child_env())
+    watched = run.start([ssh_agent, "-a", str(path), "--", *COMMAND], env=run.secret_env())
     assert watched.stdout is not None
     said = watched.stdout.readline().decode("utf-8", "replace").strip()
     if not said.isdigit() or not path.is_socket():

@@ -7,6 +7,8 @@ run; this module holds the steps themselves, each a function a platform calls un
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -358,6 +360,16 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
             output.step("Removing the keys: nothing that runs after this can read them")
             report_scrub(cleanup, key_dir)
     assert fetcher is not None
+    # Mirrors kept in a build cache are <kit cache>/mirrors, beside the installers' tools and
+    # caches; a temporary root (the doctor, a dry run, CI setup without a cache) has none.
+    kit = root.parent if root.name == mirrors.DIR else None
+    ident = fetcher.seal.ident if fetcher.seal else None
+    dropped = installer.rekey(kit, ident) if kit is not None else []
+    if dropped:
+        output.detail(
+            f"dropped the installers' tools and caches kept under another key (or none): "
+            f"{', '.join(dropped)} in {kit}"
+        )
     fetched = mirrors_of(plan, fetcher, findings)
     refused = mirrors.planted(fetcher.git, fetched)
     if refused is not None:
@@ -411,6 +423,19 @@ def mirrors_of(plan: Plan, fetcher: mirrors.Fetcher, findings: Sequence[doctor.F
 RECORD = (
     "fetched.json"  # in the cache: what `deploykey fetch` left for `deploykey install --fetched`
 )
+SCAN_RECORD = "scan-record"  # in the cache: what the last leak check read and found clean
+
+
+def scan_record(secrets: Sequence[bytes], cache: Path) -> scan.Record | None:
+    """The leak check's record in the kit's part of the build cache, sealed with a key derived
+    from the build's own secrets like the mirrors' seals, with a label of its own (HMAC as
+    HKDF-Expand, RFC 5869: a key for one use tells nothing of the other). None without such a
+    secret (an ssh agent only): every file is read."""
+    seal = mirrors.SealKey.derive(secrets)
+    if seal is None:
+        return None
+    key = hmac.new(seal.mac, b"deploykey/scan-record/v1\x01", hashlib.sha256).digest()
+    return scan.Record(cache / SCAN_RECORD, key, seal.ident)
 
 
 def _wanted(plan: Plan) -> list[list[str]]:
@@ -501,6 +526,7 @@ def install_cycle(
 
     cleanup = Cleanup()
     failure: BaseException | None = None
+    record = scan_record(seal_secrets(plan), cache) if cache is not None else None
     try:
         with scrub.guarded(cleanup):
             if cache is None:
@@ -540,7 +566,7 @@ def install_cycle(
     for what in cleanup.done:
         output.detail(f"removed {what}")
     output.step("Checking what the build keeps for the keys")
-    leak = leak_check(scanned, plan.secret_keys, plan.secret_tokens, plan.settings)
+    leak = leak_check(scanned, plan.secret_keys, plan.secret_tokens, plan.settings, record=record)
     if failure is not None:
         if leak is not None:
             output.error(leak)
@@ -598,17 +624,19 @@ def leak_check(
     tokens: Sequence[Token],
     settings: Settings,
     strict: bool = False,
+    record: scan.Record | None = None,
 ) -> UserError | None:
     """Scan the kept directories for the keys and tokens; a UserError naming the files if found.
     Another private key (a package's test key, say) fails only a `strict` scan (`deploykey
     scan`); a build warns about it: only the build's own keys and tokens are its to guard. What
     it could not read, or not unpack in full, fails it too (an archive only warns with
-    DEPLOYKEY_SCAN_INCOMPLETE=warn): it never says clean about what it did not search."""
+    DEPLOYKEY_SCAN_INCOMPLETE=warn): it never says clean about what it did not search, or did
+    not verify unchanged since it last searched it (`record`, see scan.Record)."""
     import time
 
     existing = [root for root in roots if _present(root)]
     began = time.monotonic()
-    report = scan.scan(existing, found_keys, {token.name: token.value for token in tokens})
+    report = scan.scan(existing, found_keys, {token.name: token.value for token in tokens}, record)
     seconds = time.monotonic() - began
     size = report.size / 1_000_000
     what = ", ".join([key.fingerprint for key in found_keys] + [token.name for token in tokens])
@@ -617,6 +645,15 @@ def leak_check(
         f"{what or 'other private keys and URL credentials'} in {seconds:.1f} s "
         f"({report.processes} {'process' if report.processes == 1 else 'processes'}, {report.engine})"
     )
+    if record is not None and report.previous == scan.VERIFIED and report.skipped:
+        output.detail(
+            f"and {report.skipped} more files unchanged since the scan that read them, as its "
+            f"sealed record says ({record.path}): not read again"
+        )
+    elif record is not None and report.previous != scan.NO_RECORD:
+        said = f"the scan record {record.path} {report.previous}: every file was read"
+        # Another key is a rotation, expected; anything else was written by something else.
+        (output.detail if report.previous == scan.OTHER_KEYS else output.warn)(said)
     if report.engine == scan.PYTHON_SEARCH:
         output.detail(
             "ahocorasick-rs is not installed for this Python (no wheel for this platform?): "

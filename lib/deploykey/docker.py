@@ -114,7 +114,11 @@ def fetch_command(
     record = build.write_record(cache, plan, fetched, findings)
     output.detail(f"recorded what was fetched in {record}, for `install --fetched`")
     output.step("Checking the app and the cache for the keys")
-    leak = build.leak_check([app, cache], plan.secret_keys, plan.secret_tokens, settings)
+    # The cache mount stays on the builder between builds: its files are read when they changed.
+    scan_record = build.scan_record(build.seal_secrets(plan), cache)
+    leak = build.leak_check(
+        [app, cache], plan.secret_keys, plan.secret_tokens, settings, record=scan_record
+    )
     if leak is not None:
         raise _in_context(leak, app)
     output.step("Done: fetched; the keys are gone, and the install step needs none")

@@ -513,6 +513,13 @@ PROBLEMS: dict[str, Problem] = {
         why="deploykey needs {tool} to {purpose}.",
         fix="{fix}",
     ),
+    "tool::writable": Problem(
+        title="`{tool}` is only in {where}, which {user} (uid {uid}) can write",
+        why="deploykey needs {tool} to {purpose}, with the keys at hand; a program in a directory "
+        "the build user can write (or rename) may have been put there by an earlier build's code.",
+        fix="Install {tool} where only root writes (Debian/Ubuntu: apt-get install; it goes to "
+        "/usr/bin), or make {where} and the directories above it unwritable for uid {uid}.",
+    ),
     "tool::bootstrap": Problem(
         title="Could not install {requirement} into the build cache ({target})",
         why="The app's lockfile is installed with {tool}, which is not on PATH and not in the build "

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from deploykey import credentials, keydir, keys, output, run
-from deploykey.childenv import child_env
+from deploykey.childenv import secret_env
 from deploykey.config import Settings
 from deploykey.credentials import Token
 from deploykey.errors import UserError
@@ -422,7 +422,7 @@ class Session:
         # never a file a process of the same user could copy (SECURITY.md).
         status, signature, said = run.binary(
             [openssl, "dgst", "-sha256", "-sign", run.PIPED],
-            env=child_env(),
+            env=secret_env(),
             stdin=unsigned.encode(),
             secret=self.app.key.material,
         )

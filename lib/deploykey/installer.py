@@ -25,6 +25,7 @@ editables from local paths only), or for `--user`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -357,6 +358,45 @@ def bootstrap_tool(name: str, cache: Path) -> tuple[str, ...]:
         shutil.rmtree(target)
     staging.rename(target)
     return (str(target / "bin" / "python"), "-m", name)
+
+
+# What the installers keep in the kit's part of the build cache: their own tools (uv, Poetry,
+# Pipenv, installed from PyPI once) and their caches (built wheels, checkouts by commit). Build
+# code runs beside them while they install and can change any of it; see rekey().
+STATE = ("uv", "poetry", "pipenv", "uv-cache", "pip-cache", "poetry-cache", "pipenv-cache")
+KEYED = "installers.key"  # the seal key's public id (mirrors.SealKey.ident) they were kept under
+
+
+def rekey(cache: Path, ident: str | None) -> list[str]:
+    """Drop the installers' tools and caches unless they were kept under this build's key: after a
+    key is rotated (what a user does after a hostile dependency ran), nothing that build code of
+    the builds before could have planted there (a `uv` of its own, a wheel for a pinned commit)
+    is run or installed. Build code cannot write the new key's id: it never had the key. Under
+    the same key they are kept (the price of a warm build): after removing a hostile dependency,
+    rotate the key, or clear the build cache. With no secret of the build's own (an ssh agent
+    only), nothing tells a rotation apart: kept. Returns what was dropped."""
+    if ident is None:
+        return []
+    stamp = cache / KEYED
+    with contextlib.suppress(OSError):
+        if not stamp.is_symlink() and stamp.read_text() == ident + "\n":
+            return []
+    dropped = []
+    for name in STATE:
+        path = cache / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            continue
+        dropped.append(name)
+    cache.mkdir(parents=True, exist_ok=True)
+    temporary = cache / f".{KEYED}.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.write_text(ident + "\n")
+    temporary.replace(stamp)  # over a planted link, never through it
+    return dropped
 
 
 def find_uv(cache: Path) -> Path | None:

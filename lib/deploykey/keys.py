@@ -295,7 +295,7 @@ def _public_half(material: str, ctx: _Context) -> str:
     """Derive the public key with ssh-keygen, the key passed on stdin, an empty passphrase."""
     keygen = run.which("ssh-keygen", "validate the deploy key")
     result = run.capture(
-        [keygen, "-y", "-P", "", "-f", "/dev/stdin"], env=run.child_env(), stdin=material.encode()
+        [keygen, "-y", "-P", "", "-f", "/dev/stdin"], env=run.secret_env(), stdin=material.encode()
     )
     lines = [line for line in result.lines if line.strip()]
     publics = [line for line in lines if PUBLIC_LINE.match(line)]

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploykey.childenv import child_env
+from deploykey import permissions
+from deploykey.childenv import child_env, secret_env, trusted_path
 from deploykey.errors import UserError
 
-__all__ = ["Result", "child_env", "run", "which"]
+__all__ = ["Result", "child_env", "run", "secret_env", "which"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,23 @@ MISSING_FIX = {
 
 
 def which(tool: str, purpose: str) -> str:
-    """The absolute path of `tool` on PATH, or a clear error naming the package to install.
-    (shutil, not `sh`: a lookup should not cost the import of sh and asyncio.)"""
-    found = shutil.which(tool)
+    """The absolute path of `tool` in a directory of PATH that build code cannot have written
+    (childenv.trusted_path: every tool looked up here runs with a secret, or reads a mirror), or a
+    clear error: where it was found instead, or the package to install. (shutil, not `sh`: a
+    lookup should not cost the import of sh and asyncio.)"""
+    path = os.environ.get("PATH", os.defpath)
+    found = shutil.which(tool, path=trusted_path(path))
     if found is None:
+        anywhere = shutil.which(tool, path=path)
+        if anywhere is not None:
+            raise UserError(
+                "tool::writable",
+                tool=tool,
+                where=Path(anywhere).parent,
+                user=permissions.user_name(),
+                uid=os.getuid(),
+                purpose=purpose,
+            )
         raise UserError(
             "tool::missing",
             tool=tool,

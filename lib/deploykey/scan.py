@@ -20,6 +20,11 @@ going to whichever process is free. Each file is read once: searched (see Search
 zip/wheel, tar and gzip/bzip2/xz archives (whose members, nested ones too, are unpacked in memory
 and searched the same way) and, for git configs and `direct_url.json`, checked for URL credentials.
 Hits name the file (and archive member), the kind of copy and the key's fingerprint, never bytes.
+
+Incremental (see Record): after a scan, the files it read and found clean are recorded with their
+stat (device, inode, size, mtime, ctime), sealed with an HMAC keyed from the build's secrets; the
+next scan under the same keys reads only the files whose stat does not match (new, changed,
+replaced), and the whole tree when the record does not verify.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import bz2
 import contextlib
 import functools
 import gzip
+import hashlib
+import hmac
 import io
 import itertools
 import lzma
@@ -36,8 +43,11 @@ import os
 import pickle  # noqa: S403 - only between this process and its own forked copies
 import re
 import signal
+import stat
 import struct
 import tarfile
+import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -71,6 +81,9 @@ URL_CREDENTIALS = re.compile(
 )
 CREDENTIAL_FILES = ("direct_url.json", ".git-credentials")
 PRIVATE_KEY = b"PRIVATE KEY-----"
+NO_RECORD = "none"  # what became of the last scan's record (Report.previous): there was none,
+VERIFIED = "verified"  # or it verified; otherwise why it was ignored:
+OTHER_KEYS = "was made under other keys"  # a rotated key, say
 
 TEXT = "private key text"
 TEXT_UTF16 = "private key text (UTF-16)"
@@ -117,6 +130,9 @@ class Report:
     # "PATH (why)" of each archive whose members could not all be unpacked (corrupt, truncated,
     # past ARCHIVE_BUDGET): its bytes were searched as they are on disk, its members not all.
     unpacked: tuple[str, ...] = ()
+    # Files not read: unchanged since a scan that read them, as the verified record says.
+    skipped: int = 0
+    previous: str = NO_RECORD  # what became of the last scan's record (see Record)
 
 
 # ------------------------------------------------------------------------------------ the needles
@@ -452,15 +468,29 @@ def walk(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str]]:
 
 
 def scan(
-    roots: Sequence[Path], keys: Sequence[Key], tokens: Mapping[str, bytes] | None = None
+    roots: Sequence[Path],
+    keys: Sequence[Key],
+    tokens: Mapping[str, bytes] | None = None,
+    record: Record | None = None,
 ) -> Report:
-    """Every copy of the keys and tokens under roots, in files and inside archives."""
+    """Every copy of the keys and tokens under roots, in files and inside archives. With a
+    record: files the last scan's verified record shows unchanged are not read again, and what
+    this scan read and found clean is recorded for the next."""
+    began = time.time_ns()  # before any file is looked at: see RACY_NS
     searcher = Searcher.of(keys, tokens)
     unreadable: list[str] = []
     files = walk(roots, unreadable)
+    previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
+    unchanged: list[str] = []  # their entries
+    if recorded:  # in this process: one lstat a file costs less than forking and sending back
+        files, unchanged = _unchanged(files, recorded)
     per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
     batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
     found = _in_every_process(batches, searcher)
+    if record is not None:
+        # A file changed within RACY_NS before the scan began could change again unseen.
+        settled = [entry for entry, ctime in found.clean if ctime < began - RACY_NS]
+        record.save(unchanged + settled)
     return Report(
         tuple(dict.fromkeys(found.hits)),
         len(files),
@@ -469,7 +499,137 @@ def scan(
         searcher.engine,
         found.processes,
         tuple(found.unpacked),
+        len(unchanged),
+        previous,
     )
+
+
+# --------------------------------------------------------------- the record of the last scan
+
+
+RECORD_FORMAT = b"deploykey-scan-record/1"
+RECORD_MAX = 256 << 20  # bytes: a record is about 150 bytes a file
+# Entries are "DEV INO SIZE MTIME_NS CTIME_NS PATH", separated by NUL (which no path holds): the
+# scan looks each file's up in a set, without parsing the record.
+SEPARATOR = "\0"
+# Files whose ctime is this close to the scan's start are read again next time, not recorded: a
+# timestamp has the granularity of the kernel's coarse clock (a jiffy, up to 10 ms) or of the
+# filesystem (1 s on ext4 with 128-byte inodes, 2 s on FAT), so a change made just after the read,
+# within the same tick as the change before it, could leave every field of the stat as it was
+# (git's "racy clean" problem, Documentation/technical/racy-git.txt).
+RACY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where the last scan's record lives and the key that seals it (derived from the build's
+    secrets, see build.scan_record), with the key's public name.
+
+    What a record trusts, and why build code cannot forge it:
+    - the HMAC: build code never had the build's secrets, so it can neither write a record that
+      verifies nor edit one (any change, a record made under other keys, by another version of
+      this file, is ignored: every file is read);
+    - ctime: the kernel sets a file's ctime to the current time on any change of its content or
+      inode (write, truncate, chmod, rename, link, even utime(), which sets mtime to any value
+      but ctime to now: inode(7), "Last status change timestamp"). No call sets it back; only
+      setting the system clock back would (CAP_SYS_TIME: Docker, Podman and CNB builds drop it,
+      Heroku's dynos never had it; root on the host can, and can read any process's memory
+      too) or writing the block device (CAP_SYS_RAWIO). So a file whose (device, inode,
+      size, mtime, ctime) are as recorded has not changed since the scan that read it and found
+      it clean under the same keys. A token minted in this build (a GitHub App's) cannot be in a
+      file unchanged since before it was minted. Where the cache is unpacked afresh every build
+      (Heroku restores CACHE_DIR from an archive) every inode and ctime is new: every file is
+      read, as without a record.
+    """
+
+    path: Path
+    key: bytes = field(repr=False)
+    ident: str  # public: says "another key" rather than "does not verify"
+
+    def _mac(self, body: bytes) -> bytes:
+        mac = hmac.new(self.key, RECORD_FORMAT + b"\n" + _code_digest(), hashlib.sha256)
+        mac.update(body)
+        return mac.hexdigest().encode()
+
+    def load(self) -> tuple[str, frozenset[str]]:
+        """(what became of it, its entries): none unless the record verifies."""
+        try:
+            fd = os.open(self.path, OPEN_FLAGS)
+        except FileNotFoundError:
+            return NO_RECORD, frozenset()
+        except OSError as exc:
+            return f"could not be read ({exc.strerror or exc})", frozenset()
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > RECORD_MAX:
+                return "is not a record", frozenset()
+            data = b"".join(iter(functools.partial(os.read, fd, CHUNK), b""))
+        except OSError as exc:
+            return f"could not be read ({exc.strerror or exc})", frozenset()
+        finally:
+            os.close(fd)
+        head, _, body = data.partition(b"\n")
+        parts = head.split(b" ")
+        if len(parts) != 3 or parts[0] != RECORD_FORMAT:
+            return "is not a record of this format", frozenset()
+        if parts[1] != self.ident.encode():
+            return OTHER_KEYS, frozenset()
+        if not hmac.compare_digest(parts[2], self._mac(body)):
+            return "does not verify (changed since it was written)", frozenset()
+        return VERIFIED, frozenset(os.fsdecode(body).split(SEPARATOR)) - {""}
+
+    def save(self, entries: Iterable[str]) -> None:
+        """Replaces the record at once (rename(2) is atomic: a reader sees the old or the new,
+        never half). A record that cannot be written is no failure: the next scan reads all."""
+        body = os.fsencode(SEPARATOR.join(entries))
+        head = b" ".join([RECORD_FORMAT, self.ident.encode(), self._mac(body)])
+        try:
+            fd, temporary = tempfile.mkstemp(prefix=".scan-record-", dir=self.path.parent)
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(head + b"\n" + body)
+            os.replace(temporary, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+
+@functools.cache
+def _code_digest() -> bytes:
+    """This file's source: what counts as clean (the needles, the archives opened) is defined
+    here, so a record made by another version of it does not verify."""
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest().encode()
+    except OSError:
+        return os.urandom(16).hex().encode()  # unknown: no record verifies
+
+
+def entry(path: str, info: os.stat_result) -> str:
+    """A file's entry in the record: its path and every field of its stat that a change moves."""
+    fields = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return f"{fields[0]} {fields[1]} {fields[2]} {fields[3]} {fields[4]} {path}"
+
+
+def _unchanged(
+    files: list[tuple[str, str]], recorded: frozenset[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The files to read, and the entries of the others: regular files whose stat is the very
+    one recorded."""
+    to_read, unchanged = [], []
+    for path, name in files:
+        try:
+            info = os.lstat(path)
+        except OSError:  # gone, or not to be looked at: read (and named) as any other
+            to_read.append((path, name))
+            continue
+        found = entry(path, info)
+        if stat.S_ISREG(info.st_mode) and found in recorded:
+            unchanged.append(found)
+        else:
+            to_read.append((path, name))
+    return to_read, unchanged
 
 
 # ----------------------------------------------------------------------- the files, on every CPU
@@ -480,6 +640,9 @@ class _Found:
     hits: list[Hit] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     unpacked: list[str] = field(default_factory=list)
+    # The record's entry and ctime of each file read in full and found clean (its stat when
+    # opened, before the read).
+    clean: list[tuple[str, int]] = field(default_factory=list)
     size: int = 0
     processes: int = 1
 
@@ -487,6 +650,7 @@ class _Found:
         self.hits += other.hits
         self.unreadable += other.unreadable
         self.unpacked += other.unpacked
+        self.clean += other.clean
         self.size += other.size
         self.processes += other.processes
 
@@ -603,9 +767,11 @@ OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> None:
     """Read once (in one call when it fits in a chunk: nearly every file does), searched, sniffed
     for an archive, and checked for URL credentials when it is a git config or direct_url.json."""
+    hits, unpacked = len(found.hits), len(found.unpacked)
     fd = os.open(path, OPEN_FLAGS)
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)  # before the read: a change during it gives another ctime
+        size = info.st_size
         found.size += size
         data = os.read(fd, min(size, CHUNK) + 1)  # one byte more: a file that grew is streamed
         streamed = len(data) > CHUNK
@@ -625,6 +791,8 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
         name == "config" and os.path.basename(os.path.dirname(path)) == ".git"
     ):
         found.hits += _url_hits(path, data)
+    if len(found.hits) == hits and len(found.unpacked) == unpacked:
+        found.clean.append((entry(path, info), info.st_ctime_ns))
 
 
 # ------------------------------------------------------------------------ archives, URL credentials

@@ -14,7 +14,8 @@ the key: so that git reads no configuration and runs no program deploykey did no
   does a lazy fetch from a reading of a mirror (no protocol at all there).
 - Nothing else from the environment that points git at other directories or programs
   (GIT_DIR, GIT_EXEC_PATH, GIT_CONFIG_PARAMETERS, GIT_SSH*, GIT_ASKPASS, GIT_TRACE*, ...): the
-  child gets childenv's allow-list, which has no GIT_* name, plus what the caller sets.
+  child gets childenv's allow-list, which has no GIT_* name, plus what the caller sets; and its
+  PATH (the router's sh and tr, git's helpers) only the directories build code cannot write.
 The installers' git is not sealed: it needs the mirror settings, and runs package build code anyway.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from deploykey.childenv import child_env
+from deploykey.childenv import secret_env
 
 OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 SEALED = {
@@ -44,7 +45,7 @@ def argv(git: str, *args: str) -> list[str]:
 def env(extra: Mapping[str, str] | None = None, protocols: Sequence[str] = ()) -> dict[str, str]:
     """The environment of a sealed git: the allow-list, `extra` (the fetch's ssh command and its
     GIT_CONFIG_* settings), only `protocols` allowed (none: a reading of a mirror on disk)."""
-    sealed = child_env(extra)
+    sealed = secret_env(extra)
     sealed.update(SEALED)
     sealed["GIT_ALLOW_PROTOCOL"] = ":".join(protocols)
     return sealed

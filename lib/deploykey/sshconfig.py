@@ -130,7 +130,7 @@ def greet(ssh: str, config: Path, host: HostConfig, key: Key, user: str | None) 
     # `--`: whatever the destination says, ssh reads it as one (a user named `-oProxyCommand=...`
     # is refused when the requirements are read; this is the second guard).
     argv += ["--", f"{user}@{target}" if user else target]
-    result = run.run(argv, env=run.child_env(), source=(host.name, "the greeting"))
+    result = run.run(argv, env=run.secret_env(), source=(host.name, "the greeting"))
     debug = [line for line in result.lines if line.startswith(VERBOSE)]
     said = [line for line in result.lines if not line.startswith(VERBOSE) and line.strip()]
     offered = next(
