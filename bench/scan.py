@@ -130,29 +130,40 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - began, result.stdout + result.stderr
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(description: str, runs: int) -> argparse.ArgumentParser:
+    """The options of the scan benchmarks (this one and bench/scan_incremental.py)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--fallback-runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploykey-bench",
     )
+    return parser
+
+
+def new_key(key_file: Path) -> keys.Key:
+    """A new ed25519 key at `key_file` (the one there before removed), loaded as the kit loads it."""
+    for old in (key_file, key_file.with_suffix(".pub")):
+        old.unlink(missing_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key_file)],
+        check=True,
+    )
+    return keys.load(key_file.read_bytes(), "DEPLOY_KEY", "bench")
+
+
+def main() -> int:
+    parser = options(__doc__, runs=5)
+    parser.add_argument("--fallback-runs", type=int, default=3)
     args = parser.parse_args()
     work = args.cache / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     key_file = work / "bench_key"
     while True:  # a key none of whose needles holds a line break: grep -f reads one per line
-        for old in (key_file, key_file.with_suffix(".pub")):
-            old.unlink(missing_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key_file)],
-            check=True,
-        )
-        key = keys.load(key_file.read_bytes(), "DEPLOY_KEY", "bench")
+        key = new_key(key_file)
         patterns = scan.Searcher.of([key]).patterns
         if not any(b"\n" in pattern for pattern in patterns):
             break

@@ -13,10 +13,8 @@ timed too). Both must find the four planted copies: they are new in each run.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,31 +23,17 @@ KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "lib"))
 sys.path.insert(0, str(KIT / "bench"))
 
-from scan import build_tree, plant  # noqa: E402
+from scan import build_tree, new_key, options, plant  # noqa: E402
 
-from deploykey import build, keys, scan  # noqa: E402
+from deploykey import build, scan  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploykey-bench",
-    )
-    args = parser.parse_args()
+    args = options(__doc__, runs=7).parse_args()
     work = args.cache / "work-incremental"
     work.mkdir(parents=True, exist_ok=True)
     key_file = work / "bench_key"
-    for old in (key_file, key_file.with_suffix(".pub")):
-        old.unlink(missing_ok=True)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key_file)],
-        check=True,
-    )
-    key = keys.load(key_file.read_bytes(), "DEPLOY_KEY", "bench")
+    key = new_key(key_file)
     tree = build_tree(args.cache, args.size_mb)
     record = build.scan_record([key.material], tree)  # in the scanned tree, as in a build cache
     assert record is not None
