@@ -67,7 +67,15 @@ if grep -qxF "$key $repo" "$root/access" && [ -d "$root/repos/$repo.git" ]; then
         case "$repo" in */endless-refs) sleep 1 ;; esac
       done ;;
   esac
-  exec git-upload-pack "$root/repos/$repo.git"
+  # Count what the server sends (what GitHub would bill as egress): upload-pack's stdout through
+  # dd, whose summary line on stderr starts with the byte count (coreutils dd); upload-pack's own
+  # exit status is kept.
+  status=$(mktemp)
+  { git-upload-pack "$root/repos/$repo.git"; echo $? > "$status"; } | dd bs=65536 2> "$status.dd"
+  echo "$key $repo $(awk '/bytes/ { print $1; exit }' "$status.dd")" >> "$root/sent"
+  code=$(cat "$status")
+  rm -f "$status" "$status.dd"
+  exit "${code:-1}"
 fi
 echo "$key $repo refused" >> "$root/log"
 echo "ERROR: Repository not found." >&2
@@ -171,7 +179,28 @@ def make_bare_repo(
     bare.parent.mkdir(parents=True, exist_ok=True)
     run_git("clone", "-q", "--bare", str(work), str(bare))
     shutil.rmtree(work)
+    serve_as_github(bare)
     return bare
+
+
+# What GitHub's git endpoint allows besides protocol v2 (sshd passes GIT_PROTOCOL: AcceptEnv):
+# partial clone (`--filter=blob:none`, which pip uses; GitHub's engineers on the git list,
+# http://mail.spinics.net/lists/git/msg377911.html: "Some hosts like GitHub support some partial
+# clone filters", blob filters included) and fetching a commit or an object by its id when it is
+# reachable (git-config(1), uploadpack.allowReachableSHA1InWant; over protocol v2 upload-pack
+# checks no reachability at all, gitprotocol-v2(5) `want`). GitHub is not known to serve
+# unreachable objects, so allowAnySHA1InWant stays off.
+SERVED_AS_GITHUB = {
+    "uploadpack.allowFilter": "true",
+    "uploadpack.allowReachableSHA1InWant": "true",
+}
+
+
+def serve_as_github(bare: Path, filters: bool = True) -> None:
+    """Serve `bare` as GitHub does; `filters=False` is a host that refuses partial clones."""
+    for key, value in SERVED_AS_GITHUB.items():
+        allowed = "false" if key == "uploadpack.allowFilter" and not filters else value
+        run_git("config", "--file", str(bare / "config"), key, allowed, cwd=bare)
 
 
 @dataclass
@@ -193,6 +222,7 @@ class GitServer:
         (root / "repos").mkdir()
         (root / "access").touch()
         (root / "log").touch()
+        (root / "sent").touch()
         (root / "authorized_keys").touch()
         shell = root / "forced-command"
         shell.write_text(FORCED_COMMAND)
@@ -201,7 +231,7 @@ class GitServer:
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(root / "host_key")],
             check=True,
         )
-        for name in ("log", "repos"):
+        for name in ("log", "sent", "repos"):
             os.chown(root / name, user.pw_uid, user.pw_gid)
         server = cls(root)
         server.host_key_public = " ".join((root / "host_key.pub").read_text().split()[:2])
@@ -277,6 +307,15 @@ class GitServer:
 
     def log(self) -> list[str]:
         return (self.root / "log").read_text().splitlines()
+
+    def sent(self, repo: str | None = None) -> int:
+        """Bytes the server's git-upload-pack sent so far (to every key), for `repo` or all."""
+        total = 0
+        for line in (self.root / "sent").read_text().splitlines():
+            _, name, count = (line.split(" ") + ["", "", ""])[:3]
+            if (repo is None or name == repo) and count.isdigit():
+                total += int(count)
+        return total
 
     def start(self) -> None:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
