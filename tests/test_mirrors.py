@@ -348,3 +348,117 @@ def test_prune_leaves_only_what_was_fetched_and_sealed_mirrors(tmp_path: Path) -
         "private-utils",
         "private-utils-extra.git",
     ]
+
+
+def partial_fetcher(tmp_path: Path, seal: mirrors.SealKey | None) -> tuple[mirrors.Fetcher, Path]:
+    """A Fetcher for pip (partial mirrors) whose ssh URLs reach a bare repository over file://
+    (a local path would be cloned by hardlinks, never filtered), served as GitHub serves it; its
+    history: three releases that each replace a 64 KiB random file, the file gone at v3.0."""
+    upstream = tmp_path / "upstream.git"
+    if not upstream.exists():
+        work = tmp_path / "work"
+        work.mkdir()
+        git("init", "-q", "-b", "main", cwd=work)
+        for n in (1, 2, 3):
+            big = work / "big.bin"
+            if n < 3:
+                big.write_bytes(os.urandom(64 * 1024))
+            else:
+                big.unlink()
+            (work / "README").write_text(f"release {n}\n")
+            git("add", "-A", cwd=work)
+            git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"r{n}", cwd=work)
+            git("tag", f"v{n}.0", cwd=work)
+        git("clone", "-q", "--bare", str(work), str(upstream))
+        git("--git-dir", str(upstream), "config", "uploadpack.allowFilter", "true")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    rule = (f"url.file://{tmp_path}/.insteadOf", "ssh://git@github.com/acme/private-")
+    env = env_with(mirrors.as_env([rule]), home)
+    root = tmp_path / "cache" / mirrors.DIR
+    return mirrors.Fetcher("git", env, root, seal, partial=True), upstream
+
+
+def objects(path: Path) -> set[str]:
+    listed = git("--git-dir", str(path), "cat-file", "--batch-all-objects", "--batch-check")
+    return {line.split()[0] for line in listed.splitlines()}
+
+
+def test_a_partial_mirror_holds_what_pip_checks_out_and_no_other_file(tmp_path: Path) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    fetcher, upstream = partial_fetcher(tmp_path, key)
+    first = fetcher.fetch(req)
+    assert first.result.ok and first.network and first.note == ""
+    assert mirrors.is_partial(first.path) and mirrors.check_seal(first.path, key) is None
+    blob = {n: git("--git-dir", str(upstream), "rev-parse", f"v{n}.0:big.bin").strip() for n in (1, 2)}
+    held = objects(first.path)
+    assert blob[1] in held and blob[2] not in held  # v1.0's file, not v2.0's
+    assert len(held) < len(objects(upstream))
+    # The next build: sealed, filled, no network; a new tag costs its own commit.
+    warm, _ = partial_fetcher(tmp_path, key)
+    assert not warm.needs_network(req) and not warm.fetch(req).network
+    newer = requirement("ssh://git@github.com/acme/private-upstream.git@v2.0")
+    assert warm.needs_network(newer)  # its tag is there, its file is not
+    assert warm.fetch(newer).network and blob[2] in objects(first.path)
+    # pip's clone of the mirror, with the installer's settings and no network protocol at all.
+    fetched = mirrors.Mirrors(warm.root, ((newer, first.path),), (("ssh", "github.com"),))
+    clone_env = {**env_with(fetched.env(), tmp_path / "home"), "GIT_ALLOW_PROTOCOL": "file"}
+    url = "ssh://git@github.com/acme/private-upstream.git"
+    git("clone", "-q", "--filter=blob:none", url, str(tmp_path / "pip"), env=clone_env)
+    git("checkout", "-q", "v2.0", cwd=tmp_path / "pip", env=clone_env)
+    assert git("hash-object", str(tmp_path / "pip" / "big.bin")).strip() == blob[2]
+
+
+def test_a_full_mirror_is_fetched_for_uv_and_a_partial_one_is_replaced(tmp_path: Path) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    fetcher, upstream = partial_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    full = mirrors.Fetcher(fetcher.git, fetcher.env, fetcher.root, key)  # uv: partial=False
+    assert full.needs_network(req) and full.fetch(req).network
+    assert full.discarded == [(path, mirrors.PARTIAL_NOT_ENOUGH)]
+    assert not mirrors.is_partial(path) and objects(path) == objects(upstream)
+
+
+def test_a_host_that_refuses_filters_gets_the_full_fetch_and_says_so(tmp_path: Path) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    fetcher, upstream = partial_fetcher(tmp_path, key)
+    git("--git-dir", str(upstream), "config", "uploadpack.allowFilter", "false")
+    fetched = fetcher.fetch(req)
+    assert fetched.result.ok and "in full" in fetched.note and "allowFilter" in fetched.note
+    assert objects(fetched.path) == objects(upstream)
+    assert mirrors.check_seal(fetched.path, key) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda path: (path / "shallow").write_text(
+            git("--git-dir", str(path), "rev-parse", "v1.0").strip() + "\n"
+        ),
+        lambda path: next((path / "objects" / "pack").glob("*.promisor")).unlink(),
+        lambda path: (path / "config").write_text(
+            (path / "config").read_text().replace("blob:none", "blob:limit=1")
+        ),
+    ],
+    ids=["planted-shallow", "promisor-removed", "filter-changed"],
+)
+def test_a_changed_partial_mirror_is_discarded_and_fetched_again(
+    tmp_path: Path, change: Callable[[Path], None]
+) -> None:
+    """Build code of build N edits the cached partial mirror (a `shallow` file that hides
+    history, a pack's promisor mark, its filter): build N+1 discards it and fetches again."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    fetcher, _ = partial_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    change(path)
+    rotated = mirrors.SealKey.derive([b"deploy key bytes", b"a second key"])
+    for seal, why in ((key, mirrors.CHANGED), (rotated, mirrors.OTHER_KEY)):
+        after, _ = partial_fetcher(tmp_path, seal)
+        assert after.needs_network(req)
+        assert after.fetch(req).network and after.discarded == [(path, why)]
+        assert not (path / "shallow").exists() and mirrors.check_seal(path, seal) is None
+        change(path)

@@ -282,7 +282,24 @@ def linked_ref(mirror: Path, work: Path) -> None:
     (mirror / "refs" / "tags" / "v9.9").symlink_to(work / "ref")
 
 
+def shallow(mirror: Path, work: Path) -> None:
+    """A `shallow` file (git obeys it: the history ends there) naming build N's commit, whose
+    objects are added: what a shallow mirror's own file would look like after a fetch."""
+    add_pack(mirror, work)
+    (mirror / "shallow").write_text(attacker_commit(mirror, work) + "\n")
+
+
+def promisor_pack(mirror: Path, work: Path) -> None:
+    """Build N's pack marked `.promisor` in a partial mirror (git then takes what it lacks as
+    promised by the host, and its objects as the host's)."""
+    add_pack(mirror, work)
+    for made in (mirror / "objects" / "pack").glob("pack-*.pack"):
+        made.with_suffix(".promisor").touch()
+
+
 PLANTED: dict[str, Callable[[Path, Path], None]] = {
+    "shallow": shallow,
+    "promisor-pack": promisor_pack,
     "added-pack": add_pack,
     "swapped-pack": swap_pack,
     "hook": hook,

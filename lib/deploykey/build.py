@@ -340,7 +340,7 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
                 key_dir = opened.key_dir
                 git = run.which("git", "fetch git dependencies")
                 seal = mirrors.SealKey.derive(seal_secrets(plan))
-                fetcher = mirrors.Fetcher(git, opened.env(), root, seal)
+                fetcher = mirrors.Fetcher(git, opened.env(), root, seal, partial_ok(plan))
                 findings = doctor.check(
                     plan.requirements, opened, plan.tokens, plan.settings, fetcher
                 )
@@ -375,6 +375,23 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
     if refused is not None:
         raise refused
     return fetched, findings
+
+
+def partial_ok(plan: Plan) -> bool:
+    """Whether the installer is sure to be pip (Pipenv's is pip too): pip clones with
+    `--filter=blob:none`, so a partial mirror (history without its files, and every file of what
+    is checked out) serves it. uv fetches whole histories (`git fetch` with no filter, refused by
+    a shallow mirror), Poetry clones them: for them, and for `auto` (uv, unless it cannot be
+    installed), full mirrors."""
+    choice = plan.choice
+    if choice is None:
+        return False
+    if choice.manager == "pipenv":
+        return True
+    editable = bool(plan.requirements.editable_vcs)
+    return choice.manager == "pip" and (
+        plan.settings.get("DEPLOYKEY_INSTALLER") == "pip" or editable
+    )
 
 
 def seal_secrets(plan: Plan) -> list[bytes]:

@@ -283,7 +283,7 @@ def _check_https(
 def _check_ref(req: GitRequirement, via: str, fetched: mirrors.Fetched, git: str) -> Finding:
     """Is the requirement's ref in the mirror, and which commit is it."""
     refs = fetched.refs
-    how = "fetched" if fetched.network else "in the mirror, no network"
+    how = f"fetched{fetched.note}" if fetched.network else "in the mirror, no network"
 
     def found(detail: str, commit: str | None) -> Finding:
         if commit and not req.commit and not fetched.has_commit(git, commit):

@@ -25,6 +25,14 @@ keyed from the build's own secrets (see `SealKey`), kept beside it in `<repo>.gi
 git runs against a cached mirror, and before a tag or commit in it is believed without the
 network, the seal must check against the mirror exactly as it is now: any added, removed, changed
 or linked entry, or a seal made with another key, and the mirror is discarded and fetched again.
+
+When the installer is pip (or Pipenv's pip), a mirror is partial: `clone --filter=blob:none`
+(every commit and tree, no file: what pip's own clone asks GitHub for), then, with the key, every
+file of the commits the install checks out, fetched by id (`_fill`). So the network and the cache
+grow with what was asked for, not with history. Shallow mirrors were measured and refused: uv's
+`git fetch` from a shallow repository rejects every ref (`shallow roots are not allowed to be
+updated`), and git 2.39's `clone --filter` from one loops in lazy fetches. uv, Poetry and
+submodules get full mirrors (a partial one is discarded for them): they fetch whole histories.
 """
 
 from __future__ import annotations
@@ -67,6 +75,18 @@ MIRROR_KEYS = {
     "remote.origin.url",
     FETCH_KEY,
 }
+# A partial mirror's config adds these, with exactly these values: `clone --filter` writes the
+# promisor settings (git 2.39 builtin/clone.c, partial_clone_register), deploykey allowFilter:
+# the installer's `git clone --filter=blob:none` runs the mirror's upload-pack, which refuses a
+# filter unless the repository allows it (git-config(1), uploadpack.allowFilter).
+FILTER = "blob:none"
+PARTIAL_KEYS = {
+    "remote.origin.promisor": "true",
+    "remote.origin.partialclonefilter": FILTER,
+    "uploadpack.allowfilter": "true",
+}
+# What git says when the host ignores a filter (fetch-pack.c): the clone is then a full one.
+NO_FILTER = "filtering not recognized by server"
 
 
 def mirror_path(root: Path, req: GitRequirement) -> Path:
@@ -87,6 +107,7 @@ class Fetched:
     result: run.Result
     refs: Mapping[str, str]
     network: bool
+    note: str = ""  # how it was fetched, when not as asked (a host that refused a partial clone)
 
     def has_commit(self, git: str, sha: str) -> bool:
         return holds_commit(git, self.path, sha)
@@ -101,6 +122,11 @@ class Fetcher:
     env: Mapping[str, str]
     root: Path
     seal: SealKey | None = None  # None: no secret of the build's own, no cached mirror is used
+    # Partial mirrors (history without its files, and every file of the commits the install
+    # checks out) when the installer is pip: it clones with `--filter=blob:none`. uv and Poetry
+    # fetch or clone whole histories, and `git submodule update` too: for them, full mirrors.
+    partial: bool = False
+    notes: dict[Path, str] = field(default_factory=dict)  # fetched otherwise than asked, and why
     locks: dict[Path, threading.Lock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     fetched: dict[Path, GitRequirement] = field(default_factory=dict)
@@ -154,7 +180,8 @@ class Fetcher:
         return not (
             path.is_dir()
             and self.distrust(path, req) is None
-            and _settled(self.git, path, wanted(req))
+            and self._layout(path, req) is None
+            and _settled(self.git, path, req)
         )
 
     def distrust(self, path: Path, req: GitRequirement) -> str | None:
@@ -185,9 +212,12 @@ class Fetcher:
                 # settings that a fetch with the keys would obey: such a mirror is never used.
                 self.discard(path)
                 self.discarded.append((path, why))
+            if path.is_dir() and (why := self._layout(path, req)) is not None:
+                self.discard(path)  # sealed and sound, but uv or Poetry would need its history
+                self.discarded.append((path, why))
             if not path.is_dir():
                 result = self._clone(req, path)
-            elif _settled(self.git, path, wanted(req)):
+            elif _settled(self.git, path, req):
                 network = False
                 result = run.Result(("git", "cat-file", "-e", str(wanted(req))), 0, ())
             else:
@@ -230,6 +260,8 @@ class Fetcher:
                     env=self.env,
                     source=(req.host_port, req.repo),
                 )
+            if result.ok and network and is_partial(path):
+                result = self._fill(req, path, result)
             if network and path.is_dir():
                 # What git wrote, run by deploykey on a mirror it had verified (or a new clone),
                 # is deploykey's: sealed now, for the next build to check.
@@ -240,11 +272,67 @@ class Fetcher:
                 with self.guard:
                     self.fetched.setdefault(path, req)
             refs = _refs(self.git, path) if result.ok else {}
-            return Fetched(path, result, refs, network)
+            with self.guard:
+                note = self.notes.get(path, "") if network else ""
+            return Fetched(path, result, refs, network, note)
 
-    def _clone(self, req: GitRequirement, path: Path) -> run.Result:
+    def _wants_partial(self, req: GitRequirement) -> bool:
+        """pip clones a requirement's repository with `--filter=blob:none` (pip
+        `_internal/vcs/git.py`, fetch_new), but a submodule with `git submodule update`, which
+        asks for whole histories."""
+        return self.partial and ".gitmodules" not in req.file
+
+    def _layout(self, path: Path, req: GitRequirement) -> str | None:
+        """Why a sound mirror cannot serve this build: a partial one when the installer (uv,
+        Poetry) or `git submodule update` needs every file of the history. A full mirror serves
+        every installer."""
+        if is_partial(path) and not self._wants_partial(req):
+            return PARTIAL_NOT_ENOUGH
+        return None
+
+    def _fill(self, req: GitRequirement, path: Path, result: run.Result) -> run.Result:
+        """Brings every file of the commits the install checks out into a partial mirror, in one
+        fetch of exactly the missing objects, while the key is there: the installer's clone
+        checks out the mirror's HEAD, then the commit asked for. The objects are asked for by
+        id, as git's own lazy fetch does (promisor-remote.c, fetch_objects: `fetch --filter
+        --stdin`); a host that refuses that gets the mirror fetched in full instead."""
+        missing = _missing(self.git, path, _checked_out(self.git, path, req))
+        if missing:
+            filled = run.run(
+                sealedgit.argv(
+                    self.git,
+                    *IN_FOREGROUND,
+                    "-c",
+                    "fetch.negotiationAlgorithm=noop",
+                    "--git-dir",
+                    str(path),
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--recurse-submodules=no",
+                    f"--filter={FILTER}",
+                    "--stdin",
+                    "origin",
+                ),
+                env=self.env,
+                stdin="".join(sha + "\n" for sha in missing).encode(),
+                source=(req.host_port, req.repo),
+            )
+            _check_room(filled, req, path)
+            if _missing(self.git, path, _checked_out(self.git, path, req)):
+                self.discard(path)
+                with self.guard:
+                    self.notes[path] = FETCHED_IN_FULL.format(why="it did not send files by id")
+                return self._clone(req, path, full=True)
+        return result
+
+    def _clone(self, req: GitRequirement, path: Path, full: bool = False) -> run.Result:
         """A new bare mirror, made beside its place and renamed into it: a failed or interrupted
-        clone leaves nothing half-written where a later build would trust it."""
+        clone leaves nothing half-written where a later build would trust it. Partial when the
+        installer allows it (`_fill` then brings the files the install needs)."""
+        partial_clone = self._wants_partial(req) and not full
+        clone = ["clone", "--bare", "--quiet", *([f"--filter={FILTER}"] if partial_clone else [])]
         with self.guard:
             self.made.update(parent for parent in path.parents if not parent.exists())
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,9 +342,7 @@ class Fetcher:
         shutil.rmtree(partial, ignore_errors=True)
         try:
             result = run.run(
-                sealedgit.argv(
-                    self.git, "clone", "--bare", "--quiet", "--", req.remote, str(partial)
-                ),
+                sealedgit.argv(self.git, *clone, "--", req.remote, str(partial)),
                 env=self.env,
                 source=(req.host_port, req.repo),
             )
@@ -270,6 +356,13 @@ class Fetcher:
         # A bare clone records no refspec of its own.
         for refspec in REFSPECS:
             _local([self.git, "--git-dir", str(partial), "config", "--add", FETCH_KEY, refspec])
+        if partial_clone and NO_FILTER in result.text:
+            with self.guard:  # git cloned in full, and kept the promisor settings: harmless
+                self.notes[path] = FETCHED_IN_FULL.format(why="it does not filter (allowFilter)")
+        if partial_clone:
+            _local(
+                [self.git, "--git-dir", str(partial), "config", "uploadpack.allowFilter", "true"]
+            )
         partial.rename(path)
         return result
 
@@ -298,6 +391,11 @@ CHUNK = 1 << 20
 NO_SEAL = "it has no seal (kept by an older deploykey, or its seal was removed)"
 OTHER_KEY = "not sealed by this build's key (a rotated key, or a seal written by build code)"
 CHANGED = "changed since it was sealed (by build code?)"
+PARTIAL_NOT_ENOUGH = (
+    "a partial mirror (history without its files), and this build's installer or a submodule "
+    "needs every file of the history"
+)
+FETCHED_IN_FULL = ", in full: the host refused a partial fetch ({why})"
 AGENT_ONLY = (
     "this build has no secret of its own to check a seal with (an ssh agent's key is never seen "
     "by deploykey), so no cached mirror is trusted"
@@ -479,6 +577,10 @@ def _untouched(git: str, path: Path, req: GitRequirement) -> bool:
         return False
     entries = [line.partition("=") for line in listed.lines]
     keys = {key.lower() for key, _, _ in entries}
+    partial = [(key.lower(), value) for key, _, value in entries if key.lower() in PARTIAL_KEYS]
+    if any(PARTIAL_KEYS[key] != value for key, value in partial):
+        return False
+    keys -= set(PARTIAL_KEYS)
     urls = [value for key, _, value in entries if key.lower() == "remote.origin.url"]
     fetches = sorted(value for key, _, value in entries if key.lower() == FETCH_KEY)
     forms = {url.removesuffix(".git") for url in [req.remote, *url_forms(req)]}
@@ -491,15 +593,70 @@ def wanted(req: GitRequirement) -> str | None:
     return req.commit or req.ref
 
 
-def _settled(git: str, path: Path, ref: str | None) -> bool:
+def _settled(git: str, path: Path, req: GitRequirement) -> bool:
     """A full commit the mirror has, or a tag it has, needs no network: commits never change, and
     a tag is taken to name one commit (moving a tag needs a new tag). A branch, the default
-    branch, or anything missing is fetched again."""
+    branch, or anything missing is fetched again. In a partial mirror, also every file of what
+    the install checks out must be there."""
+    ref = wanted(req)
     if ref is None:
         return False
     if FULL_SHA.match(ref):
-        return holds_commit(git, path, ref)
-    return (path / "refs" / "tags" / ref).is_file() or _packed_tag(path, ref)
+        held = holds_commit(git, path, ref)
+    else:
+        held = (path / "refs" / "tags" / ref).is_file() or _packed_tag(path, ref)
+    return held and not (is_partial(path) and _missing(git, path, _checked_out(git, path, req)))
+
+
+def is_partial(path: Path) -> bool:
+    """A mirror made by `clone --filter`: git marks its packs `.promisor` and its remote a
+    promisor (git 2.39 builtin/clone.c). Read from the config file itself (the seal covers it)."""
+    try:
+        text = (path / "config").read_text()
+    except OSError:
+        return False
+    return "partialclonefilter" in text.lower()
+
+
+def _checked_out(git: str, path: Path, req: GitRequirement) -> list[str]:
+    """The commits an installer's clone of the mirror checks out: its HEAD (`git clone` checks
+    out the default branch first), and the commit the requirement names (a lockfile's pin, else
+    its tag or branch, read in doctor._check_ref's order)."""
+    names = [req.commit] if req.commit else []
+    if req.ref and not req.commit:
+        names = [f"refs/tags/{req.ref}", f"refs/heads/{req.ref}", req.ref]
+    asked = next(filter(None, (_commit(git, path, name) for name in names)), None)
+    head = _commit(git, path, "HEAD")
+    return list(dict.fromkeys(sha for sha in (asked, head) if sha))
+
+
+def _commit(git: str, path: Path, name: str) -> str | None:
+    result = _local(
+        [git, "--git-dir", str(path), "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"]
+    )
+    return result.lines[0] if result.ok and result.lines else None
+
+
+def _missing(git: str, path: Path, commits: Sequence[str]) -> list[str]:
+    """The objects of these commits' trees a partial mirror lacks (not their history), listed
+    without fetching any (`--missing=print`; a reading of a mirror has no protocol anyway)."""
+    if not commits:
+        return []
+    result = _local(
+        [
+            git,
+            "--git-dir",
+            str(path),
+            "rev-list",
+            "--objects",
+            "--no-walk",
+            "--missing=print",
+            *commits,
+        ],
+    )
+    if not result.ok:
+        return list(commits)  # unreadable: the fill fails and the mirror is fetched in full
+    return [line[1:] for line in result.lines if line.startswith("?")]
 
 
 def _packed_tag(path: Path, ref: str) -> bool:
