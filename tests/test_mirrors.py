@@ -391,7 +391,9 @@ def test_a_partial_mirror_holds_what_pip_checks_out_and_no_other_file(tmp_path: 
     first = fetcher.fetch(req)
     assert first.result.ok and first.network and first.note == ""
     assert mirrors.is_partial(first.path) and mirrors.check_seal(first.path, key) is None
-    blob = {n: git("--git-dir", str(upstream), "rev-parse", f"v{n}.0:big.bin").strip() for n in (1, 2)}
+    blob = {
+        n: git("--git-dir", str(upstream), "rev-parse", f"v{n}.0:big.bin").strip() for n in (1, 2)
+    }
     held = objects(first.path)
     assert blob[1] in held and blob[2] not in held  # v1.0's file, not v2.0's
     assert len(held) < len(objects(upstream))
