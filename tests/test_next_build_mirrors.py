@@ -14,6 +14,7 @@ The modes: Heroku compile (venv), the app hooks (pre_compile), `deploykey fetch`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -597,3 +598,44 @@ def test_a_fuzzed_cache_never_runs_a_planted_program(
     commit = git("--git-dir", str(host), "rev-parse", "v1.0^{commit}").strip()
     assert TAGGED.replace("@v1.0", f"@{commit}") in (cache / "fetched.json").read_text()
     assert not any(path.is_symlink() for path in mirror.rglob("*"))
+
+
+HISTORY = "acme/history"
+
+
+@pytest.fixture(scope="module")
+def history_repo(git_server: GitServer) -> str:
+    """A package whose history holds three 300 kB random files, replaced by a small one at v2.0."""
+    if not (git_server.root / "repos" / "acme" / "history.git").exists():
+        data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
+        git_server.add_repo(HISTORY, {**flit_package("history", "1.0"), **data}, tags=())
+        for n in (1, 2):
+            data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
+            git_server.add_commit(HISTORY, data, f"d{n}")
+        git_server.add_commit(HISTORY, {"data.txt": "small\n"}, "v2.0")
+    return HISTORY
+
+
+def test_a_partial_mirror_fetches_history_without_its_files_and_a_warm_build_nothing(
+    build: Build, history_repo: str, keys_dir: Path
+) -> None:
+    """pip installs (the e2e default here): the mirror is partial, the host sends about what
+    pip's own `clone --filter=blob:none` would (not the 1.2 MB of history), the install needs no
+    network, and the next build sends nothing."""
+    from deploykey import mirrors
+
+    key = make_key(keys_dir)
+    build.server.grant(key.label, key.public, [history_repo])
+    line = "history @ git+ssh://git@github.com/acme/history.git@v2.0\n"
+    (build.app / "requirements.txt").write_text(line)
+    before = build.server.sent(history_repo)
+    out = run_build(build, "compile", key)
+    cold = build.server.sent(history_repo) - before
+    host = build.server.root / "repos" / "acme" / "history.git"
+    history = sum(p.stat().st_size for p in (host / "objects").rglob("*") if p.is_file())
+    assert 0 < cold < history / 8, (cold, history)
+    [mirror] = build.cache.glob("**/acme/history.git")
+    assert mirrors.is_partial(mirror), out
+    out = run_build(build, "compile", key)
+    assert "(in the mirror, no network)" in out
+    assert build.server.sent(history_repo) - before == cold  # the warm build: not one byte
