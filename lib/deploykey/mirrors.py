@@ -632,7 +632,8 @@ def _checked_out(git: str, path: Path, req: GitRequirement) -> list[str]:
 
 def _commit(git: str, path: Path, name: str) -> str | None:
     result = _local(
-        [git, "--git-dir", str(path), "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"]
+        [git, "--git-dir", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options"]
+        + [f"{name}^{{commit}}"]
     )
     return result.lines[0] if result.ok and result.lines else None
 
