@@ -415,3 +415,56 @@ def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path, how: str) -> None:
     assert not ran.exists()
     assert snapshot(app, cache) == state
     assert list(temp.iterdir()) == []
+
+
+PLANT_BYTECODE = """
+import importlib.util, marshal, os, sys
+from pathlib import Path
+ran, root = sys.argv[1], Path(sys.argv[2])
+hostile = compile(f"open({ran!r}, 'a').close()\\n", "<planted>", "exec")
+for source in root.rglob("*.py"):
+    info = source.stat()
+    if sys.argv[3] == "source":
+        source.write_text(f"open({ran!r}, 'a').close()\\n" + source.read_text())
+        continue
+    # The source as it was; beside it the bytecode Python trusts for it (PEP 3147, PEP 552: the
+    # source's mtime and size in the header), running other code.
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+    header += (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    header += (info.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes(header + marshal.dumps(hostile))
+"""
+
+
+@pytest.mark.parametrize("how", ["source", "bytecode"])
+def test_code_planted_beside_the_kept_wheels_never_runs(tmp_path: Path, how: str) -> None:
+    """Build code of build N leaves the kept wheels as they are, and beside them what a kit that
+    kept an unpacked copy (or Python's bytecode cache of one) would import: every module unpacked
+    in the deps dir, a .pth and a sitecustomize there, and then in every source file under the
+    kit's part of the temp dir either code of its own or, the source untouched, a cached .pyc
+    whose header matches the source's mtime and size (what Python checks before it trusts one).
+    Build N+1 imports from the bytes of the wheels it hashed: none of that runs, and nothing is
+    downloaded again."""
+    without_the_kits_dependencies()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = system_env(tmp_path, temp)
+    first = scan(tmp_path, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    deps = next(temp.glob("deploykey-deps-*/py3*"))
+    ran = tmp_path / "planted-ran"
+    for wheel in deps.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as unpacked:
+            unpacked.extractall(deps)
+    (deps / "planted.pth").write_text(f"import os; open({str(ran)!r}, 'a').close()\n")
+    (deps / "sitecustomize.py").write_text("")
+    planted = [str(SYSTEM_PYTHON), "-I", "-c", PLANT_BYTECODE, str(ran), str(deps.parent), how]
+    subprocess.run(planted, check=True)
+    assert list(deps.parent.rglob("*.py")) and not ran.exists()
+    second = scan(tmp_path, env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not ran.exists()
+    assert "Installing" not in second.stdout and "not imported" not in second.stderr
+    assert list(temp.iterdir()) == [deps.parent]  # what it unpacked is gone
