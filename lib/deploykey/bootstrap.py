@@ -8,8 +8,9 @@ dir that later runs reuse: DEPLOYKEY_DEPS_DIR; for bin/compile (but for a dry ru
 nothing: a temp dir removed at exit) and `install --cache-dir` (a BuildKit cache mount), the build
 cache; else a private dir in the system temp dir. Build code can write all of these, as the user
 that later builds run as, with a new key. So every run hashes each wheel there again before any
-import, and unpacks the bytes it hashed into a new private directory, removed at exit: nothing a
-build could have changed is imported. A file deps.lock does not pin is removed and downloaded again
+import, and imports from the bytes it hashed, held in memory (`Wheels`; an extension module is
+written to a new private directory, removed at exit): nothing a build could have changed is
+imported, and no bytecode is read from or written to disk. A file deps.lock does not pin is removed and downloaded again
 (in DEPLOYKEY_DEPS_DIR, which is yours, refused). What the Python has itself (its site-packages;
 bin/* run it with -I, so no PYTHONPATH or user site) is that Python's, used as it is.
 Standard library only; this is the one place besides `run` that starts a process, because it
@@ -21,6 +22,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import os
@@ -31,14 +33,20 @@ import stat
 import subprocess
 import sys
 import tempfile
+import types
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from deploykey import output
 from deploykey.childenv import child_env
 from deploykey.errors import UserError
+
+if TYPE_CHECKING:  # importlib.abc imports importlib.resources: 16 ms of start-up (3.11)
+    from importlib.abc import Loader
 
 MINIMUM = (3, 10)
 # import name -> the distribution deps.lock pins (pyproject.toml lists the ranges it is within)
@@ -217,26 +225,131 @@ def _ensure() -> None:
 
 def _import(deps: Path) -> list[Path]:
     """Makes the wheels in `deps` that deps.lock pins importable, and returns the files there it
-    does not pin, none of which is imported. The bytes hashed are the bytes unpacked, into a new
-    private directory first on sys.path and removed at exit: nothing imported was where build code
-    could reach it before this run (neither a module nor a cached .pyc that shadows one)."""
+    does not pin, none of which is imported. Imported from the bytes hashed, held in this process
+    (`Wheels`): nothing imported was where build code could reach it before this run (neither a
+    module nor a cached .pyc that shadows one)."""
     allowed = {digest for pin in pins().values() for digest in pin.hashes}
     wheels, foreign = [], []
     for path in sorted(deps.glob("*.whl")):  # nothing, in a directory this user cannot read
         data = _read(path)
         if data is not None and hashlib.sha256(data).hexdigest() in allowed:
-            wheels.append(data)
+            wheels.append((path, data))
         else:
             foreign.append(path)
     if wheels:
-        root = tempfile.mkdtemp(prefix="deploykey-import-")
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        for data in wheels:
-            with zipfile.ZipFile(io.BytesIO(data)) as wheel:
-                wheel.extractall(root)
-        sys.path.insert(0, root)
+        # Ahead of every other finder, as the unpacked copy was first on sys.path: the pinned
+        # version, not one the Python has (Debian's python3 has PyYAML 6.0 in dist-packages).
+        sys.meta_path.insert(0, Wheels(wheels))
         importlib.invalidate_caches()
     return foreign
+
+
+# PyYAML's LibYAML binding (2.7 MB): yaml/__init__.py imports it if it can, else goes on without
+# (`__with_libyaml__ = False`); the kit reads deploykey.yml with yaml.safe_load, whose SafeLoader is
+# pure Python either way, so writing it out and loading it would be start-up spent on nothing.
+UNUSED_EXTENSIONS = frozenset({"yaml._yaml"})
+
+
+class Wheels:
+    """An import finder and loader (PEP 451) over wheels held in memory, already hashed. A pure
+    Python module is compiled from the wheel's bytes, as zipimport does from an archive
+    (Lib/zipimport.py), but the archive is never read again from disk, and no bytecode is written
+    or read: no `__pycache__` is consulted, so a planted .pyc is never one. An extension module
+    (ahocorasick-rs), which the dynamic loader can only open as a file, is written
+    when first imported into a new private directory (mkdtemp: 0700) removed at exit. Unpacking
+    every wheel and compiling each module there (writing its .pyc) was most of the start-up."""
+
+    def __init__(self, wheels: list[tuple[Path, bytes]]) -> None:
+        self.members: dict[str, tuple[Path, zipfile.ZipFile]] = {}
+        for path, data in wheels:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            for name in archive.namelist():
+                self.members[name] = (path, archive)
+        self.names: dict[str, str] = {}  # module name -> its member
+        self.root: str | None = None
+        self.extracted: set[str] = set()
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        base = fullname.replace(".", "/")
+        for member, package in ((f"{base}/__init__.py", True), (f"{base}.py", False)):
+            if member in self.members:
+                self.names[fullname] = member
+                wheel = self.members[member][0]
+                loader = cast("Loader", self)  # a Loader by protocol (PEP 451), not by base
+                spec = importlib.machinery.ModuleSpec(
+                    fullname, loader, origin=str(wheel / member), is_package=package
+                )
+                spec.has_location = True  # __file__: the module in its wheel, as zipimport says
+                return spec
+        if fullname in UNUSED_EXTENSIONS:
+            return None
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if base + suffix in self.members:
+                file = self._extract(base + suffix)
+                loader = importlib.machinery.ExtensionFileLoader(fullname, file)
+                return importlib.util.spec_from_file_location(fullname, file, loader=loader)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # the default module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = module.__spec__
+        assert spec is not None and spec.origin is not None
+        source = self._read(self.names[spec.name])
+        # dont_inherit: not this module's `from __future__ import annotations`
+        exec(compile(source, spec.origin, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
+
+    def get_source(self, fullname: str) -> str | None:
+        """For tracebacks (linecache asks the module's loader)."""
+        member = self.names.get(fullname)
+        return None if member is None else importlib.util.decode_source(self._read(member))
+
+    def find_distributions(self, context: Any = None) -> Iterator[Any]:
+        """The wheels' metadata for importlib.metadata (`sh` reads its version at import)."""
+        from importlib import metadata
+
+        wanted = getattr(context, "name", None)
+        holder = self
+
+        class Distribution(metadata.Distribution):
+            def __init__(self, info: str) -> None:
+                self.info = info
+
+            def read_text(self, filename: str) -> str | None:
+                member = f"{self.info}/{filename}"
+                return holder._read(member).decode() if member in holder.members else None
+
+            def locate_file(self, path: Any) -> Any:
+                return Path(holder.members[f"{self.info}/METADATA"][0], path)
+
+        infos = {name.split("/")[0] for name in self.members if ".dist-info/" in name}
+        for info in sorted(infos):
+            project = info.split("-")[0]
+            if wanted is None or _normal(wanted) == _normal(project):
+                yield Distribution(info)
+
+    def _read(self, member: str) -> bytes:
+        return self.members[member][1].read(member)
+
+    def _extract(self, member: str) -> str:
+        if self.root is None:
+            self.root = tempfile.mkdtemp(prefix="deploykey-import-")
+            atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+        file = Path(self.root, *member.split("/"))
+        if member not in self.extracted:  # find_spec may be asked again before the import
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with file.open("xb") as out:
+                out.write(self._read(member))
+            self.extracted.add(member)
+        return str(file)
+
+
+def _normal(name: str) -> str:
+    """A project name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _read(path: Path) -> bytes | None:
