@@ -468,3 +468,61 @@ def test_code_planted_beside_the_kept_wheels_never_runs(tmp_path: Path, how: str
     assert not ran.exists()
     assert "Installing" not in second.stdout and "not imported" not in second.stderr
     assert list(temp.iterdir()) == [deps.parent]  # what it unpacked is gone
+
+
+FORGE_BYTECODE = """
+import marshal, sys
+from pathlib import Path
+ran, directory, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+hostile = marshal.dumps(compile(f"open({ran!r}, 'a').close()\\n", "<planted>", "exec"))
+for kept in directory.glob("*.code"):
+    data = kept.read_bytes()
+    if how == "seal kept":  # the seal as it was, other code after it
+        kept.write_bytes(data[:32] + hostile)
+    else:  # a seal build code can make: keyed by what it could read (here, nothing secret)
+        import hashlib, hmac
+        kept.write_bytes(hmac.new(b"", hostile, hashlib.sha256).digest() + hostile)
+"""
+
+
+@pytest.mark.parametrize("how", ["seal kept", "seal forged"])
+def test_bytecode_changed_by_build_code_never_runs(tmp_path: Path, how: str) -> None:
+    """bin/compile keeps the bytecode it compiled from the hashed wheels in the build cache, each
+    module sealed with an HMAC keyed from the build's deploy key, so that the next build does not
+    compile them again. Build N's code (which never had the key) replaces each with code of its
+    own; build N+1, with the same key, runs none of it: it compiles from the wheels again and
+    keeps that, which build N+2 then loads."""
+    without_the_kits_dependencies()
+    app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
+    for directory in (app, cache, env_dir):
+        directory.mkdir()
+    (app / "requirements.txt").write_text("# none\n")
+    (app / "deploykey.yml").write_text("# nothing to set: read with yaml all the same\n")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "compile"]
+    argv += [str(app), str(cache), str(env_dir)]
+    env = system_env(tmp_path, tmp_path, DEPLOYKEY_APP_PATH=str(tmp_path / "run-time-app"))
+
+    def build() -> subprocess.CompletedProcess[str]:
+        shutil.rmtree(app / ".venv", ignore_errors=True)  # each build has a build dir of its own
+        return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300)
+
+    first = build()
+    assert first.returncode == 0, first.stdout + first.stderr
+    (bytecode,) = (cache / "deploykey" / "deps").glob("bytecode-py3*")
+    kept = {path.name: path.read_bytes() for path in bytecode.iterdir()}
+    assert any(name.endswith("-yaml.constructor.py.code") for name in kept), sorted(kept)
+    ran = tmp_path / "planted-ran"
+    forge = [str(SYSTEM_PYTHON), "-I", "-c", FORGE_BYTECODE, str(ran), str(bytecode), how]
+    subprocess.run(forge, check=True)
+    assert {path.name for path in bytecode.iterdir()} == set(kept) and not ran.exists()
+    second = build()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not ran.exists()
+    assert {path.name: path.read_bytes() for path in bytecode.iterdir()} == kept  # kept anew
+    third = build()
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert {path.name: path.read_bytes() for path in bytecode.iterdir()} == kept
