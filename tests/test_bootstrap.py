@@ -3,9 +3,12 @@ app, as the wheels deps.lock pins, and each run imports only what it has checked
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import tomllib
 from packaging.requirements import Requirement
 
 from conftest import KIT, snapshot
-from deploykey.bootstrap import OPTIONAL, REQUIREMENTS, pins
+from deploykey.bootstrap import OPTIONAL, REQUIREMENTS, SECRET_NAME, pins, seal_key
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 PINNED = {digest for pin in pins().values() for digest in pin.hashes}
@@ -526,3 +529,34 @@ def test_bytecode_changed_by_build_code_never_runs(tmp_path: Path, how: str) -> 
     third = build()
     assert third.returncode == 0, third.stdout + third.stderr
     assert {path.name: path.read_bytes() for path in bytecode.iterdir()} == kept
+
+
+def test_the_bytecode_seal_is_keyed_by_private_keys_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DEPLOY_KEY_* value that is not a private key (a guessable one would key a seal build
+    code could make) keys nothing; a key as it is or in base64, in ENV_DIR or the environment,
+    does; another key (a rotation) keys another seal."""
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    argv = ["deploykey", "compile", str(tmp_path / "app"), str(tmp_path / "cache"), str(env_dir)]
+    monkeypatch.setattr(sys, "argv", argv)
+    for name in [name for name in os.environ if SECRET_NAME.match(name)]:
+        monkeypatch.delenv(name)
+    (env_dir / "DEPLOY_KEY_HOSTS").write_text("github.com\n")
+    monkeypatch.setenv("DEPLOY_KEY", "not a key")
+    assert seal_key() is None
+    keys = []
+    for name in ("a", "b"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
+        )
+        keys.append((tmp_path / name).read_bytes())
+    (env_dir / "DEPLOY_KEY").write_bytes(keys[0])
+    first = seal_key()
+    assert first is not None and seal_key() == first
+    (env_dir / "DEPLOY_KEY").write_bytes(keys[1])
+    assert seal_key() not in (None, first)
+    (env_dir / "DEPLOY_KEY").unlink()
+    monkeypatch.setenv("DEPLOY_KEY_OTHER", base64.b64encode(keys[0]).decode())
+    assert seal_key() not in (None, first)

@@ -333,7 +333,7 @@ def seal_key() -> bytes | None:
     runs (SECURITY.md). Only values that are private keys (PEM or OpenSSH, as they are or in
     base64) count: a short or guessable value would key nothing build code could not forge. None
     when there is none."""
-    values = [value for name, value in os.environb.items() if SECRET_NAME.match(name.decode())]
+    values = [value for name, value in os.environb.items() if SECRET_NAME.match(os.fsdecode(name))]
     places = []
     if len(sys.argv) > 4 and sys.argv[1] == "compile":
         places.append(Path(sys.argv[4]))
