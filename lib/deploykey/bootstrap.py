@@ -261,7 +261,7 @@ class Wheel:
 class Bytecode:
     """The modules `Wheels` compiled, kept for the next run beside the deps dir, each sealed with
     an HMAC keyed from the build's own secrets (`seal_key`): a module is loaded from there only if
-    its seal checks, for this Python's bytecode, this wheel (by sha256) and this module in it,
+    its seal checks, for this Python's bytecode (and -O), this wheel (by sha256) and module in it,
     else compiled from the wheel again, and kept again. Build code can write the directory, but
     never had the secrets: it can neither forge a seal nor test a guess. Without a secret (an
     agent only, `scan`, a key elsewhere), nothing is read or kept. `marshal` is only ever asked
@@ -316,7 +316,8 @@ class Bytecode:
     @staticmethod
     def _seal(key: bytes, origin: tuple[str, str], body: bytes) -> bytes:
         mac = hmac.new(key, b"deploykey/bytecode/v1", hashlib.sha256)
-        for data in (importlib.util.MAGIC_NUMBER, *(part.encode() for part in origin), body):
+        optimize = str(sys.flags.optimize).encode()  # -O compiles other bytecode (no asserts)
+        for data in (importlib.util.MAGIC_NUMBER, optimize, *(p.encode() for p in origin), body):
             mac.update(len(data).to_bytes(8, "big") + data)
         return mac.digest()
 
