@@ -243,7 +243,8 @@ def _import(deps: Path, keep: bool = True) -> list[Path]:
     if wheels:
         # Not in DEPLOYKEY_DEPS_DIR (yours): only in the kit's own, which the deps dir is in.
         mine = not os.environ.get("DEPLOYKEY_DEPS_DIR")
-        bytecode = Bytecode(deps.parent / f"bytecode-{PYTHON}", keep) if mine else None
+        directory = deps.parent / f"bytecode-{PYTHON}"
+        bytecode = Bytecode(directory, keep, {wheel.digest for wheel in wheels}) if mine else None
         # Ahead of every other finder, as the unpacked copy was first on sys.path: the pinned
         # version, not one the Python has (Debian's python3 has PyYAML 6.0 in dist-packages).
         sys.meta_path.insert(0, Wheels(wheels, bytecode))
@@ -267,10 +268,11 @@ class Bytecode:
     agent only, `scan`, a key elsewhere), nothing is read or kept. `marshal` is only ever asked
     to read bytes whose seal checked (it is not safe on any other: its documentation)."""
 
-    def __init__(self, directory: Path, writable: bool) -> None:
+    def __init__(self, directory: Path, writable: bool, wheels: set[str]) -> None:
         self.directory, self.writable = directory, writable
+        self.wheels = {digest[:16] for digest in wheels}  # what `_file` names files by
         self.key: bytes | None = None
-        self.derived = False
+        self.derived = self.pruned = False
 
     def load(self, origin: tuple[str, str]) -> types.CodeType | None:
         key = self._key()
@@ -301,6 +303,11 @@ class Bytecode:
             with os.fdopen(os.open(staging, flags, 0o600), "wb") as out:
                 out.write(self._seal(key, origin, body) + body)
             staging.replace(file)
+            if not self.pruned:  # once a run: what wheels no longer kept (another lock) compiled
+                self.pruned = True
+                for old in self.directory.iterdir():
+                    if old.name.split("-")[0] not in self.wheels:
+                        old.unlink()
         except OSError:
             staging.unlink(missing_ok=True)
 
