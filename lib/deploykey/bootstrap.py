@@ -10,8 +10,9 @@ cache; else a private dir in the system temp dir. Build code can write all of th
 that later builds run as, with a new key. So every run hashes each wheel there again before any
 import, and imports from the bytes it hashed, held in memory (`Wheels`; an extension module is
 written to a new private directory, removed at exit): nothing a build could have changed is
-imported, and no bytecode is read from or written to disk. A file deps.lock does not pin is removed and downloaded again
-(in DEPLOYKEY_DEPS_DIR, which is yours, refused). What the Python has itself (its site-packages;
+imported, and no `__pycache__` is read or written. The bytecode it compiles is kept beside the
+deps dir only sealed with the build's keys (`Bytecode`). A file deps.lock does not pin is removed
+and downloaded again (in DEPLOYKEY_DEPS_DIR, which is yours, refused). What the Python has itself (its site-packages;
 bin/* run it with -I, so no PYTHONPATH or user site) is that Python's, used as it is.
 Standard library only; this is the one place besides `run` that starts a process, because it
 installs `sh` itself.
