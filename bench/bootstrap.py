@@ -7,8 +7,10 @@ a fresh process runs the bootstrap as bin/compile does (its deps kept in the bui
 `deploykey scan` does (kept in the temp dir), then imports the four; the first run of each
 installs them, the timed runs find them there. Printed: the median time from the start of the
 process's code to the four imported, split into the bootstrap (for this kit: reading and hashing
-the kept wheels, unpacking them) and the imports (compiled from source, as nothing kept is
-trusted), and the median wall time of the whole process. Several --kit paths (other checkouts:
+the kept wheels; before, unpacking them too) and the imports (from the hashed wheels in memory:
+compiled from source in the temp dir, where the run has no key; in the cache, the bytecode an
+earlier run kept there, sealed with the key in its ENV_DIR), and the median wall time of the whole
+process. Several --kit paths (other checkouts:
 `git worktree add /tmp/old main`) are timed in turn, run by run.
 """
 

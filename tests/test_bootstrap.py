@@ -3,9 +3,12 @@ app, as the wheels deps.lock pins, and each run imports only what it has checked
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import tomllib
 from packaging.requirements import Requirement
 
 from conftest import KIT, snapshot
-from deploykey.bootstrap import OPTIONAL, REQUIREMENTS, pins
+from deploykey.bootstrap import OPTIONAL, REQUIREMENTS, SECRET_NAME, pins, seal_key
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 PINNED = {digest for pin in pins().values() for digest in pin.hashes}
@@ -415,3 +418,147 @@ def test_a_dry_run_keeps_nothing_in_the_cache(tmp_path: Path, how: str) -> None:
     assert not ran.exists()
     assert snapshot(app, cache) == state
     assert list(temp.iterdir()) == []
+
+
+PLANT_BYTECODE = """
+import importlib.util, marshal, os, sys
+from pathlib import Path
+ran, root = sys.argv[1], Path(sys.argv[2])
+hostile = compile(f"open({ran!r}, 'a').close()\\n", "<planted>", "exec")
+for source in root.rglob("*.py"):
+    info = source.stat()
+    if sys.argv[3] == "source":
+        source.write_text(f"open({ran!r}, 'a').close()\\n" + source.read_text())
+        continue
+    # The source as it was; beside it the bytecode Python trusts for it (PEP 3147, PEP 552: the
+    # source's mtime and size in the header), running other code.
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+    header += (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    header += (info.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes(header + marshal.dumps(hostile))
+"""
+
+
+@pytest.mark.parametrize("how", ["source", "bytecode"])
+def test_code_planted_beside_the_kept_wheels_never_runs(tmp_path: Path, how: str) -> None:
+    """Build code of build N leaves the kept wheels as they are, and beside them what a kit that
+    kept an unpacked copy (or Python's bytecode cache of one) would import: every module unpacked
+    in the deps dir, a .pth and a sitecustomize there, and then in every source file under the
+    kit's part of the temp dir either code of its own or, the source untouched, a cached .pyc
+    whose header matches the source's mtime and size (what Python checks before it trusts one).
+    Build N+1 imports from the bytes of the wheels it hashed: none of that runs, and nothing is
+    downloaded again."""
+    without_the_kits_dependencies()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = system_env(tmp_path, temp)
+    first = scan(tmp_path, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    deps = next(temp.glob("deploykey-deps-*/py3*"))
+    ran = tmp_path / "planted-ran"
+    for wheel in deps.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as unpacked:
+            unpacked.extractall(deps)
+    (deps / "planted.pth").write_text(f"import os; open({str(ran)!r}, 'a').close()\n")
+    (deps / "sitecustomize.py").write_text("")
+    planted = [str(SYSTEM_PYTHON), "-I", "-c", PLANT_BYTECODE, str(ran), str(deps.parent), how]
+    subprocess.run(planted, check=True)
+    assert list(deps.parent.rglob("*.py")) and not ran.exists()
+    second = scan(tmp_path, env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not ran.exists()
+    assert "Installing" not in second.stdout and "not imported" not in second.stderr
+    assert list(temp.iterdir()) == [deps.parent]  # what it unpacked is gone
+
+
+FORGE_BYTECODE = """
+import marshal, sys
+from pathlib import Path
+ran, directory, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+hostile = marshal.dumps(compile(f"open({ran!r}, 'a').close()\\n", "<planted>", "exec"))
+(directory / "0123456789abcdef-gone.py.code").write_bytes(b"from a wheel no longer kept")
+for kept in directory.glob("*.code"):
+    data = kept.read_bytes()
+    if how == "seal kept":  # the seal as it was, other code after it
+        kept.write_bytes(data[:32] + hostile)
+    else:  # a seal build code can make: keyed by what it could read (here, nothing secret)
+        import hashlib, hmac
+        kept.write_bytes(hmac.new(b"", hostile, hashlib.sha256).digest() + hostile)
+"""
+
+
+@pytest.mark.parametrize("how", ["seal kept", "seal forged"])
+def test_bytecode_changed_by_build_code_never_runs(tmp_path: Path, how: str) -> None:
+    """bin/compile keeps the bytecode it compiled from the hashed wheels in the build cache, each
+    module sealed with an HMAC keyed from the build's deploy key, so that the next build does not
+    compile them again. Build N's code (which never had the key) replaces each with code of its
+    own; build N+1, with the same key, runs none of it: it compiles from the wheels again and
+    keeps that, which build N+2 then loads."""
+    without_the_kits_dependencies()
+    app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
+    for directory in (app, cache, env_dir):
+        directory.mkdir()
+    (app / "requirements.txt").write_text("# none\n")
+    (app / "deploykey.yml").write_text("# nothing to set: read with yaml all the same\n")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    (env_dir / "DEPLOY_KEY").write_text((tmp_path / "k").read_text())
+    argv = [str(SYSTEM_PYTHON), "-I", str(KIT / "lib" / "deploykey"), "compile"]
+    argv += [str(app), str(cache), str(env_dir)]
+    env = system_env(tmp_path, tmp_path, DEPLOYKEY_APP_PATH=str(tmp_path / "run-time-app"))
+
+    def build() -> subprocess.CompletedProcess[str]:
+        shutil.rmtree(app / ".venv", ignore_errors=True)  # each build has a build dir of its own
+        return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300)
+
+    first = build()
+    assert first.returncode == 0, first.stdout + first.stderr
+    (bytecode,) = (cache / "deploykey" / "deps").glob("bytecode-py3*")
+    kept = {path.name: path.read_bytes() for path in bytecode.iterdir()}
+    assert any(name.endswith("-yaml.constructor.py.code") for name in kept), sorted(kept)
+    ran = tmp_path / "planted-ran"
+    forge = [str(SYSTEM_PYTHON), "-I", "-c", FORGE_BYTECODE, str(ran), str(bytecode), how]
+    subprocess.run(forge, check=True)
+    assert {path.name for path in bytecode.iterdir()} > set(kept) and not ran.exists()
+    second = build()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not ran.exists()
+    # kept anew, and what no wheel kept now compiled removed
+    assert {path.name: path.read_bytes() for path in bytecode.iterdir()} == kept
+    third = build()
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert {path.name: path.read_bytes() for path in bytecode.iterdir()} == kept
+
+
+def test_the_bytecode_seal_is_keyed_by_private_keys_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DEPLOY_KEY_* value that is not a private key (a guessable one would key a seal build
+    code could make) keys nothing; a key as it is or in base64, in ENV_DIR or the environment,
+    does; another key (a rotation) keys another seal."""
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    argv = ["deploykey", "compile", str(tmp_path / "app"), str(tmp_path / "cache"), str(env_dir)]
+    monkeypatch.setattr(sys, "argv", argv)
+    for name in [name for name in os.environ if SECRET_NAME.match(name)]:
+        monkeypatch.delenv(name)
+    (env_dir / "DEPLOY_KEY_HOSTS").write_text("github.com\n")
+    monkeypatch.setenv("DEPLOY_KEY", "not a key")
+    assert seal_key() is None
+    keys = []
+    for name in ("a", "b"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
+        )
+        keys.append((tmp_path / name).read_bytes())
+    (env_dir / "DEPLOY_KEY").write_bytes(keys[0])
+    first = seal_key()
+    assert first is not None and seal_key() == first
+    (env_dir / "DEPLOY_KEY").write_bytes(keys[1])
+    assert seal_key() not in (None, first)
+    (env_dir / "DEPLOY_KEY").unlink()
+    monkeypatch.setenv("DEPLOY_KEY_OTHER", base64.b64encode(keys[0]).decode())
+    assert seal_key() not in (None, first)

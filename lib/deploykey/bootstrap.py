@@ -8,9 +8,11 @@ dir that later runs reuse: DEPLOYKEY_DEPS_DIR; for bin/compile (but for a dry ru
 nothing: a temp dir removed at exit) and `install --cache-dir` (a BuildKit cache mount), the build
 cache; else a private dir in the system temp dir. Build code can write all of these, as the user
 that later builds run as, with a new key. So every run hashes each wheel there again before any
-import, and unpacks the bytes it hashed into a new private directory, removed at exit: nothing a
-build could have changed is imported. A file deps.lock does not pin is removed and downloaded again
-(in DEPLOYKEY_DEPS_DIR, which is yours, refused). What the Python has itself (its site-packages;
+import, and imports from the bytes it hashed, held in memory (`Wheels`; an extension module is
+written to a new private directory, removed at exit): nothing a build could have changed is
+imported, and no `__pycache__` is read or written. The bytecode it compiles is kept beside the
+deps dir only sealed with the build's keys (`Bytecode`). A file deps.lock does not pin is removed
+and downloaded again (in DEPLOYKEY_DEPS_DIR, which is yours, refused). What the Python has itself (its site-packages;
 bin/* run it with -I, so no PYTHONPATH or user site) is that Python's, used as it is.
 Standard library only; this is the one place besides `run` that starts a process, because it
 installs `sh` itself.
@@ -19,10 +21,14 @@ installs `sh` itself.
 from __future__ import annotations
 
 import atexit
+import base64
 import hashlib
+import hmac
 import importlib
+import importlib.machinery
 import importlib.util
 import io
+import marshal
 import os
 import pkgutil
 import re
@@ -31,14 +37,20 @@ import stat
 import subprocess
 import sys
 import tempfile
+import types
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from deploykey import output
 from deploykey.childenv import child_env
 from deploykey.errors import UserError
+
+if TYPE_CHECKING:  # importlib.abc imports importlib.resources: 16 ms of start-up (3.11)
+    from importlib.abc import Loader
 
 MINIMUM = (3, 10)
 # import name -> the distribution deps.lock pins (pyproject.toml lists the ranges it is within)
@@ -182,7 +194,7 @@ def _ensure() -> None:
         return
     target = deps_dir()
     dry = _build_cache() is not None and _dry_run()
-    for path in _import(target):
+    for path in _import(target, keep=not dry):
         if os.environ.get("DEPLOYKEY_DEPS_DIR"):  # yours: not ours to delete
             raise UserError("deps::tampered", file=path, found=_digest(path))
         if dry:
@@ -211,32 +223,267 @@ def _ensure() -> None:
         _download(target, list(REQUIREMENTS.values()))
         # The rest installs: this Python has no wheel of ahocorasick-rs. Not again.
         (target / NO_WHEEL).touch()
-    for path in _import(target):  # pip checked each file against deps.lock: a race got here
+    for path in _import(target, keep=not dry):  # pip checked each file: a race got here
         raise UserError("deps::tampered", file=path, found=_digest(path))
 
 
-def _import(deps: Path) -> list[Path]:
+def _import(deps: Path, keep: bool = True) -> list[Path]:
     """Makes the wheels in `deps` that deps.lock pins importable, and returns the files there it
-    does not pin, none of which is imported. The bytes hashed are the bytes unpacked, into a new
-    private directory first on sys.path and removed at exit: nothing imported was where build code
-    could reach it before this run (neither a module nor a cached .pyc that shadows one)."""
+    does not pin, none of which is imported. Imported from the bytes hashed, held in this process
+    (`Wheels`): nothing imported was where build code could reach it before this run (neither a
+    module nor a cached .pyc that shadows one)."""
     allowed = {digest for pin in pins().values() for digest in pin.hashes}
     wheels, foreign = [], []
     for path in sorted(deps.glob("*.whl")):  # nothing, in a directory this user cannot read
         data = _read(path)
-        if data is not None and hashlib.sha256(data).hexdigest() in allowed:
-            wheels.append(data)
+        digest = None if data is None else hashlib.sha256(data).hexdigest()
+        if data is not None and digest in allowed:
+            wheels.append(Wheel(path, data, digest))
         else:
             foreign.append(path)
     if wheels:
-        root = tempfile.mkdtemp(prefix="deploykey-import-")
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        for data in wheels:
-            with zipfile.ZipFile(io.BytesIO(data)) as wheel:
-                wheel.extractall(root)
-        sys.path.insert(0, root)
+        # Not in DEPLOYKEY_DEPS_DIR (yours): only in the kit's own, which the deps dir is in.
+        mine = not os.environ.get("DEPLOYKEY_DEPS_DIR")
+        directory = deps.parent / f"bytecode-{PYTHON}"
+        bytecode = Bytecode(directory, keep, {wheel.digest for wheel in wheels}) if mine else None
+        # Ahead of every other finder, as the unpacked copy was first on sys.path: the pinned
+        # version, not one the Python has (Debian's python3 has PyYAML 6.0 in dist-packages).
+        sys.meta_path.insert(0, Wheels(wheels, bytecode))
         importlib.invalidate_caches()
     return foreign
+
+
+@dataclass(frozen=True)
+class Wheel:
+    path: Path
+    data: bytes = field(repr=False)
+    digest: str  # sha256, one deps.lock lists
+
+
+class Bytecode:
+    """The modules `Wheels` compiled, kept for the next run beside the deps dir, each sealed with
+    an HMAC keyed from the build's own secrets (`seal_key`): a module is loaded from there only if
+    its seal checks, for this Python's bytecode (and -O), this wheel (by sha256) and module in it,
+    else compiled from the wheel again, and kept again. Build code can write the directory, but
+    never had the secrets: it can neither forge a seal nor test a guess. Without a secret (an
+    agent only, `scan`, a key elsewhere), nothing is read or kept. `marshal` is only ever asked
+    to read bytes whose seal checked (it is not safe on any other: its documentation)."""
+
+    def __init__(self, directory: Path, writable: bool, wheels: set[str]) -> None:
+        self.directory, self.writable = directory, writable
+        self.wheels = {digest[:16] for digest in wheels}  # what `_file` names files by
+        self.key: bytes | None = None
+        self.derived = self.pruned = False
+
+    def load(self, origin: tuple[str, str]) -> types.CodeType | None:
+        key = self._key()
+        data = _read(self._file(origin)) if key else None
+        if key is None or data is None:
+            return None
+        seal, body = data[:32], data[32:]
+        if not hmac.compare_digest(seal, self._seal(key, origin, body)):
+            return None
+        code = marshal.loads(body)  # noqa: S302 - sealed by this build's secrets: written by the kit
+        return code if isinstance(code, types.CodeType) else None
+
+    def keep(self, origin: tuple[str, str], code: types.CodeType) -> None:
+        """Best effort: a cache this user cannot write, or a link where the directory should
+        be (build code's), keeps nothing."""
+        key = self._key()
+        if key is None or not self.writable:
+            return
+        body = marshal.dumps(code)
+        file = self._file(origin)
+        staging = file.with_name(f".{file.name}.{os.getpid()}")
+        try:
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            info = self.directory.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                return
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with os.fdopen(os.open(staging, flags, 0o600), "wb") as out:
+                out.write(self._seal(key, origin, body) + body)
+            staging.replace(file)
+            if not self.pruned:  # once a run: what wheels no longer kept (another lock) compiled
+                self.pruned = True
+                for old in self.directory.iterdir():
+                    if old.name.split("-")[0] not in self.wheels:
+                        old.unlink()
+        except OSError:
+            staging.unlink(missing_ok=True)
+
+    def _key(self) -> bytes | None:
+        if not self.derived:
+            self.key, self.derived = seal_key(), True
+        return self.key
+
+    def _file(self, origin: tuple[str, str]) -> Path:
+        digest, member = origin
+        return self.directory / f"{digest[:16]}-{member.replace('/', '.')}.code"
+
+    @staticmethod
+    def _seal(key: bytes, origin: tuple[str, str], body: bytes) -> bytes:
+        mac = hmac.new(key, b"deploykey/bytecode/v1", hashlib.sha256)
+        optimize = str(sys.flags.optimize).encode()  # -O compiles other bytecode (no asserts)
+        for data in (importlib.util.MAGIC_NUMBER, optimize, *(p.encode() for p in origin), body):
+            mac.update(len(data).to_bytes(8, "big") + data)
+        return mac.digest()
+
+
+# Where the kit reads keys from (sources.KEY_NAME, githubapp.PRIVATE_KEY), before it can.
+SECRET_NAME = re.compile(r"^(?:DEPLOY_KEY(?:_[A-Z0-9_]+)?|GITHUB_APP_PRIVATE_KEY)$")
+
+
+def seal_key() -> bytes | None:
+    """A key for `Bytecode`'s seals, derived (HMAC as HKDF-Extract, RFC 5869) from the build's
+    private keys, read where the kit reads them before it has its dependencies: DEPLOY_KEY* and
+    GITHUB_APP_PRIVATE_KEY in the environment, in bin/compile's ENV_DIR, and for `install` and
+    `fetch` in /run/secrets and the --env-dir directory. The kit removes each before any build code
+    runs (SECURITY.md). Only values that are private keys (PEM or OpenSSH, as they are or in
+    base64) count: a short or guessable value would key nothing build code could not forge. None
+    when there is none."""
+    values = [value for name, value in os.environb.items() if SECRET_NAME.match(os.fsdecode(name))]
+    places = []
+    if len(sys.argv) > 4 and sys.argv[1] == "compile":
+        places.append(Path(sys.argv[4]))
+    if len(sys.argv) > 1 and sys.argv[1] in ("install", "fetch"):
+        places += [Path("/run/secrets"), *map(Path, _all("--env-dir"))]
+    for place in places:
+        try:
+            files = sorted(place.iterdir())
+        except OSError:  # not a directory (a .env file), or not there
+            continue
+        found = (_read(file) for file in files if SECRET_NAME.match(file.name))
+        values += [value for value in found if value is not None]
+    keys = sorted({value for value in values if _private_key(value)})
+    if not keys:
+        return None
+    material = b"".join(len(value).to_bytes(8, "big") + value for value in keys)
+    return hmac.new(b"deploykey/bytecode-seal/v1", material, hashlib.sha256).digest()
+
+
+def _private_key(value: bytes) -> bool:
+    if b"PRIVATE KEY-----" in value:
+        return True
+    try:
+        return b"PRIVATE KEY-----" in base64.b64decode(b"".join(value.split()), validate=True)
+    except ValueError:
+        return False
+
+
+# PyYAML's LibYAML binding (2.7 MB): yaml/__init__.py imports it if it can, else goes on without
+# (`__with_libyaml__ = False`); the kit reads deploykey.yml with yaml.safe_load, whose SafeLoader is
+# pure Python either way, so writing it out and loading it would be start-up spent on nothing.
+UNUSED_EXTENSIONS = frozenset({"yaml._yaml"})
+
+
+class Wheels:
+    """An import finder and loader (PEP 451) over wheels held in memory, already hashed. A pure
+    Python module is compiled from the wheel's bytes, as zipimport does from an archive
+    (Lib/zipimport.py), but the archive is never read again from disk, and no bytecode is written
+    or read: no `__pycache__` is consulted, so a planted .pyc is never one. An extension module
+    (ahocorasick-rs), which the dynamic loader can only open as a file, is written
+    when first imported into a new private directory (mkdtemp: 0700) removed at exit. Unpacking
+    every wheel and compiling each module there (writing its .pyc) was most of the start-up."""
+
+    def __init__(self, wheels: list[Wheel], bytecode: Bytecode | None = None) -> None:
+        self.members: dict[str, tuple[Path, zipfile.ZipFile, str]] = {}
+        for wheel in wheels:
+            archive = zipfile.ZipFile(io.BytesIO(wheel.data))
+            for name in archive.namelist():
+                self.members[name] = (wheel.path, archive, wheel.digest)
+        self.bytecode = bytecode
+        self.names: dict[str, str] = {}  # module name -> its member
+        self.root: str | None = None
+        self.extracted: set[str] = set()
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        base = fullname.replace(".", "/")
+        for member, package in ((f"{base}/__init__.py", True), (f"{base}.py", False)):
+            if member in self.members:
+                self.names[fullname] = member
+                wheel = self.members[member][0]
+                loader = cast("Loader", self)  # a Loader by protocol (PEP 451), not by base
+                spec = importlib.machinery.ModuleSpec(
+                    fullname, loader, origin=str(wheel / member), is_package=package
+                )
+                spec.has_location = True  # __file__: the module in its wheel, as zipimport says
+                return spec
+        if fullname in UNUSED_EXTENSIONS:
+            return None
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if base + suffix in self.members:
+                file = self._extract(base + suffix)
+                loader = importlib.machinery.ExtensionFileLoader(fullname, file)
+                return importlib.util.spec_from_file_location(fullname, file, loader=loader)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # the default module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = module.__spec__
+        assert spec is not None and spec.origin is not None
+        member = self.names[spec.name]
+        origin = (self.members[member][2], member)  # the wheel's sha256, the module in it
+        code = self.bytecode.load(origin) if self.bytecode else None
+        if code is None:
+            # dont_inherit: not this module's `from __future__ import annotations`
+            code = compile(self._read(member), spec.origin, "exec", dont_inherit=True)
+            if self.bytecode:
+                self.bytecode.keep(origin, code)
+        exec(code, module.__dict__)  # noqa: S102
+
+    def get_source(self, fullname: str) -> str | None:
+        """For tracebacks (linecache asks the module's loader)."""
+        member = self.names.get(fullname)
+        return None if member is None else importlib.util.decode_source(self._read(member))
+
+    def find_distributions(self, context: Any = None) -> Iterator[Any]:
+        """The wheels' metadata for importlib.metadata (`sh` reads its version at import)."""
+        from importlib import metadata
+
+        wanted = getattr(context, "name", None)
+        holder = self
+
+        class Distribution(metadata.Distribution):
+            def __init__(self, info: str) -> None:
+                self.info = info
+
+            def read_text(self, filename: str) -> str | None:
+                member = f"{self.info}/{filename}"
+                return holder._read(member).decode() if member in holder.members else None
+
+            def locate_file(self, path: Any) -> Any:
+                return Path(holder.members[f"{self.info}/METADATA"][0], path)
+
+        infos = {name.split("/")[0] for name in self.members if ".dist-info/" in name}
+        for info in sorted(infos):
+            project = info.split("-")[0]
+            if wanted is None or _normal(wanted) == _normal(project):
+                yield Distribution(info)
+
+    def _read(self, member: str) -> bytes:
+        return self.members[member][1].read(member)
+
+    def _extract(self, member: str) -> str:
+        if self.root is None:
+            self.root = tempfile.mkdtemp(prefix="deploykey-import-")
+            atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+        file = Path(self.root, *member.split("/"))
+        if member not in self.extracted:  # find_spec may be asked again before the import
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with file.open("xb") as out:
+                out.write(self._read(member))
+            self.extracted.add(member)
+        return str(file)
+
+
+def _normal(name: str) -> str:
+    """A project name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _read(path: Path) -> bytes | None:

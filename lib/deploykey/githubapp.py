@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import email.utils
 import hashlib
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -448,6 +444,12 @@ def _call(
 ) -> Answer:
     """One request to GitHub's REST API, with the headers its documentation asks for; the
     system's CA store (where a TLS-inspecting proxy's CA is), HTTPS_PROXY, a timeout."""
+    # Here, not at the top: ssl and urllib.request (http.client, email) are ~15 ms of every
+    # command's start-up (python3 -X importtime), and only a build with a GitHub App needs them.
+    import ssl
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(  # noqa: S310 - api_url is https, or http to this machine
         api + path,
         data=json.dumps(body).encode() if body is not None else None,
@@ -493,6 +495,8 @@ def _clock_offset(answer: Answer) -> float | None:
     date = answer.headers.get("date")
     if not date:
         return None
+    import email.utils  # with urllib.request: only a build with a GitHub App needs it
+
     try:
         return time.time() - email.utils.parsedate_to_datetime(date).timestamp()
     except (TypeError, ValueError):
