@@ -9,6 +9,7 @@ The emulation in tests/cnb.py remains only for what these do not cover (test_cnb
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -455,3 +456,25 @@ def test_keyless_mode_refuses_a_key_a_missing_mount_and_a_stale_fetch(
         assert "it was written for other requirements than the app has now" in out
     finally:
         shutil.rmtree(fetched.parent)
+
+
+def test_the_scan_step_catches_hex_of_the_key_as_the_platform_gave_it(
+    life: RealLifecycle,
+    utils_key: GeneratedKey,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """Issue 25's leak: DEPLOY_KEY given as base64 (as the README offers), and a later buildpack
+    ships hex of the value it read, never decoding it, in a launch layer: the scan step fails the
+    build before the exporter runs, naming the file."""
+    life.set_env(DEPLOY_KEY=base64.b64encode(utils_key.text.encode()).decode())
+    life.order(
+        life.add_buildpack(deploykey_buildpack),
+        life.add_buildpack(TESTS / "buildpacks" / "leaky-hex"),
+        life.add_buildpack(scan_buildpack),
+    )
+    results = life.build()
+    out = output_of(results)
+    assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
+    assert "test_leaky-hex/shipped/value.hex (hex of the key as given" in out, out
+    assert not text_has_key(out, utils_key.text)
