@@ -478,3 +478,31 @@ def test_the_scan_step_catches_hex_of_the_key_as_the_platform_gave_it(
     assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
     assert "test_leaky-hex/shipped/value.hex (hex of the key as given" in out, out
     assert not text_has_key(out, utils_key.text)
+
+
+def test_keyless_mode_installs_into_a_launch_layer(
+    life: RealLifecycle,
+    utils_key: GeneratedKey,
+    git_server: GitServer,
+    deploykey_buildpack: Path,
+) -> None:
+    """DEPLOYKEY_FETCHED with DEPLOYKEY_INSTALL=venv: deploykey installs from the mounted mirrors
+    into its launch layer itself, with no key and no request to the git host."""
+    fetched = fetch_outside(life, utils_key)
+    try:
+        life.set_env(DEPLOYKEY_FETCHED=str(fetched), DEPLOYKEY_INSTALL="venv")
+        life.order(life.add_buildpack(deploykey_buildpack))
+        served = len(git_server.log())
+        results = life.build()
+        out = output_of(results)
+        assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
+        assert len(git_server.log()) == served
+        assert "no key in this build" in out and "DEPLOY_KEY:" not in out
+        files = image_files(life.image)
+        assert any(
+            "deploykey_deploykey/venv/" in p and p.endswith("private_utils/__init__.py")
+            for p in files
+        )
+        assert_no_key(life, utils_key, out)
+    finally:
+        shutil.rmtree(fetched.parent)

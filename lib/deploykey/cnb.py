@@ -156,6 +156,7 @@ def build_step(arguments: Sequence[str] = ()) -> int:
     output.step("deploykey: private git dependencies (Cloud Native Buildpack)")
     fetched = settings.get("DEPLOYKEY_FETCHED")
     if fetched:
+        _refuse_python(settings.install)
         return _from_fetched(app, Path(fetched), layers, env, settings)
     tokens = credentials.read(env, settings)
     if not env.key_names() and not tokens and not githubapp.given(env):
@@ -165,6 +166,16 @@ def build_step(arguments: Sequence[str] = ()) -> int:
         output.detail("nothing to do: no deploy key, no token, no git+ssh requirement")
         return 0
     mode = settings.install
+    _refuse_python(mode)
+    if mode == "venv":
+        target = Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
+        plan = build.plan(app, None, env, settings, target=target)
+        return _standalone(plan, layers)
+    plan = build.plan(app, None, env, settings, target=Target("off", "the next buildpack installs"))
+    return _handoff(plan, layers)
+
+
+def _refuse_python(mode: str) -> None:
     if mode == "python":
         raise UserError(
             "config::setting",
@@ -173,12 +184,6 @@ def build_step(arguments: Sequence[str] = ()) -> int:
             choices="auto, off (hand ssh to the next buildpack), venv (install into a launch layer)",
             default="auto",
         )
-    if mode == "venv":
-        target = Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
-        plan = build.plan(app, None, env, settings, target=target)
-        return _standalone(plan, layers)
-    plan = build.plan(app, None, env, settings, target=Target("off", "the next buildpack installs"))
-    return _handoff(plan, layers)
 
 
 def _handoff(plan: build.Plan, layers: Path) -> int:
@@ -230,12 +235,17 @@ def _from_fetched(
     them). The mirrors are copied into this build's layer `deploykey` (build only: copied afresh
     from the mount every build, never restored from a cache build code could have written) and
     checked as `install --fetched` checks them: the record is for exactly the app's requirements,
-    each mirror holds the commits pinned, no git config rule sends their URLs elsewhere."""
+    each mirror holds the commits pinned, no git config rule sends their URLs elsewhere. Then
+    handed on, or (DEPLOYKEY_INSTALL=venv) installed from into the launch layer."""
     layer = layers / KEY_LAYER
+    venv = settings.install == "venv"
+    target = (
+        Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
+        if venv
+        else Target("off", "the next buildpack installs")
+    )
     try:
-        plan = build.plan(
-            app, None, env, settings, Target("off", "the next buildpack installs"), keyless=True
-        )
+        plan = build.plan(app, None, env, settings, target, keyless=True)
         if not (fetched_dir / build.RECORD).is_file():
             raise UserError("fetch::missing", path=fetched_dir / build.RECORD)
         output.detail(f"no key in this build: the mirrors `deploykey fetch` made, in {fetched_dir}")
@@ -248,7 +258,7 @@ def _from_fetched(
             shutil.copytree(
                 fetched_dir / mirrors.DIR, layer / mirrors.DIR, symlinks=True, ignore=skip
             )
-        fetched, _pins = build.read_record(layer, plan)
+        recorded = build.read_record(layer, plan)
     except (OSError, shutil.Error) as exc:
         raise UserError("cnb::fetched-unreadable", path=fetched_dir, detail=str(exc)) from None
     except UserError as error:
@@ -257,12 +267,18 @@ def _from_fetched(
             raise
         facts = {**error.facts, "path": fetched_dir}
         raise UserError(slug, **facts) from None
-    _hand_on(fetched, layers, cache=False)
+    if venv:
+        return _standalone(plan, layers, recorded)
+    _hand_on(recorded[0], layers, cache=False)
     output.detail("the layer is build only: never exported, never cached; no key was ever here")
     return 0
 
 
-def _standalone(plan: build.Plan, layers: Path) -> int:
+def _standalone(
+    plan: build.Plan,
+    layers: Path,
+    recorded: tuple[mirrors.Mirrors, list[str]] | None = None,
+) -> int:
     venv = layers / VENV_LAYER
     cache = layers / CACHE_LAYER  # uv's cache, restored by the lifecycle between builds
 
@@ -274,7 +290,12 @@ def _standalone(plan: build.Plan, layers: Path) -> int:
         (layers / f"{CACHE_LAYER}.toml").write_text(_types(build=False, launch=False, cache=True))
 
     build.install_cycle(
-        plan, f"the launch layer {VENV_LAYER}", into, [plan.app_dir, venv, cache], cache
+        plan,
+        f"the launch layer {VENV_LAYER}",
+        into,
+        [plan.app_dir, venv, cache],
+        cache,
+        recorded=recorded,  # keyless: the mirrors `deploykey fetch` made, no fetch here
     )
     return 0
 
