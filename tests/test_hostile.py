@@ -2,7 +2,8 @@
 
 The package's PEP 517 backend runs while the installer builds it, the one moment third-party code
 runs in a build. It looks everywhere a key was before the fetch-first design, or could be: its own
-environment, every process's cmdline and environ (ENV_DIR is named there), the env dir itself,
+environment, every process's cmdline and environ (ENV_DIR is named there), the env dir itself (and a
+CNB build's platform dir: its env files and bindings),
 /dev/shm, TMPDIR and HOME (key dirs, ssh configs), git's credential helpers, an ssh agent. All it
 reads goes into one file, which the test searches for the key, and which must show that the search
 really ran (it read the env dir, the process table, and git's settings).
@@ -59,7 +60,7 @@ def _tree(root, depth=4):
 def _loot():
     out = [b"== environ\n" + repr(dict(os.environ)).encode()]
     dirs = {os.environ.get("ENV_DIR"), os.environ.get("TMPDIR", "/tmp"), "/dev/shm",
-            os.environ.get("HOME")}
+            os.environ.get("HOME"), os.environ.get("CNB_PLATFORM_DIR")}
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             cmdline = _read(f"/proc/{pid}/cmdline")
@@ -69,8 +70,8 @@ def _loot():
                 if word.startswith(b"/") and os.path.isdir(word):
                     dirs.add(word.decode(errors="replace"))
             for env in _read(f"/proc/{pid}/environ").split(b"\0"):
-                if env.startswith(b"ENV_DIR="):
-                    dirs.add(env[8:].decode(errors="replace"))
+                if env.startswith((b"ENV_DIR=", b"CNB_PLATFORM_DIR=")):
+                    dirs.add(env.split(b"=", 1)[1].decode(errors="replace"))
     for directory in sorted({os.path.realpath(d) for d in dirs if d}):
         # Not the root or pseudo-filesystems (/proc/kmsg blocks a reader); /dev/shm is walked.
         pseudo = directory.startswith(("/proc/", "/sys/")) or (

@@ -9,7 +9,11 @@ The emulation in tests/cnb.py remains only for what these do not cover (test_cnb
 
 from __future__ import annotations
 
+import base64
+import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from conftest import (
 )
 from gitserver import GitServer
 from lifecycle import RealLifecycle, image_files, layout_archive, output_of
+from test_hostile import HOSTILE, hostile_repo  # noqa: F401 - a fixture, used by name
 
 TESTS = Path(__file__).resolve().parent
 
@@ -297,3 +302,207 @@ def assert_no_app_secret(life: RealLifecycle, github: GitHub, token: str, out: s
         )
         assert scanned.returncode == 0, scanned.stdout + scanned.stderr
         assert "no key material found" in scanned.stdout
+
+
+# ------------------------------------------------------------- which CNB mode exposes the key
+
+
+def fetch_outside(life: RealLifecycle, key: GeneratedKey) -> Path:
+    """`deploykey fetch --cache-dir DIR` where the key is (the developer's machine, a CI job): in
+    the app's checkout, with DEPLOY_KEY in its environment, outside every directory of the build.
+    DIR stays root's, 0755: the build user can read it and write nothing there, as with the
+    read-only mount `pack build --volume DIR:PATH:ro` makes."""
+    outside = Path(tempfile.mkdtemp(prefix="deploykey-outside-", dir="/tmp"))
+    outside.chmod(0o755)
+    checkout, fetched = outside / "checkout", outside / "fetched"
+    shutil.copytree(life.app, checkout)
+    fetched.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(outside), "LANG": "C.UTF-8"}
+    done = subprocess.run(
+        [str(BIN / "deploykey"), "fetch", "--cache-dir", str(fetched)],
+        cwd=checkout,
+        env={**env, "DEPLOY_KEY": key.text},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    shutil.rmtree(checkout)
+    return fetched
+
+
+def hostile_loot(life: RealLifecycle) -> str:
+    """What the hostile dependency's build backend gathered, in the pip buildpack's build: it
+    read its environment, every process's, the platform dir (env files, bindings) and git's
+    settings."""
+    loot = (life.root / "home" / "loot").read_text("utf-8", "replace")
+    assert "== environ" in loot and "== cmdline" in loot and "== git config" in loot
+    assert f"== {life.platform}/env/PIP_NO_INDEX" in loot  # it walked the platform dir
+    return loot
+
+
+def test_keyless_mode_no_buildpack_can_read_the_key(
+    life: RealLifecycle,
+    utils_key: GeneratedKey,
+    git_server: GitServer,
+    hostile_repo: str,  # noqa: F811 - the fixture imported above
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """The recommended CNB recipe: `deploykey fetch` outside the build container, where the key
+    is; the build gets the directory it filled (read-only) and DEPLOYKEY_FETCHED, and no key in
+    the platform env, a binding or anywhere. A hostile dependency, built by the pip buildpack
+    after deploykey's, searches everything it can reach and finds no key; the build asks the git
+    host nothing; the image, the cache and the layers hold no key. A rebuild does the same."""
+    git_server.grant(utils_key.label, utils_key.public, [hostile_repo])
+    (life.app / "requirements.txt").write_text(f"{REQUIREMENT}\n{HOSTILE}\n")
+    fetched = fetch_outside(life, utils_key)
+    try:
+        life.set_env(DEPLOYKEY_FETCHED=str(fetched))
+        life.order(
+            life.add_buildpack(deploykey_buildpack),
+            life.add_buildpack(TESTS / "buildpacks" / "pip"),
+            life.add_buildpack(scan_buildpack),
+        )
+        for rebuild in (False, True):
+            if rebuild:
+                life.rebuild()
+            served = len(git_server.log())
+            results = life.build()
+            out = output_of(results)
+            assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
+            assert len(git_server.log()) == served  # no key here: nothing asked of the git host
+            assert f"no key in this build: the mirrors `deploykey fetch` made, in {fetched}" in out
+            assert "Successfully installed hostile-1.0 private-utils-1.0" in out
+            assert "DEPLOY_KEY:" not in out
+            loot = hostile_loot(life)
+            assert "DEPLOYKEY_FETCHED" in loot  # it read the platform env: no key there
+            assert not text_has_key(loot, utils_key.text)
+            (life.root / "home" / "loot").unlink()
+            files = image_files(life.image)
+            assert any(p.endswith("site-packages/private_utils/__init__.py") for p in files)
+            assert not any("deploykey_deploykey" in p for p in files)  # build only
+            assert_no_key(life, utils_key, out)
+    finally:
+        shutil.rmtree(fetched.parent)
+
+
+@pytest.mark.parametrize("mode", ["platform env", "binding"])
+def test_in_container_modes_let_a_later_buildpack_read_the_key(
+    life: RealLifecycle,
+    utils_key: GeneratedKey,
+    git_server: GitServer,
+    hostile_repo: str,  # noqa: F811 - the fixture imported above
+    deploykey_buildpack: Path,
+    mode: str,
+) -> None:
+    """What README and SECURITY.md say of the in-container modes, shown: the key given to the
+    build container (`pack build --env DEPLOY_KEY`, or an ssh-auth binding) stays in the platform
+    dir, which the lifecycle never removes, and a platform env var reaches the environment of
+    every buildpack without clear-env; the hostile dependency's build code, in the pip buildpack
+    after deploykey's, reads it there. deploykey cannot remove it: the platform owns those files."""
+    git_server.grant(utils_key.label, utils_key.public, [hostile_repo])
+    (life.app / "requirements.txt").write_text(f"{HOSTILE}\n")
+    if mode == "platform env":
+        life.set_env(DEPLOY_KEY=utils_key.text)
+    else:
+        life.set_binding("deploy-key", {"type": "ssh-auth", "ssh-privatekey": utils_key.text})
+    life.order(
+        life.add_buildpack(deploykey_buildpack), life.add_buildpack(TESTS / "buildpacks" / "pip")
+    )
+    results = life.build()
+    out = output_of(results)
+    assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
+    loot = hostile_loot(life)
+    assert text_has_key(loot, utils_key.text)
+    where = "env/DEPLOY_KEY" if mode == "platform env" else "bindings/deploy-key/ssh-privatekey"
+    assert f"== {life.platform}/{where}" in loot
+    own = loot.split("== cmdline", 1)[0]  # the build backend's own environment
+    assert ("DEPLOY_KEY" in own) == (mode == "platform env")
+
+
+def test_keyless_mode_refuses_a_key_a_missing_mount_and_a_stale_fetch(
+    life: RealLifecycle, utils_key: GeneratedKey, deploykey_buildpack: Path
+) -> None:
+    """DEPLOYKEY_FETCHED with a key given to the build container too, naming a directory with
+    no fetch in it (the `--volume` forgotten), or a fetch made for other requirements: each
+    fails the build, named, before any later buildpack runs."""
+    fetched = fetch_outside(life, utils_key)
+    empty = fetched.parent / "empty"
+    empty.mkdir()
+    life.order(life.add_buildpack(deploykey_buildpack))
+
+    def fails_with(slug: str) -> str:
+        results = life.build()
+        out = output_of(results)
+        assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
+        assert f"({slug}: README.md#{slug.replace('::', '-')})" in out, out
+        assert not text_has_key(out, utils_key.text)
+        life.rebuild()
+        return out
+
+    try:
+        life.set_env(DEPLOYKEY_FETCHED=str(empty))
+        out = fails_with("cnb::fetched-missing")
+        assert f"DEPLOYKEY_FETCHED names {empty}, which holds no record of a fetch" in out
+        life.set_env(DEPLOYKEY_FETCHED=str(fetched))
+        life.set_binding("deploy-key", {"type": "ssh-auth", "ssh-privatekey": utils_key.text})
+        out = fails_with("cnb::fetched-key")
+        assert "DEPLOYKEY_FETCHED is set, and so is DEPLOY_KEY" in out
+        shutil.rmtree(life.platform / "bindings")
+        (life.app / "requirements.txt").write_text(
+            f"{REQUIREMENT}\nbilling @ git+ssh://git@github.com/acme/billing.git@v2.0\n"
+        )
+        out = fails_with("cnb::fetched-stale")
+        assert "it was written for other requirements than the app has now" in out
+    finally:
+        shutil.rmtree(fetched.parent)
+
+
+def test_the_scan_step_catches_hex_of_the_key_as_the_platform_gave_it(
+    life: RealLifecycle,
+    utils_key: GeneratedKey,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """Issue 25's leak: DEPLOY_KEY given as base64 (as the README offers), and a later buildpack
+    ships hex of the value it read, never decoding it, in a launch layer: the scan step fails the
+    build before the exporter runs, naming the file."""
+    life.set_env(DEPLOY_KEY=base64.b64encode(utils_key.text.encode()).decode())
+    life.order(
+        life.add_buildpack(deploykey_buildpack),
+        life.add_buildpack(TESTS / "buildpacks" / "leaky-hex"),
+        life.add_buildpack(scan_buildpack),
+    )
+    results = life.build()
+    out = output_of(results)
+    assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
+    assert "test_leaky-hex/shipped/value.hex (hex of the key as given" in out, out
+    assert not text_has_key(out, utils_key.text)
+
+
+def test_keyless_mode_installs_into_a_launch_layer(
+    life: RealLifecycle,
+    utils_key: GeneratedKey,
+    git_server: GitServer,
+    deploykey_buildpack: Path,
+) -> None:
+    """DEPLOYKEY_FETCHED with DEPLOYKEY_INSTALL=venv: deploykey installs from the mounted mirrors
+    into its launch layer itself, with no key and no request to the git host."""
+    fetched = fetch_outside(life, utils_key)
+    try:
+        life.set_env(DEPLOYKEY_FETCHED=str(fetched), DEPLOYKEY_INSTALL="venv")
+        life.order(life.add_buildpack(deploykey_buildpack))
+        served = len(git_server.log())
+        results = life.build()
+        out = output_of(results)
+        assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
+        assert len(git_server.log()) == served
+        assert "no key in this build" in out and "DEPLOY_KEY:" not in out
+        files = image_files(life.image)
+        assert any(
+            "deploykey_deploykey/venv/" in p and p.endswith("private_utils/__init__.py")
+            for p in files
+        )
+        assert_no_key(life, utils_key, out)
+    finally:
+        shutil.rmtree(fetched.parent)

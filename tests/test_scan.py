@@ -646,3 +646,91 @@ def test_a_failed_process_fails_the_scan(
         (tree / f"f{index}").write_text("x" * 100_000)
     with pytest.raises(RuntimeError, match="a scan process failed"):
         scan.scan([tree], [load(key)])
+
+
+def test_scan_command_finds_hex_of_the_key_as_the_platform_gave_it(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """The attack of issue 25: DEPLOY_KEY given as base64 (as the README offers), and build code
+    ships hex of the value it read, never decoding it. A copy of the key as given is a leak."""
+    from conftest import BIN
+
+    key = make_key(keys_dir)
+    given = base64.b64encode(key.path.read_bytes())
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "shipped.txt").write_bytes(given.hex().encode() + b"\n")
+    scanned = subprocess.run(
+        [str(BIN / "deploykey"), "scan", str(tree)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "DEPLOY_KEY": given.decode()},
+    )
+    assert scanned.returncode == 1, scanned.stdout
+    assert f"{tree / 'shipped.txt'} (hex of the key as given, {key.fingerprint})" in scanned.stderr
+    assert "no key material found" not in scanned.stdout
+
+
+# Forms a key arrives in (the platform's value, a binding file), and what build code may do with
+# the value it read, never decoding it.
+GIVEN = {
+    "base64": lambda text: base64.b64encode(text.encode()),
+    "base64 wrapped at 76": lambda text: base64.encodebytes(text.encode()),
+    "base64 of CRLF text": lambda text: base64.b64encode(text.replace("\n", "\r\n").encode()),
+    "base64 urlsafe": lambda text: base64.urlsafe_b64encode(text.encode()),
+    "base64 of base64": lambda text: base64.b64encode(base64.encodebytes(text.encode())),
+    "CRLF": lambda text: text.replace("\n", "\r\n").encode(),
+    "literal \\n in quotes": lambda text: ('"' + text.replace("\n", "\\n") + '"').encode(),
+}
+SHIPPED = {
+    "hex": lambda value: value.hex().encode(),
+    "HEX": lambda value: value.hex().upper().encode(),
+    "hex dump (xxd -p)": lambda value: b"\n".join(
+        value[i : i + 30].hex().encode() for i in range(0, len(value), 30)
+    ),
+    "base32": lambda value: base64.b32encode(value),
+    "base32 at offset 2": lambda value: base64.b32encode(b"ab" + value),
+    "base85": lambda value: base64.b85encode(value),
+    "base85 at offset 3": lambda value: base64.b85encode(b"abc" + value),
+    "base64": lambda value: base64.b64encode(value),
+    "base64 at offset 1": lambda value: base64.encodebytes(b"a" + value),
+}
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
+def test_every_encoding_of_the_key_as_given(
+    tmp_path: Path, keys_dir: Path, kind: str, engine: str
+) -> None:
+    """Each form the key arrived in is searched for in every encoding the scan knows, inside
+    archives too (gzip of its hex), not only the decoded key."""
+    import gzip
+
+    for _ in range(3):  # needles depend on where the secret falls in each random key
+        key = make_key(keys_dir, kind)
+        for form, give in GIVEN.items():
+            given = give(key.text)
+            loaded = keys.load(given, "DEPLOY_KEY", "test")
+            searcher = scan.Searcher.of([loaded])
+            for copy, ship in SHIPPED.items():
+                found = searcher.search([b"prefix " + ship(given) + b" suffix"])
+                assert found and {label for _, label in found} == {key.fingerprint}, (form, copy)
+            tree = tmp_path / "tree"
+            tree.mkdir(exist_ok=True)
+            (tree / "shipped.gz").write_bytes(gzip.compress(given.hex().encode()))
+            report = scan.scan([tree], [loaded])
+            assert [hit.path for hit in report.hits] == [f"{tree / 'shipped.gz'}!(decompressed)"]
+        key.path.unlink()
+
+
+def test_past_64_needles_every_needle_is_still_found(keys_dir: Path, engine: str) -> None:
+    """Two keys given as base64 of base64: over 64 needles, more than one automaton of the fast
+    search takes (its SIMD prefilter stops at 64); each needle alone is found."""
+    given = [
+        base64.b64encode(base64.encodebytes(make_key(keys_dir, kind).path.read_bytes()))
+        for kind in ("ed25519", "rsa")
+    ]
+    searcher = scan.Searcher.of([keys.load(value, "DEPLOY_KEY", "test") for value in given])
+    assert len(searcher.patterns) > 2 * scan.AUTOMATON_PATTERNS
+    missed = [p for p in searcher.patterns if not searcher.holds_any(b"<" + p + b">")]
+    assert missed == []
+    assert not searcher.holds_any(b"nothing of the keys here")

@@ -485,14 +485,21 @@ def write_record(
 
 def read_record(cache: Path, plan: Plan) -> tuple[Mirrors, list[str]]:
     """The mirrors and pins `deploykey fetch` recorded in this cache for exactly these
-    requirements; every mirror must hold every commit it names."""
+    requirements; every mirror must hold every commit it names. The mirrors are taken where the
+    cache is now: a cache the fetch filled elsewhere (on the user's machine, then mounted into a
+    CNB build at another path) names them under the root it had there."""
     path = cache / RECORD
+    root = cache / mirrors.DIR
     try:
         record = json.loads(path.read_text())
         wanted, pins = record["wanted"], [str(pin) for pin in record["pins"]]
+        was = Path(record["root"])
         fetched = Mirrors(
-            Path(record["root"]),
-            tuple((GitRequirement(**req), Path(where)) for req, where in record["repositories"]),
+            root,
+            tuple(
+                (GitRequirement(**req), root / _under(Path(where), was))
+                for req, where in record["repositories"]
+            ),
             tuple((str(scheme), str(host)) for scheme, host in record["private_hosts"]),
             bool(record["submodules"]),
         )
@@ -520,6 +527,13 @@ def read_record(cache: Path, plan: Plan) -> tuple[Mirrors, list[str]]:
     if refused is not None:
         raise refused
     return fetched, pins
+
+
+def _under(path: Path, root: Path) -> Path:
+    """`path` relative to `root`; a path outside it (a record written by hand) is not a mirror."""
+    if not path.is_relative_to(root) or ".." in path.parts:
+        raise ValueError(f"{path} is not under {root}")
+    return path.relative_to(root)
 
 
 def install_cycle(

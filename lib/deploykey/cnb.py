@@ -9,6 +9,9 @@ dir, removed before bin/build ends), then either
   settings that send the private URLs there, which the lifecycle applies to every later buildpack's
   build (heroku/python, paketo pip-install); the later buildpacks never have a key; or
 - installs the requirements itself (DEPLOYKEY_INSTALL=venv) into a launch layer.
+Keyless (DEPLOYKEY_FETCHED, the recommended recipe): `deploykey fetch` ran outside the build
+container, where the key is, and `pack build --volume` mounts what it made; bin/build hands those
+mirrors on the same way, and no key ever enters the container, the platform dir or a binding.
 The scan step (a second buildpack, `deploykey scan-buildpack DIR`, last in a post-group) scans
 /workspace and every launch and cache layer for the keys.
 """
@@ -129,6 +132,7 @@ def detect(arguments: Sequence[str] = ()) -> int:
     reasons = [config.CONFIG_FILE] if (app / config.CONFIG_FILE).is_file() else []
     reasons += ["git+ssh requirements"] if found.uses_ssh else []
     reasons += env.key_names() + githubapp.given(env)
+    reasons += ["DEPLOYKEY_FETCHED"] if env.text("DEPLOYKEY_FETCHED") else []
     if reasons:
         output.plain(f"deploykey: {', '.join(reasons)}")
         return 0
@@ -150,6 +154,10 @@ def build_step(arguments: Sequence[str] = ()) -> int:
     _trust(env)
     settings = config.load(app, env)
     output.step("deploykey: private git dependencies (Cloud Native Buildpack)")
+    fetched = settings.get("DEPLOYKEY_FETCHED")
+    if fetched:
+        _refuse_python(settings.install)
+        return _from_fetched(app, Path(fetched), layers, env, settings)
     tokens = credentials.read(env, settings)
     if not env.key_names() and not tokens and not githubapp.given(env):
         found = manifests.read_all(app)
@@ -158,6 +166,16 @@ def build_step(arguments: Sequence[str] = ()) -> int:
         output.detail("nothing to do: no deploy key, no token, no git+ssh requirement")
         return 0
     mode = settings.install
+    _refuse_python(mode)
+    if mode == "venv":
+        target = Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
+        plan = build.plan(app, None, env, settings, target=target)
+        return _standalone(plan, layers)
+    plan = build.plan(app, None, env, settings, target=Target("off", "the next buildpack installs"))
+    return _handoff(plan, layers)
+
+
+def _refuse_python(mode: str) -> None:
     if mode == "python":
         raise UserError(
             "config::setting",
@@ -166,12 +184,6 @@ def build_step(arguments: Sequence[str] = ()) -> int:
             choices="auto, off (hand ssh to the next buildpack), venv (install into a launch layer)",
             default="auto",
         )
-    if mode == "venv":
-        target = Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
-        plan = build.plan(app, None, env, settings, target=target)
-        return _standalone(plan, layers)
-    plan = build.plan(app, None, env, settings, target=Target("off", "the next buildpack installs"))
-    return _handoff(plan, layers)
 
 
 def _handoff(plan: build.Plan, layers: Path) -> int:
@@ -181,15 +193,7 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
     buildpacks git settings that send the private URLs to the mirrors, and no key."""
     layer = layers / KEY_LAYER
     fetched, _findings = build.fetch(plan, layer / mirrors.DIR)
-    env_build = layer / "env.build"
-    shutil.rmtree(env_build, ignore_errors=True)
-    env_build.mkdir(parents=True)
-    for name, value in fetched.env().items():
-        (env_build / f"{name}.override").write_text(value)
-    (layers / f"{KEY_LAYER}.toml").write_text(_types(build=True, launch=False, cache=True))
-    output.detail(
-        f"env.build: {', '.join(sorted(fetched.env()))} for the buildpacks after this one"
-    )
+    _hand_on(fetched, layers, cache=True)
     output.detail("the layer is build and cache only: never exported; it holds no key")
     output.step("Checking the app and the layer for the keys")
     leak = build.leak_check(
@@ -200,7 +204,81 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
     return 0
 
 
-def _standalone(plan: build.Plan, layers: Path) -> int:
+def _hand_on(fetched: mirrors.Mirrors, layers: Path, cache: bool) -> None:
+    """The layer's env.build: git settings that send the private URLs to the mirrors, which the
+    lifecycle gives every later buildpack's build."""
+    env_build = layers / KEY_LAYER / "env.build"
+    shutil.rmtree(env_build, ignore_errors=True)
+    env_build.mkdir(parents=True)
+    for name, value in fetched.env().items():
+        (env_build / f"{name}.override").write_text(value)
+    (layers / f"{KEY_LAYER}.toml").write_text(_types(build=True, launch=False, cache=cache))
+    output.detail(
+        f"env.build: {', '.join(sorted(fetched.env()))} for the buildpacks after this one"
+    )
+
+
+# What `deploykey fetch` reads as a build's failure here, said for a CNB build.
+FETCHED_PROBLEMS = {
+    "fetch::key-present": "cnb::fetched-key",
+    "fetch::missing": "cnb::fetched-missing",
+    "fetch::stale": "cnb::fetched-stale",
+}
+
+
+def _from_fetched(
+    app: Path, fetched_dir: Path, layers: Path, env: sources.EnvSource, settings: config.Settings
+) -> int:
+    """Keyless: the mirrors `deploykey fetch --cache-dir DIR` made outside the build container,
+    where the key is, and `pack build --volume DIR:PATH:ro` mounted at DEPLOYKEY_FETCHED. No key,
+    token or App key may be in the platform env or a binding (every later buildpack could read
+    them). The mirrors are copied into this build's layer `deploykey` (build only: copied afresh
+    from the mount every build, never restored from a cache build code could have written) and
+    checked as `install --fetched` checks them: the record is for exactly the app's requirements,
+    each mirror holds the commits pinned, no git config rule sends their URLs elsewhere. Then
+    handed on, or (DEPLOYKEY_INSTALL=venv) installed from into the launch layer."""
+    layer = layers / KEY_LAYER
+    venv = settings.install == "venv"
+    target = (
+        Target("venv", "DEPLOYKEY_INSTALL=venv: a launch layer", Path(VENV_LAYER))
+        if venv
+        else Target("off", "the next buildpack installs")
+    )
+    try:
+        plan = build.plan(app, None, env, settings, target, keyless=True)
+        if not (fetched_dir / build.RECORD).is_file():
+            raise UserError("fetch::missing", path=fetched_dir / build.RECORD)
+        output.detail(f"no key in this build: the mirrors `deploykey fetch` made, in {fetched_dir}")
+        shutil.rmtree(layer, ignore_errors=True)
+        layer.mkdir()
+        shutil.copy2(fetched_dir / build.RECORD, layer / build.RECORD)
+        if (fetched_dir / mirrors.DIR).is_dir():
+            # Not the seals: there is no key here to check them with (nor a cached copy to trust).
+            skip = shutil.ignore_patterns("*" + mirrors.SEAL_SUFFIX)
+            shutil.copytree(
+                fetched_dir / mirrors.DIR, layer / mirrors.DIR, symlinks=True, ignore=skip
+            )
+        recorded = build.read_record(layer, plan)
+    except (OSError, shutil.Error) as exc:
+        raise UserError("cnb::fetched-unreadable", path=fetched_dir, detail=str(exc)) from None
+    except UserError as error:
+        slug = FETCHED_PROBLEMS.get(error.slug)
+        if slug is None:
+            raise
+        facts = {**error.facts, "path": fetched_dir}
+        raise UserError(slug, **facts) from None
+    if venv:
+        return _standalone(plan, layers, recorded)
+    _hand_on(recorded[0], layers, cache=False)
+    output.detail("the layer is build only: never exported, never cached; no key was ever here")
+    return 0
+
+
+def _standalone(
+    plan: build.Plan,
+    layers: Path,
+    recorded: tuple[mirrors.Mirrors, list[str]] | None = None,
+) -> int:
     venv = layers / VENV_LAYER
     cache = layers / CACHE_LAYER  # uv's cache, restored by the lifecycle between builds
 
@@ -212,7 +290,12 @@ def _standalone(plan: build.Plan, layers: Path) -> int:
         (layers / f"{CACHE_LAYER}.toml").write_text(_types(build=False, launch=False, cache=True))
 
     build.install_cycle(
-        plan, f"the launch layer {VENV_LAYER}", into, [plan.app_dir, venv, cache], cache
+        plan,
+        f"the launch layer {VENV_LAYER}",
+        into,
+        [plan.app_dir, venv, cache],
+        cache,
+        recorded=recorded,  # keyless: the mirrors `deploykey fetch` made, no fetch here
     )
     return 0
 

@@ -136,6 +136,15 @@ SETTINGS = (
         "and disk).",
         unit="bytes",
     ),
+    Setting(
+        "DEPLOYKEY_FETCHED",
+        "",
+        None,
+        "CNB, keyless: the path in the build container where `pack build --volume` mounts the "
+        "directory that `deploykey fetch --cache-dir DIR` filled outside the build; deploykey's "
+        "buildpack then installs from those mirrors and needs no key "
+        "([The key outside the build container](#the-key-outside-the-build-container-keyless-cnb)).",
+    ),
 )
 SETTING = {setting.name: setting for setting in SETTINGS}
 

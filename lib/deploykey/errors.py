@@ -174,6 +174,35 @@ PROBLEMS: dict[str, Problem] = {
         "the CNB_* variables name.",
         exit_code=EXIT_USAGE,
     ),
+    "cnb::fetched-key": Problem(
+        title="DEPLOYKEY_FETCHED is set, and so is {names}",
+        why="With DEPLOYKEY_FETCHED the key stays outside the build container: the mirrors come "
+        "from `deploykey fetch` run where the key is. A key in the platform env or a binding is "
+        "readable by every later buildpack's build code, which this mode exists to prevent.",
+        fix="Give the key only to `deploykey fetch` on your machine or CI job: drop `--env {names}` "
+        "and its binding from `pack build`.",
+    ),
+    "cnb::fetched-missing": Problem(
+        title="DEPLOYKEY_FETCHED names {path}, which holds no record of a fetch",
+        why="deploykey's buildpack installs from the mirrors `deploykey fetch --cache-dir DIR` left "
+        "in DIR, mounted into the build; {path} has no `fetched.json` (the mount is missing, or "
+        "names another directory).",
+        fix="Run `deploykey fetch --cache-dir DIR` in the app dir with the key, then `pack build "
+        '--volume "DIR:{path}:ro"` with the same DIR.',
+    ),
+    "cnb::fetched-unreadable": Problem(
+        title="The build user cannot copy what `deploykey fetch` left in {path}",
+        why="deploykey's buildpack copies the mounted mirrors into its layer, as the build user "
+        "(not root): {detail}.",
+        fix="Make DIR readable by everyone before `pack build` (`chmod -R a+rX DIR`): it holds "
+        "the private source and no key.",
+    ),
+    "cnb::fetched-stale": Problem(
+        title="What `deploykey fetch` recorded in {path} does not fit this build",
+        why="{detail}.",
+        fix="Run `deploykey fetch --cache-dir DIR` again in the app dir as it is now (the same "
+        "requirements), then `pack build` with DIR mounted.",
+    ),
     "cache::not-set": Problem(
         title="CACHE_DIR is not set (or not a directory) in the {hook} hook",
         why="pre_compile fetches the private repositories into mirrors in the build cache, where "

@@ -53,6 +53,10 @@ class Key:
     keytype: str
     fingerprint: str
     repairs: tuple[str, ...] = ()
+    # Every form the value took on its way to `material`: as the platform handed it over (base64,
+    # CRLF, quoted, a binding file's content), then each text decoded from base64. Build code that
+    # read the value can ship any of them without decoding it: the leak check searches for each.
+    given: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def label(self) -> str:
@@ -82,7 +86,8 @@ def load(value: bytes, name: str, source: str) -> Key:
     except UnicodeDecodeError:
         raise ctx.fail("key::undecodable", detail="It is binary data, not text.") from None
     output.add_secret(text)
-    material, repairs = normalise(text, ctx)
+    forms = [text]
+    material, repairs = normalise(text, ctx, forms=forms)
     output.add_secret(material)
     public = _public_half(material, ctx)
     algorithm, blob = public.split()[:2]
@@ -94,11 +99,15 @@ def load(value: bytes, name: str, source: str) -> Key:
         keytype=KEY_TYPES.get(algorithm, algorithm),
         fingerprint=fingerprint(blob),
         repairs=tuple(repairs),
+        given=tuple(dict.fromkeys(form.encode() for form in forms)),
     )
 
 
-def normalise(text: str, ctx: _Context, depth: int = 0) -> tuple[str, list[str]]:
-    """The canonical key file text for a pasted value, and the repairs made to get there."""
+def normalise(
+    text: str, ctx: _Context, depth: int = 0, forms: list[str] | None = None
+) -> tuple[str, list[str]]:
+    """The canonical key file text for a pasted value, and the repairs made to get there; each
+    text decoded from base64 on the way is appended to `forms`."""
     repairs: list[str] = []
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -129,7 +138,7 @@ def normalise(text: str, ctx: _Context, depth: int = 0) -> tuple[str, list[str]]
         if not final_newline:
             pem_repairs.append("added the missing final newline")
         return material, repairs + pem_repairs
-    return _from_base64(text, ctx, depth, repairs)
+    return _from_base64(text, ctx, depth, repairs, forms)
 
 
 def _refuse_public(text: str, ctx: _Context) -> None:
@@ -146,7 +155,9 @@ def _refuse_public(text: str, ctx: _Context) -> None:
         raise ctx.fail("key::public", keytype=match.group(1), fingerprint=print_)
 
 
-def _from_base64(text: str, ctx: _Context, depth: int, repairs: list[str]) -> tuple[str, list[str]]:
+def _from_base64(
+    text: str, ctx: _Context, depth: int, repairs: list[str], forms: list[str] | None
+) -> tuple[str, list[str]]:
     compact = "".join(text.split())
     if not BASE64_TEXT.match(compact):
         raise ctx.fail(
@@ -178,7 +189,9 @@ def _from_base64(text: str, ctx: _Context, depth: int, repairs: list[str]) -> tu
             "decodes to is not a private key.",
         )
     output.add_secret(inner)
-    material, inner_repairs = normalise(inner, ctx, depth + 1)
+    if forms is not None:
+        forms.append(inner)
+    material, inner_repairs = normalise(inner, ctx, depth + 1, forms)
     return material, [*repairs, "decoded the key from base64", *inner_repairs]
 
 

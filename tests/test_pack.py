@@ -1,0 +1,244 @@
+"""deploykey under the REAL `pack build` (tests/pack.py: pack built by .ci/pack, a builder made
+locally with the real lifecycle, Debian's dockerd), as users run it: deploykey and its scan step
+added with `--buildpack` around the builder's pip buildpack, as a non-root user in the builder;
+the key outside the build container (keyless, the recommended recipe), as `--env DEPLOY_KEY`, and
+as an ssh-auth binding mounted with `--volume`; a warm rebuild with pack's cache; deploykey
+packaged as a `.cnb`. After each build, `docker save` of the image holds no key (the tests' own
+search and `deploykey scan-image`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import engine as engines
+import pack as packs
+from conftest import (
+    BIN,
+    FLIT,
+    KIT_PINS,
+    REQUIREMENT,
+    GeneratedKey,
+    download_wheels,
+    text_has_key,
+)
+from gitserver import GitServer
+
+TESTS = Path(__file__).resolve().parent
+IMAGE = "deploykey-test-app:latest"
+
+
+def public_dir(prefix: str) -> Path:
+    """A 0755 directory: a `--volume` source the build user (uid 1000) can enter."""
+    made = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    made.chmod(0o755)
+    return made
+
+
+@pytest.fixture(scope="module")
+def packed() -> Iterator[tuple[engines.Engine, Path]]:
+    """A dockerd of the tests' own, the base image, and the builder; the wheels the build needs
+    (the kit's dependencies in the images, flit_core for pip through `--volume`)."""
+    assert engines.available(), "Debian's docker.io is not installed: run .ci/setup"
+    assert packs.available(), "pack or the lifecycle is not built: run .ci/setup"
+    work = public_dir("deploykey-pack-")
+    wheels = work / "wheels"
+    wheels.mkdir()
+    download_wheels(wheels, FLIT, *KIT_PINS, cp311=True)
+    for wheel in wheels.iterdir():
+        wheel.chmod(0o644)
+    wheels.chmod(0o755)
+    started = engines.start()
+    try:
+        engines.import_base_image(started)
+        packs.make_builder(started, work, wheels, TESTS / "buildpacks")
+        yield started, work
+    finally:
+        started.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def app(git_server: GitServer) -> Iterator[Path]:
+    made = public_dir("deploykey-pack-app-")
+    (made / "requirements.txt").write_text(REQUIREMENT + "\n")
+    (made / "deploykey.yml").write_text(git_server.deploykey_yml())
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
+def pack_build(
+    packed: tuple[engines.Engine, Path],
+    app: Path,
+    deploykey: Path,
+    scan_buildpack: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> str:
+    """`pack build` with deploykey before the builder's pip buildpack and the scan step after."""
+    engine, work = packed
+    built = packs.pack(
+        engine,
+        *("build", IMAGE, "--builder", packs.BUILDER, "--path", str(app)),
+        *("--pull-policy", "never", "--network", "host", "--docker-host", "inherit"),
+        *("--trust-builder", "--trust-extra-buildpacks"),
+        *("--buildpack", str(deploykey), "--buildpack", "test/pip@0.0.1"),
+        *("--buildpack", str(scan_buildpack)),
+        *("--volume", f"{work / 'wheels'}:/wheels:ro"),
+        *("--env", "PIP_NO_INDEX=1", "--env", "PIP_FIND_LINKS=/wheels"),
+        *args,
+        env=env,
+    )
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out
+    assert "Successfully installed private-utils-1.0" in out
+    assert "deploykey scan: the exported image and the cache" in out
+    return out
+
+
+def assert_image_clean(packed: tuple[engines.Engine, Path], key: GeneratedKey, out: str) -> None:
+    """`docker save` of the image: the package is there, the key nowhere (every layer, the
+    config), by the tests' own search and by `deploykey scan-image`."""
+    engine, work = packed
+    archive = engine.save(IMAGE, work / "image.tar")
+    files = dict(engines.everything_in(archive))
+    assert any(p.endswith("site-packages/private_utils/__init__.py") for p in files)
+    leaked = [p for p, data in files.items() if text_has_key(data.decode("latin-1"), key.text)]
+    assert leaked == []
+    scanned = subprocess.run(
+        [str(BIN / "deploykey"), "scan-image", str(archive), "--key-file", str(key.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert scanned.returncode == 0, scanned.stdout + scanned.stderr
+    assert "no key material found" in scanned.stdout
+    assert not text_has_key(out, key.text)
+    archive.unlink()
+
+
+def fetch_outside(app: Path, key: GeneratedKey) -> Path:
+    """`deploykey fetch` in the app's checkout where the key is, into a directory beside it."""
+    fetched = public_dir("deploykey-pack-fetched-")
+    done = subprocess.run(
+        [str(BIN / "deploykey"), "fetch", "--cache-dir", str(fetched)],
+        cwd=app,
+        env={"PATH": os.environ["PATH"], "HOME": str(fetched), "DEPLOY_KEY": key.text},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return fetched
+
+
+def test_pack_build_keyless(
+    packed: tuple[engines.Engine, Path],
+    app: Path,
+    utils_key: GeneratedKey,
+    git_server: GitServer,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """The recommended recipe (README, examples/cnb): the fetch outside, `--volume DIR:PATH:ro`
+    and DEPLOYKEY_FETCHED; the build has no key and asks the git host nothing."""
+    fetched = fetch_outside(app, utils_key)
+    try:
+        served = len(git_server.log())
+        out = pack_build(
+            packed,
+            app,
+            deploykey_buildpack,
+            scan_buildpack,
+            *("--volume", f"{fetched}:/deploykey-fetched:ro"),
+            *("--env", "DEPLOYKEY_FETCHED=/deploykey-fetched"),
+        )
+        assert (
+            "no key in this build: the mirrors `deploykey fetch` made, in /deploykey-fetched" in out
+        )
+        assert len(git_server.log()) == served
+        assert_image_clean(packed, utils_key, out)
+    finally:
+        shutil.rmtree(fetched)
+
+
+@pytest.mark.parametrize("mode", ["--env DEPLOY_KEY", "binding"])
+def test_pack_build_with_the_key_in_the_container_and_a_warm_rebuild(
+    packed: tuple[engines.Engine, Path],
+    app: Path,
+    utils_key: GeneratedKey,
+    git_server: GitServer,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+    mode: str,
+) -> None:
+    """`--env DEPLOY_KEY` (its value from pack's environment, never an argument) or an ssh-auth
+    binding mounted with `--volume` into the platform's bindings: the build fetches; the warm
+    rebuild restores the mirrors from pack's cache and asks the git host nothing; neither image
+    holds the key."""
+    bindings = public_dir("deploykey-pack-binding-")
+    try:
+        if mode == "binding":
+            (bindings / "type").write_text("ssh-auth")
+            (bindings / "ssh-privatekey").write_text(utils_key.text)
+            for entry in bindings.iterdir():
+                entry.chmod(0o644)
+            args: tuple[str, ...] = (
+                "--volume",
+                f"{bindings}:/platform/bindings/deploy-key:ro",
+            )
+            env = None
+        else:
+            args, env = ("--env", "DEPLOY_KEY"), {"DEPLOY_KEY": utils_key.text}
+        out = pack_build(packed, app, deploykey_buildpack, scan_buildpack, *args, env=env)
+        assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
+        assert "(fetched)" in out
+        assert_image_clean(packed, utils_key, out)
+        served = len(git_server.log())
+        out = pack_build(packed, app, deploykey_buildpack, scan_buildpack, *args, env=env)
+        assert "(in the mirror, no network)" in out
+        assert len(git_server.log()) == served
+        assert_image_clean(packed, utils_key, out)
+    finally:
+        shutil.rmtree(bindings)
+
+
+def test_deploykey_packaged_as_a_cnb_file(
+    packed: tuple[engines.Engine, Path],
+    app: Path,
+    utils_key: GeneratedKey,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """`pack buildpack package --format file` makes deploykey.cnb; `pack build --buildpack
+    ./deploykey.cnb` uses it (keyless here)."""
+    engine, work = packed
+    (work / "package.toml").write_text(f'[buildpack]\nuri = "{deploykey_buildpack}"\n')
+    cnb = work / "deploykey.cnb"
+    packaged = packs.pack(
+        engine,
+        *("buildpack", "package", str(cnb), "--config", str(work / "package.toml")),
+        *("--format", "file", "--pull-policy", "never"),
+    )
+    assert packaged.returncode == 0, packaged.stdout + packaged.stderr
+    assert tarfile.is_tarfile(cnb)  # an OCI layout in one tar, as `--format file` writes it
+    fetched = fetch_outside(app, utils_key)
+    try:
+        out = pack_build(
+            packed,
+            app,
+            cnb,
+            scan_buildpack,
+            *("--volume", f"{fetched}:/deploykey-fetched:ro"),
+            *("--env", "DEPLOYKEY_FETCHED=/deploykey-fetched"),
+        )
+        assert "deploykey/deploykey 0.1.0" in out  # the detector's group
+        assert "no key in this build: the mirrors `deploykey fetch` made" in out
+        assert_image_clean(packed, utils_key, out)
+    finally:
+        shutil.rmtree(fetched)
