@@ -28,6 +28,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import engine as engines  # noqa: E402
 from deploykey.bootstrap import pins  # noqa: E402
 from githubapi import GitHubAPI, GitHubGit, Token, make_app_key  # noqa: E402
 from gitserver import GitServer  # noqa: E402
@@ -135,6 +136,20 @@ def build_wheel(*args, **kwargs):
 
 get_requires_for_build_wheel = _flit.get_requires_for_build_wheel
 """
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[engines.Engine]:
+    """A real dockerd (Debian's docker.io, Engine 20.10 with BuildKit) for the whole session, with
+    the base image imported; .ci/setup installs it. One for the Docker and the pack tests: two
+    engines at once would share the machine's containerd."""
+    assert engines.available(), "Debian's docker.io is not installed: run .ci/setup"
+    started = engines.start()
+    try:
+        engines.import_base_image(started)
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture(scope="session")

@@ -48,16 +48,8 @@ KIT_DEPS = (*KIT_PINS, "uv")
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[engines.Engine]:
-    """A real dockerd (Debian's docker.io, Engine 20.10 with BuildKit) for the whole session, with
-    the base image imported; .ci/setup installs it."""
-    assert engines.available(), "Debian's docker.io is not installed: run .ci/setup"
-    started = engines.start()
-    try:
-        engines.import_base_image(started)
-        yield started
-    finally:
-        started.stop()
+def engine(docker_engine: engines.Engine) -> engines.Engine:
+    return docker_engine
 
 
 @pytest.fixture(scope="session")

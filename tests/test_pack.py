@@ -43,8 +43,8 @@ def public_dir(prefix: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def packed() -> Iterator[tuple[engines.Engine, Path]]:
-    """A dockerd of the tests' own, the base image, and the builder; the wheels the build needs
+def packed(docker_engine: engines.Engine) -> Iterator[tuple[engines.Engine, Path]]:
+    """The session's dockerd (conftest), and the builder; the wheels the build needs
     (the kit's dependencies in the images, flit_core for pip through `--volume`)."""
     assert engines.available(), "Debian's docker.io is not installed: run .ci/setup"
     assert packs.available(), "pack or the lifecycle is not built: run .ci/setup"
@@ -55,13 +55,10 @@ def packed() -> Iterator[tuple[engines.Engine, Path]]:
     for wheel in wheels.iterdir():
         wheel.chmod(0o644)
     wheels.chmod(0o755)
-    started = engines.start()
     try:
-        engines.import_base_image(started)
-        packs.make_builder(started, work, wheels, TESTS / "buildpacks")
-        yield started, work
+        packs.make_builder(docker_engine, work, wheels, TESTS / "buildpacks")
+        yield docker_engine, work
     finally:
-        started.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
