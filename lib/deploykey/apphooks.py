@@ -51,14 +51,15 @@ def pre_compile() -> int:
     cache = _cache_dir()
     if cache is None:
         raise UserError("cache::not-set", hook="pre_compile")
-    plan = build.plan(
-        app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
-    )
-    fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
-    output.step("Checking the app and the cache for the keys, before the install")
-    leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
-    if leak is not None:
-        raise leak
+    with heroku.forgotten_on_failure(env, settings):
+        plan = build.plan(
+            app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
+        )
+        fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
+        output.step("Checking the app and the cache for the keys, before the install")
+        leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
+        if leak is not None:
+            raise leak
     heroku.forget_keys(plan)
     try:
         blocks.insert(gitconfig(), fetched.gitconfig())

@@ -148,13 +148,19 @@ def looked_for(env: EnvSource, settings: Settings) -> tuple[list[Key], list[Toke
 
 
 def host_configs(
-    found: Requirements, settings: Settings, requirements_file: Path
+    found: Requirements,
+    settings: Settings,
+    requirements_file: Path,
+    app: githubapp.App | None = None,
 ) -> tuple[HostConfig, ...]:
     """The hosts ssh is set up for: those the requirements name, those deploykey.yml configures,
-    or the three pinned hosts when there are neither; each must have trusted host keys."""
-    names = [host for host, _port in found.hosts]
+    or the three pinned hosts when there are neither; each must have trusted host keys. Not the
+    GitHub App's host: every repository there is fetched over HTTPS (its ssh URLs too), so ssh
+    never connects to it and no host key of it is needed."""
+    served = app.host if app is not None else None
+    names = [host for host, _port in found.hosts if host != served]
     names += [name for name in settings.hosts if name not in names]
-    if not names:
+    if not names and served is None:
         names = list(DEFAULT_HOSTS)
     configs = tuple(settings.host(name) for name in names)
     for host in configs:
@@ -204,7 +210,12 @@ def plan(
         # something else: before any ssh or git runs.
         if problem.slug in ("requirements::ssh-user", "requirements::unsafe"):
             raise problem
-    configs = host_configs(found, settings, requirements_file)
+    configs = host_configs(found, settings, requirements_file, app)
+    if app is not None and any(host == app.host for host, _port in found.hosts):
+        output.detail(
+            f"{app.host}: no ssh (every repository there is fetched over HTTPS with the App's "
+            "installation tokens, its ssh URLs too): no host key needed"
+        )
     if target is None:
         target = install.choose(app_dir, settings)
     choice = None

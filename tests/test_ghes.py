@@ -1,0 +1,175 @@
+"""A GitHub App on a GitHub Enterprise Server behind a private CA (issue 24), as a user sets it up
+from the README: `github_app:` with `host` and `api_url` (and `git_url`: the stand-in listens on
+a port of its own, where a real server has 443), requirements kept as `git+ssh://git@HOST/...`,
+no `hosts:` entry and no host key anywhere, and SSL_CERT_FILE naming the private CA alone.
+
+The server is tests/githubapi.py's stand-in: its git front end (real nginx, git http-backend)
+serves HTTPS with a certificate from a CA made when the tests run, and the REST API under /api/v3
+as an Enterprise Server does. Its host is `localhost` (the name the certificate holds besides
+127.0.0.1). Nothing here trusts that CA but what the README documents: SSL_CERT_FILE.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import APP_ID, APP_OWNER, APP_REPOS, Build, GitHub, flit_package, text_has_key
+
+HOST = "localhost"
+REQUIREMENTS = "".join(
+    f"{name} @ git+ssh://git@{HOST}/{APP_OWNER}/{name}.git@v1.0\n" for name in APP_REPOS
+)
+
+
+def enterprise_yml(github: GitHub, **extra: object) -> str:
+    base = github.git.enterprise_url
+    fields = {"host": HOST, "api_url": f"{base}/api/v3", "git_url": base, **extra}
+    return "github_app:\n" + "".join(f"  {k}: {v}\n" for k, v in fields.items())
+
+
+def enterprise_app(
+    build: Build, github: GitHub, requirements: str = REQUIREMENTS, **yml: object
+) -> None:
+    (build.app / "requirements.txt").write_text(requirements)
+    (build.app / "deploykey.yml").write_text(enterprise_yml(github, **yml))
+    build.set_key(str(APP_ID), "GITHUB_APP_ID")
+    build.set_key(github.key_text, "GITHUB_APP_PRIVATE_KEY")
+
+
+def compile_enterprise(
+    build: Build, github: GitHub, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """bin/compile as on Heroku (STACK), into a venv, SSL_CERT_FILE naming the private CA only."""
+    environ = build.environ(
+        SSL_CERT_FILE=str(github.api.ca_file), DEPLOYKEY_INSTALL="venv", STACK="heroku-24"
+    )
+    environ.update(env)
+    return build.compile(*args, env={k: v for k, v in environ.items() if v})
+
+
+def test_an_enterprise_server_with_a_private_ca_builds_as_the_readme_says(
+    build: Build, github: GitHub
+) -> None:
+    """No host key for the Enterprise host (nothing goes over ssh), git trusts the CA that
+    SSL_CERT_FILE names (Debian's git, libcurl with GnuTLS, does not read SSL_CERT_FILE), and
+    the API is asked at HOST/api/v3."""
+    enterprise_app(build, github)
+    asked, before = len(github.api.requests), len(github.api.tokens)
+    result = compile_enterprise(build, github)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Successfully installed private-extra-1.0 private-utils-1.0" in result.stdout
+    assert build.run_app("import private_utils, private_extra").returncode == 0
+    (token,) = github.minted_since(before)
+    assert sorted(token.repositories or []) == sorted(APP_REPOS) and token.revoked
+    # The transport of each repository is said: HTTPS with the App's token, no ssh.
+    assert f"{HOST}: no ssh (every repository there is fetched over HTTPS" in result.stdout
+    assert result.stdout.count("(fetched over HTTPS)") == 2
+    assert (
+        f"HTTPS: trusting the system store and SSL_CERT_FILE ({github.api.ca_file})"
+        in result.stdout
+    )
+    assert github.api.requests[asked:], "the API was asked through HOST/api/v3"
+    assert not text_has_key(out, github.key_text) and token.value not in out
+    assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
+
+
+def test_the_doctor_says_which_transport_each_repository_uses(build: Build, github: GitHub) -> None:
+    enterprise_app(build, github)
+    result = subprocess.run(
+        [str(Path(__file__).parent.parent / "bin" / "deploykey"), "doctor", str(build.app)],
+        env=build.environ(SSL_CERT_FILE=str(github.api.ca_file), ENV_DIR=str(build.env_dir)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("(fetched over HTTPS)") == 2
+    assert result.stdout.count(f"via GitHub App {APP_ID}'s installation token") == 2
+
+
+@pytest.mark.parametrize("given", ["nothing", "the system store only"])
+def test_without_the_ca_the_error_is_a_certificate_error_naming_the_setting(
+    build: Build, github: GitHub, given: str
+) -> None:
+    enterprise_app(build, github)
+    result = compile_enterprise(
+        build,
+        github,
+        SSL_CERT_FILE="" if given == "nothing" else "/etc/ssl/certs/ca-certificates.crt",
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "(tls::untrusted: README.md#tls-untrusted)" in out
+    assert f"The certificate of {HOST}:" in out and "SSL_CERT_FILE" in out
+    assert "Traceback" not in out
+
+
+def test_a_failed_app_lookup_removes_the_key_from_env_dir_too(build: Build, github: GitHub) -> None:
+    """README: the key config vars leave this build's ENV_DIR "also when a fetch fails"; the
+    App's key too, when GitHub says the App is not installed on the owner."""
+    enterprise_app(build, github, f"lib @ git+ssh://git@{HOST}/elsewhere/lib.git@v1.0\n")
+    result = compile_enterprise(build, github)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "(app::not-installed: README.md#app-not-installed)" in out
+    assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
+    assert (build.env_dir / "GITHUB_APP_ID").exists()
+    assert "removed GITHUB_APP_PRIVATE_KEY from" in result.stdout
+
+
+@pytest.mark.parametrize("installation_id", [False, True])
+def test_not_selected_names_exactly_the_repositories_it_cannot_read(
+    build: Build, github: GitHub, installation_id: bool
+) -> None:
+    """private-utils is selected, private-secret is not: the error names private-secret only."""
+    if f"{APP_OWNER}/private-secret" not in github.api.repositories:
+        github.git.add_repo(APP_OWNER, "private-secret", flit_package("private_secret", "1.0"))
+    requirements = (
+        f"private-utils @ git+ssh://git@{HOST}/{APP_OWNER}/private-utils.git@v1.0\n"
+        f"private-secret @ git+ssh://git@{HOST}/{APP_OWNER}/private-secret.git@v1.0\n"
+    )
+    installation = next(i for i in github.api.installations.values() if i.owner == APP_OWNER)
+    extra = {"installation_id": installation.id} if installation_id else {}
+    enterprise_app(build, github, requirements, **extra)
+    result = compile_enterprise(build, github)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "(app::repository-not-selected: README.md#app-repository-not-selected)" in out
+    said = [line for line in out.splitlines() if line.startswith(" !")]
+    assert (
+        f" !     The App's installation on {APP_OWNER} cannot read {APP_OWNER}/private-secret"
+        in said
+    )
+    assert not [line for line in said if "private-utils" in line], said
+    assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
+
+
+def test_two_owners_with_two_installations(build: Build, github: GitHub) -> None:
+    """An installation id given for acme: initech's installation is found for initech, not
+    acme's used for it (which GitHub refuses as "not selected")."""
+    if "initech/tps" not in github.api.repositories:
+        github.git.add_repo("initech", "tps", flit_package("tps", "1.0"))
+        github.api.install(APP_ID, "initech", ["tps"])
+    acme = next(i for i in github.api.installations.values() if i.owner == APP_OWNER)
+    requirements = REQUIREMENTS + f"tps @ git+ssh://git@{HOST}/initech/tps.git@v1.0\n"
+    enterprise_app(build, github, requirements, installation_id=acme.id)
+    before = len(github.api.tokens)
+    result = compile_enterprise(build, github)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Successfully installed private-extra-1.0 private-utils-1.0 tps-1.0" in result.stdout
+    tokens = github.minted_since(before)
+    assert sorted((t.installation, tuple(sorted(t.repositories or []))) for t in tokens) == sorted(
+        [
+            (acme.id, tuple(sorted(APP_REPOS))),
+            (
+                next(i.id for i in github.api.installations.values() if i.owner == "initech"),
+                ("tps",),
+            ),
+        ]
+    )
+    assert all(t.revoked for t in tokens)
