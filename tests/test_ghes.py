@@ -11,12 +11,25 @@ as an Enterprise Server does. Its host is `localhost` (the name the certificate 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import shutil
+import ssl
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import installers
 from conftest import APP_ID, APP_OWNER, APP_REPOS, Build, GitHub, flit_package, text_has_key
+from installers import Tools
+from test_installers_heroku import tools
+from test_lockfile_installs import compile_env, run_compile, tool_links
+
+__all__ = ["tools"]  # a fixture, shared with tests/test_installers_heroku.py
 
 HOST = "localhost"
 REQUIREMENTS = "".join(
@@ -173,3 +186,72 @@ def test_two_owners_with_two_installations(build: Build, github: GitHub) -> None
         ]
     )
     assert all(t.revoked for t in tokens)
+
+
+# ---------------------------------------------------------------- the installers trust it too
+
+
+@pytest.fixture
+def private_index(github: GitHub, build: Build, tmp_path: Path) -> Iterator[str]:
+    """A package index (PEP 503 "simple" pages) over HTTPS on 127.0.0.1, its certificate from the
+    same private CA: flit_core from the tests' wheelhouse, as a private mirror of PyPI would serve
+    it. Its URL names the host `localhost`."""
+    wheel = next(build.wheelhouse.glob("flit_core-*.whl"))
+    root = tmp_path / "index"
+    (root / "files").mkdir(parents=True)
+    shutil.copy(wheel, root / "files" / wheel.name)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (root / "simple" / "flit-core").mkdir(parents=True)
+    (root / "simple" / "flit-core" / "index.html").write_text(
+        f'<html><body><a href="../../files/{wheel.name}#sha256={digest}">{wheel.name}</a>'
+        "</body></html>\n"
+    )
+    (root / "simple" / "index.html").write_text('<a href="flit-core/">flit-core</a>\n')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(github.api.root / "server.pem", github.api.root / "server-key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_poetry_trusts_the_ca_ssl_cert_file_names(
+    build: Build, github: GitHub, tools: Tools, private_index: str
+) -> None:
+    """Issue 24 item 6: Poetry's requests reads certifi's bundle, not the system store nor
+    SSL_CERT_FILE; deploykey hands it REQUESTS_CA_BUNDLE, one bundle of the system store and the
+    CA SSL_CERT_FILE names, so `poetry sync` reaches an index behind the private CA."""
+    (build.app / "requirements.txt").unlink()
+    (build.app / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["flit-core==3.9.0"]\n\n'
+        "[tool.poetry]\npackage-mode = false\n\n"
+        f'[[tool.poetry.source]]\nname = "private"\nurl = "{private_index}"\n'
+        'priority = "primary"\n'
+    )
+    (build.app / "deploykey.yml").write_text(enterprise_yml(github))
+    build.set_key(str(APP_ID), "GITHUB_APP_ID")
+    build.set_key(github.key_text, "GITHUB_APP_PRIVATE_KEY")
+    reach = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    # The developer locks it, with the CA where their Poetry reads it.
+    scratch = build.root / "scratch"
+    lock_env = installers.tool_env(tools, build.home, scratch)
+    lock_env.update(reach, REQUESTS_CA_BUNDLE=str(github.bundle))
+    locked = subprocess.run(
+        [str(tools.poetry), "lock"], cwd=build.app, env=lock_env, capture_output=True, text=True
+    )
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    links = tool_links(tools, scratch)
+    env = compile_env(build, tools, links, SSL_CERT_FILE=str(github.api.ca_file), **reach)
+    result = run_compile(build, env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    ran = build.run_app("import flit_core; print(flit_core.__version__)")
+    assert ran.stdout.strip() == "3.9.0", ran.stderr
+    assert not text_has_key(out, github.key_text)

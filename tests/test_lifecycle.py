@@ -257,8 +257,8 @@ def test_a_github_app_trusts_the_ca_the_platform_env_names(
     results = life.build()
     out = output_of(results)
     assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
-    assert "CERTIFICATE_VERIFY_FAILED" in out
-    assert "(app::unreachable: README.md#app-unreachable)" in out
+    assert "is not trusted: unable to get local issuer certificate" in out
+    assert "(tls::untrusted: README.md#tls-untrusted)" in out
     assert github.minted_since(before) == []
     assert not text_has_key(out, github.key_text)
 

@@ -47,6 +47,7 @@ def pre_compile() -> int:
     env = _env()
     settings = config.load(app_dir, env)
     output.step("deploykey: private repositories fetched before pip, with no key left for it")
+    heroku.adopt_trust(env, app_dir)
     _remove_previous()
     cache = _cache_dir()
     if cache is None:

@@ -32,6 +32,7 @@ from deploykey import (
     run,
     scan,
     sshconfig,
+    trust,
 )
 from deploykey.access import Access
 from deploykey.config import HostConfig, Settings
@@ -564,7 +565,7 @@ def install_cycle(
             overrides = cache / "overrides.txt" if pins else None
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
-            env = chosen.env(pip_env(plan, fetched))
+            env = chosen.env(pip_env(plan, fetched, installer_bundle(cleanup)))
             job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides)
             how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
             output.step(
@@ -604,10 +605,26 @@ def checked(plan: Plan) -> None:
     output.step(f"Nothing to fetch: no private git dependency in {read}")
 
 
-def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:
+def installer_bundle(cleanup: Cleanup) -> Path | None:
+    """The trusted CAs as one bundle for the installers (trust.py), when the user added any: in
+    a private temp dir this step makes now, so no build code ran before it could write or swap
+    it; removed with the build's other temporary files."""
+    import tempfile
+
+    pem = trust.bundle()
+    if pem is None:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="deploykey-trust-"))
+    cleanup.add(
+        f"the CA bundle {directory}", lambda: shutil.rmtree(str(directory), ignore_errors=True)
+    )
+    return keydir.write_new(directory / trust.BUNDLE, pem, 0o644)
+
+
+def pip_env(plan: Plan, fetched: Mirrors, ca_bundle: Path | None = None) -> dict[str, str]:
     """The installer's environment: the allow-list, the user's PIP_*/UV_*/POETRY_*/PIPENV_* config
-    vars, and the git settings that send the private URLs to the mirrors. No key, no ssh command,
-    no token."""
+    vars, the git settings that send the private URLs to the mirrors, and the trusted CAs in the
+    form each installer reads (trust.py). No key, no ssh command, no token."""
     from deploykey.childenv import INSTALLER_PREFIXES, child_env
 
     extra = {
@@ -616,7 +633,9 @@ def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:
         if name.startswith(INSTALLER_PREFIXES) and name not in os.environ
     }
     extra.update(fetched.env())
-    return child_env(extra)
+    env = child_env(extra)
+    env.update(trust.installer_env(ca_bundle, env))
+    return env
 
 
 def report_scrub(cleanup: Cleanup, removed_dir: Path | None) -> None:

@@ -28,6 +28,7 @@ from deploykey import (
     output,
     scrub,
     sources,
+    trust,
 )
 from deploykey.errors import UserError
 
@@ -80,6 +81,7 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
     settings = config.load(app_dir, env)
     dry_run = dry_run or settings.dry_run
     output.step("deploykey: private git dependencies" + (" (dry run)" if dry_run else ""))
+    adopt_trust(env, app_dir)
     if dry_run:
         return _dry_run(build.plan(app_dir, cache, env, settings))
     with forgotten_on_failure(env, settings):
@@ -87,6 +89,14 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
         if plan.target.kind == "off":
             return _handoff(plan)
         return _install(plan)
+
+
+def adopt_trust(env: sources.EnvSource, app_dir: Path) -> None:
+    """A private CA set as a config var (`heroku config:set SSL_CERT_FILE=certs/ca.pem`): the
+    config vars reach a buildpack only as ENV_DIR's files, never its environment."""
+    values = {name: env.text(name) or "" for name in trust.SETTINGS}
+    for name in trust.adopt(values, app_dir):
+        output.detail(f"{name}: {os.environ[name]} ({env.describe(name)})")
 
 
 def _dry_run(plan: build.Plan) -> int:

@@ -48,6 +48,22 @@ def given(environ: dict[str, str] | None = None) -> list[tuple[str, Path]]:
     return [(name, Path(source[name])) for name in SETTINGS if source.get(name)]
 
 
+def adopt(values: dict[str, str], base: Path) -> list[str]:
+    """SSL_CERT_FILE and SSL_CERT_DIR from a platform's config vars (Heroku's ENV_DIR, which
+    never reaches this process's environment), a relative path taken from `base` (the app: a CA
+    committed with it), for this process and its children; a setting in the environment
+    itself stays. The names adopted."""
+    import os
+
+    adopted = []
+    for name in SETTINGS:
+        value = values.get(name, "").strip()
+        if value and not os.environ.get(name):
+            os.environ[name] = str(base / value)  # an absolute value stays as it is
+            adopted.append(name)
+    return adopted
+
+
 def system_bundle() -> Path | None:
     """The system store as one PEM file, if this machine has one."""
     candidates = [*SYSTEM_BUNDLES, ssl.get_default_verify_paths().openssl_cafile]
