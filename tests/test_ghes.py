@@ -24,8 +24,19 @@ from pathlib import Path
 import pytest
 
 import installers
-from conftest import APP_ID, APP_OWNER, APP_REPOS, Build, GitHub, flit_package, text_has_key
+from conftest import (
+    APP_ID,
+    APP_OWNER,
+    APP_REPOS,
+    BIN,
+    Build,
+    GitHub,
+    flit_package,
+    text_has_key,
+)
 from installers import Tools
+from test_apphooks import hook_env, python_buildpack_pip, run_hook
+from test_githubapp import written_hooks
 from test_installers_heroku import tools
 from test_lockfile_installs import compile_env, run_compile, tool_links
 
@@ -70,8 +81,13 @@ def test_an_enterprise_server_with_a_private_ca_builds_as_the_readme_says(
     SSL_CERT_FILE names (Debian's git, libcurl with GnuTLS, does not read SSL_CERT_FILE), and
     the API is asked at HOST/api/v3."""
     enterprise_app(build, github)
+    # README step 3 on Heroku: the CA committed with the app, SSL_CERT_FILE a config var naming
+    # it (config vars reach bin/compile only as ENV_DIR's files).
+    (build.app / "certs").mkdir()
+    shutil.copy(github.api.ca_file, build.app / "certs" / "ghes-ca.pem")
+    build.set_key("certs/ghes-ca.pem", "SSL_CERT_FILE")
     asked, before = len(github.api.requests), len(github.api.tokens)
-    result = compile_enterprise(build, github)
+    result = compile_enterprise(build, github, SSL_CERT_FILE="")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "Successfully installed private-extra-1.0 private-utils-1.0" in result.stdout
@@ -81,10 +97,9 @@ def test_an_enterprise_server_with_a_private_ca_builds_as_the_readme_says(
     # The transport of each repository is said: HTTPS with the App's token, no ssh.
     assert f"{HOST}: no ssh (every repository there is fetched over HTTPS" in result.stdout
     assert result.stdout.count("(fetched over HTTPS)") == 2
-    assert (
-        f"HTTPS: trusting the system store and SSL_CERT_FILE ({github.api.ca_file})"
-        in result.stdout
-    )
+    ca = build.app / "certs" / "ghes-ca.pem"
+    assert f"SSL_CERT_FILE: {ca} ({build.env_dir / 'SSL_CERT_FILE'})" in result.stdout
+    assert f"HTTPS: trusting the system store and SSL_CERT_FILE ({ca})" in result.stdout
     assert github.api.requests[asked:], "the API was asked through HOST/api/v3"
     assert not text_has_key(out, github.key_text) and token.value not in out
     assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
@@ -119,6 +134,35 @@ def test_without_the_ca_the_error_is_a_certificate_error_naming_the_setting(
     assert "(tls::untrusted: README.md#tls-untrusted)" in out
     assert f"The certificate of {HOST}:" in out and "SSL_CERT_FILE" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_a_token_fetch_over_https_trusts_the_same_setting(
+    build: Build, github: GitHub, given: bool
+) -> None:
+    """A token (`tokens:`) for the server's git over HTTPS, no App: without the CA, git's
+    refusal of the certificate is said as such, naming SSL_CERT_FILE (not "repository not
+    found"); with it, git gets past TLS to the server, which refuses the token (not an App's)."""
+    port = github.git.url.rsplit(":", 1)[1]
+    build.set_key("not-a-live-token", "GHE_TOKEN")
+    (build.app / "requirements.txt").write_text(
+        f"private-utils @ git+https://{HOST}:{port}/{APP_OWNER}/private-utils.git@v1.0\n"
+    )
+    (build.app / "deploykey.yml").write_text(
+        f"tokens:\n  GHE_TOKEN: {{host: '{HOST}:{port}', username: x-access-token}}\n"
+    )
+    ca = str(github.api.ca_file) if given else ""
+    result = compile_enterprise(build, github, SSL_CERT_FILE=ca)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    untrusted = f"The certificate of {HOST}:{port} is not trusted"
+    if given:
+        assert untrusted not in out
+        assert f"{HOST}:{port} refused the token GHE_TOKEN." in out
+    else:
+        assert untrusted in out and "server certificate verification failed" in out
+        assert "set SSL_CERT_FILE to a PEM file holding that CA's certificate" in out
+    assert not (build.env_dir / "GHE_TOKEN").exists()
 
 
 def test_a_failed_app_lookup_removes_the_key_from_env_dir_too(build: Build, github: GitHub) -> None:
@@ -255,3 +299,63 @@ def test_poetry_trusts_the_ca_ssl_cert_file_names(
     ran = build.run_app("import flit_core; print(flit_core.__version__)")
     assert ran.stdout.strip() == "3.9.0", ran.stderr
     assert not text_has_key(out, github.key_text)
+
+
+def test_fetch_then_install_fetched_as_in_a_dockerfile(
+    build: Build, github: GitHub, tmp_path: Path
+) -> None:
+    """examples/docker's two steps: `deploykey fetch` with the App's key as a secret (--env-dir
+    stands for its RUN's secret mount) and `ENV SSL_CERT_FILE=` naming the CA; then `install
+    --fetched` with no key, from the mirrors, asking the server nothing."""
+    enterprise_app(build, github)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "GITHUB_APP_PRIVATE_KEY").write_text(github.key_text)
+    cache, venv = tmp_path / "mount", tmp_path / "venv"
+    cache.mkdir()
+    env = build.environ(SSL_CERT_FILE=str(github.api.ca_file), GITHUB_APP_ID=str(APP_ID))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "deploykey"), *args], cwd=build.app, env=env, capture_output=True, text=True
+        )
+
+    before = len(github.api.tokens)
+    fetched = run("fetch", "--cache-dir", str(cache), "--env-dir", str(secrets))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    (token,) = github.minted_since(before)
+    assert token.revoked
+    access = github.git.access_log()
+    installed = run("install", "--fetched", "--cache-dir", str(cache), "--venv", str(venv))
+    out = installed.stdout + installed.stderr
+    assert installed.returncode == 0, out
+    assert list(venv.glob("lib/python3*/site-packages/private_utils"))
+    assert github.git.access_log() == access
+    assert token.value not in out and not text_has_key(out, github.key_text)
+
+
+def test_app_hooks_on_an_enterprise_server(build: Build, github: GitHub) -> None:
+    """heroku-buildpack-python's hooks: pre_compile reads SSL_CERT_FILE from the config vars
+    (ENV_DIR) as compile does, fetches over HTTPS with no host key, and revokes before pip."""
+    enterprise_app(build, github)
+    (build.app / "certs").mkdir()
+    shutil.copy(github.api.ca_file, build.app / "certs" / "ghes-ca.pem")
+    build.set_key("certs/ghes-ca.pem", "SSL_CERT_FILE")
+    written_hooks(build)
+    env = hook_env(
+        build,
+        None,
+        STACK="heroku-24",
+        GITHUB_APP_ID=str(APP_ID),
+        GITHUB_APP_PRIVATE_KEY=github.key_text.rstrip("\n"),
+        SSL_CERT_FILE="certs/ghes-ca.pem",  # sub_env exports every config var to the hooks
+    )
+    before = len(github.api.tokens)
+    pre = run_hook(build, "pre_compile", env)
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    (token,) = github.minted_since(before)
+    assert token.revoked and sorted(token.repositories or []) == sorted(APP_REPOS)
+    pip = python_buildpack_pip(build)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    assert "Successfully installed private-extra-1.0 private-utils-1.0" in pip.stdout
+    assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()

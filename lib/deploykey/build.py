@@ -152,13 +152,14 @@ def host_configs(
     found: Requirements,
     settings: Settings,
     requirements_file: Path,
-    app: githubapp.App | None = None,
+    app: githubapp.App | str | None = None,
 ) -> tuple[HostConfig, ...]:
     """The hosts ssh is set up for: those the requirements name, those deploykey.yml configures,
     or the three pinned hosts when there are neither; each must have trusted host keys. Not the
     GitHub App's host: every repository there is fetched over HTTPS (its ssh URLs too), so ssh
-    never connects to it and no host key of it is needed."""
-    served = app.host if app is not None else None
+    never connects to it and no host key of it is needed (`app` may be just its host name: an
+    install from what an earlier step fetched has no App key, and runs no ssh)."""
+    served = app.host if isinstance(app, githubapp.App) else app
     names = [host for host, _port in found.hosts if host != served]
     names += [name for name in settings.hosts if name not in names]
     if not names and served is None:
@@ -211,7 +212,8 @@ def plan(
         # something else: before any ssh or git runs.
         if problem.slug in ("requirements::ssh-user", "requirements::unsafe"):
             raise problem
-    configs = host_configs(found, settings, requirements_file, app)
+    served = settings.github_app.host if keyless else app
+    configs = host_configs(found, settings, requirements_file, served)
     if app is not None and any(host == app.host for host, _port in found.hosts):
         output.detail(
             f"{app.host}: no ssh (every repository there is fetched over HTTPS with the App's "

@@ -329,8 +329,10 @@ PROBLEMS: dict[str, Problem] = {
     ),
     "host::unknown": Problem(
         title="No trusted host key for {host}",
-        why="{where} fetches from {host}, and deploykey only trusts the pinned keys of github.com, "
-        "gitlab.com and bitbucket.org. It never trusts a host key on first use.",
+        why="{where} fetches from {host} over ssh, and deploykey only trusts the pinned keys of "
+        "github.com, gitlab.com and bitbucket.org. It never trusts a host key on first use. (A "
+        "host a GitHub App serves, `host:` under `github_app:`, is fetched over HTTPS and needs "
+        "none.)",
         fix="Add the host's key to deploykey.yml (get it from your git host's documentation or "
         "`ssh-keyscan -t ed25519 {host}` run on a trusted network and checked against it):\n"
         'hosts:\n  {host}:\n    known_hosts: ["{host} ssh-ed25519 AAAA..."]',
