@@ -105,11 +105,20 @@ def test_an_enterprise_server_with_a_private_ca_builds_as_the_readme_says(
     assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
 
 
-def test_the_doctor_says_which_transport_each_repository_uses(build: Build, github: GitHub) -> None:
+@pytest.mark.parametrize("setting", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+def test_the_doctor_says_which_transport_each_repository_uses(
+    build: Build, github: GitHub, tmp_path: Path, setting: str
+) -> None:
+    """The doctor, with the CA named by SSL_CERT_FILE, or in a directory of PEM files (not
+    rehashed) that SSL_CERT_DIR names."""
     enterprise_app(build, github)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(github.api.ca_file, certs / "ghes-ca.pem")
+    named = certs / "ghes-ca.pem" if setting == "SSL_CERT_FILE" else certs
     result = subprocess.run(
-        [str(Path(__file__).parent.parent / "bin" / "deploykey"), "doctor", str(build.app)],
-        env=build.environ(SSL_CERT_FILE=str(github.api.ca_file), ENV_DIR=str(build.env_dir)),
+        [str(BIN / "deploykey"), "doctor", str(build.app)],
+        env=build.environ(**{setting: str(named)}, ENV_DIR=str(build.env_dir)),
         capture_output=True,
         text=True,
         timeout=120,

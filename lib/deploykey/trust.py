@@ -101,12 +101,14 @@ def bundle() -> bytes | None:
 
 
 def context() -> ssl.SSLContext:
-    """For deploykey's own requests (the App's API): the default context, which reads
-    SSL_CERT_FILE and SSL_CERT_DIR, and the system bundle that SSL_CERT_FILE would replace."""
+    """For deploykey's own requests (the App's API): the default context (the system store, or
+    what SSL_CERT_FILE names in its place), and the whole bundle: the system store that
+    SSL_CERT_FILE replaced, and SSL_CERT_DIR's files, which OpenSSL looks up only by their
+    hashed names (`openssl rehash`), where a directory of plain .pem files is read here."""
     context = ssl.create_default_context()
-    system = system_bundle()
-    if system is not None and given():
-        context.load_verify_locations(cafile=str(system))
+    pem = bundle()
+    if pem is not None:
+        context.load_verify_locations(cadata=pem.decode("ascii", "replace"))
     return context
 
 
