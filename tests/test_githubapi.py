@@ -374,3 +374,45 @@ def test_a_read_token_cannot_push(
     )
     assert pushed.returncode == 128
     assert "remote: Write access to repository not granted.\n" in pushed.stderr
+
+
+def test_the_front_end_serves_partial_clones_and_commits_by_id(
+    api: GitHubAPI, github: GitHubGit, app_key: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """As github.com does: `--filter=blob:none` gets a partial clone (no blob until it is read;
+    without uploadpack.allowFilter the server ignores the filter and sends every blob), and a
+    commit is fetched by its id alone."""
+    token = mint(api, app_key[0], 40001, repositories=["utils"])[1]["token"]
+    url = f"{github.url}/acme/utils.git"
+    partial = git(
+        "clone",
+        "--bare",
+        "--filter=blob:none",
+        url,
+        "partial",
+        token=token,
+        cwd=tmp_path,
+        ca=api.ca_file,
+    )
+    assert partial.returncode == 0, partial.stderr
+    promisor = git(
+        "config", "remote.origin.promisor", token=token, cwd=tmp_path / "partial", ca=api.ca_file
+    )
+    assert promisor.stdout.strip() == "true"
+    missing = git(
+        "rev-list",
+        "--objects",
+        "--missing=print",
+        "--all",
+        token=token,
+        cwd=tmp_path / "partial",
+        ca=api.ca_file,
+    )
+    assert [line for line in missing.stdout.splitlines() if line.startswith("?")], missing.stdout
+    head = git("rev-parse", "HEAD", token=token, cwd=tmp_path / "partial", ca=api.ca_file)
+    empty = tmp_path / "by-id"
+    assert (
+        git("init", "--bare", str(empty), token=token, cwd=tmp_path, ca=api.ca_file).returncode == 0
+    )
+    fetched = git("fetch", url, head.stdout.strip(), token=token, cwd=empty, ca=api.ca_file)
+    assert fetched.returncode == 0, fetched.stderr
