@@ -368,3 +368,19 @@ def test_app_hooks_on_an_enterprise_server(build: Build, github: GitHub) -> None
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert "Successfully installed private-extra-1.0 private-utils-1.0" in pip.stdout
     assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
+
+
+@pytest.mark.parametrize("named", ["certs/missing.pem", "requirements.txt"])
+def test_a_setting_that_names_no_certificate_is_said(
+    build: Build, github: GitHub, named: str
+) -> None:
+    """SSL_CERT_FILE as a config var naming a file the app lacks, or one with no certificate."""
+    enterprise_app(build, github)
+    build.set_key(named, "SSL_CERT_FILE")
+    result = compile_enterprise(build, github, SSL_CERT_FILE="")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "(tls::setting: README.md#tls-setting)" in out
+    assert f"SSL_CERT_FILE names {build.app / named}, which deploykey cannot use" in out
+    assert "Traceback" not in out
+    assert not (build.env_dir / "GITHUB_APP_PRIVATE_KEY").exists()
