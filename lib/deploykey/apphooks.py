@@ -52,10 +52,10 @@ def pre_compile() -> int:
     cache = _cache_dir()
     if cache is None:
         raise UserError("cache::not-set", hook="pre_compile")
+    plan = build.plan(
+        app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
+    )
     with heroku.forgotten_on_failure(env, settings):
-        plan = build.plan(
-            app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
-        )
         fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
         output.step("Checking the app and the cache for the keys, before the install")
         leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)

@@ -84,8 +84,8 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
     adopt_trust(env, app_dir)
     if dry_run:
         return _dry_run(build.plan(app_dir, cache, env, settings))
+    plan = build.plan(app_dir, cache, env, settings)
     with forgotten_on_failure(env, settings):
-        plan = build.plan(app_dir, cache, env, settings)
         if plan.target.kind == "off":
             return _handoff(plan)
         return _install(plan)
@@ -200,9 +200,11 @@ def _remove(env: sources.EnvSource, names: list[str]) -> None:
 
 @contextlib.contextmanager
 def forgotten_on_failure(env: sources.EnvSource, settings: config.Settings) -> Iterator[None]:
-    """The key config vars leave this build's copy of them also when the build fails before the
-    fetch ended (a refused App, a key GitHub does not know, a signal): the README promises it,
-    and a builder may run more of the build after a failed step (a retry, a log collector)."""
+    """The key config vars leave this build's copy of them also when the build fails once the
+    fetch has begun (a refused App, an installation without the repository, a key the host does
+    not know, a signal): the README promises it, and a builder may run more of the build after a
+    failed step (a retry, a log collector). A build stopped by its plan (a manifest, a setting)
+    has used no key yet, and leaves them for the next try."""
     try:
         yield
     except BaseException:
