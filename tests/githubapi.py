@@ -757,9 +757,12 @@ class GitHubAPI:
 
 @dataclass
 class GitHubGit:
-    """github.com's git front end for the tests: plain HTTP on 127.0.0.1 (the kit's credential
-    helper answers http only for loopback), repositories at /{owner}/{repo}.git and
-    /{owner}/{repo}, each request allowed or refused by GitHubAPI."""
+    """github.com's (or a GitHub Enterprise Server's) git front end for the tests: HTTPS on
+    127.0.0.1 with a certificate for 127.0.0.1 and localhost from the CA made at run time (the
+    API stand-in's, `api.ca_file`), repositories at /{owner}/{repo}.git and /{owner}/{repo}, each
+    request allowed or refused by GitHubAPI; and the API itself under /api/v3, where a GitHub
+    Enterprise Server serves it (https://docs.github.com/en/enterprise-server@3.14/rest/quickstart:
+    "http(s)://HOSTNAME/api/v3")."""
 
     api: GitHubAPI
     server: GitHttpServer
@@ -780,6 +783,12 @@ class GitHubGit:
         # status (anything else is a 500), so a refusal is fetched again whole from /refusal:
         # its real status (404 included), the Basic challenge and the text git shows.
         extra = f"""
+            location /api/v3/ {{
+                proxy_pass {api.url}/;
+                proxy_ssl_verify on;
+                proxy_ssl_trusted_certificate {api.ca_file};
+                proxy_ssl_name localhost;
+            }}
             location = {GIT_FRONT_END}/auth {{ internal; {upstream} }}
             location @refusal {{
                 rewrite ^ {GIT_FRONT_END}/refusal break;
@@ -791,13 +800,19 @@ class GitHubGit:
             auth_request @GIT_FRONT_END@/auth;
             error_page 401 403 = @refusal;
         """.replace("@GIT_FRONT_END@", GIT_FRONT_END)
-        server = GitHttpServer.create_guarded(guard, extra)
+        tls = (api.root / "server.pem", api.root / "server-key.pem")
+        server = GitHttpServer.create_guarded(guard, extra, tls)
         server.start()
         return cls(api, server)
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def enterprise_url(self) -> str:
+        """The front end as a GitHub Enterprise Server's host name (localhost) names it."""
+        return self.url.replace("127.0.0.1", "localhost")
 
     def add_repo(
         self, owner: str, name: str, files: dict[str, str], tags: tuple[str, ...] = ("v1.0",)

@@ -38,6 +38,9 @@ class GitHttpServer:
     # server-level directives (further locations) they rely on.
     guard: str = ""
     extra: str = ""
+    # A certificate and its key: HTTPS (as GitHub and GitHub Enterprise Server serve git) instead
+    # of plain HTTP.
+    tls: tuple[Path, Path] | None = None
 
     @classmethod
     def create(cls, user: str, token: str) -> GitHttpServer:
@@ -48,12 +51,15 @@ class GitHttpServer:
         return cls(root, user, token, guard=guard)
 
     @classmethod
-    def create_guarded(cls, guard: str, extra: str = "") -> GitHttpServer:
-        return cls(_new_root(), "", "", guard=guard, extra=extra)
+    def create_guarded(
+        cls, guard: str, extra: str = "", tls: tuple[Path, Path] | None = None
+    ) -> GitHttpServer:
+        return cls(_new_root(), "", "", guard=guard, extra=extra, tls=tls)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def add_repo(self, name: str, files: dict[str, str], tags: tuple[str, ...] = ("v1.0",)) -> None:
         make_bare_repo(self.root, name, files, tags)
@@ -85,7 +91,7 @@ class GitHttpServer:
                     uwsgi_temp_path {temp}/uwsgi;
                     scgi_temp_path {temp}/scgi;
                     server {{
-                        listen 127.0.0.1:{self.port};
+                        listen 127.0.0.1:{self.port}@SSL@;
                         @EXTRA@
                         location / {{
                             @GUARD@
@@ -100,11 +106,19 @@ class GitHttpServer:
                             fastcgi_param CONTENT_LENGTH $content_length;
                             fastcgi_param REMOTE_USER $remote_user;
                             fastcgi_param GIT_PROTOCOL $http_git_protocol;
+                            # As GitHub serves git: partial clones (--filter) and a fetch of a
+                            # commit by its id (git-config(1), uploadpack.*).
+                            fastcgi_param GIT_CONFIG_COUNT 2;
+                            fastcgi_param GIT_CONFIG_KEY_0 uploadpack.allowFilter;
+                            fastcgi_param GIT_CONFIG_VALUE_0 true;
+                            fastcgi_param GIT_CONFIG_KEY_1 uploadpack.allowAnySHA1InWant;
+                            fastcgi_param GIT_CONFIG_VALUE_1 true;
                         }}
                     }}
                 }}
                 """
             )
+            .replace("@SSL@", self._ssl())
             .replace("@EXTRA@", self.extra)
             .replace("@GUARD@", self.guard)
         )
@@ -129,6 +143,12 @@ class GitHttpServer:
         raise RuntimeError(
             "the git HTTP server did not start: " + (self.root / "servers.log").read_text()
         )
+
+    def _ssl(self) -> str:
+        if self.tls is None:
+            return ""
+        cert, key = self.tls
+        return f" ssl;\nssl_certificate {cert};\nssl_certificate_key {key}"
 
     def stop(self, keep: bool = False) -> None:
         for process in self.processes:

@@ -291,8 +291,9 @@ def test_no_secret_is_ever_in_a_url(api: GitHubAPI, app_key: tuple[Path, bytes])
 # ------------------------------------------------------------------------- the git front end
 
 
-def git(*args: str, token: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real git, given the token by a credential helper (never in a URL or argument)."""
+def git(*args: str, token: str, cwd: Path, ca: Path) -> subprocess.CompletedProcess[str]:
+    """The real git, given the token by a credential helper (never in a URL or argument), and
+    the front end's CA as git reads it (GIT_SSL_CAINFO: Debian's git reads no SSL_CERT_FILE)."""
     helper = (
         '!f() { test "$1" = get && printf "username=x-access-token\\npassword=%s\\n" "$TOKEN"; }; f'
     )
@@ -303,6 +304,7 @@ def git(*args: str, token: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_TERMINAL_PROMPT": "0",
         "TOKEN": token,
+        "GIT_SSL_CAINFO": str(ca),
     }
     command = ["git", "-c", "credential.helper=", "-c", f"credential.helper={helper}", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
@@ -312,12 +314,23 @@ def test_a_token_clones_its_repository_and_no_other(
     api: GitHubAPI, github: GitHubGit, app_key: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     token = mint(api, app_key[0], 40001, repositories=["utils"])[1]["token"]
-    cloned = git("clone", f"{github.url}/acme/utils.git", "utils", token=token, cwd=tmp_path)
+    cloned = git(
+        "clone", f"{github.url}/acme/utils.git", "utils", token=token, cwd=tmp_path, ca=api.ca_file
+    )
     assert cloned.returncode == 0, cloned.stderr
     assert (tmp_path / "utils" / "README").read_text() == "utils\n"
-    bare = git("clone", f"{github.url}/acme/utils", "utils-bare-url", token=token, cwd=tmp_path)
+    bare = git(
+        "clone",
+        f"{github.url}/acme/utils",
+        "utils-bare-url",
+        token=token,
+        cwd=tmp_path,
+        ca=api.ca_file,
+    )
     assert bare.returncode == 0, bare.stderr
-    refused = git("clone", f"{github.url}/acme/models.git", token=token, cwd=tmp_path)
+    refused = git(
+        "clone", f"{github.url}/acme/models.git", token=token, cwd=tmp_path, ca=api.ca_file
+    )
     assert refused.returncode == 128
     assert "remote: Repository not found.\n" in refused.stderr
     assert f"fatal: repository '{github.url}/acme/models.git/' not found" in refused.stderr
@@ -333,7 +346,9 @@ def test_a_dead_token_cannot_clone(
         call(api, "DELETE", "/installation/token", f"Bearer {token}")
     else:
         api.clock_offset = 3601
-    refused = git("clone", f"{github.url}/acme/utils.git", token=token, cwd=tmp_path)
+    refused = git(
+        "clone", f"{github.url}/acme/utils.git", token=token, cwd=tmp_path, ca=api.ca_file
+    )
     assert refused.returncode == 128
     assert "remote: Invalid username or token." in refused.stderr
     assert f"fatal: Authentication failed for '{github.url}/acme/utils.git/'" in refused.stderr
@@ -343,7 +358,61 @@ def test_a_read_token_cannot_push(
     api: GitHubAPI, github: GitHubGit, app_key: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     token = mint(api, app_key[0], 40001, repositories=["utils"])[1]["token"]
-    assert git("clone", f"{github.url}/acme/utils.git", token=token, cwd=tmp_path).returncode == 0
-    pushed = git("push", "origin", "HEAD:refs/heads/other", token=token, cwd=tmp_path / "utils")
+    assert (
+        git(
+            "clone", f"{github.url}/acme/utils.git", token=token, cwd=tmp_path, ca=api.ca_file
+        ).returncode
+        == 0
+    )
+    pushed = git(
+        "push",
+        "origin",
+        "HEAD:refs/heads/other",
+        token=token,
+        cwd=tmp_path / "utils",
+        ca=api.ca_file,
+    )
     assert pushed.returncode == 128
     assert "remote: Write access to repository not granted.\n" in pushed.stderr
+
+
+def test_the_front_end_serves_partial_clones_and_commits_by_id(
+    api: GitHubAPI, github: GitHubGit, app_key: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """As github.com does: `--filter=blob:none` gets a partial clone (no blob until it is read;
+    without uploadpack.allowFilter the server ignores the filter and sends every blob), and a
+    commit is fetched by its id alone."""
+    token = mint(api, app_key[0], 40001, repositories=["utils"])[1]["token"]
+    url = f"{github.url}/acme/utils.git"
+    partial = git(
+        "clone",
+        "--bare",
+        "--filter=blob:none",
+        url,
+        "partial",
+        token=token,
+        cwd=tmp_path,
+        ca=api.ca_file,
+    )
+    assert partial.returncode == 0, partial.stderr
+    promisor = git(
+        "config", "remote.origin.promisor", token=token, cwd=tmp_path / "partial", ca=api.ca_file
+    )
+    assert promisor.stdout.strip() == "true"
+    missing = git(
+        "rev-list",
+        "--objects",
+        "--missing=print",
+        "--all",
+        token=token,
+        cwd=tmp_path / "partial",
+        ca=api.ca_file,
+    )
+    assert [line for line in missing.stdout.splitlines() if line.startswith("?")], missing.stdout
+    head = git("rev-parse", "HEAD", token=token, cwd=tmp_path / "partial", ca=api.ca_file)
+    empty = tmp_path / "by-id"
+    assert (
+        git("init", "--bare", str(empty), token=token, cwd=tmp_path, ca=api.ca_file).returncode == 0
+    )
+    fetched = git("fetch", url, head.stdout.strip(), token=token, cwd=empty, ca=api.ca_file)
+    assert fetched.returncode == 0, fetched.stderr

@@ -51,7 +51,8 @@ __all__ = ["buildpack", "tools"]  # fixtures, shared with tests/test_installers_
 OWNER = "acme"
 LOCKED = (f"{OWNER}/noindex-lib", f"{OWNER}/noindex-extra")
 NAMES = sorted(repo.partition("/")[2] for repo in LOCKED)
-MANAGERS = ("uv", "poetry")
+MANAGERS = ("uv", "poetry", "pipenv")
+HANDED = (*MANAGERS, "pip")  # pip: a requirements.txt, which heroku/python's pip installs
 IMPORT = (
     "import noindex_lib, noindex_extra\n"
     "for module in (noindex_lib, noindex_extra): print(module.hello(), module.__file__)"
@@ -79,8 +80,9 @@ def locked(
     tools: Tools,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, dict[str, str]]:
-    """uv's and Poetry's app files, each with the lockfile the tool made pinning both."""
-    return {
+    """uv's, Poetry's and Pipenv's app files, each with the lockfile the tool made pinning both;
+    and a requirements.txt naming both at v1.0."""
+    return {"pip": installers.manifests("pip", LOCKED)} | {
         manager: lock(
             git_server,
             dev_key,
@@ -129,18 +131,20 @@ def commit(repositories: Path, repo: str) -> str:
 
 
 def assert_fetched_the_locked_commits(
-    build: Build, github: GitHub, lockfile: str, output: str
+    build: Build, github: GitHub, lockfile: str | None, output: str
 ) -> None:
     """Each repository fetched through the front end with the App's token, at the commit the
-    lockfile pins: the one the developer locked on the sshd server, served here by its copy."""
-    text = (build.app / lockfile).read_text()
+    lockfile pins: the one the developer locked on the sshd server, served here by its copy (a
+    requirements.txt: at its tag v1.0, that same commit)."""
     for repo in LOCKED:
         locked_at = commit(build.server.root / "repos", repo).strip()
         assert commit(github.git.server.root / "repos", repo).strip() == locked_at
-        assert locked_at in text
+        if lockfile is not None:
+            assert locked_at in (build.app / lockfile).read_text()
+        found = f"locked at {locked_at[:7]}" if lockfile else f"v1.0 is {locked_at[:7]}"
         assert (
             f"via GitHub App {APP_ID}'s installation token -> {github.git.url}: ok, "
-            f"locked at {locked_at[:7]} (fetched)"
+            f"{found} (fetched)"
         ) in output
 
 
@@ -265,7 +269,7 @@ def test_compile_installs_the_lockfile_with_an_app_token(
 # ---------------------------------------------------------------- handoff to heroku/python
 
 
-@pytest.mark.parametrize("manager", MANAGERS)
+@pytest.mark.parametrize("manager", HANDED)
 def test_handoff_to_heroku_python_with_an_app_token(
     build: Build,
     github: GitHub,
@@ -279,7 +283,6 @@ def test_handoff_to_heroku_python_with_an_app_token(
     install from them, with the token already dead."""
     write_app_with_app_key(build, github, locked[manager])
     lockfile = LOCKFILES[manager]
-    assert lockfile is not None
     before, tokens, fetches = key_dirs(), len(github.api.tokens), len(github.api.git_requests)
     scratch = build.root / "scratch"
     env = installers.heroku_environ(build.environ(SSL_CERT_FILE=str(github.bundle)), tools, scratch)

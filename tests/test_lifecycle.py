@@ -248,6 +248,35 @@ def test_a_github_app_instead_of_a_deploy_key(
     assert_no_app_secret(life, github, token.value, out)
 
 
+def test_a_github_app_on_an_enterprise_server_with_a_private_ca(
+    life: RealLifecycle, github: GitHub, deploykey_buildpack: Path
+) -> None:
+    """README "GitHub Enterprise Server with a private CA" under the real lifecycle: `host` (and
+    the stand-in's own `api_url`, `git_url`), requirements at `git+ssh://git@HOST/...`, no host
+    key, and `pack build --env SSL_CERT_FILE=` naming the private CA alone (a file the build user
+    can read); the pip buildpack after deploykey installs from the mirrors."""
+    from test_ghes import REQUIREMENTS, enterprise_yml
+
+    (life.app / "requirements.txt").write_text(REQUIREMENTS)
+    (life.app / "deploykey.yml").write_text(enterprise_yml(github))
+    ca = life.root / "ghes-ca.pem"  # chowned to the build user with the rest of the root
+    ca.write_bytes(github.api.ca_file.read_bytes())
+    life.set_env(
+        GITHUB_APP_ID=str(APP_ID), GITHUB_APP_PRIVATE_KEY=github.key_text, SSL_CERT_FILE=str(ca)
+    )
+    life.order(
+        life.add_buildpack(deploykey_buildpack), life.add_buildpack(TESTS / "buildpacks" / "pip")
+    )
+    before = len(github.api.tokens)
+    results = life.build()
+    out = output_of(results)
+    assert all(r.returncode == 0 for r in results), out
+    assert "localhost: no ssh (every repository there is fetched over HTTPS" in out
+    assert "Successfully installed private-extra-1.0 private-utils-1.0" in out
+    (token,) = github.minted_since(before)
+    assert token.revoked and sorted(token.repositories or []) == sorted(APP_REPOS)
+
+
 def test_a_github_app_trusts_the_ca_the_platform_env_names(
     life: RealLifecycle, github: GitHub, deploykey_buildpack: Path
 ) -> None:
@@ -262,8 +291,8 @@ def test_a_github_app_trusts_the_ca_the_platform_env_names(
     results = life.build()
     out = output_of(results)
     assert [r.returncode for r in results][:3] == [0, 0, 0] and len(results) == 4, out
-    assert "CERTIFICATE_VERIFY_FAILED" in out
-    assert "(app::unreachable: README.md#app-unreachable)" in out
+    assert "is not trusted: unable to get local issuer certificate" in out
+    assert "(tls::untrusted: README.md#tls-untrusted)" in out
     assert github.minted_since(before) == []
     assert not text_has_key(out, github.key_text)
 

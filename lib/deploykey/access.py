@@ -25,6 +25,7 @@ from deploykey import (
     run,
     sealedgit,
     sshconfig,
+    trust,
 )
 from deploykey.config import HostConfig
 from deploykey.credentials import Token
@@ -73,6 +74,7 @@ class Access:
     greeter: Greeter | None = None
     app: githubapp.Session | None = None  # a GitHub App's tokens, minted as repositories turn up
     protocols: tuple[str, ...] = ("ssh",)  # what the fetch may use (sealedgit.protocols)
+    ca_bundle: Path | None = None  # the system store and SSL_CERT_FILE's CAs, for git (trust.py)
 
     def opens(self, key: Key, host: str) -> str | None:
         """The repository a key's host says it opens (GitHub names it for a deploy key), if any."""
@@ -95,6 +97,7 @@ class Access:
         """For deploykey's own git (the fetch), never for an installer: sealed (sealedgit), the
         ssh command through the router, and the https settings as GIT_CONFIG_* variables."""
         env = {"GIT_SSH_COMMAND": self.ssh_command, "GIT_SSH_VARIANT": "ssh"}
+        env.update(trust.git_env(self.ca_bundle))
         env.update(mirrors.as_env(self.git_config))
         return sealedgit.env(env, self.protocols)
 
@@ -135,6 +138,12 @@ def open(
         index = credentials.index(list(tokens))
         directory.write(credentials.INDEX, index.encode())
         directory.write(credentials.HELPER, credentials.helper_script().encode())
+        # In the key dir, which this process has just made: nothing could swap it before git
+        # reads it, and a change while the fetch runs fails the build (keydir.KeyDir.changed).
+        pem = trust.bundle()
+        ca_bundle = None if pem is None else directory.write(trust.BUNDLE, pem)
+        if pem is not None:
+            output.detail(f"HTTPS: trusting {trust.describe()}")
         session = None if app is None else githubapp.Session(app, directory.path, index, server)
         if keys or agent:
             output.detail(
@@ -155,7 +164,9 @@ def open(
     plain = any(req.scheme == "http" for req in requirements.https)
     plain |= app is not None and app.git_url.startswith("http://")
     protocols = sealedgit.protocols(ssh=True, https=served, http=served and plain)
-    return Access(directory.path, tuple(routes), git_config, agent, greeter, session, protocols)
+    return Access(
+        directory.path, tuple(routes), git_config, agent, greeter, session, protocols, ca_bundle
+    )
 
 
 def _routes(

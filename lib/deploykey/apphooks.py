@@ -47,6 +47,7 @@ def pre_compile() -> int:
     env = _env()
     settings = config.load(app_dir, env)
     output.step("deploykey: private repositories fetched before pip, with no key left for it")
+    heroku.adopt_trust(env, app_dir)
     _remove_previous()
     cache = _cache_dir()
     if cache is None:
@@ -54,11 +55,12 @@ def pre_compile() -> int:
     plan = build.plan(
         app_dir, cache, env, settings, target=Target("off", "heroku-buildpack-python installs")
     )
-    fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
-    output.step("Checking the app and the cache for the keys, before the install")
-    leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
-    if leak is not None:
-        raise leak
+    with heroku.forgotten_on_failure(env, settings):
+        fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
+        output.step("Checking the app and the cache for the keys, before the install")
+        leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
+        if leak is not None:
+            raise leak
     heroku.forget_keys(plan)
     try:
         blocks.insert(gitconfig(), fetched.gitconfig())

@@ -32,6 +32,7 @@ from deploykey import (
     run,
     scan,
     sshconfig,
+    trust,
 )
 from deploykey.access import Access
 from deploykey.config import HostConfig, Settings
@@ -148,13 +149,20 @@ def looked_for(env: EnvSource, settings: Settings) -> tuple[list[Key], list[Toke
 
 
 def host_configs(
-    found: Requirements, settings: Settings, requirements_file: Path
+    found: Requirements,
+    settings: Settings,
+    requirements_file: Path,
+    app: githubapp.App | str | None = None,
 ) -> tuple[HostConfig, ...]:
     """The hosts ssh is set up for: those the requirements name, those deploykey.yml configures,
-    or the three pinned hosts when there are neither; each must have trusted host keys."""
-    names = [host for host, _port in found.hosts]
+    or the three pinned hosts when there are neither; each must have trusted host keys. Not the
+    GitHub App's host: every repository there is fetched over HTTPS (its ssh URLs too), so ssh
+    never connects to it and no host key of it is needed (`app` may be just its host name: an
+    install from what an earlier step fetched has no App key, and runs no ssh)."""
+    served = app.host if isinstance(app, githubapp.App) else app
+    names = [host for host, _port in found.hosts if host != served]
     names += [name for name in settings.hosts if name not in names]
-    if not names:
+    if not names and served is None:
         names = list(DEFAULT_HOSTS)
     configs = tuple(settings.host(name) for name in names)
     for host in configs:
@@ -204,7 +212,13 @@ def plan(
         # something else: before any ssh or git runs.
         if problem.slug in ("requirements::ssh-user", "requirements::unsafe"):
             raise problem
-    configs = host_configs(found, settings, requirements_file)
+    served = settings.github_app.host if keyless else app
+    configs = host_configs(found, settings, requirements_file, served)
+    if app is not None and any(host == app.host for host, _port in found.hosts):
+        output.detail(
+            f"{app.host}: no ssh (every repository there is fetched over HTTPS with the App's "
+            "installation tokens, its ssh URLs too): no host key needed"
+        )
     if target is None:
         target = install.choose(app_dir, settings)
     choice = None
@@ -584,7 +598,7 @@ def install_cycle(
             overrides = cache / "overrides.txt" if pins else None
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
-            env = chosen.env(pip_env(plan, fetched))
+            env = chosen.env(pip_env(plan, fetched, installer_bundle(cleanup)))
             job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides)
             how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
             output.step(
@@ -624,10 +638,26 @@ def checked(plan: Plan) -> None:
     output.step(f"Nothing to fetch: no private git dependency in {read}")
 
 
-def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:
+def installer_bundle(cleanup: Cleanup) -> Path | None:
+    """The trusted CAs as one bundle for the installers (trust.py), when the user added any: in
+    a private temp dir this step makes now, so no build code ran before it could write or swap
+    it; removed with the build's other temporary files."""
+    import tempfile
+
+    pem = trust.bundle()
+    if pem is None:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="deploykey-trust-"))
+    cleanup.add(
+        f"the CA bundle {directory}", lambda: shutil.rmtree(str(directory), ignore_errors=True)
+    )
+    return keydir.write_new(directory / trust.BUNDLE, pem, 0o644)
+
+
+def pip_env(plan: Plan, fetched: Mirrors, ca_bundle: Path | None = None) -> dict[str, str]:
     """The installer's environment: the allow-list, the user's PIP_*/UV_*/POETRY_*/PIPENV_* config
-    vars, and the git settings that send the private URLs to the mirrors. No key, no ssh command,
-    no token."""
+    vars, the git settings that send the private URLs to the mirrors, and the trusted CAs in the
+    form each installer reads (trust.py). No key, no ssh command, no token."""
     from deploykey.childenv import INSTALLER_PREFIXES, child_env
 
     extra = {
@@ -636,7 +666,9 @@ def pip_env(plan: Plan, fetched: Mirrors) -> dict[str, str]:
         if name.startswith(INSTALLER_PREFIXES) and name not in os.environ
     }
     extra.update(fetched.env())
-    return child_env(extra)
+    env = child_env(extra)
+    env.update(trust.installer_env(ca_bundle, env))
+    return env
 
 
 def report_scrub(cleanup: Cleanup, removed_dir: Path | None) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from deploykey import discover, errors, githubapp, mirrors, output, routing, run
+from deploykey import discover, errors, githubapp, mirrors, output, routing, run, trust
 from deploykey.access import Access
 from deploykey.config import Settings
 from deploykey.credentials import Token
@@ -33,6 +33,7 @@ class Finding:
     fix: str = ""
     requirement: GitRequirement | None = None
     commit: str | None = None  # what the ref is now: the installer can fetch it once, then cache it
+    transport: str = ""  # how it is fetched: "ssh", "HTTPS"
 
 
 def pins(findings: Sequence[Finding]) -> list[str]:
@@ -132,10 +133,14 @@ def _check(
     fetcher: mirrors.Fetcher,
 ) -> Finding:
     if access.app is not None and access.app.app.serves(req):
-        return _check_app(req, access.app.app, fetcher)
+        return replace(_check_app(req, access.app.app, fetcher), transport="HTTPS")
     if req.scheme == "ssh":
-        return _check_ssh(req, access, settings, fetcher)
-    return _check_https(req, access, tokens, fetcher)
+        return replace(_check_ssh(req, access, settings, fetcher), transport="ssh")
+    rewritten = routing.lookup(access.routes, req.host, req.repo) is not None and not any(
+        t.host == req.host_port for t in tokens
+    )
+    found = _check_https(req, access, tokens, fetcher)
+    return replace(found, transport="ssh" if rewritten else "HTTPS")
 
 
 def _check_app(req: GitRequirement, app: githubapp.App, fetcher: mirrors.Fetcher) -> Finding:
@@ -144,6 +149,8 @@ def _check_app(req: GitRequirement, app: githubapp.App, fetcher: mirrors.Fetcher
     fetched = fetcher.fetch(req)
     if fetched.result.ok:
         return _check_ref(req, via, fetched, fetcher.git)
+    if trust.git_refused(fetched.result.text):
+        return _untrusted(req, via, app.git_url, fetched.result)
     return Finding(
         req.where,
         _what(req),
@@ -154,11 +161,19 @@ def _check_app(req: GitRequirement, app: githubapp.App, fetcher: mirrors.Fetcher
     )
 
 
+def _untrusted(req: GitRequirement, via: str, url: str, result: run.Result) -> Finding:
+    """git refused the server's certificate: said as such, with the setting that adds a CA."""
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    error = trust.untrusted(host, "git", _last_words(result))
+    return Finding(req.where, _what(req), via, False, f"{error.title}. {error.why}", error.fix)
+
+
 def report(findings: Sequence[Finding]) -> None:
     """Print each finding; raise doctor::failed naming every requirement that would fail."""
     for finding in findings:
         verdict = "ok" if finding.ok else "FAILS"
-        output.detail(f"{finding.where}  {finding.what}")
+        over = f"  (fetched over {finding.transport})" if finding.transport else ""
+        output.detail(f"{finding.where}  {finding.what}{over}")
         output.detail(f"  via {finding.via}: {verdict}, {finding.detail}")
         if finding.fix and not finding.ok:
             output.detail(f"  fix: {finding.fix}")
@@ -264,6 +279,8 @@ def _check_https(
     if result.ok:
         return _check_ref(req, via, fetched, fetcher.git)
     text = result.text
+    if trust.git_refused(text):
+        return _untrusted(req, via, f"https://{req.host_port}", result)
     if token is not None and (
         "Authentication failed" in text
         or "could not read Username" in text

@@ -358,8 +358,10 @@ PROBLEMS: dict[str, Problem] = {
     ),
     "host::unknown": Problem(
         title="No trusted host key for {host}",
-        why="{where} fetches from {host}, and deploykey only trusts the pinned keys of github.com, "
-        "gitlab.com and bitbucket.org. It never trusts a host key on first use.",
+        why="{where} fetches from {host} over ssh, and deploykey only trusts the pinned keys of "
+        "github.com, gitlab.com and bitbucket.org. It never trusts a host key on first use. (A "
+        "host a GitHub App serves, `host:` under `github_app:`, is fetched over HTTPS and needs "
+        "none.)",
         fix="Add the host's key to deploykey.yml (get it from your git host's documentation or "
         "`ssh-keyscan -t ed25519 {host}` run on a trusted network and checked against it):\n"
         'hosts:\n  {host}:\n    known_hosts: ["{host} ssh-ed25519 AAAA..."]',
@@ -657,12 +659,11 @@ PROBLEMS: dict[str, Problem] = {
         fix="Install the App on {owner} and give it {repos}: {install_url}",
     ),
     "app::repository-not-selected": Problem(
-        title="{owner}/{repo} is not among the repositories the App's installation on {owner} "
-        "can read",
+        title="The App's installation on {owner} cannot read {repos}",
         why="The App is installed on {owner} (installation {installation}), but only for selected "
-        "repositories, and {owner}/{repo} is not one of them (or does not exist).",
-        fix="Add {owner}/{repo} under Repository access in the installation's settings: "
-        "{settings_url}",
+        "repositories, and {repos} is not among them (or does not exist): GitHub answered 404 "
+        "for the installation of each, asked one by one.",
+        fix="Add {repos} under Repository access in the installation's settings: {settings_url}",
     ),
     "app::no-contents": Problem(
         title="The GitHub App's installation on {owner} cannot read repository contents",
@@ -707,6 +708,25 @@ PROBLEMS: dict[str, Problem] = {
         why="deploykey asked for what an installation token needs (the installation of a "
         "repository, a token for it) and GitHub refused.",
         fix="Check the App's installation on the account; {documentation}",
+    ),
+    "tls::untrusted": Problem(
+        title="The certificate of {host} is not trusted: {reason}",
+        why="{client} checked it against {trusted}, and none of those CAs signed it. deploykey "
+        "trusts the system's CA store plus what SSL_CERT_FILE (a PEM bundle) and SSL_CERT_DIR (a "
+        "directory of PEM files) name, and hands that one setting to its own requests, to git "
+        "and to the installers.",
+        fix="If {host} has a certificate from a private CA (GitHub Enterprise Server, a "
+        "TLS-inspecting proxy), set SSL_CERT_FILE to a PEM file holding that CA's certificate "
+        "(in the build's environment; with CNB in the platform env, `pack build --env "
+        "SSL_CERT_FILE=...`), or add the CA to the build image's system store "
+        "(update-ca-certificates). Verification is never turned off.",
+    ),
+    "tls::setting": Problem(
+        title="{name} names {path}, which deploykey cannot use: {reason}",
+        why="{name} adds CA certificates to the system store for every HTTPS request of the "
+        "build (deploykey's, git's, the installers').",
+        fix="Point {name} at a readable PEM file (SSL_CERT_FILE) or a directory of PEM files "
+        "(SSL_CERT_DIR), or unset it.",
     ),
     "scan::missing": Problem(
         title="{path} does not exist (or is a symbolic link to nothing)",

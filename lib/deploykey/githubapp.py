@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from deploykey import credentials, keydir, keys, output, run
+from deploykey import credentials, keydir, keys, output, run, trust
 from deploykey.childenv import secret_env
 from deploykey.config import Settings
 from deploykey.credentials import Token
@@ -225,13 +225,17 @@ class Session:
     def _installation(self, owner: str, names: list[str]) -> dict[str, Any]:
         if owner in self.installations:
             return self.installations[owner]
-        if self.app.installation_id:
-            found = self._app_call("GET", f"/app/installations/{self.app.installation_id}")
-        else:
-            found = self._app_call("GET", f"/repos/{owner}/{names[0]}/installation", missing=True)
-            if found.status == 404:
+        installation = self._given(owner)
+        if installation is None:
+            # Each repository in turn: the first may be the one not selected, the others not.
+            for name in names:
+                found = self._app_call("GET", f"/repos/{owner}/{name}/installation", missing=True)
+                if found.status != 404:
+                    installation = found.body if isinstance(found.body, dict) else {}
+                    break
+            else:
                 self._not_found(owner, names[0], names)
-        installation = found.body if isinstance(found.body, dict) else {}
+        assert installation is not None
         granted = installation.get("permissions") or {}
         if granted.get("contents") not in ("read", "write"):
             raise UserError(
@@ -244,18 +248,49 @@ class Session:
         self.installations[owner] = installation
         return installation
 
+    def _given(self, owner: str) -> dict[str, Any] | None:
+        """The installation `installation_id` names, when it is the one on `owner`: an App has
+        one installation per account, and the id given is for one of them (the others are
+        found by their repositories)."""
+        if not self.app.installation_id:
+            return None
+        found = self._app_call("GET", f"/app/installations/{self.app.installation_id}")
+        installation = found.body if isinstance(found.body, dict) else {}
+        account = installation.get("account") or {}
+        if str(account.get("login") or "").lower() != owner:
+            output.detail(
+                f"installation {self.app.installation_id} is on {account.get('login')}, not "
+                f"{owner}: {owner}'s is looked up by its repositories"
+            )
+            return None
+        return installation
+
+    def _unreadable(self, owner: str, names: list[str], number: Any) -> list[str]:
+        """Which of `names` the installation `number` cannot read, asked one by one (a token
+        request for several fails whole, naming none)."""
+        unreadable = []
+        for name in names:
+            found = self._app_call("GET", f"/repos/{owner}/{name}/installation", missing=True)
+            body = found.body if isinstance(found.body, dict) else {}
+            if found.status == 404 or body.get("id") != number:
+                unreadable.append(name)
+        return unreadable or names
+
+    def _not_selected(self, owner: str, names: list[str], installation: dict[str, Any]) -> NoReturn:
+        raise UserError(
+            "app::repository-not-selected",
+            owner=owner,
+            repos=", ".join(f"{owner}/{name}" for name in names),
+            installation=installation.get("id"),
+            settings_url=self._settings_url(installation, owner),
+        )
+
     def _not_found(self, owner: str, repo: str, names: list[str]) -> None:
-        """404 for a repository: the App is on the owner without it, or not on the owner."""
+        """404 for every repository: the App is on the owner without them, or not on it."""
         for kind in ("orgs", "users"):
             other = self._app_call("GET", f"/{kind}/{owner}/installation", missing=True)
             if other.status == 200 and isinstance(other.body, dict):
-                raise UserError(
-                    "app::repository-not-selected",
-                    owner=owner,
-                    repo=repo,
-                    installation=other.body.get("id"),
-                    settings_url=self._settings_url(other.body, owner),
-                )
+                self._not_selected(owner, names, other.body)
         page = self._app_call("GET", "/app", missing=True)
         html = page.body.get("html_url") if isinstance(page.body, dict) else None
         slug = page.body.get("slug") if isinstance(page.body, dict) else None
@@ -296,13 +331,7 @@ class Session:
                 settings_url=self._settings_url(installation, owner),
             )
         if answer.status in (404, 422):
-            raise UserError(
-                "app::repository-not-selected",
-                owner=owner,
-                repo=" or ".join(names),
-                installation=number,
-                settings_url=self._settings_url(installation, owner),
-            )
+            self._not_selected(owner, self._unreadable(owner, names, number), installation)
         if answer.status != 201 or not isinstance(answer.body, dict):
             self._refused(answer, f"POST /app/installations/{number}/access_tokens")
         value = str(answer.body.get("token") or "")
@@ -443,7 +472,8 @@ def _call(
     api: str, method: str, path: str, authorization: str, body: dict[str, Any] | None = None
 ) -> Answer:
     """One request to GitHub's REST API, with the headers its documentation asks for; the
-    system's CA store (where a TLS-inspecting proxy's CA is), HTTPS_PROXY, a timeout."""
+    system's CA store (where a TLS-inspecting proxy's CA is) and SSL_CERT_FILE's (trust.py),
+    HTTPS_PROXY, a timeout."""
     # Here, not at the top: ssl and urllib.request (http.client, email) are ~15 ms of every
     # command's start-up (python3 -X importtime), and only a build with a GitHub App needs them.
     import ssl
@@ -462,7 +492,7 @@ def _call(
             **({"Content-Type": "application/json"} if body is not None else {}),
         },
     )
-    context = ssl.create_default_context()
+    context = trust.context()
     for attempt in (1, 2):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:  # noqa: S310
@@ -470,6 +500,11 @@ def _call(
         except urllib.error.HTTPError as error:
             return _answer(error.code, error.read(), error.headers)
         except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                host = api.split("://", 1)[1].split("/", 1)[0]
+                said = reason.verify_message or str(reason)
+                raise trust.untrusted(host, "GitHub's API", said) from None
             # One more try after a connection that broke (a reset, a TLS stream cut short): a
             # URLError broke before the request was sent whole, so GitHub cannot have acted on
             # it; after that (the answer lost), only a request that may be repeated is.
@@ -477,7 +512,6 @@ def _call(
             if attempt == 1 and (method in ("GET", "DELETE") or not sent):
                 time.sleep(1)
                 continue
-            reason = getattr(error, "reason", None) or error
             raise UserError("app::unreachable", url=api, reason=str(reason)) from None
     raise AssertionError("unreachable")
 

@@ -11,12 +11,15 @@ PYTHONHOME and PYTHONPATH: bin/compile, and keeps out of CACHE_DIR/deploykey: li
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from deploykey import (
     build,
     config,
+    credentials,
     errors,
     githubapp,
     install,
@@ -25,6 +28,7 @@ from deploykey import (
     output,
     scrub,
     sources,
+    trust,
 )
 from deploykey.errors import UserError
 
@@ -77,19 +81,33 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
     settings = config.load(app_dir, env)
     dry_run = dry_run or settings.dry_run
     output.step("deploykey: private git dependencies" + (" (dry run)" if dry_run else ""))
-    plan = build.plan(app_dir, cache, env, settings)
+    adopt_trust(env, app_dir)
     if dry_run:
-        handoff = (
-            [f"Hand off: write {export_file()} with the git settings"]
-            if plan.target.kind == "off"
-            else []
-        )
-        build.show_plan(plan, handoff, plan.cache_dir / CACHE if plan.cache_dir else None)
-        build.checked(plan)
-        return 0
-    if plan.target.kind == "off":
-        return _handoff(plan)
-    return _install(plan)
+        return _dry_run(build.plan(app_dir, cache, env, settings))
+    plan = build.plan(app_dir, cache, env, settings)
+    with forgotten_on_failure(env, settings):
+        if plan.target.kind == "off":
+            return _handoff(plan)
+        return _install(plan)
+
+
+def adopt_trust(env: sources.EnvSource, app_dir: Path) -> None:
+    """A private CA set as a config var (`heroku config:set SSL_CERT_FILE=certs/ca.pem`): the
+    config vars reach a buildpack only as ENV_DIR's files, never its environment."""
+    values = {name: env.text(name) or "" for name in trust.SETTINGS}
+    for name in trust.adopt(values, app_dir):
+        output.detail(f"{name}: {os.environ[name]} ({env.describe(name)})")
+
+
+def _dry_run(plan: build.Plan) -> int:
+    handoff = (
+        [f"Hand off: write {export_file()} with the git settings"]
+        if plan.target.kind == "off"
+        else []
+    )
+    build.show_plan(plan, handoff, plan.cache_dir / CACHE if plan.cache_dir else None)
+    build.checked(plan)
+    return 0
 
 
 def _install(plan: build.Plan) -> int:
@@ -154,7 +172,7 @@ def forget_keys(plan: build.Plan) -> None:
     names = plan.env.key_names() + [token.name for token in plan.tokens] + githubapp.given(plan.env)
     if not names:
         return
-    if plan.env.is_file or not os.environ.get("STACK", "").startswith(BUILDER_STACKS):
+    if not _copied(plan.env):
         output.warn(
             f"{plan.env.path} still holds {', '.join(names)}, and the build code that runs after "
             "this can read it there: with no STACK of a builder that gives each build its own "
@@ -164,9 +182,39 @@ def forget_keys(plan: build.Plan) -> None:
             "after the fetch."
         )
         return
-    for name in names:
-        (plan.env.path / name).unlink(missing_ok=True)
-    output.detail(f"removed {', '.join(names)} from {plan.env.path}: nothing after this reads them")
+    _remove(plan.env, names)
+
+
+def _copied(env: sources.EnvSource) -> bool:
+    """Whether the env dir is this build's own copy of the config vars (BUILDER_STACKS)."""
+    return not env.is_file and os.environ.get("STACK", "").startswith(BUILDER_STACKS)
+
+
+def _remove(env: sources.EnvSource, names: list[str]) -> None:
+    gone = [name for name in names if (env.path / name).exists()]
+    for name in gone:
+        (env.path / name).unlink(missing_ok=True)
+    if gone:
+        output.detail(f"removed {', '.join(gone)} from {env.path}: nothing after this reads them")
+
+
+@contextlib.contextmanager
+def forgotten_on_failure(env: sources.EnvSource, settings: config.Settings) -> Iterator[None]:
+    """The key config vars leave this build's copy of them also when the build fails once the
+    fetch has begun (a refused App, an installation without the repository, a key the host does
+    not know, a signal): the README promises it, and a builder may run more of the build after a
+    failed step (a retry, a log collector). A build stopped by its plan (a manifest, a setting)
+    has used no key yet, and leaves them for the next try."""
+    try:
+        yield
+    except BaseException:
+        if _copied(env):
+            try:
+                tokens = [token.name for token in credentials.read(env, settings)]
+            except UserError:  # a token setting that cannot be read: its files are the keys'
+                tokens = []
+            _remove(env, env.key_names() + tokens + githubapp.given(env))
+        raise
 
 
 def export_file() -> Path:
