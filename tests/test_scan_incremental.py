@@ -388,3 +388,31 @@ def test_deploykey_fetch_reads_only_what_changed_in_the_cache_mount(
     result = fetch()
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{kept} (private key text, {load(utils_key).fingerprint})" in result.stderr
+
+
+def test_a_hard_linked_file_is_read_once_and_a_key_written_through_any_name_found(
+    tree: Path, keys_dir: Path
+) -> None:
+    """uv links its cache's files into the environment (installer.link_mode): one file, two
+    names, read once while both names keep the stat it had when read. Build code that writes the
+    key through one name, in place with the mtime set back, changes the file both names share:
+    it is read again, and both names are reported (the cache's copy is where the next build
+    would take it from)."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    cached = tree.parent / "cache" / "uv-cache" / "m39.py"
+    cached.parent.mkdir()
+    installed = tree / "pkg" / "m39.py"
+    os.link(installed, cached)
+    settle(tree.parent)
+    first = scan.scan([tree, cached.parent], [key], record=record)
+    assert (first.files, first.linked) == (files_in(tree), 1)
+    assert {str(installed), str(cached)} <= recorded_paths(record)
+    before = os.lstat(cached)
+    with open(cached, "r+b") as stream:  # through the cache's name: the same inode
+        stream.write(same_size_copy(generated.text, before.st_size))
+    os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = scan.scan([tree, cached.parent], [key], record=record)
+    assert {hit.path for hit in report.hits} == {str(installed), str(cached)}
+    assert (report.files, report.linked) == (2, 0)

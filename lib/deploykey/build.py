@@ -650,7 +650,12 @@ def leak_check(
             f"and {report.skipped} more files unchanged since the scan that read them, as its "
             f"sealed record says ({record.path}): not read again"
         )
-    elif record is not None and report.previous != scan.NO_RECORD:
+    if report.linked:
+        output.detail(
+            f"and {report.linked} more files that are other names (hard links) of files read "
+            "above, unchanged since: not read twice"
+        )
+    if record is not None and report.previous not in (scan.NO_RECORD, scan.VERIFIED):
         said = f"the scan record {record.path} {report.previous}: every file was read"
         # Another key is a rotation, expected; anything else was written by something else.
         (output.detail if report.previous == scan.OTHER_KEYS else output.warn)(said)

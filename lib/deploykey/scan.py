@@ -133,6 +133,9 @@ class Report:
     # Files not read: unchanged since a scan that read them, as the verified record says.
     skipped: int = 0
     previous: str = NO_RECORD  # what became of the last scan's record (see Record)
+    # Files not read: other names (hard links) of a file read in this scan and found clean, with
+    # the very stat it had when read.
+    linked: int = 0
 
 
 # ------------------------------------------------------------------------------------ the needles
@@ -482,18 +485,22 @@ def scan(
     files = walk(roots, unreadable)
     previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
     unchanged: list[str] = []  # their entries
-    if recorded:  # in this process: one lstat a file costs less than forking and sending back
-        files, unchanged = _unchanged(files, recorded)
+    linked: list[tuple[str, str, str]] = []  # (path, name, the path read for its inode)
+    if record is not None:  # in this process: one lstat a file costs less than forking
+        files, unchanged, linked = _unchanged(files, recorded)
     per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
     batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
     found = _in_every_process(batches, searcher)
+    again = _other_names(linked, found)
+    if again:
+        _search_batch(again, searcher, found)
     if record is not None:
         # A file changed within RACY_NS before the scan began could change again unseen.
         settled = [entry for entry, ctime in found.clean if ctime < began - RACY_NS]
         record.save(unchanged + settled)
     return Report(
         tuple(dict.fromkeys(found.hits)),
-        len(files),
+        len(files) + len(again),
         found.size,
         tuple(unreadable + found.unreadable),
         searcher.engine,
@@ -501,6 +508,7 @@ def scan(
         tuple(found.unpacked),
         len(unchanged),
         previous,
+        len(linked) - len(again),
     )
 
 
@@ -614,10 +622,12 @@ def entry(path: str, info: os.stat_result) -> str:
 
 def _unchanged(
     files: list[tuple[str, str]], recorded: frozenset[str]
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """The files to read, and the entries of the others: regular files whose stat is the very
-    one recorded."""
-    to_read, unchanged = [], []
+) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str, str]]]:
+    """The files to read; the entries of those whose stat is the very one recorded; and the
+    other names of a file to read under one name (hard links: uv links its cache's files into
+    the environment), as (path, name, the path read)."""
+    to_read, unchanged, linked = [], [], []
+    first: dict[tuple[int, int], str] = {}  # (device, inode): the name it is read under
     for path, name in files:
         try:
             info = os.lstat(path)
@@ -627,9 +637,38 @@ def _unchanged(
         found = entry(path, info)
         if stat.S_ISREG(info.st_mode) and found in recorded:
             unchanged.append(found)
+        elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            read_as = first.setdefault((info.st_dev, info.st_ino), path)
+            if read_as == path:
+                to_read.append((path, name))
+            else:
+                linked.append((path, name, read_as))
         else:
             to_read.append((path, name))
-    return to_read, unchanged
+    return to_read, unchanged, linked
+
+
+def _other_names(linked: list[tuple[str, str, str]], found: _Found) -> list[tuple[str, str]]:
+    """Of the other names of files read: those to read after all. Each that still has the very
+    stat (device, inode, size, mtime, ctime) its file had when it was read and found clean is the
+    same file, unchanged since (any change of its content or links moves the ctime): clean, and
+    recorded as its file is. Any other (its file had a finding, or could not be read; it was
+    replaced, or changed since) is read itself."""
+    clean = {line.split(" ", 5)[5]: (line.split(" ", 5)[:5], ctime) for line, ctime in found.clean}
+    again = []
+    for path, name, read_as in linked:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            again.append((path, name))
+            continue
+        line = entry(path, info)
+        read = clean.get(read_as)
+        if read is not None and line.split(" ", 5)[:5] == read[0]:
+            found.clean.append((line, read[1]))
+        else:
+            again.append((path, name))
+    return again
 
 
 # ----------------------------------------------------------------------- the files, on every CPU
