@@ -382,7 +382,12 @@ def seal_secrets(plan: Plan) -> list[bytes]:
     build code ever had (the keys, the App's private key, the tokens; not the tokens the App
     mints, which change every build). An ssh agent's key never reaches deploykey: with an agent
     only, there is none, and no cached mirror is trusted (each is fetched again)."""
-    return [key.material for key in plan.secret_keys] + [token.value for token in plan.tokens]
+    return secrets_of(plan.secret_keys, plan.tokens)
+
+
+def secrets_of(found_keys: Sequence[Key], tokens: Sequence[Token]) -> list[bytes]:
+    """The keys' and tokens' secrets: what seal keys are derived from (see seal_secrets)."""
+    return [key.material for key in found_keys] + [token.value for token in tokens]
 
 
 def _untampered(directory: keydir.KeyDir, fetcher: mirrors.Fetcher) -> None:
@@ -426,16 +431,18 @@ RECORD = (
 SCAN_RECORD = "scan-record"  # in the cache: what the last leak check read and found clean
 
 
-def scan_record(secrets: Sequence[bytes], cache: Path) -> scan.Record | None:
+def scan_record(
+    secrets: Sequence[bytes], cache: Path, name: str = SCAN_RECORD
+) -> scan.Record | None:
     """The leak check's record in the kit's part of the build cache, sealed with a key derived
     from the build's own secrets like the mirrors' seals, with a label of its own (HMAC as
     HKDF-Expand, RFC 5869: a key for one use tells nothing of the other). None without such a
     secret (an ssh agent only): every file is read."""
     seal = mirrors.SealKey.derive(secrets)
-    if seal is None:
+    if seal is None or not cache.is_dir():  # no cache kept (a temporary one): nothing to record
         return None
     key = hmac.new(seal.mac, b"deploykey/scan-record/v1\x01", hashlib.sha256).digest()
-    return scan.Record(cache / SCAN_RECORD, key, seal.ident)
+    return scan.Record(cache / name, key, seal.ident)
 
 
 def _wanted(plan: Plan) -> list[list[str]]:
