@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -68,7 +69,7 @@ def phases(argv: list[str], env: dict[str, str]) -> tuple[float, list[tuple[str,
         lines.append(line)
         if line.startswith(STEP):
             marks.append(
-                (line[len(STEP) :].split(" (")[0].split(":")[0].strip(), time.perf_counter())
+                (re.split(r" \(|:| into ", line[len(STEP) :])[0].strip(), time.perf_counter())
             )
         elif line.strip().startswith(("scanned ", "and ")) and "files" in line:
             scanned.append(line.strip())
