@@ -485,7 +485,7 @@ def scan(
     files = walk(roots, unreadable)
     previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
     unchanged: list[str] = []  # their entries
-    linked: list[tuple[str, str, str]] = []  # (path, name, the path read for its inode)
+    linked: list[tuple[str, str, str, str]] = []  # (path, name, entry, the path read)
     if record is not None:  # in this process: one lstat a file costs less than forking
         files, unchanged, linked = _unchanged(files, recorded)
     per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
@@ -625,10 +625,10 @@ def entry(path: str, info: os.stat_result) -> str:
 
 def _unchanged(
     files: list[tuple[str, str]], recorded: frozenset[str]
-) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str, str]]]:
+) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str, str, str]]]:
     """The files to read; the entries of those whose stat is the very one recorded; and the
     other names of a file to read under one name (hard links: uv links its cache's files into
-    the environment), as (path, name, the path read)."""
+    the environment), as (path, name, entry now, the path read)."""
     to_read, unchanged, linked = [], [], []
     first: dict[tuple[int, int], str] = {}  # (device, inode): the name it is read under
     for path, name in files:
@@ -645,29 +645,25 @@ def _unchanged(
             if read_as == path:
                 to_read.append((path, name))
             else:
-                linked.append((path, name, read_as))
+                linked.append((path, name, found, read_as))
         else:
             to_read.append((path, name))
     return to_read, unchanged, linked
 
 
-def _other_names(linked: list[tuple[str, str, str]], found: _Found) -> list[tuple[str, str]]:
-    """Of the other names of files read: those to read after all. Each that still has the very
-    stat (device, inode, size, mtime, ctime) its file had when it was read and found clean is the
-    same file, unchanged since (any change of its content or links moves the ctime): clean, and
-    recorded as its file is. Any other (its file had a finding, or could not be read; it was
-    replaced, or changed since) is read itself."""
-    clean = {line.split(" ", 5)[5]: (line.split(" ", 5)[:5], ctime) for line, ctime in found.clean}
+def _other_names(linked: list[tuple[str, str, str, str]], found: _Found) -> list[tuple[str, str]]:
+    """Of the other names of files read: those to read after all. A name whose stat (device,
+    inode, size, mtime, ctime), taken before its file was read, is the very one the file had
+    when it was opened to be read and found clean, named that file, unchanged from then to the
+    read (any change of its content or links moves the ctime): clean, and recorded as its file
+    is. Any other (its file had a finding, or could not be read, or changed in between) is read
+    itself. A name pointed elsewhere after it was looked at is a change after the scan, as for
+    any file."""
+    clean = {line.split(" ", 5)[5]: (line, ctime) for line, ctime in found.clean}
     again = []
-    for path, name, read_as in linked:
-        try:
-            info = os.lstat(path)
-        except OSError:
-            again.append((path, name))
-            continue
-        line = entry(path, info)
+    for path, name, line, read_as in linked:
         read = clean.get(read_as)
-        if read is not None and line.split(" ", 5)[:5] == read[0]:
+        if read is not None and line[: -len(path)] == read[0][: -len(read_as)]:
             found.clean.append((line, read[1]))
         else:
             again.append((path, name))
