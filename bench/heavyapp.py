@@ -122,6 +122,9 @@ def main() -> int:
     print("|---|---|---|---|")
     cells = [f"{m['a']:.2f} s"] + [f"{m[k]:.2f} s ({m['a'] / m[k]:.1f}x)" for k in "bc"]
     print("| 1 private + " + ", ".join(HEAVY) + ", requests | " + " | ".join(cells) + " |")
+    for k in "bc":
+        each = ", ".join(f"{a / x:.1f}x" for a, x in zip(times["a"], times[k], strict=True))
+        print(f"({k}) each run's ratio: {each}")
     print()
     print("(c) deploykey warm, by step (medians):")
     for name, values in steps.items():
