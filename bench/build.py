@@ -134,12 +134,16 @@ class Scenario:
         return time.perf_counter() - began
 
     def deploykey(self, cache: Path, installer: str = "auto") -> float:
+        return timed(*self.compile(cache, installer))
+
+    def compile(self, cache: Path, installer: str = "auto") -> tuple[list[str], dict[str, str]]:
+        """bin/compile of a fresh checkout with `cache` as CACHE_DIR: its argv and environment."""
         app, home = self.app(), Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
         env_dir = Path(tempfile.mkdtemp(prefix="env-", dir=self.work))
         (env_dir / "DEPLOY_KEY").write_text(self.key.read_text())
         env = {**self.env(home), "DEPLOYKEY_APP_PATH": str(app), "DEPLOYKEY_INSTALLER": installer}
         env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not shutil.which("uv", path=p))
-        return timed([str(KIT / "bin" / "compile"), str(app), str(cache), str(env_dir)], env)
+        return [str(KIT / "bin" / "compile"), str(app), str(cache), str(env_dir)], env
 
     def new_tag(self, index: int, tag: str) -> None:
         name = list(self.refs)[index % self.n]

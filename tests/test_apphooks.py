@@ -189,3 +189,29 @@ def test_hooks_refuse_to_overwrite_the_apps_own(build: Build) -> None:
     assert result.returncode == 1
     assert "is not deploykey's pre_compile hook" in result.stderr
     assert (build.app / "bin" / "pre_compile").read_text() == "#!/bin/sh\necho mine\n"
+
+
+def test_the_hooks_checks_read_only_what_changed_and_find_a_copy_planted_since(
+    hooked: Build, utils_key: GeneratedKey
+) -> None:
+    """pre_compile's check and post_compile's keep the record in the kit's part of CACHE_DIR: a
+    later run reads only what changed, and a key written since into a recorded file in place
+    (same size, mtime set back) is read and found."""
+    from test_scan_incremental import RACY_NS, settle, twice_then_planted
+
+    build = hooked
+    env = hook_env(build, utils_key)
+    kept = build.app / "static" / "data.txt"
+    kept.parent.mkdir()
+    kept.write_bytes(b"x" * (len(utils_key.text) + 10))
+    record = build.cache / "deploykey" / "scan-record"
+    for _ in range(2):
+        settle(build.app, RACY_NS)
+        pre = run_hook(build, "pre_compile", env)
+        assert pre.returncode == 0, pre.stdout + pre.stderr
+    assert f"({record}): not read again" in pre.stdout, pre.stdout
+    result = twice_then_planted(
+        lambda: run_hook(build, "post_compile", env), build.app, kept, record, utils_key
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{kept} (private key text, {utils_key.fingerprint})" in result.stderr

@@ -319,3 +319,36 @@ def test_detect_and_build_take_the_lifecycles_arguments(app: Path, tmp_path: Pat
         [str(BIN / "detect")], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True
     )
     assert none.returncode == 2 and "bin/detect takes BUILD_DIR" in none.stderr
+
+
+def test_the_checks_read_only_what_changed_and_find_a_copy_planted_since(
+    app: Path,
+    utils_key: GeneratedKey,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+    public_wheelhouse: Path,
+    new_lifecycle: NewLifecycle,
+) -> None:
+    """The build step's check (in its key layer) and the scan step's (in a cache layer of its
+    own) keep their records: a rebuild with the layers kept reads only what changed, and a key
+    written since into a recorded file of the app in place (same size, mtime set back) is read
+    and found by both."""
+    from test_scan_incremental import RACY_NS, plant_in_place, settle
+
+    env = platform_env(public_wheelhouse, DEPLOY_KEY=utils_key.text)
+    life, group = new_lifecycle(app, [deploykey_buildpack, scan_buildpack], env)
+    kept = life.workspace / "static.txt"
+    kept.write_bytes(b"x" * (len(utils_key.text) + 10))
+    for _ in range(2):
+        settle(life.root, RACY_NS)
+        results = life.build(group)
+        assert [r.returncode for r in results] == [0, 0], output_of(results)
+    for result in results:
+        assert "not read again" in result.stdout, result.stdout
+    plant_in_place(kept, utils_key.text)
+    [result] = life.build(group)
+    assert result.returncode == 1, output_of([result])
+    assert f"{kept} (private key text, {utils_key.fingerprint})" in result.stderr
+    [scanned] = life.build(group[1:])
+    assert scanned.returncode == 1, output_of([scanned])
+    assert f"{kept} (private key text, {utils_key.fingerprint})" in scanned.stderr

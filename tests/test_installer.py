@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -100,6 +101,11 @@ def test_uv_cold_warm_and_a_new_tag(
     assert " + tagged==1.0" in warm.stdout
     assert "v1.0 is " in warm.stdout and "(in the mirror, no network)" in warm.stdout
     assert fetches(git_server, utils_key, "acme/tagged") == counted
+    # uv linked the package's files from its cache (one filesystem here): no bytes copied, and
+    # the check read each such file once, under one of its names.
+    [installed] = build.app.glob(".venv/lib/python*/site-packages/tagged/__init__.py")
+    assert os.lstat(installed).st_nlink > 1
+    assert "other names (hard links) of files read above" in warm.stdout
 
     # A new tag: fetched once, the rest from the cache.
     git_server.add_commit(

@@ -15,11 +15,12 @@ import os
 import re
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Build, GeneratedKey, make_key
+from conftest import BIN, KIT, Build, GeneratedKey, make_key
 from deploykey import build as build_module
 from deploykey import keys, scan
 
@@ -388,3 +389,106 @@ def test_deploykey_fetch_reads_only_what_changed_in_the_cache_mount(
     result = fetch()
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{kept} (private key text, {load(utils_key).fingerprint})" in result.stderr
+
+
+def test_a_hard_linked_file_is_read_once_and_a_key_written_through_any_name_found(
+    tree: Path, keys_dir: Path
+) -> None:
+    """uv links its cache's files into the environment (installer.link_mode): one file, two
+    names, read once while both names keep the stat it had when read. Build code that writes the
+    key through one name, in place with the mtime set back, changes the file both names share:
+    it is read again, and both names are reported (the cache's copy is where the next build
+    would take it from)."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    cached = tree.parent / "cache" / "uv-cache" / "m39.py"
+    cached.parent.mkdir()
+    installed = tree / "pkg" / "m39.py"
+    os.link(installed, cached)
+    settle(tree.parent)
+    first = scan.scan([tree, cached.parent], [key], record=record)
+    assert (first.files, first.linked) == (files_in(tree), 1)
+    assert {str(installed), str(cached)} <= recorded_paths(record)
+    before = os.lstat(cached)
+    with open(cached, "r+b") as stream:  # through the cache's name: the same inode
+        stream.write(same_size_copy(generated.text, before.st_size))
+    os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = scan.scan([tree, cached.parent], [key], record=record)
+    assert {hit.path for hit in report.hits} == {str(installed), str(cached)}
+    assert (report.files, report.linked) == (2, 0)
+
+
+# ------------------------------------------ the record where a scan runs outside install_cycle
+
+
+def plant_in_place(path: Path, text: str) -> None:
+    """Build code's copy of the key, written into a file in place (same size, same inode) with
+    its mtime set back: only the ctime tells."""
+    before = os.lstat(path)
+    with open(path, "r+b") as stream:
+        stream.write(same_size_copy(text, before.st_size))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def twice_then_planted(
+    run: Callable[[], subprocess.CompletedProcess[str]],
+    where: Path,
+    kept: Path,
+    record: Path,
+    key: GeneratedKey,
+) -> subprocess.CompletedProcess[str]:
+    """Runs twice (the second reads only what changed: the record verified, `kept` in it), then
+    plants the key in `kept` and runs again: that run's result."""
+    for _ in range(2):
+        settle(where, RACY_NS)  # as a later build: what the one before wrote is recorded
+        result = run()
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert f"({record}): not read again" in result.stdout, result.stdout
+    sealed = build_module.scan_record([load(key).material], record.parent, record.name)
+    assert sealed is not None and str(kept) in recorded_paths(sealed)
+    plant_in_place(kept, key.text)
+    return run()
+
+
+def test_deploykey_scan_with_a_cache_dir_reads_only_what_changed(
+    build: Build, utils_key: GeneratedKey, tmp_path: Path
+) -> None:
+    """`deploykey scan PATH --cache-dir DIR` keeps its record in DIR (beside `fetch`'s)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DEPLOY_KEY").write_text(utils_key.text)
+    tree, cache = tmp_path / "tree", tmp_path / "mount"
+    (tree / "pkg").mkdir(parents=True)
+    cache.mkdir()
+    for index in range(20):
+        (tree / "pkg" / f"m{index}.py").write_text(f"print({index})\n" * 100)
+    kept = tree / "pkg" / "m7.py"
+    argv = [str(BIN / "deploykey"), "scan", str(tree), "--cache-dir", str(cache)]
+    argv += ["--env-dir", str(secrets)]
+
+    def scan_tree() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=build.environ(), capture_output=True, text=True)
+
+    result = twice_then_planted(scan_tree, tree, kept, cache / "scan-record-scan", utils_key)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{kept} (private key text, {utils_key.fingerprint})" in result.stderr
+
+
+def test_the_handoff_reads_only_what_changed_and_finds_a_copy_planted_since(
+    build: Build, utils_key: GeneratedKey
+) -> None:
+    """DEPLOYKEY_INSTALL=off (before heroku/python): the check after the fetch keeps its record
+    in the kit's part of CACHE_DIR too."""
+    build.set_key(utils_key.text)
+    build.set_key("off", name="DEPLOYKEY_INSTALL")
+    kept = build.app / "static" / "data.txt"
+    kept.parent.mkdir()
+    kept.write_bytes(b"x" * (len(utils_key.text) + 10))
+    record = build.cache / "deploykey" / build_module.SCAN_RECORD
+    try:
+        result = twice_then_planted(build.compile, build.app, kept, record, utils_key)
+    finally:
+        (KIT / "export").unlink(missing_ok=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{kept} (private key text, {utils_key.fingerprint})" in result.stderr

@@ -58,7 +58,10 @@ def pre_compile() -> int:
     with heroku.forgotten_on_failure(env, settings):
         fetched, _findings = build.fetch(plan, heroku.mirrors_root(cache))
         output.step("Checking the app and the cache for the keys, before the install")
-        leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
+        record = build.scan_record(build.seal_secrets(plan), cache / heroku.CACHE)
+        leak = build.leak_check(
+            plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings, record=record
+        )
         if leak is not None:
             raise leak
     heroku.forget_keys(plan)
@@ -96,8 +99,11 @@ def post_compile() -> int:
         return 0
     found_keys, tokens = secrets
     output.step("Checking the app and the cache for the keys")
-    roots = [app_dir] + ([cache] if (cache := _cache_dir()) else [])
-    leak = build.leak_check(roots, found_keys, tokens, settings)
+    cache = _cache_dir()
+    roots = [app_dir] + ([cache] if cache else [])
+    sealed = build.secrets_of(found_keys, tokens)
+    record = build.scan_record(sealed, cache / heroku.CACHE) if cache else None
+    leak = build.leak_check(roots, found_keys, tokens, settings, record=record)
     if leak is not None:
         raise leak
     return 0

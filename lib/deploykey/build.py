@@ -413,7 +413,12 @@ def seal_secrets(plan: Plan) -> list[bytes]:
     build code ever had (the keys, the App's private key, the tokens; not the tokens the App
     mints, which change every build). An ssh agent's key never reaches deploykey: with an agent
     only, there is none, and no cached mirror is trusted (each is fetched again)."""
-    return [key.material for key in plan.secret_keys] + [token.value for token in plan.tokens]
+    return secrets_of(plan.secret_keys, plan.tokens)
+
+
+def secrets_of(found_keys: Sequence[Key], tokens: Sequence[Token]) -> list[bytes]:
+    """The keys' and tokens' secrets: what seal keys are derived from (see seal_secrets)."""
+    return [key.material for key in found_keys] + [token.value for token in tokens]
 
 
 def _untampered(directory: keydir.KeyDir, fetcher: mirrors.Fetcher) -> None:
@@ -457,7 +462,9 @@ RECORD = (
 SCAN_RECORD = "scan-record"  # in the cache: what the last leak check read and found clean
 
 
-def scan_record(secrets: Sequence[bytes], cache: Path) -> scan.Record | None:
+def scan_record(
+    secrets: Sequence[bytes], cache: Path, name: str = SCAN_RECORD
+) -> scan.Record | None:
     """The leak check's record in the kit's part of the build cache, sealed with a key derived
     from the build's own secrets like the mirrors' seals, with a label of its own (HMAC as
     HKDF-Expand, RFC 5869: a key for one use tells nothing of the other). None without such a
@@ -466,7 +473,7 @@ def scan_record(secrets: Sequence[bytes], cache: Path) -> scan.Record | None:
     if seal is None:
         return None
     key = hmac.new(seal.mac, b"deploykey/scan-record/v1\x01", hashlib.sha256).digest()
-    return scan.Record(cache / SCAN_RECORD, key, seal.ident)
+    return scan.Record(cache / name, key, seal.ident)
 
 
 def _wanted(plan: Plan) -> list[list[str]]:
@@ -713,7 +720,12 @@ def leak_check(
             f"and {report.skipped} more files unchanged since the scan that read them, as its "
             f"sealed record says ({record.path}): not read again"
         )
-    elif record is not None and report.previous != scan.NO_RECORD:
+    if report.linked:
+        output.detail(
+            f"and {report.linked} more files that are other names (hard links) of files read "
+            "above, unchanged since: not read twice"
+        )
+    if record is not None and report.previous not in (scan.NO_RECORD, scan.VERIFIED):
         said = f"the scan record {record.path} {report.previous}: every file was read"
         # Another key is a rotation, expected; anything else was written by something else.
         (output.detail if report.previous == scan.OTHER_KEYS else output.warn)(said)

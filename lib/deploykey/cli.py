@@ -125,7 +125,13 @@ def _scan(args: argparse.Namespace) -> int:
     from deploykey import docker
 
     errors.use(docker.platform(ci=False))
-    return docker.scan_command(tuple(args.paths), args.env_dir, tuple(args.key_file), args.context)
+    return docker.scan_command(
+        tuple(args.paths),
+        args.env_dir,
+        tuple(args.key_file),
+        args.context,
+        args.cache_dir or os.environ.get("DEPLOYKEY_CACHE_DIR"),
+    )
 
 
 def _scan_image(args: argparse.Namespace) -> int:
@@ -314,7 +320,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--cache-dir",
         metavar="DIR",
-        help="where the kit's dependencies are kept (a BuildKit cache mount); not scanned",
+        help="where the kit's dependencies and the scan's record are kept (a BuildKit cache "
+        "mount); not scanned",
     )
     _key_options(sub)
     sub = add(

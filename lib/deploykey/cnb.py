@@ -43,6 +43,7 @@ MAIN_ID = "deploykey/deploykey"
 KEY_LAYER = "deploykey"
 VENV_LAYER = "venv"
 CACHE_LAYER = "cache"
+RECORD_LAYER = "scan-record"  # the scan step's
 
 
 def _required(name: str) -> Path:
@@ -196,8 +197,9 @@ def _handoff(plan: build.Plan, layers: Path) -> int:
     _hand_on(fetched, layers, cache=True)
     output.detail("the layer is build and cache only: never exported; it holds no key")
     output.step("Checking the app and the layer for the keys")
+    record = build.scan_record(build.seal_secrets(plan), layer)
     leak = build.leak_check(
-        [plan.app_dir, layer], plan.secret_keys, plan.secret_tokens, plan.settings
+        [plan.app_dir, layer], plan.secret_keys, plan.secret_tokens, plan.settings, record=record
     )
     if leak is not None:
         raise leak
@@ -329,13 +331,19 @@ def scan_step() -> int:
         output.detail("no deploy key and no token in this build: nothing to look for")
         return 0
     found_keys, tokens = secrets
+    # The scan's record, in a cache layer of this buildpack's own (restored by the lifecycle with
+    # the cache; scanned with the other cache layers below).
+    kept = _required("CNB_LAYERS_DIR") / RECORD_LAYER
+    kept.mkdir(exist_ok=True)
+    (kept.parent / f"{RECORD_LAYER}.toml").write_text(_types(build=False, launch=False, cache=True))
+    record = build.scan_record(build.secrets_of(found_keys, tokens), kept)
     roots = [app]
     for toml in sorted(layers_root.glob("*/*.toml")):
         types = layer_types(toml)
         layer = toml.with_suffix("")
         if layer.is_dir() and (types.get("launch") or types.get("cache")):
             roots.append(layer)
-    leak = build.leak_check(roots, found_keys, tokens, settings)
+    leak = build.leak_check(roots, found_keys, tokens, settings, record=record)
     if leak is not None:
         raise leak
     return 0

@@ -299,11 +299,17 @@ def cleanup_command(
 
 
 def scan_command(
-    paths: tuple[str, ...], env_dir: str | None, key_files: tuple[str, ...], context: bool = False
+    paths: tuple[str, ...],
+    env_dir: str | None,
+    key_files: tuple[str, ...],
+    context: bool = False,
+    cache_dir: str | None = None,
 ) -> int:
     """`deploykey scan PATH...`: exit 0 clean, 1 when a key or token is found. With --context
     (the example Dockerfile's step after `COPY . .`), a key found under a PATH is leak::context:
-    the layer that COPY made stays in the builder's cache, so the user must also prune it."""
+    the layer that COPY made stays in the builder's cache, so the user must also prune it. With
+    --cache-dir, the scan's record is kept there (a file of its own, beside `fetch`'s): the next
+    scan reads only what changed since (see scan.Record)."""
     env = _source(env_dir, key_files)
     settings = config.load(Path.cwd(), env)
     secrets = build.looked_for(env, settings)
@@ -321,13 +327,18 @@ def scan_command(
         if not root.exists():
             raise UserError("scan::missing", path=path)
     output.step("Scanning for the keys")
-    leak = build.leak_check(roots, found, tokens, settings, strict=True)
+    sealed = build.secrets_of(found, tokens)
+    record = build.scan_record(sealed, Path(cache_dir), SCAN_RECORD) if cache_dir else None
+    leak = build.leak_check(roots, found, tokens, settings, strict=True, record=record)
     if leak is not None and context:
         for root in roots:
             leak = _in_context(leak, root)
     if leak is not None:
         raise leak
     return 0
+
+
+SCAN_RECORD = "scan-record-scan"  # `deploykey scan --cache-dir`'s, not `fetch`'s: other roots
 
 
 def scan_image_command(archive: str, env_dir: str | None, key_files: tuple[str, ...]) -> int:

@@ -237,7 +237,10 @@ def _handoff(plan: build.Plan) -> int:
     )
     output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
     output.step("Checking the app and the cache for the keys")
-    leak = build.leak_check(plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings)
+    record = build.scan_record(build.seal_secrets(plan), plan.cache_dir / CACHE)
+    leak = build.leak_check(
+        plan.outside, plan.secret_keys, plan.secret_tokens, plan.settings, record=record
+    )
     if leak is not None:
         raise leak
     return 0

@@ -123,8 +123,10 @@ def _rewrite_editables(app_dir: Path, app_path: Path, relative: Path) -> bool:
             fixed = text
             for prefix in build:
                 fixed = fixed.replace(f"{prefix}/{relative}", str(app_path / relative))
-            if fixed != text:
-                path.write_text(fixed, encoding="utf-8", errors="surrogateescape")
+            if fixed != text:  # a new file renamed over it: the old may be a link into uv's cache
+                temporary = path.with_name(f".{path.name}.deploykey")
+                temporary.write_text(fixed, encoding="utf-8", errors="surrogateescape")
+                temporary.replace(path)
             at_boot = at_boot or any(prefix in fixed for prefix in build)
     return at_boot
 
@@ -134,15 +136,18 @@ def into(where: Path, create: bool, job: Job) -> None:
     first if `create`), the path it has at run time."""
     if create:
         _create_venv(where, job)
+    env = dict(job.env)
+    if job.installer.name == "uv":
+        env["UV_LINK_MODE"] = installer.link_mode(job.installer.cache, where)
     if job.installer.lockfile is not None:
-        argv, env = job.installer.locked(where, job.env)
+        argv, env = job.installer.locked(where, env)
         _run(argv, job, env)
         return
     python = where / "bin" / "python"
     argv = job.installer.install_argv(
-        python, job.requirements, where / "src", (), job.overrides, job.env
+        python, job.requirements, where / "src", (), job.overrides, env
     )
-    _run(argv, job)
+    _run(argv, job, env)
 
 
 def with_python(python: Path, job: Job, extra: Sequence[str]) -> None:

@@ -138,6 +138,9 @@ class Report:
     # Files not read: unchanged since a scan that read them, as the verified record says.
     skipped: int = 0
     previous: str = NO_RECORD  # what became of the last scan's record (see Record)
+    # Files not read: other names (hard links) of a file read in this scan and found clean, with
+    # the very stat it had when read.
+    linked: int = 0
 
 
 # ------------------------------------------------------------------------------------ the needles
@@ -560,18 +563,22 @@ def scan(
     files = walk(roots, unreadable)
     previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
     unchanged: list[str] = []  # their entries
-    if recorded:  # in this process: one lstat a file costs less than forking and sending back
-        files, unchanged = _unchanged(files, recorded)
+    linked: list[tuple[str, str, str, str]] = []  # (path, name, entry, the path read)
+    if record is not None:  # in this process: one lstat a file costs less than forking
+        files, unchanged, linked = _unchanged(files, recorded)
     per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
     batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
     found = _in_every_process(batches, searcher)
+    again = _other_names(linked, found)
+    if again:
+        _search_batch(again, searcher, found)
     if record is not None:
         # A file changed within RACY_NS before the scan began could change again unseen.
         settled = [entry for entry, ctime in found.clean if ctime < began - RACY_NS]
         record.save(unchanged + settled)
     return Report(
         tuple(dict.fromkeys(found.hits)),
-        len(files),
+        len(files) + len(again),
         found.size,
         tuple(unreadable + found.unreadable),
         searcher.engine,
@@ -579,6 +586,7 @@ def scan(
         tuple(found.unpacked),
         len(unchanged),
         previous,
+        len(linked) - len(again),
     )
 
 
@@ -678,8 +686,11 @@ class Record:
 def _code_digest() -> bytes:
     """This file's source: what counts as clean (the needles, the archives opened) is defined
     here, so a record made by another version of it does not verify."""
-    try:
-        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest().encode()
+    from importlib import resources
+
+    try:  # from the package: a file, or a member of the zipapp (deploykey.pyz: hooks, CNB scan)
+        source = resources.files(__package__ or "deploykey").joinpath("scan.py").read_bytes()
+        return hashlib.sha256(source).hexdigest().encode()
     except OSError:
         return os.urandom(16).hex().encode()  # unknown: no record verifies
 
@@ -692,10 +703,12 @@ def entry(path: str, info: os.stat_result) -> str:
 
 def _unchanged(
     files: list[tuple[str, str]], recorded: frozenset[str]
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """The files to read, and the entries of the others: regular files whose stat is the very
-    one recorded."""
-    to_read, unchanged = [], []
+) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str, str, str]]]:
+    """The files to read; the entries of those whose stat is the very one recorded; and the
+    other names of a file to read under one name (hard links: uv links its cache's files into
+    the environment), as (path, name, entry now, the path read)."""
+    to_read, unchanged, linked = [], [], []
+    first: dict[tuple[int, int], str] = {}  # (device, inode): the name it is read under
     for path, name in files:
         try:
             info = os.lstat(path)
@@ -705,9 +718,34 @@ def _unchanged(
         found = entry(path, info)
         if stat.S_ISREG(info.st_mode) and found in recorded:
             unchanged.append(found)
+        elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            read_as = first.setdefault((info.st_dev, info.st_ino), path)
+            if read_as == path:
+                to_read.append((path, name))
+            else:
+                linked.append((path, name, found, read_as))
         else:
             to_read.append((path, name))
-    return to_read, unchanged
+    return to_read, unchanged, linked
+
+
+def _other_names(linked: list[tuple[str, str, str, str]], found: _Found) -> list[tuple[str, str]]:
+    """Of the other names of files read: those to read after all. A name whose stat (device,
+    inode, size, mtime, ctime), taken before its file was read, is the very one the file had
+    when it was opened to be read and found clean, named that file, unchanged from then to the
+    read (any change of its content or links moves the ctime): clean, and recorded as its file
+    is. Any other (its file had a finding, or could not be read, or changed in between) is read
+    itself. A name pointed elsewhere after it was looked at is a change after the scan, as for
+    any file."""
+    clean = {line.split(" ", 5)[5]: (line, ctime) for line, ctime in found.clean}
+    again = []
+    for path, name, line, read_as in linked:
+        read = clean.get(read_as)
+        if read is not None and line[: -len(path)] == read[0][: -len(read_as)]:
+            found.clean.append((line, read[1]))
+        else:
+            again.append((path, name))
+    return again
 
 
 # ----------------------------------------------------------------------- the files, on every CPU
