@@ -174,6 +174,15 @@ def test_every_input_changes_the_digest(tmp_path: Path) -> None:
     assert digest() == first
     assert digest(env={**env, "HOME": str(tmp_path / "another-home")}) == first  # per build
     assert digest(env={**env, "POETRY_X": "2"}) != first
+    # No digest to test guesses of a password against: credentials change nothing installed.
+    index = "https://user:{}@pypi.example/simple"
+    assert digest(env={**env, "PIP_INDEX_URL": index.format("a")}) == digest(
+        env={**env, "PIP_INDEX_URL": index.format("b")}
+    )
+    assert digest(env={**env, "PIP_INDEX_URL": index.format("a")}) != first
+    assert digest(env={**env, "UV_INDEX_X_PASSWORD": "a"}) == digest(
+        env={**env, "UV_INDEX_X_PASSWORD": "b"}
+    )
     assert digest(argv=["poetry", "sync", "--with", "dev"]) != first
     assert digest(where=tmp_path / "elsewhere") == first  # moved when restored
     assert digest(env={**env, "VIRTUAL_ENV": str(where)}) == digest(

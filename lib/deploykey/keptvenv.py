@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +47,13 @@ HOME_FILES = (".config/uv/uv.toml", ".config/pypoetry/config.toml", ".config/pip
 SYSTEM_FILES = ("/etc/uv/uv.toml", "/etc/pip.conf", "/etc/xdg/pip/pip.conf")
 # Per-build paths that change no installed byte: the files they name are hashed instead.
 VOLATILE = ("HOME", "TMPDIR")
+# The digest names a directory of the cache and is shown in the output: it must not let anyone
+# test guesses of a password the settings hold (PIP_INDEX_URL=https://user:password@host/...,
+# UV_INDEX_<NAME>_PASSWORD, POETRY_HTTP_BASIC_<NAME>_PASSWORD). A credential changes no byte of
+# what a lockfile installs (versions and hashes are locked), so it is left out: a URL's userinfo,
+# and the value of a setting whose name says it holds one.
+USERINFO = re.compile(rb"(?<=://)[^/@\s]*@")
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|AUTH|CREDENTIAL|KEY", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,11 @@ def of(
     inputs: dict[str, Any] = {
         "version": VERSION,
         "argv": [part.replace(here, "<venv>") for part in argv],
-        "env": sorted((k, v.replace(here, "<venv>")) for k, v in env.items() if k not in VOLATILE),
+        "env": sorted(
+            (k, "" if SECRET_NAME.search(k) else _public(v).replace(here, "<venv>"))
+            for k, v in env.items()
+            if k not in VOLATILE
+        ),
         "python": [sys.executable, sys.version, platform.machine(), _stat(Path(sys.executable))],
         "tool": _tool(installer),
         "files": {
@@ -208,9 +220,17 @@ def _stat(path: Path) -> list[int] | None:
     return [info.st_size, info.st_mtime_ns, info.st_ino]
 
 
+def _public(value: str) -> str:
+    """A setting without the userinfo of the URLs it holds."""
+    return USERINFO.sub(b"", value.encode("utf-8", "surrogateescape")).decode(
+        "utf-8", "surrogateescape"
+    )
+
+
 def _digest(path: Path) -> str | None:
+    """The file's sha256, without the userinfo of the URLs in it (pip.conf's index-url)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(USERINFO.sub(b"", path.read_bytes())).hexdigest()
     except OSError:
         return None
 
