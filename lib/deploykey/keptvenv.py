@@ -117,11 +117,10 @@ class Kept:
 
 
 def _move(venv: Path, made_at: str, where: str) -> None:
-    """An environment's files that name the path it was made at: the scripts' `#!` lines and the
-    activate scripts in bin/ (pip, uv and Poetry write them with the venv's absolute path), and
-    pyvenv.cfg (`command =`, Python 3.11+). What else names it (cached bytecode's file names)
-    only shows in tracebacks. heroku-buildpack-python v351 rewrites a moved venv's paths the same
-    way (bin/compile)."""
+    """An environment's files that name the path it was made at: in bin/, the activate scripts
+    (`uv venv`'s and `python -m venv`'s, checked) and the `#!` lines of the scripts installed
+    there; pyvenv.cfg (`command =`, written by `python -m venv` since Python 3.11). What else
+    names it (cached bytecode's file names) only shows in tracebacks."""
     if made_at == where:
         return
     old, new = made_at.encode(), where.encode()
