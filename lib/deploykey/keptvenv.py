@@ -119,7 +119,7 @@ class Kept:
 def _move(venv: Path, made_at: str, where: str) -> None:
     """An environment's files that name the path it was made at: in bin/, the activate scripts
     (`uv venv`'s and `python -m venv`'s, checked) and the `#!` lines of the scripts installed
-    there; pyvenv.cfg (`command =`, written by `python -m venv` since Python 3.11). What else
+    there; pyvenv.cfg (`command =`, as `python -m venv` of Python 3.11 writes it). What else
     names it (cached bytecode's file names) only shows in tracebacks."""
     if made_at == where:
         return
