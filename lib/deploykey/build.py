@@ -579,6 +579,7 @@ def install_cycle(
     cleanup = Cleanup()
     failure: BaseException | None = None
     record = scan_record(seal_secrets(plan), cache) if cache is not None else None
+    keep = cache is not None  # a build cache, which later builds see (not a temporary one)
     try:
         with scrub.guarded(cleanup):
             if cache is None:
@@ -606,7 +607,7 @@ def install_cycle(
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
             env = chosen.env(pip_env(plan, fetched, installer_bundle(cleanup)))
-            job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides)
+            job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides, keep)
             how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
             output.step(
                 f"Installing {choice.file.name} into {where} with {how} ({choice.reason}), "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from deploykey import installer, keydir, mirrors, output, run
+from deploykey import installer, keptvenv, keydir, mirrors, output, run
 from deploykey.config import Settings
 from deploykey.errors import UserError
 from deploykey.installer import Installer
@@ -81,6 +81,7 @@ class Job:
     cwd: Path
     mirrors: Mirrors
     overrides: Path | None = None
+    keep: bool = False  # the installer's cache is a build cache: a later build sees what it keeps
 
 
 def install(target: Target, app_dir: Path, settings: Settings, job: Job, cleanup: Cleanup) -> None:
@@ -134,15 +135,23 @@ def _rewrite_editables(app_dir: Path, app_path: Path, relative: Path) -> bool:
 def into(where: Path, create: bool, job: Job) -> None:
     """Install the requirements file or the lockfile into the Python environment at `where` (made
     first if `create`), the path it has at run time."""
-    if create:
-        _create_venv(where, job)
     env = dict(job.env)
     if job.installer.name == "uv":
         env["UV_LINK_MODE"] = installer.link_mode(job.installer.cache, where)
     if job.installer.lockfile is not None:
         argv, env = job.installer.locked(where, env)
+        fresh = create and (not where.exists() or not any(where.iterdir()))
+        kept = keptvenv.of(job.installer, argv, env, job.cwd, where) if fresh and job.keep else None
+        if kept is not None and kept.restore(where):
+            return
+        if create:
+            _create_venv(where, job)
         _run(argv, job, env)
+        if kept is not None:
+            kept.save(where)
         return
+    if create:
+        _create_venv(where, job)
     python = where / "bin" / "python"
     argv = job.installer.install_argv(
         python, job.requirements, where / "src", (), job.overrides, env

@@ -376,9 +376,13 @@ def bootstrap_tool(name: str, cache: Path) -> tuple[str, ...]:
 
 
 # What the installers keep in the kit's part of the build cache: their own tools (uv, Poetry,
-# Pipenv, installed from PyPI once) and their caches (built wheels, checkouts by commit). Build
-# code runs beside them while they install and can change any of it; see rekey().
-STATE = ("uv", "poetry", "pipenv", "uv-cache", "pip-cache", "poetry-cache", "pipenv-cache")
+# Pipenv, installed from PyPI once), their caches (built wheels, checkouts by commit) and the
+# environments a lockfile install made (keptvenv.DIR). Build code runs beside them while they
+# install and can change any of it; see rekey().
+STATE = (
+    *("uv", "poetry", "pipenv", "uv-cache", "pip-cache", "poetry-cache", "pipenv-cache"),
+    "venvs",
+)
 KEYED = "installers.key"  # the seal key's public id (mirrors.SealKey.ident) they were kept under
 
 
