@@ -34,7 +34,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
-from build import timed, wheelhouse  # noqa: E402 - bench/build.py
+from build import offline_env, timed, wheelhouse  # noqa: E402 - bench/build.py
 
 from conftest import flit_package  # noqa: E402
 from gitserver import GIT_USER, GitServer, run_git, serve_as_github  # noqa: E402
@@ -97,14 +97,7 @@ class Bench:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.work))
 
     def env(self, home: Path) -> dict[str, str]:
-        return {
-            "PATH": os.environ["PATH"],
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "PIP_NO_INDEX": "1",
-            "PIP_FIND_LINKS": str(self.wheels),
-            "PYENV_ROOT": os.environ.get("PYENV_ROOT", ""),
-        }
+        return offline_env(home, self.wheels)
 
     def by_hand(self) -> dict[str, str]:
         """The seeds' recipe: an ssh config by hand (no host key check)."""

@@ -106,14 +106,7 @@ class Scenario:
         return directory
 
     def env(self, home: Path) -> dict[str, str]:
-        return {
-            "PATH": os.environ["PATH"],
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "PIP_NO_INDEX": "1",
-            "PIP_FIND_LINKS": str(self.wheels),
-            "PYENV_ROOT": os.environ.get("PYENV_ROOT", ""),
-        }
+        return offline_env(home, self.wheels)
 
     def plain(self) -> float:
         """The seeds' recipe: an ssh config by hand (no host key check), then pip."""
@@ -166,15 +159,31 @@ def startup(
     return until_ssh_ready(argv + (["--dry-run"] if dry_run else []), env)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 5, 20])
-    parser.add_argument("--runs", type=int, default=3)
+def offline_env(home: Path, wheels: Path) -> dict[str, str]:
+    """A build's environment: pip finds packages in the wheelhouse alone."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+        "PYENV_ROOT": os.environ.get("PYENV_ROOT", ""),
+    }
+
+
+def cache_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploykey-bench",
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--runs", type=int, default=3)
+    cache_option(parser)
     args = parser.parse_args()
     wheels = wheelhouse(args.cache)
     work = Path(tempfile.mkdtemp(prefix="deploykey-bench-"))

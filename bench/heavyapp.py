@@ -88,11 +88,7 @@ def phases(argv: list[str], env: dict[str, str]) -> tuple[float, list[tuple[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploykey-bench",
-    )
+    build.cache_option(parser)
     args = parser.parse_args()
     wheels = wheelhouse(args.cache)
     work = Path(tempfile.mkdtemp(prefix="deploykey-bench-heavy-"))
