@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +146,17 @@ def take_loot(build: Build) -> bytes:
     data = loot.read_bytes()
     loot.unlink()
     return data
+
+
+def cnb_loot(home: Path, platform: Path | str) -> str:
+    """What the backend gathered in a CNB build, in the pip buildpack's build (HOME: the build
+    user's home), removed once read: it read its environment, every process's, the platform dir
+    (env files, bindings) and git's settings."""
+    loot = (home / "loot").read_text("utf-8", "replace")
+    (home / "loot").unlink()
+    assert "== environ" in loot and "== cmdline" in loot and "== git config" in loot
+    assert f"== {platform}/env/PIP_NO_INDEX" in loot  # it walked the platform dir
+    return loot
 
 
 def own_environ(loot: bytes) -> bytes:

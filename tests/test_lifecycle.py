@@ -35,7 +35,7 @@ from conftest import (
 )
 from gitserver import GitServer
 from lifecycle import RealLifecycle, image_files, layout_archive, output_of
-from test_hostile import HOSTILE, hostile_repo  # noqa: F401 - a fixture, used by name
+from test_hostile import HOSTILE, cnb_loot, hostile_repo  # noqa: F401 - a fixture, used by name
 
 TESTS = Path(__file__).resolve().parent
 
@@ -359,16 +359,6 @@ def fetch_outside(life: RealLifecycle, key: GeneratedKey) -> Path:
     return fetched
 
 
-def hostile_loot(life: RealLifecycle) -> str:
-    """What the hostile dependency's build backend gathered, in the pip buildpack's build: it
-    read its environment, every process's, the platform dir (env files, bindings) and git's
-    settings."""
-    loot = (life.root / "home" / "loot").read_text("utf-8", "replace")
-    assert "== environ" in loot and "== cmdline" in loot and "== git config" in loot
-    assert f"== {life.platform}/env/PIP_NO_INDEX" in loot  # it walked the platform dir
-    return loot
-
-
 def test_keyless_mode_no_buildpack_can_read_the_key(
     life: RealLifecycle,
     utils_key: GeneratedKey,
@@ -403,10 +393,9 @@ def test_keyless_mode_no_buildpack_can_read_the_key(
             assert f"no key in this build: the mirrors `deploykey fetch` made, in {fetched}" in out
             assert "Successfully installed hostile-1.0 private-utils-1.0" in out
             assert "DEPLOY_KEY:" not in out
-            loot = hostile_loot(life)
+            loot = cnb_loot(life.root / "home", life.platform)
             assert "DEPLOYKEY_FETCHED" in loot  # it read the platform env: no key there
             assert not text_has_key(loot, utils_key.text)
-            (life.root / "home" / "loot").unlink()
             files = image_files(life.image)
             assert any(p.endswith("site-packages/private_utils/__init__.py") for p in files)
             assert not any("deploykey_deploykey" in p for p in files)  # build only
@@ -441,7 +430,7 @@ def test_in_container_modes_let_a_later_buildpack_read_the_key(
     results = life.build()
     out = output_of(results)
     assert [r.returncode for r in results] == [0, 0, 0, 0, 0], out
-    loot = hostile_loot(life)
+    loot = cnb_loot(life.root / "home", life.platform)
     assert text_has_key(loot, utils_key.text)
     where = "env/DEPLOY_KEY" if mode == "platform env" else "bindings/deploy-key/ssh-privatekey"
     assert f"== {life.platform}/{where}" in loot

@@ -4,7 +4,9 @@ added with `--buildpack` around the builder's pip buildpack, as a non-root user 
 the key outside the build container (keyless, the recommended recipe), as `--env DEPLOY_KEY`, and
 as an ssh-auth binding mounted with `--volume`; a warm rebuild with pack's cache; deploykey
 packaged as a `.cnb`. After each build, `docker save` of the image holds no key (the tests' own
-search and `deploykey scan-image`)."""
+search and `deploykey scan-image`). A hostile dependency (test_hostile.py), built by the pip
+buildpack, searches the build container: keyless, it finds no key; given the key in the
+container, it does."""
 
 from __future__ import annotations
 
@@ -30,9 +32,14 @@ from conftest import (
     text_has_key,
 )
 from gitserver import GitServer
+from test_hostile import HOSTILE, cnb_loot, hostile_repo  # noqa: F401 - a fixture, used by name
 
 TESTS = Path(__file__).resolve().parent
 IMAGE = "deploykey-test-app:latest"
+PLATFORM = "/platform"  # pack's platform dir in the build container
+HOME = (
+    "/home/cnb"  # the build user's home (pack.py's build image), where the hostile backend writes
+)
 
 
 def public_dir(prefix: str) -> Path:
@@ -78,6 +85,7 @@ def pack_build(
     scan_buildpack: Path,
     *args: str,
     env: dict[str, str] | None = None,
+    installed: str = "private-utils-1.0",
 ) -> str:
     """`pack build` with deploykey before the builder's pip buildpack and the scan step after."""
     engine, work = packed
@@ -95,7 +103,7 @@ def pack_build(
     )
     out = built.stdout + built.stderr
     assert built.returncode == 0, out
-    assert "Successfully installed private-utils-1.0" in out
+    assert f"Successfully installed {installed}" in out
     assert "deploykey scan: the exported image and the cache" in out
     return out
 
@@ -134,34 +142,94 @@ def fetch_outside(app: Path, key: GeneratedKey) -> Path:
     return fetched
 
 
+@pytest.fixture
+def hostile_app(
+    app: Path,
+    git_server: GitServer,
+    utils_key: GeneratedKey,
+    hostile_repo: str,  # noqa: F811 - the fixture imported above
+) -> Path:
+    """The app also needs the hostile package, which the deploy key opens."""
+    git_server.grant(utils_key.label, utils_key.public, [hostile_repo])
+    (app / "requirements.txt").write_text(f"{REQUIREMENT}\n{HOSTILE}\n")
+    return app
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """Mounted writable as the build user's home: the hostile backend's loot lands here."""
+    made = public_dir("deploykey-pack-home-")
+    made.chmod(0o777)
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
 def test_pack_build_keyless(
     packed: tuple[engines.Engine, Path],
-    app: Path,
+    hostile_app: Path,
+    home: Path,
     utils_key: GeneratedKey,
     git_server: GitServer,
     deploykey_buildpack: Path,
     scan_buildpack: Path,
 ) -> None:
     """The recommended recipe (README, examples/cnb): the fetch outside, `--volume DIR:PATH:ro`
-    and DEPLOYKEY_FETCHED; the build has no key and asks the git host nothing."""
-    fetched = fetch_outside(app, utils_key)
+    and DEPLOYKEY_FETCHED; the build has no key and asks the git host nothing. The hostile
+    dependency, built by the pip buildpack after deploykey's, searches everything it can reach in
+    the build container (its environment, every process's, the platform dir, HOME) and finds
+    no key."""
+    fetched = fetch_outside(hostile_app, utils_key)
     try:
         served = len(git_server.log())
         out = pack_build(
             packed,
-            app,
+            hostile_app,
             deploykey_buildpack,
             scan_buildpack,
             *("--volume", f"{fetched}:/deploykey-fetched:ro"),
             *("--env", "DEPLOYKEY_FETCHED=/deploykey-fetched"),
+            *("--volume", f"{home}:{HOME}:rw"),
+            installed="hostile-1.0 private-utils-1.0",
         )
         assert (
             "no key in this build: the mirrors `deploykey fetch` made, in /deploykey-fetched" in out
         )
         assert len(git_server.log()) == served
+        loot = cnb_loot(home, PLATFORM)
+        assert "DEPLOYKEY_FETCHED" in loot  # it read the platform env: no key there
+        assert not text_has_key(loot, utils_key.text)
         assert_image_clean(packed, utils_key, out)
     finally:
         shutil.rmtree(fetched)
+
+
+def test_pack_build_with_the_key_in_the_container_a_later_buildpack_reads_it(
+    packed: tuple[engines.Engine, Path],
+    hostile_app: Path,
+    home: Path,
+    utils_key: GeneratedKey,
+    deploykey_buildpack: Path,
+    scan_buildpack: Path,
+) -> None:
+    """What README and SECURITY.md say of `pack build --env DEPLOY_KEY`, shown, and the proof
+    that the keyless test's search can find a key: the same hostile dependency, the key in the
+    platform env, and its build code reads the key from its own environment and the platform dir.
+    (The image is still clean: the key went to the loot, not into a layer.)"""
+    out = pack_build(
+        packed,
+        hostile_app,
+        deploykey_buildpack,
+        scan_buildpack,
+        *("--env", "DEPLOY_KEY", "--volume", f"{home}:{HOME}:rw"),
+        env={"DEPLOY_KEY": utils_key.text},
+        installed="hostile-1.0 private-utils-1.0",
+    )
+    assert f"DEPLOY_KEY: ED25519 key {utils_key.fingerprint}" in out
+    loot = cnb_loot(home, PLATFORM)
+    assert text_has_key(loot, utils_key.text)
+    assert f"== {PLATFORM}/env/DEPLOY_KEY" in loot
+    assert "DEPLOY_KEY" in loot.split("== cmdline", 1)[0]  # the build backend's own environment
+    assert_image_clean(packed, utils_key, out)
 
 
 @pytest.mark.parametrize("mode", ["--env DEPLOY_KEY", "binding"])
