@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import files_with_key, make_key
 from deploykey import access, credentials, keydir, keys
 from deploykey.config import HostConfig
@@ -46,7 +48,12 @@ def git_config_list(cwd: Path, env: dict[str, str]) -> list[str]:
     ).stdout.splitlines()
 
 
-def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir: Path) -> None:
+def test_files_are_private_and_settings_hold_no_secret(
+    tmp_path: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CA the user added (here the system's own bundle): git gets it as a file in the key dir.
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     mapping = {"DEPLOY_KEY_BILLING": ("acme/billing",)}
     loaded = loaded_keys(keys_dir)
     opened = open_access(tmp_path, keys_dir, mapping, "github.com", loaded)
@@ -66,6 +73,7 @@ def test_files_are_private_and_settings_hold_no_secret(tmp_path: Path, keys_dir:
             "tokens",
             "git-credential-deploykey",
             ".owner",
+            "ca-bundle.pem",
         }
         assert (opened.key_dir / "routes").read_text() == (
             "github.com acme/billing deploy_key_billing.github.com\n"
