@@ -399,6 +399,11 @@ def test_https_token(build: Build, daemon: Daemon) -> None:
     forms = [token.encode(), base64.b64encode(token.encode())[4:24]]
     for path in daemon.copied():
         data = path.read_bytes()
+        if f"GIT_PROJECT_ROOT={server.root}/repos".encode() in data:
+            # The test's git server (git-http-backend under fcgiwrap, as root like the daemon):
+            # nginx hands it the request's Authorization header as HTTP_AUTHORIZATION. On a real
+            # build the server is GitHub's, not a process on the build machine.
+            continue
         assert not any(form in data for form in forms), data.split(b"\n", 1)[0]
 
 
