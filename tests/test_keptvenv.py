@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,19 @@ def ran_the_tool(stdout: str, manager: str) -> bool:
     )
 
 
+def built_once(
+    build: Build, lib_key: GeneratedKey, files: dict[str, str], tools: Tools
+) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
+    """The app with `files`, built once with an empty cache: the environment for the next build
+    and what the first one said."""
+    write_app(build, files)
+    build.set_key(lib_key.text)
+    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
+    first = run_compile(build, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return env, first
+
+
 @pytest.mark.parametrize("manager", ["uv", "poetry"])
 def test_a_warm_build_restores_the_environment_without_running_the_tool(
     build: Build,
@@ -39,11 +53,7 @@ def test_a_warm_build_restores_the_environment_without_running_the_tool(
     tools: Tools,
     manager: str,
 ) -> None:
-    write_app(build, locked[manager])
-    build.set_key(lib_key.text)
-    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
-    first = run_compile(build, env)
-    assert first.returncode == 0, first.stdout + first.stderr
+    env, first = built_once(build, lib_key, locked[manager], tools)
     assert ran_the_tool(first.stdout, manager)
     [kept] = [p for p in (build.cache / "deploykey" / keptvenv.DIR).iterdir() if p.is_dir()]
     assert (
@@ -74,11 +84,7 @@ def test_a_changed_manifest_runs_the_tool_and_an_outdated_lockfile_still_fails(
     tools: Tools,
     manager: str,
 ) -> None:
-    write_app(build, locked[manager])
-    build.set_key(lib_key.text)
-    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
-    first = run_compile(build, env)
-    assert first.returncode == 0, first.stdout + first.stderr
+    env, _first = built_once(build, lib_key, locked[manager], tools)
     shutil.rmtree(build.app / ".venv")
     break_lockfile(build, manager)  # pyproject.toml changed, the lockfile not
     build.set_key(lib_key.text)
