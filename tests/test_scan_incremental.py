@@ -63,7 +63,7 @@ def settle(where: Path, margin: int = TICK_NS) -> None:
 def recorded_paths(record: scan.Record) -> set[str]:
     status, entries = record.load()
     assert status == scan.VERIFIED
-    return {entry.split(" ", 5)[5] for entry in entries}
+    return {entry.split(" ", 5)[5] for entry in entries if not entry.startswith(scan.ARCHIVE)}
 
 
 def wheel(members: dict[str, bytes]) -> bytes:
@@ -268,6 +268,116 @@ def test_an_archive_changed_is_read_again(tree: Path, keys_dir: Path) -> None:
     assert [hit.path for hit in report.hits] == [f"{target}!helper/id_deploy"]
 
 
+def unpacked_by(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the archives the scan unpacks, as it unpacks them (in this process alone)."""
+    unpacked: list[str] = []
+    monkeypatch.setattr(scan, "PROCESSES", 1)
+    archive_hits = scan.archive_hits
+
+    def spied(path: str, *args: object) -> list[scan.Hit]:
+        unpacked.append(path)
+        return archive_hits(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan, "archive_hits", spied)
+    return unpacked
+
+
+def test_an_archive_with_bytes_recorded_clean_is_not_unpacked_again(
+    tree: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of an archive the last scan unpacked in full and found clean (a new file: uv links
+    its cache's botocore data into each new environment, its ctime moved) has the same sha256:
+    its bytes are read and searched, its members are what they were then, not unpacked again.
+    A copy of one with a finding, or not unpacked in full, is unpacked every time."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    clean = tree / "pkg" / "helper-1.0-py3-none-any.whl"
+    leaky = tree / "pkg" / "leaky.json.gz"
+    leaky.write_bytes(gzip.compress(generated.text.encode()))
+    settle(tree)
+    unpacked = unpacked_by(monkeypatch)
+    first = scan.scan([tree], [key], record=record)
+    assert sorted(unpacked) == sorted([str(clean), str(leaky)])
+    assert [hit.path for hit in first.hits] == [f"{leaky}!(decompressed)"]
+    copies = tree / "copies"
+    copies.mkdir()
+    for source in (clean, leaky):
+        (copies / source.name).write_bytes(source.read_bytes())
+    unpacked.clear()
+    second = scan.scan([tree], [key], record=record)
+    assert (second.files, second.skipped) == (3, files_in(tree) - 3)  # the copies and leaky
+    assert sorted(unpacked) == sorted([str(leaky), str(copies / leaky.name)])
+    assert {hit.path for hit in second.hits} == {
+        f"{leaky}!(decompressed)",
+        f"{copies / leaky.name}!(decompressed)",
+    }
+
+
+def same_size_archives(secret: bytes, filler: bytes) -> tuple[bytes, bytes]:
+    """Two wheels of one size, one holding `secret` deflated (no needle in its bytes as they
+    are), the other `filler` (as long, as random), padded to the same size with a stored member."""
+
+    def made(member: bytes, pad: int) -> bytes:
+        raw = io.BytesIO()
+        with zipfile.ZipFile(raw, "w") as archive:
+            archive.writestr("helper/data.txt", member, zipfile.ZIP_DEFLATED)
+            archive.writestr("helper/pad", b"#" * pad, zipfile.ZIP_STORED)
+        return raw.getvalue()
+
+    holding, clean = made(secret, 100), made(filler, 100)
+    holding, clean = made(secret, 100 + max(len(clean) - len(holding), 0)), clean
+    clean = made(filler, 100 + max(len(holding) - len(clean), 0))
+    assert len(holding) == len(clean)
+    return holding, clean
+
+
+def test_an_archive_rewritten_with_other_bytes_is_unpacked_whatever_else_it_kept(
+    tree: Path, keys_dir: Path
+) -> None:
+    """The attack on that: build code swaps an archive recorded clean for one with the key in a
+    deflated member (not in its bytes as they are), with the same path, size and mtime. Only its
+    bytes tell: they hash to another sha256, so it is unpacked and the key found."""
+    generated = make_key(keys_dir)
+    key = load(generated)
+    record = record_for(key, tree.parent / "cache")
+    filler = base64.b64encode(os.urandom(len(generated.text) * 3 // 4))[: len(generated.text)]
+    holding, clean = same_size_archives(generated.text.encode(), filler)
+    target = tree / "pkg" / "data-1.0-py3-none-any.whl"
+    target.write_bytes(clean)
+    settle(tree)
+    assert scan.scan([tree], [key], record=record).hits == ()
+    before = os.lstat(target)
+    swapped = target.with_name("swapped")
+    swapped.write_bytes(holding)
+    os.utime(swapped, ns=(before.st_atime_ns, before.st_mtime_ns))
+    swapped.replace(target)
+    assert not any(needle.data in holding for needle in scan.needles(key))
+    report = scan.scan([tree], [key], record=record)
+    assert report.files == 1
+    assert [hit.path for hit in report.hits] == [f"{target}!helper/data.txt"]
+
+
+def test_a_record_made_under_another_python_is_not_used(
+    tree: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's zipfile, tarfile and decompressors unpack the archives (3.14 opens zstd, which
+    3.13 cannot): a record made by another Python is not used; every file is read."""
+    key = load(make_key(keys_dir))
+    record = record_for(key, tree.parent / "cache")
+    settle(tree)
+    scan.scan([tree], [key], record=record)
+    monkeypatch.setattr(scan.sys, "version", "3.99.0 (another Python)")
+    scan._code_digest.cache_clear()
+    try:
+        report = scan.scan([tree], [key], record=record)
+    finally:
+        monkeypatch.undo()
+        scan._code_digest.cache_clear()
+    assert report.previous == "does not verify (changed since it was written)"
+    assert (report.files, report.skipped) == (files_in(tree), 0)
+
+
 def test_a_file_changed_just_before_the_scan_is_not_recorded(
     tree: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -417,6 +527,26 @@ def test_a_hard_linked_file_is_read_once_and_a_key_written_through_any_name_foun
     report = scan.scan([tree, cached.parent], [key], record=record)
     assert {hit.path for hit in report.hits} == {str(installed), str(cached)}
     assert (report.files, report.linked) == (2, 0)
+
+
+def test_every_name_of_a_file_goes_to_the_process_that_reads_it(
+    tree: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One name a batch, shared by several processes: the names of one inode (as the directories
+    list them) are still one unit of work, so each file is read once and its other names
+    compared with what was read."""
+    monkeypatch.setattr(scan, "BATCH", 1)
+    key = load(make_key(keys_dir))
+    record = record_for(key, tree.parent / "cache")
+    links = tree.parent / "cache" / "uv-cache"
+    links.mkdir()
+    originals = sorted((tree / "pkg").glob("m*.py"))
+    for original in originals:
+        os.link(original, links / original.name)
+    settle(tree.parent)
+    report = scan.scan([tree, links], [key], record=record)
+    assert report.processes > 1, "this test needs a machine with 2 CPUs or more"
+    assert (report.files, report.linked) == (files_in(tree), len(originals))
 
 
 # ------------------------------------------ the record where a scan runs outside install_cycle

@@ -27,7 +27,11 @@ Hits name the file (and archive member), the kind of copy and the key's fingerpr
 Incremental (see Record): after a scan, the files it read and found clean are recorded with their
 stat (device, inode, size, mtime, ctime), sealed with an HMAC keyed from the build's secrets; the
 next scan under the same keys reads only the files whose stat does not match (new, changed,
-replaced), and the whole tree when the record does not verify.
+replaced), and the whole tree when the record does not verify. The other names of a file read
+(hard links) are compared with the stat it was read with, in the process that read it. Archives
+unpacked in full and found clean are recorded by the sha256 of their bytes: a new file with those
+bytes (botocore's data, linked afresh into each new environment) is read and searched, its
+members not unpacked again.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import re
 import signal
 import stat
 import struct
+import sys
 import tarfile
 import tempfile
 import time
@@ -488,14 +493,16 @@ class Searcher:
 
     def search(self, chunks: Iterable[bytes]) -> list[tuple[str, str]]:
         """(kind of copy, label) for every secret found in the chunks, read as one stream: each
-        chunk is searched together with the end of the one before, so no copy is split."""
+        chunk is searched together with the end of the one before, so no copy is split. The fast
+        question is asked of the chunk and of the seam (the end before and as much of the chunk:
+        a needle across it lies in it), not of a copy of both joined."""
         found: dict[tuple[str, str], None] = {}
+        overlap = self._overlap
         tail = b""
         for chunk in chunks:
-            window = tail + chunk if tail else chunk
-            if self.holds_any(window):
-                self._examine(window, found)
-            tail = window[-self._overlap :]
+            if self.holds_any(chunk) or (tail and self.holds_any(tail + chunk[:overlap])):
+                self._examine(tail + chunk, found)
+            tail = chunk[-overlap:] if len(chunk) >= overlap else (tail + chunk)[-overlap:]
         return list(found)
 
     def _examine(self, window: bytes, found: dict[tuple[str, str], None]) -> None:
@@ -520,13 +527,18 @@ def walk(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str]]:
     """(path, name) of every regular file under the roots; symbolic links are not followed, and a
     directory that cannot be listed is noted with why (one removed since it was seen is gone: it
     holds nothing). os.scandir's entries know their type: no stat."""
+    return [(path, name) for path, name, _ in _listing(roots, unreadable)]
+
+
+def _listing(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str, int]]:
+    """walk's files, each with the inode number its directory lists it with (d_ino: no stat)."""
     found = []
     for root in roots:
         try:
             if root.is_symlink() or not root.exists():
                 continue
             if root.is_file():
-                found.append((str(root), root.name))
+                found.append((str(root), root.name, os.lstat(root).st_ino))
                 continue
         except OSError as exc:  # a parent this user cannot enter
             unreadable.append(f"{root} ({exc.strerror or exc})")
@@ -540,12 +552,31 @@ def walk(roots: Iterable[Path], unreadable: list[str]) -> list[tuple[str, str]]:
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
                         elif entry.is_file(follow_symlinks=False):
-                            found.append((entry.path, entry.name))
+                            found.append((entry.path, entry.name, entry.inode()))
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 unreadable.append(f"{directory} ({exc.strerror or exc})")
     return found
+
+
+Group = tuple[int, list[tuple[str, str]]]  # an inode number as listed, and its names
+
+
+def _by_inode(files: Iterable[tuple[str, str, int]]) -> list[Group]:
+    """The files, the names listed with one inode number together (hard links: uv links its
+    cache's files into the environment), in the order their first names were listed: one process
+    then sees every name of a file (see _search_batch). Only a hint: names of one file listed
+    apart (a filesystem whose directories list other numbers than its stat gives) are each read,
+    and files of two filesystems with one number are told apart by their stat."""
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for path, name, inode in files:
+        group = groups.get(inode)
+        if group is None:
+            groups[inode] = [(path, name)]
+        else:
+            group.append((path, name))
+    return list(groups.items())
 
 
 def scan(
@@ -555,49 +586,63 @@ def scan(
     record: Record | None = None,
 ) -> Report:
     """Every copy of the keys and tokens under roots, in files and inside archives. With a
-    record: files the last scan's verified record shows unchanged are not read again, and what
-    this scan read and found clean is recorded for the next."""
+    record: files the last scan's verified record shows unchanged are not read again, nor
+    archives unpacked again whose bytes it shows unpacked and clean, and what this scan read and
+    found clean is recorded for the next."""
     began = time.time_ns()  # before any file is looked at: see RACY_NS
     searcher = Searcher.of(keys, tokens)
     unreadable: list[str] = []
-    files = walk(roots, unreadable)
+    groups = _by_inode(_listing(roots, unreadable))
     previous, recorded = record.load() if record is not None else (NO_RECORD, frozenset())
-    unchanged: list[str] = []  # their entries
-    linked: list[tuple[str, str, str, str]] = []  # (path, name, entry, the path read)
-    if record is not None:  # in this process: one lstat a file costs less than forking
-        files, unchanged, linked = _unchanged(files, recorded)
-    per_batch = max(BATCH, -(-len(files) // MAX_BATCHES))
-    batches = [files[start : start + per_batch] for start in range(0, len(files), per_batch)]
-    found = _in_every_process(batches, searcher)
-    again = _other_names(linked, found)
-    if again:
-        _search_batch(again, searcher, found)
+    inodes = frozenset(
+        int(line.split(" ", 2)[1]) for line in recorded if not line.startswith(ARCHIVE)
+    )
+    # A file changed within RACY_NS before the scan began could change again unseen: not recorded.
+    work = _Work(searcher, began - RACY_NS, *((recorded, inodes) if record is not None else ()))
+    names = sum(len(group) for _, group in groups)
+    found = _in_every_process(_batched(groups, max(BATCH, -(-names // MAX_BATCHES))), work)
     if record is not None:
-        # A file changed within RACY_NS before the scan began could change again unseen.
-        settled = [entry for entry, ctime in found.clean if ctime < began - RACY_NS]
-        record.save(unchanged + settled)
+        record.save(found.unchanged + found.clean + list(dict.fromkeys(found.archives)))
     return Report(
         tuple(dict.fromkeys(found.hits)),
-        len(files) + len(again),
+        found.read,
         found.size,
         tuple(unreadable + found.unreadable),
         searcher.engine,
         found.processes,
         tuple(found.unpacked),
-        len(unchanged),
+        len(found.unchanged),
         previous,
-        len(linked) - len(again),
+        found.linked,
     )
+
+
+def _batched(groups: Sequence[Group], size: int) -> list[list[Group]]:
+    """The groups, in units of work of at least `size` names (a group is never split)."""
+    batches: list[list[Group]] = []
+    batch: list[Group] = []
+    count = 0
+    for group in groups:
+        batch.append(group)
+        count += len(group[1])
+        if count >= size:
+            batches.append(batch)
+            batch, count = [], 0
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 # --------------------------------------------------------------- the record of the last scan
 
 
-RECORD_FORMAT = b"deploykey-scan-record/1"
+RECORD_FORMAT = b"deploykey-scan-record/2"
 RECORD_MAX = 256 << 20  # bytes: a record is about 150 bytes a file
-# Entries are "DEV INO SIZE MTIME_NS CTIME_NS PATH", separated by NUL (which no path holds): the
-# scan looks each file's up in a set, without parsing the record.
+# Entries are "DEV INO SIZE MTIME_NS CTIME_NS PATH" (a file), or ARCHIVE and the sha256 of an
+# archive's bytes, separated by NUL (which no path holds): the scan looks each up in a set,
+# without parsing the record.
 SEPARATOR = "\0"
+ARCHIVE = "sha256:"  # no file's entry starts so: they start with the device number
 # Files whose ctime is this close to the scan's start are read again next time, not recorded: a
 # timestamp has the granularity of the kernel's coarse clock (a jiffy, up to 10 ms) or of the
 # filesystem (1 s on ext4 with 128-byte inodes, 2 s on FAT), so a change made just after the read,
@@ -614,7 +659,7 @@ class Record:
     What a record trusts, and why build code cannot forge it:
     - the HMAC: build code never had the build's secrets, so it can neither write a record that
       verifies nor edit one (any change, a record made under other keys, by another version of
-      this file, is ignored: every file is read);
+      this file or of Python, is ignored: every file is read);
     - ctime: the kernel sets a file's ctime to the current time on any change of its content or
       inode (write, truncate, chmod, rename, link, even utime(), which sets mtime to any value
       but ctime to now: inode(7), "Last status change timestamp"). No call sets it back; only
@@ -625,7 +670,13 @@ class Record:
       it clean under the same keys. A token minted in this build (a GitHub App's) cannot be in a
       file unchanged since before it was minted. Where the cache is unpacked afresh every build
       (Heroku restores CACHE_DIR from an archive) every inode and ctime is new: every file is
-      read, as without a record.
+      read, as without a record;
+    - sha256, for archives: an archive's members are a function of its bytes (and of this file
+      and the Python that unpacks them, both in the MAC), so a file whose bytes, read and hashed
+      now, are those of an archive a scan under the same keys unpacked in full and found clean
+      holds no member it did not search. Build code would need a second preimage of SHA-256 to
+      pass other members off as those. A token minted in this build cannot be in bytes that
+      were there before it was minted.
     """
 
     path: Path
@@ -684,71 +735,47 @@ class Record:
 
 @functools.cache
 def _code_digest() -> bytes:
-    """This file's source: what counts as clean (the needles, the archives opened) is defined
-    here, so a record made by another version of it does not verify."""
+    """This file's source and the Python running it: what counts as clean (the needles, the
+    archives opened) is defined here and unpacked by that Python's zipfile, tarfile and
+    decompressors (3.14 unpacks zstd), so a record made by another version of either does not
+    verify."""
     from importlib import resources
 
     try:  # from the package: a file, or a member of the zipapp (deploykey.pyz: hooks, CNB scan)
         source = resources.files(__package__ or "deploykey").joinpath("scan.py").read_bytes()
-        return hashlib.sha256(source).hexdigest().encode()
+        return hashlib.sha256(source + b"\0" + sys.version.encode()).hexdigest().encode()
     except OSError:
         return os.urandom(16).hex().encode()  # unknown: no record verifies
 
 
 def entry(path: str, info: os.stat_result) -> str:
     """A file's entry in the record: its path and every field of its stat that a change moves."""
-    fields = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    return f"{fields[0]} {fields[1]} {fields[2]} {fields[3]} {fields[4]} {path}"
+    return _stats(info) + path
 
 
-def _unchanged(
-    files: list[tuple[str, str]], recorded: frozenset[str]
-) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str, str, str]]]:
-    """The files to read; the entries of those whose stat is the very one recorded; and the
-    other names of a file to read under one name (hard links: uv links its cache's files into
-    the environment), as (path, name, entry now, the path read)."""
-    to_read, unchanged, linked = [], [], []
-    first: dict[tuple[int, int], str] = {}  # (device, inode): the name it is read under
-    for path, name in files:
-        try:
-            info = os.lstat(path)
-        except OSError:  # gone, or not to be looked at: read (and named) as any other
-            to_read.append((path, name))
-            continue
-        found = entry(path, info)
-        if stat.S_ISREG(info.st_mode) and found in recorded:
-            unchanged.append(found)
-        elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-            read_as = first.setdefault((info.st_dev, info.st_ino), path)
-            if read_as == path:
-                to_read.append((path, name))
-            else:
-                linked.append((path, name, found, read_as))
-        else:
-            to_read.append((path, name))
-    return to_read, unchanged, linked
+def _stats(info: os.stat_result) -> str:
+    """An entry without its path: "DEV INO SIZE MTIME_NS CTIME_NS "."""
+    return f"{info.st_dev} {info.st_ino} {info.st_size} {info.st_mtime_ns} {info.st_ctime_ns} "
 
 
-def _other_names(linked: list[tuple[str, str, str, str]], found: _Found) -> list[tuple[str, str]]:
-    """Of the other names of files read: those to read after all. A name whose stat (device,
-    inode, size, mtime, ctime), taken before its file was read, is the very one the file had
-    when it was opened to be read and found clean, named that file, unchanged from then to the
-    read (any change of its content or links moves the ctime): clean, and recorded as its file
-    is. Any other (its file had a finding, or could not be read, or changed in between) is read
-    itself. A name pointed elsewhere after it was looked at is a change after the scan, as for
-    any file."""
-    clean = {line.split(" ", 5)[5]: (line, ctime) for line, ctime in found.clean}
-    again = []
-    for path, name, line, read_as in linked:
-        read = clean.get(read_as)
-        if read is not None and line[: -len(path)] == read[0][: -len(read_as)]:
-            found.clean.append((line, read[1]))
-        else:
-            again.append((path, name))
-    return again
+def _archive_entry(data: bytes) -> str:
+    """The record's entry for an archive's bytes: members are a function of the bytes alone."""
+    return ARCHIVE + hashlib.sha256(data).hexdigest()
 
 
 # ----------------------------------------------------------------------- the files, on every CPU
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What each process needs to search a batch: the searcher, the ctime (ns) a file read clean
+    must be older than to be recorded (see RACY_NS), the verified record's entries (None: no
+    record, every name is read) and the inode numbers they name."""
+
+    searcher: Searcher
+    settled: int
+    recorded: frozenset[str] | None = None
+    inodes: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -756,31 +783,42 @@ class _Found:
     hits: list[Hit] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     unpacked: list[str] = field(default_factory=list)
-    # The record's entry and ctime of each file read in full and found clean (its stat when
-    # opened, before the read).
-    clean: list[tuple[str, int]] = field(default_factory=list)
+    # The next record's entries: of each name the record vouched for; of each archive unpacked
+    # in full and found clean, or not unpacked again (_archive_entry); of each name read in full
+    # and found clean (its stat when opened, before the read) or vouched for as another name of
+    # such a file (see _search_name), when settled.
+    unchanged: list[str] = field(default_factory=list)
+    archives: list[str] = field(default_factory=list)
+    clean: list[str] = field(default_factory=list)
     size: int = 0
+    read: int = 0  # names read (or tried: gone since the walk)
+    linked: int = 0  # names not read: other names of a file read here
     processes: int = 1
 
     def add(self, other: _Found) -> None:
         self.hits += other.hits
         self.unreadable += other.unreadable
         self.unpacked += other.unpacked
+        self.unchanged += other.unchanged
+        self.archives += other.archives
         self.clean += other.clean
         self.size += other.size
+        self.read += other.read
+        self.linked += other.linked
         self.processes += other.processes
 
 
-BATCH = 32  # files per unit of work: small enough that the processes finish together,
+Batch = Sequence[Group]
+BATCH = 32  # names per unit of work: small enough that the processes finish together,
 MAX_BATCHES = 8192  # and few enough that their numbers (4 bytes each) fit in one pipe's buffer
 PROCESSES = 4  # at most: reading from the page cache stops scaling beyond a few
 
 
-def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher) -> _Found:
+def _in_every_process(batches: Sequence[Batch], work: _Work) -> _Found:
     """Search the batches in this process and in a forked copy of it per other CPU, each taking
     the next batch number from one pipe (reads of 4 bytes from a pipe are atomic) until none is
     left: the work balances itself, whatever the sizes. A copy inherits the searcher (the needles
-    are never sent anywhere), sends back what it found through its own pipe and exits without
+    are never sent anywhere) and the record's entries, sends back what it found through its own pipe and exits without
     running anything of the parent's (no cleanup handlers, no output). A copy that fails fails the
     scan: its batches were not searched."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -788,9 +826,9 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
     if processes <= 1:
         found = _Found()
         for batch in batches:
-            _search_batch(batch, searcher, found)
+            _search_batch(batch, work, found)
         return found
-    searcher.holds_any(b"")  # build the automaton once, before the copies inherit it
+    work.searcher.holds_any(b"")  # build the automaton once, before the copies inherit it
     numbers_read, numbers_write = os.pipe()
     numbers = b"".join(struct.pack("=I", n) for n in range(len(batches)))
     os.set_blocking(numbers_write, False)  # a pipe too small fails here, never blocks
@@ -803,11 +841,11 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
     try:
         for _ in range(processes - 1):
             try:
-                pid, results = _fork(numbers_read, batches, searcher)
+                pid, results = _fork(numbers_read, batches, work)
             except OSError:  # no more processes (a container's pid limit): fewer share the work
                 break
             children[pid] = results
-        found = _batches_from(numbers_read, batches, searcher)
+        found = _batches_from(numbers_read, batches, work)
         for pid in list(children):
             found.add(_collect(pid, children.pop(pid)))
         return found
@@ -820,9 +858,7 @@ def _in_every_process(batches: Sequence[Sequence[tuple[str, str]]], searcher: Se
             os.waitpid(pid, 0)
 
 
-def _fork(
-    numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
-) -> tuple[int, int]:
+def _fork(numbers: int, batches: Sequence[Batch], work: _Work) -> tuple[int, int]:
     results_read, results_write = os.pipe()
     try:
         pid = os.fork()
@@ -838,7 +874,7 @@ def _fork(
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(number, signal.SIG_DFL)
         os.close(results_read)
-        found = _batches_from(numbers, batches, searcher)
+        found = _batches_from(numbers, batches, work)
         with os.fdopen(results_write, "wb") as stream:
             pickle.dump(found, stream)
         status = 0
@@ -856,23 +892,61 @@ def _collect(pid: int, results: int) -> _Found:
     return cast(_Found, pickle.loads(sent))  # noqa: S301 - from our own fork
 
 
-def _batches_from(
-    numbers: int, batches: Sequence[Sequence[tuple[str, str]]], searcher: Searcher
-) -> _Found:
+def _batches_from(numbers: int, batches: Sequence[Batch], work: _Work) -> _Found:
     found = _Found()
     while len(number := os.read(numbers, 4)) == 4:
-        _search_batch(batches[struct.unpack("=I", number)[0]], searcher, found)
+        _search_batch(batches[struct.unpack("=I", number)[0]], work, found)
     return found
 
 
-def _search_batch(batch: Sequence[tuple[str, str]], searcher: Searcher, found: _Found) -> None:
-    for path, name in batch:
+def _search_batch(batch: Batch, work: _Work, found: _Found) -> None:
+    """Each group's names in turn. With a record, the first name is looked at (lstat) before it
+    is read only if a recorded file has its inode number as listed (else the record cannot
+    vouch for it), every other name always: it may be a name of the file read just before."""
+    for inode, names in batch:
+        read: dict[tuple[int, int], str] = {}  # see _search_name
+        look = inode in work.inodes
+        for path, name in names:
+            _search_name(path, name, work, found, read, look)
+            look = work.recorded is not None
+
+
+def _search_name(
+    path: str, name: str, work: _Work, found: _Found, read: dict[tuple[int, int], str], look: bool
+) -> None:
+    """With a record (and `look`): a name whose stat (device, inode, size, mtime, ctime) is the
+    very one recorded is not read (see Record), nor is another name of a file read in this group
+    (hard links, `read`: each inode's stat when it was opened to be read, if it was then read in
+    full and found clean) whose stat is that one: the same inode, unchanged between the two (any
+    change of its content or links moves the ctime both names share), so what was read is what
+    this name holds. Any other name is read: its file had a finding (every name is reported),
+    could not be read, or changed in between."""
+    info = None
+    if look and work.recorded is not None:
         try:
-            _search_file(path, name, searcher, found)
-        except FileNotFoundError:  # removed since the walk: it holds nothing now
-            continue
-        except OSError as exc:
-            found.unreadable.append(f"{path} ({exc.strerror or exc})")
+            info = os.lstat(path)
+        except OSError:  # gone, or not to be looked at: read (and named) as any other
+            info = None
+        if info is not None and stat.S_ISREG(info.st_mode):
+            stats = _stats(info)
+            if stats + path in work.recorded:
+                found.unchanged.append(stats + path)
+                return
+            if read.get((info.st_dev, info.st_ino)) == stats:
+                found.linked += 1
+                if info.st_ctime_ns < work.settled:
+                    found.clean.append(stats + path)
+                return
+    found.read += 1
+    try:
+        clean = _search_file(path, name, work, found)
+    except FileNotFoundError:  # removed since the walk: it holds nothing now
+        return
+    except OSError as exc:
+        found.unreadable.append(f"{path} ({exc.strerror or exc})")
+        return
+    if clean is not None and clean.st_nlink > 1:
+        read.setdefault((clean.st_dev, clean.st_ino), _stats(clean))
 
 
 # O_NOFOLLOW: a file swapped for a link since the walk is not followed; O_NONBLOCK: nor does a fifo
@@ -880,10 +954,15 @@ def _search_batch(batch: Sequence[tuple[str, str]], searcher: Searcher, found: _
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> None:
+def _search_file(path: str, name: str, work: _Work, found: _Found) -> os.stat_result | None:
     """Read once (in one call when it fits in a chunk: nearly every file does), searched, sniffed
-    for an archive, and checked for URL credentials when it is a git config or direct_url.json."""
+    for an archive, and checked for URL credentials when it is a git config or direct_url.json.
+    An archive whose bytes the record shows unpacked in full and found clean before (its
+    sha256: the bytes read now) is not unpacked again; its bytes are searched as any file's.
+    Returns the file's stat when it was opened if it was read in full and found clean, and
+    then records it (when settled)."""
     hits, unpacked = len(found.hits), len(found.unpacked)
+    searcher, archive = work.searcher, None
     fd = os.open(path, OPEN_FLAGS)
     try:
         info = os.fstat(fd)  # before the read: a change during it gives another ctime
@@ -891,24 +970,33 @@ def _search_file(path: str, name: str, searcher: Searcher, found: _Found) -> Non
         found.size += size
         data = os.read(fd, min(size, CHUNK) + 1)  # one byte more: a file that grew is streamed
         streamed = len(data) > CHUNK
-        rest = iter(functools.partial(os.read, fd, CHUNK), b"") if streamed else ()
-        found.hits += [
-            Hit(path, kind, label)
-            for kind, label in searcher.search(itertools.chain((data,), rest))
-        ]
+        if streamed or searcher.holds_any(data):  # the fast question first: nearly all say no
+            rest = iter(functools.partial(os.read, fd, CHUNK), b"") if streamed else ()
+            found.hits += [
+                Hit(path, kind, label)
+                for kind, label in searcher.search(itertools.chain((data,), rest))
+            ]
         if archive_kind(data):  # by its bytes, whatever its name (a gzip named .json)
-            if streamed:
-                os.lseek(fd, 0, os.SEEK_SET)
-            with open(fd, "rb", closefd=False) if streamed else io.BytesIO(data) as archive:
-                found.hits += archive_hits(path, archive, searcher, found.unpacked)
+            if not streamed and work.recorded is not None:
+                archive = _archive_entry(data)
+            if archive is None or archive not in (work.recorded or ()):
+                if streamed:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                with open(fd, "rb", closefd=False) if streamed else io.BytesIO(data) as stream:
+                    found.hits += archive_hits(path, stream, searcher, found.unpacked)
     finally:
         os.close(fd)
     if name in CREDENTIAL_FILES or (
         name == "config" and os.path.basename(os.path.dirname(path)) == ".git"
     ):
         found.hits += _url_hits(path, data)
-    if len(found.hits) == hits and len(found.unpacked) == unpacked:
-        found.clean.append((entry(path, info), info.st_ctime_ns))
+    if len(found.hits) != hits or len(found.unpacked) != unpacked:
+        return None
+    if archive is not None:
+        found.archives.append(archive)
+    if info.st_ctime_ns < work.settled:
+        found.clean.append(_stats(info) + path)
+    return info
 
 
 # ------------------------------------------------------------------------ archives, URL credentials
