@@ -108,6 +108,27 @@ def test_finds_copies_across_chunk_boundaries(
     assert len({hit.path for hit in report.hits}) == len(list(range(0, 64, 7)))
 
 
+def test_a_needle_split_between_chunks_is_found_wherever_it_is_split(keys_dir: Path) -> None:
+    """The search asks the fast question of each chunk and of the seam with the one before (not
+    of both joined): a needle cut at any place, also across a chunk shorter than a needle, is
+    found, and another private key whose header is cut from its body too."""
+    key = load(make_key(keys_dir))
+    searcher = scan.Searcher.of([key])
+    needle = next(needle.data for needle, _ in searcher.table if needle.kind == scan.TEXT)
+    data = b"." * 300 + needle + b"." * 300
+    for cut in range(300, 300 + len(needle) + 1):
+        for chunks in (
+            [data[:cut], data[cut:]],
+            [data[:cut], data[cut : cut + 5], data[cut + 5 :]],
+        ):
+            assert searcher.search(chunks) == [(scan.TEXT, key.fingerprint)], (cut, len(chunks))
+    other = make_key(keys_dir).text.encode()
+    cut = other.index(b"\n") + 1  # the header in one chunk, the body in the next
+    assert searcher.search([b"." * 300 + other[:cut], other[cut:]]) == [
+        (scan.OTHER_KEY, "not one of this build's keys")
+    ]
+
+
 @pytest.mark.parametrize(("kind", "fmt"), [("ed25519", None), ("rsa", "PEM"), ("ecdsa", "PKCS8")])
 def test_public_half_is_no_leak(tmp_path: Path, keys_dir: Path, kind: str, fmt: str | None) -> None:
     key = make_key(keys_dir, kind, fmt=fmt)
