@@ -818,9 +818,9 @@ def _in_every_process(batches: Sequence[Batch], work: _Work) -> _Found:
     """Search the batches in this process and in a forked copy of it per other CPU, each taking
     the next batch number from one pipe (reads of 4 bytes from a pipe are atomic) until none is
     left: the work balances itself, whatever the sizes. A copy inherits the searcher (the needles
-    are never sent anywhere) and the record's entries, sends back what it found through its own pipe and exits without
-    running anything of the parent's (no cleanup handlers, no output). A copy that fails fails the
-    scan: its batches were not searched."""
+    are never sent anywhere) and the record's entries, sends back what it found through its own
+    pipe and exits without running anything of the parent's (no cleanup handlers, no output). A
+    copy that fails fails the scan: its batches were not searched."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     processes = min(PROCESSES, cpus or 1, len(batches))
     if processes <= 1:
