@@ -144,7 +144,9 @@ def into(where: Path, create: bool, job: Job) -> None:
         kept = keptvenv.of(job.installer, argv, env, job.cwd, where) if fresh and job.keep else None
         if kept is not None and kept.restore(where):
             return
-        if create:
+        if create and job.installer.name == "uv" and fresh:
+            check_venv_path(where)  # `uv sync` makes the environment itself (Installer.locked)
+        elif create:
             _create_venv(where, job)
         _run(argv, job, env)
         if kept is not None:
