@@ -1,6 +1,6 @@
 """Benchmark: uv and Poetry apps with private git dependencies, deploykey against the tool by hand.
 
-    python3 bench/lockfiles.py [--n 1 5] [--runs 3]
+    python3 bench/lockfiles.py [--n 1 5] [--runs 3] [--tools uv poetry]
 
 A local OpenSSH server (tests/gitserver.py) serves N private packages that build with no index
 (tests/installers.py); the app is a pyproject.toml naming them, locked by the tool itself (uv.lock,
@@ -165,6 +165,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tools", nargs="+", choices=sorted(MANAGERS), default=list(MANAGERS))
     args = parser.parse_args()
     tools = install_tools()
     work = Path(tempfile.mkdtemp(prefix="deploykey-bench-locks-"))
@@ -174,7 +175,7 @@ def main() -> int:
     steps: dict[tuple[str, int, str], dict[str, list[float]]] = {}
     try:
         server.start()
-        for manager in MANAGERS:
+        for manager in args.tools:
             for n in args.n:
                 scenario = Scenario(server, n, manager, work, tools)
                 times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
