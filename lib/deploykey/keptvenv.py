@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
+import os
 import re
 import shutil
 import sys
@@ -158,7 +158,8 @@ def of(
             for k, v in env.items()
             if k not in VOLATILE and k not in CA_FILES
         ),
-        "python": [sys.executable, sys.version, platform.machine(), _stat(Path(sys.executable))],
+        # os.uname().machine is what platform.machine() returns on Linux (and 2 ms less to import)
+        "python": [sys.executable, sys.version, os.uname().machine, _stat(Path(sys.executable))],
         "tool": _tool(installer),
         "files": {
             label: _digest(path)
