@@ -48,6 +48,7 @@ SHORT = {
     "Fetching": "fetch",
     "Removing": "scrub",
     "Installing": "install",
+    "Restoring": "install",
     "Checking": "leak check",
     "Done": "exit",
 }

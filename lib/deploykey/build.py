@@ -589,7 +589,10 @@ def install_cycle(
                     f"the temporary cache {cache}",
                     lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
-            if recorded is None:
+            kept = kept_first(plan, cache, cleanup) if recorded is None and keep else None
+            if kept is not None:  # nothing to fetch: the environment is restored
+                fetched, pinned = kept, []
+            elif recorded is None:
                 fetched, findings = fetch(plan, cache / mirrors.DIR)
                 pinned = doctor.pins(findings)
             else:  # fetched by an earlier step (`deploykey fetch`): no key here at all
@@ -607,12 +610,20 @@ def install_cycle(
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
             env = chosen.env(pip_env(plan, fetched, installer_bundle(cleanup)))
-            job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides, keep)
-            how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
-            output.step(
-                f"Installing {choice.file.name} into {where} with {how} ({choice.reason}), "
-                "from the mirrors, with no key on the machine"
+            job = install.Job(
+                chosen, choice.file, env, plan.app_dir, fetched, overrides, keep, kept is not None
             )
+            how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
+            if kept is not None:
+                output.step(
+                    f"Restoring {where} as {chosen.shown} made it from {choice.file.name} in an "
+                    "earlier build: nothing to fetch, nothing runs"
+                )
+            else:
+                output.step(
+                    f"Installing {choice.file.name} into {where} with {how} ({choice.reason}), "
+                    "from the mirrors, with no key on the machine"
+                )
             install_into(job, cleanup)
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
         failure = exc
@@ -627,6 +638,37 @@ def install_cycle(
     if leak is not None:
         raise leak
     output.step("Done: private dependencies installed; the keys were gone before the install")
+
+
+def kept_first(plan: Plan, cache: Path, cleanup: Cleanup) -> Mirrors | None:
+    """Before any fetch: whether the build cache keeps the environment a uv.lock or poetry.lock
+    install would make now (keptvenv.py: the same lockfile, manifests, Python, tool and
+    settings), to be restored with no fetch at all (no ssh-agent, no ssh, no git): it holds the
+    commits the lockfile pins, which is all the mirrors would serve, and is trusted as the
+    installers' state is, under this build's key, checked here first (installer.rekey) as the
+    fetch checks it. Returns the (empty) mirrors to install with, or None: fetch as usual. Not
+    without a secret of the build's own (an ssh agent only: no key to check the state's), nor
+    when the tool would be installed from PyPI first."""
+    choice, target = plan.choice, plan.target
+    seal = mirrors.SealKey.derive(seal_secrets(plan))
+    if choice is None or not choice.locked or target.kind != "venv" or seal is None:
+        return None
+    assert target.relative is not None
+    dropped = installer.rekey(cache, seal.ident)
+    if dropped:
+        output.detail(
+            f"dropped the installers' tools and caches kept under another key (or none): "
+            f"{', '.join(dropped)} in {cache}"
+        )
+        return None
+    chosen = installer.found_for_lockfile(choice, cache)
+    if chosen is None:
+        return None
+    nothing = Mirrors(cache / mirrors.DIR, (), ())
+    env = chosen.env(pip_env(plan, nothing))
+    job = install.Job(chosen, choice.file, env, plan.app_dir, nothing, None, True)
+    kept = install.kept_for(Path(plan.settings.get("DEPLOYKEY_APP_PATH"), target.relative), job)
+    return nothing if kept is not None and kept.present else None
 
 
 def checked(plan: Plan) -> None:

@@ -291,6 +291,17 @@ def for_lockfile(choice: Choice, setting: str, cache: Path) -> Installer:
     return Installer(choice.manager, cache, None, choice.file.name, tool)
 
 
+def found_for_lockfile(choice: Choice, cache: Path) -> Installer | None:
+    """The installer `for_lockfile` would return when its tool is there already (None when it
+    would install it from PyPI first), saying nothing."""
+    assert choice.locked
+    if choice.manager == "uv":
+        uv = find_uv(cache)
+        return None if uv is None else Installer("uv", cache, uv, choice.file.name)
+    tool = find_tool(choice.manager, cache)
+    return None if tool is None else Installer(choice.manager, cache, None, choice.file.name, tool)
+
+
 def lock_outdated(name: str, text: str) -> bool:
     """Whether the package manager `name` failed because its lockfile is out of date."""
     pattern = OUTDATED.get(name)
