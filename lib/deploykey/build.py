@@ -565,13 +565,16 @@ def install_cycle(
     cache: Path | None,
     user: bool = False,
     recorded: tuple[Mirrors, list[str]] | None = None,
+    venv: Path | None = None,
 ) -> None:
     """The whole cycle in one process: fetch every private repository into mirrors in `cache`
     (the build cache) with the keys, remove the keys, install (with the package manager
     `plan.choice` names: uv or pip for a requirements file, uv, Poetry or Pipenv for a lockfile;
     from the mirrors, its cache in `cache` too), then ALWAYS scan `scanned`, also when something
     failed or a signal came; a leak is reported even when the install failed, and fails the
-    build."""
+    build. `venv`: where `install_into` makes a new environment (`install.into(venv, True,
+    job)`), when the caller knows: a lockfile's kept environment for it is restored with no
+    fetch (kept_first)."""
     import tempfile
 
     from deploykey import scrub
@@ -589,7 +592,8 @@ def install_cycle(
                     f"the temporary cache {cache}",
                     lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
-            kept = kept_first(plan, cache, cleanup) if recorded is None and keep else None
+            ready = recorded is None and keep and venv is not None
+            kept = kept_first(plan, cache, venv, cleanup) if ready and venv is not None else None
             if kept is not None:  # nothing to fetch: the environment is restored
                 fetched, pinned = kept, []
             elif recorded is None:
@@ -640,7 +644,7 @@ def install_cycle(
     output.step("Done: private dependencies installed; the keys were gone before the install")
 
 
-def kept_first(plan: Plan, cache: Path, cleanup: Cleanup) -> Mirrors | None:
+def kept_first(plan: Plan, cache: Path, venv: Path, cleanup: Cleanup) -> Mirrors | None:
     """Before any fetch: whether the build cache keeps the environment a uv.lock or poetry.lock
     install would make now (keptvenv.py: the same lockfile, manifests, Python, tool and
     settings), to be restored with no fetch at all (no ssh-agent, no ssh, no git): it holds the
@@ -649,11 +653,10 @@ def kept_first(plan: Plan, cache: Path, cleanup: Cleanup) -> Mirrors | None:
     fetch checks it. Returns the (empty) mirrors to install with, or None: fetch as usual. Not
     without a secret of the build's own (an ssh agent only: no key to check the state's), nor
     when the tool would be installed from PyPI first."""
-    choice, target = plan.choice, plan.target
+    choice = plan.choice
     seal = mirrors.SealKey.derive(seal_secrets(plan))
-    if choice is None or not choice.locked or target.kind != "venv" or seal is None:
+    if choice is None or not choice.locked or seal is None:
         return None
-    assert target.relative is not None
     dropped = installer.rekey(cache, seal.ident)
     if dropped:
         output.detail(
@@ -665,9 +668,9 @@ def kept_first(plan: Plan, cache: Path, cleanup: Cleanup) -> Mirrors | None:
     if chosen is None:
         return None
     nothing = Mirrors(cache / mirrors.DIR, (), ())
-    env = chosen.env(pip_env(plan, nothing))
+    env = chosen.env(pip_env(plan, nothing, installer_bundle(cleanup)))
     job = install.Job(chosen, choice.file, env, plan.app_dir, nothing, None, True)
-    kept = install.kept_for(Path(plan.settings.get("DEPLOYKEY_APP_PATH"), target.relative), job)
+    kept = install.kept_for(venv, job)
     return nothing if kept is not None and kept.present else None
 
 
