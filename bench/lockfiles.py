@@ -1,6 +1,6 @@
 """Benchmark: uv and Poetry apps with private git dependencies, deploykey against the tool by hand.
 
-    python3 bench/lockfiles.py [--n 1 5] [--runs 3]
+    python3 bench/lockfiles.py [--n 1 5] [--runs 3] [--tools uv poetry]
 
 A local OpenSSH server (tests/gitserver.py) serves N private packages that build with no index
 (tests/installers.py); the app is a pyproject.toml naming them, locked by the tool itself (uv.lock,
@@ -10,7 +10,9 @@ poetry.lock) through a hand-written ssh config, as a developer does. Each run ti
   (b) deploykey cold: bin/compile (DEPLOYKEY_INSTALL=venv) with an empty CACHE_DIR;
   (c) deploykey warm: bin/compile again, a fresh checkout, the same CACHE_DIR.
 The tools are the pinned ones of tests/installers.py (uv 0.13.9, Poetry 2.5.1). Medians over the
-runs, and each one's ratio to (a) in the same run.
+runs, and each one's ratio to (a) in the same run; then, for each cell, where deploykey's cold and
+warm builds spend their time (bench/heavyapp.py's `phases`: from each step header of bin/compile's
+output to the next, medians).
 """
 
 from __future__ import annotations
@@ -29,12 +31,26 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
+from heavyapp import phases  # noqa: E402
+
 from gitserver import GitServer  # noqa: E402
 from installers import Tools, install_tools, noindex_package  # noqa: E402
 
 MANAGERS = {
     "uv": ("uv.lock", "uv lock", "uv sync --locked --no-default-groups --no-progress"),
     "poetry": ("poetry.lock", "poetry lock", "poetry sync --only main --no-interaction"),
+}
+
+
+# bin/compile's step headers (their first word) as the breakdown names them.
+SHORT = {
+    "deploykey": "keys",
+    "Fetching": "fetch",
+    "Removing": "scrub",
+    "Installing": "install",
+    "Restoring": "install",
+    "Checking": "leak check",
+    "Done": "exit",
 }
 
 
@@ -124,13 +140,16 @@ class Scenario:
         app, home = self.app(), Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
         return run(MANAGERS[self.manager][2], app, self.by_hand_env(home))
 
-    def deploykey(self, cache: Path) -> float:
+    def deploykey(self, cache: Path) -> tuple[float, list[tuple[str, float]]]:
+        """bin/compile's time, and its steps' (see heavyapp.phases)."""
         app, home = self.app(), Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
         env_dir = Path(tempfile.mkdtemp(prefix="env-", dir=self.work))
         (env_dir / "DEPLOY_KEY").write_text(self.key.read_text())
         env = {**self.base_env(home), "DEPLOYKEY_INSTALL": "venv", "DEPLOYKEY_APP_PATH": str(app)}
-        argv = f"{KIT / 'bin' / 'compile'} {app} {cache} {env_dir}"
-        return run(argv, app, env)
+        seconds, steps, _scanned = phases(
+            [str(KIT / "bin" / "compile"), str(app), str(cache), str(env_dir)], env
+        )
+        return seconds, steps
 
 
 def run(command: str, cwd: Path, env: dict[str, str]) -> float:
@@ -147,22 +166,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tools", nargs="+", choices=sorted(MANAGERS), default=list(MANAGERS))
     args = parser.parse_args()
     tools = install_tools()
     work = Path(tempfile.mkdtemp(prefix="deploykey-bench-locks-"))
     server = GitServer.create()
     rows = []
+    # (tool, N, cold or warm) -> step -> seconds, one per run
+    steps: dict[tuple[str, int, str], dict[str, list[float]]] = {}
     try:
         server.start()
-        for manager in MANAGERS:
+        for manager in args.tools:
             for n in args.n:
                 scenario = Scenario(server, n, manager, work, tools)
                 times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
                 for _ in range(args.runs):
                     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
                     times["a"].append(scenario.by_hand())
-                    times["b"].append(scenario.deploykey(cache))
-                    times["c"].append(scenario.deploykey(cache))
+                    for build in "bc":
+                        seconds, spent = scenario.deploykey(cache)
+                        times[build].append(seconds)
+                        cell = steps.setdefault((manager, n, build), {})
+                        for name, each in spent:  # the header's first word: no paths
+                            step = SHORT.get(name.split()[0], name.split()[0])
+                            cell.setdefault(step, []).append(each)
                 medians = {name: statistics.median(values) for name, values in times.items()}
                 rows.append((manager, n, medians))
                 print(f"{manager} N={n}: " + ", ".join(f"{k}={v:.2f}s" for k, v in medians.items()))
@@ -180,6 +207,12 @@ def main() -> int:
     print(
         f"\n{args.runs} runs per cell, medians; ratios: (a)'s time / the cell's; {os.cpu_count()} CPUs"
     )
+    print("\nBy step (medians, seconds; start-up: to the first step header):")
+    for (manager, n, build), cell in steps.items():
+        shown = ", ".join(
+            f"{name} {statistics.median(values):.2f}" for name, values in cell.items()
+        )
+        print(f"  {manager} N={n} {'cold' if build == 'b' else 'warm'}: {shown}")
     return 0
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Build, GeneratedKey, files_with_key
-from deploykey import keptvenv
+from deploykey import install, keptvenv, mirrors
+from deploykey.errors import UserError
 from deploykey.installer import Installer
 from installers import GREETING, LOCKFILES, Tools
 from test_installers_heroku import IMPORT, lib_key, locked, tools, write_app
@@ -69,6 +70,13 @@ def test_a_warm_build_restores_the_environment_without_running_the_tool(
         f"       restored {build.app_path}/.venv from {kept}: {SHOWN[manager]} made it from "
         "exactly these inputs"
     ) in second.stdout
+    # Found before any fetch: no ssh-agent, no ssh, no git with the key (build.kept_first).
+    assert (
+        f"-----> Restoring {build.app_path}/.venv (venv; DEPLOYKEY_INSTALL=venv) as "
+        f"{SHOWN[manager]} made it from {LOCKFILES[manager]} in an earlier build: nothing to "
+        "fetch, nothing runs\n"
+    ) in second.stdout
+    assert "Fetching" not in second.stdout and "ssh ready" not in second.stdout
     ran = build.run_app(IMPORT)
     greeting, where = ran.stdout.splitlines()
     assert greeting == GREETING
@@ -239,3 +247,49 @@ def test_save_keeps_one_copy_and_restore_moves_it_where_this_build_makes_it(
     assert (target / "pyvenv.cfg").read_text().endswith(f"-m venv {target}\n")
     assert (target / "lib" / "data.txt").read_text() == f"{venv}\n"
     assert (root / ("2" * 64) / "bin" / "hello").read_text().startswith(f"#!{venv}/")
+
+
+def test_a_job_that_only_restores_fails_clearly_without_a_copy_and_drops_it(
+    tmp_path: Path,
+) -> None:
+    """A warm build that fetched nothing (build.kept_first) has no mirror to install from: when
+    the copy cannot be restored after all, it fails naming why, with nothing run and nothing
+    half-written, and drops the copy so that the next build installs."""
+    (tmp_path / "poetry.lock").write_text(POETRY_GIT)
+    (tmp_path / "pyproject.toml").write_text(POETRY_VIRTUAL)
+    ran = tmp_path / "ran"
+    tool = ("/bin/sh", "-c", f"touch {ran}")
+    installer = Installer("poetry", tmp_path / "cache", None, "poetry.lock", tool)
+    nothing = mirrors.Mirrors(tmp_path / "cache" / "mirrors", (), ())
+    job = install.Job(installer, tmp_path / "poetry.lock", {}, tmp_path, nothing, None, True, True)
+    where = tmp_path / ".venv"
+    kept = install.kept_for(where, job)
+    assert kept is not None and not kept.present
+    kept.path.mkdir(parents=True)
+    kept.made_at.write_bytes(b"\xff not a path")  # unreadable: neither present nor restored
+    assert not kept.present
+    with pytest.raises(UserError) as raised:
+        install.into(where, True, job)
+    assert raised.value.slug == "install::kept-lost"
+    assert f"could not be restored into {where}" in raised.value.title
+    assert not ran.exists() and not where.exists()
+    assert not kept.path.exists() and not kept.made_at.exists()
+
+
+def test_a_copy_that_cannot_be_restored_is_fetched_and_installed_instead(
+    build: Build, lib_key: GeneratedKey, locked: dict[str, dict[str, str]], tools: Tools
+) -> None:
+    """A kept copy whose record of where it was made is unreadable is not taken for one before
+    the fetch: the warm build fetches and runs uv as a cold one does, and keeps a new copy."""
+    env, _first = built_once(build, lib_key, locked["uv"], tools)
+    [made_at] = (build.cache / "deploykey" / keptvenv.DIR).glob("*.from")
+    made_at.write_bytes(b"\xff")
+    shutil.rmtree(build.app / ".venv")
+    build.set_key(lib_key.text)
+    second = run_compile(build, env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "-----> Fetching every private repository" in second.stdout
+    assert ran_the_tool(second.stdout, "uv"), second.stdout
+    assert "-----> Restoring" not in second.stdout
+    assert made_at.read_text() == f"{build.app_path}/.venv"
+    assert files_with_key([build.app, build.cache], lib_key.text) == []

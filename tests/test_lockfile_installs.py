@@ -9,6 +9,7 @@ against the real sshd git server, and end with no key anywhere.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,10 +117,17 @@ def test_compile_installs_the_lockfile_with_its_tool(
     ) in result.stdout
     commands = [line for line in result.stdout.splitlines() if line.startswith("       $ ")]
     # The venv at its run-time path, then the tool found on PATH: nothing from PyPI (no network).
-    assert len(commands) == 2, result.stdout
-    assert commands[0].endswith(f" {build.app_path}/.venv")
+    # `uv sync` makes the venv itself, with the Python deploykey runs with (UV_PYTHON).
     links = build.root / "scratch" / "tool-links"
-    assert commands[1] == f"       $ {links}/{manager} {COMMANDS[manager].split(' ', 1)[1]}"
+    tool = f"       $ {links}/{manager} {COMMANDS[manager].split(' ', 1)[1]}"
+    if manager == "uv":
+        assert commands == [tool], result.stdout
+        assert f"       Using CPython {platform.python_version()} interpreter at: " in out
+        assert f"       Creating virtual environment at: {build.app_path}/.venv\n" in out
+    else:
+        assert len(commands) == 2, result.stdout
+        assert commands[0].endswith(f" {build.app_path}/.venv")
+        assert commands[1] == tool
     assert "(once: the build cache keeps it)" not in out
     assert_runs_from_the_venv(build)
     assert (build.app / lockfile).read_bytes() == pushed

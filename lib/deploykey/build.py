@@ -565,13 +565,16 @@ def install_cycle(
     cache: Path | None,
     user: bool = False,
     recorded: tuple[Mirrors, list[str]] | None = None,
+    venv: Path | None = None,
 ) -> None:
     """The whole cycle in one process: fetch every private repository into mirrors in `cache`
     (the build cache) with the keys, remove the keys, install (with the package manager
     `plan.choice` names: uv or pip for a requirements file, uv, Poetry or Pipenv for a lockfile;
     from the mirrors, its cache in `cache` too), then ALWAYS scan `scanned`, also when something
     failed or a signal came; a leak is reported even when the install failed, and fails the
-    build."""
+    build. `venv`: where `install_into` makes a new environment (`install.into(venv, True,
+    job)`), when the caller knows: a lockfile's kept environment for it is restored with no
+    fetch (kept_first)."""
     import tempfile
 
     from deploykey import scrub
@@ -589,7 +592,11 @@ def install_cycle(
                     f"the temporary cache {cache}",
                     lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
-            if recorded is None:
+            ready = recorded is None and keep and venv is not None
+            kept = kept_first(plan, cache, venv, cleanup) if ready and venv is not None else None
+            if kept is not None:  # nothing to fetch: the environment is restored
+                fetched, pinned = kept, []
+            elif recorded is None:
                 fetched, findings = fetch(plan, cache / mirrors.DIR)
                 pinned = doctor.pins(findings)
             else:  # fetched by an earlier step (`deploykey fetch`): no key here at all
@@ -607,12 +614,20 @@ def install_cycle(
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
             env = chosen.env(pip_env(plan, fetched, installer_bundle(cleanup)))
-            job = install.Job(chosen, choice.file, env, plan.app_dir, fetched, overrides, keep)
-            how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
-            output.step(
-                f"Installing {choice.file.name} into {where} with {how} ({choice.reason}), "
-                "from the mirrors, with no key on the machine"
+            job = install.Job(
+                chosen, choice.file, env, plan.app_dir, fetched, overrides, keep, kept is not None
             )
+            how = f"{chosen.name} sync" if chosen.name == "uv" and choice.locked else chosen.shown
+            if kept is not None:
+                output.step(
+                    f"Restoring {where} as {chosen.shown} made it from {choice.file.name} in an "
+                    "earlier build: nothing to fetch, nothing runs"
+                )
+            else:
+                output.step(
+                    f"Installing {choice.file.name} into {where} with {how} ({choice.reason}), "
+                    "from the mirrors, with no key on the machine"
+                )
             install_into(job, cleanup)
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the leak check
         failure = exc
@@ -627,6 +642,36 @@ def install_cycle(
     if leak is not None:
         raise leak
     output.step("Done: private dependencies installed; the keys were gone before the install")
+
+
+def kept_first(plan: Plan, cache: Path, venv: Path, cleanup: Cleanup) -> Mirrors | None:
+    """Before any fetch: whether the build cache keeps the environment a uv.lock or poetry.lock
+    install would make now (keptvenv.py: the same lockfile, manifests, Python, tool and
+    settings), to be restored with no fetch at all (no ssh-agent, no ssh, no git): it holds the
+    commits the lockfile pins, which is all the mirrors would serve, and is trusted as the
+    installers' state is, under this build's key, checked here first (installer.rekey) as the
+    fetch checks it. Returns the (empty) mirrors to install with, or None: fetch as usual. Not
+    without a secret of the build's own (an ssh agent only: no key to check the state's), nor
+    when the tool would be installed from PyPI first."""
+    choice = plan.choice
+    seal = mirrors.SealKey.derive(seal_secrets(plan))
+    if choice is None or not choice.locked or seal is None:
+        return None
+    dropped = installer.rekey(cache, seal.ident)
+    if dropped:
+        output.detail(
+            f"dropped the installers' tools and caches kept under another key (or none): "
+            f"{', '.join(dropped)} in {cache}"
+        )
+        return None
+    chosen = installer.found_for_lockfile(choice, cache)
+    if chosen is None:
+        return None
+    nothing = Mirrors(cache / mirrors.DIR, (), ())
+    env = chosen.env(pip_env(plan, nothing, installer_bundle(cleanup)))
+    job = install.Job(chosen, choice.file, env, plan.app_dir, nothing, None, True)
+    kept = install.kept_for(venv, job)
+    return nothing if kept is not None and kept.present else None
 
 
 def checked(plan: Plan) -> None:

@@ -507,6 +507,14 @@ PROBLEMS: dict[str, Problem] = {
         "(exported from the lockfile: `uv export --format requirements-txt`, `poetry export`, "
         "`pipenv requirements`).",
     ),
+    "install::kept-lost": Problem(
+        title="The environment kept for this lockfile could not be restored into {path}",
+        why="The build cache kept the environment {installer} made from exactly these inputs, so "
+        "this build fetched nothing; then copying it back failed (a full disk, or the cache "
+        "changed meanwhile: the reason is above). What was kept for it is dropped.",
+        fix="Run the build again: it fetches and runs {installer} (free some disk space first "
+        "if the disk is full).",
+    ),
     "install::not-a-venv": Problem(
         title="{path} exists and is not a virtual environment",
         why="{found} deploykey makes the virtual environment itself, in a path that "

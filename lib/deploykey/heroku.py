@@ -123,7 +123,13 @@ def _install(plan: build.Plan) -> int:
     # The installer's cache lives in CACHE_DIR, which Heroku keeps between builds (and scanned);
     # None: a temporary one, removed at the end (install_cycle).
     cache = kit_cache(plan.cache_dir) if plan.cache_dir else None
-    build.install_cycle(plan, plan.target.describe(plan.settings), into, plan.outside, cache)
+    # install.install makes a new venv at its run-time path (at_run_time_path)
+    venv = None
+    if plan.target.kind == "venv" and plan.target.relative is not None:
+        venv = Path(plan.settings.get("DEPLOYKEY_APP_PATH"), plan.target.relative)
+    build.install_cycle(
+        plan, plan.target.describe(plan.settings), into, plan.outside, cache, venv=venv
+    )
     return 0
 
 

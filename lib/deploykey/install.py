@@ -82,6 +82,9 @@ class Job:
     mirrors: Mirrors
     overrides: Path | None = None
     keep: bool = False  # the installer's cache is a build cache: a later build sees what it keeps
+    # Only restore the environment kept for the lockfile (keptvenv.py), or fail: a warm build
+    # that fetched nothing, so has no mirror to install from (build.install_cycle).
+    kept_only: bool = False
 
 
 def install(target: Target, app_dir: Path, settings: Settings, job: Job, cleanup: Cleanup) -> None:
@@ -144,7 +147,13 @@ def into(where: Path, create: bool, job: Job) -> None:
         kept = keptvenv.of(job.installer, argv, env, job.cwd, where) if fresh and job.keep else None
         if kept is not None and kept.restore(where):
             return
-        if create:
+        if job.kept_only:  # nothing was fetched to install from: the next build will
+            if kept is not None:
+                kept.drop()
+            raise UserError("install::kept-lost", path=where, installer=job.installer.shown)
+        if create and job.installer.name == "uv" and fresh:
+            check_venv_path(where)  # `uv sync` makes the environment itself (Installer.locked)
+        elif create:
             _create_venv(where, job)
         _run(argv, job, env)
         if kept is not None:
@@ -157,6 +166,19 @@ def into(where: Path, create: bool, job: Job) -> None:
         python, job.requirements, where / "src", (), job.overrides, env
     )
     _run(argv, job, env)
+
+
+def kept_for(where: Path, job: Job) -> keptvenv.Kept | None:
+    """Where `into(where, True, job)` would find the environment of job's lockfile kept, said
+    nothing, when a fresh environment there would be kept at all (else None)."""
+    fresh = not where.exists() or not any(where.iterdir())
+    if job.installer.lockfile is None or not job.keep or not fresh:
+        return None
+    env = dict(job.env)
+    if job.installer.name == "uv":
+        env["UV_LINK_MODE"] = installer.link_mode(job.installer.cache, where)
+    argv, env = job.installer.locked(where, env)
+    return keptvenv.of(job.installer, argv, env, job.cwd, where, say=False)
 
 
 def with_python(python: Path, job: Job, extra: Sequence[str]) -> None:

@@ -183,6 +183,11 @@ class Installer:
         found = dict(env)
         if self.name == "uv":
             found.update(UV_PROJECT_ENVIRONMENT=str(where), UV_NO_MANAGED_PYTHON="1")
+            # The Python `venv_argv` names, for the environment `uv sync` makes itself when there
+            # is none (install.into: one process and one interpreter query fewer than `uv venv`
+            # first); a UV_PYTHON of the user's wins, as it did over that `uv venv`'s environment
+            # (uv replaces a project environment whose Python the request does not match).
+            found.setdefault("UV_PYTHON", sys.executable)
             return [str(self.uv), *LOCKED["uv"][1]], found
         # Poetry and Pipenv install into the active environment: VIRTUAL_ENV, its python first
         # on PATH (v351 sets both for Pipenv; for Poetry, whose own venv is made from the Python it
@@ -284,6 +289,17 @@ def for_lockfile(choice: Choice, setting: str, cache: Path) -> Installer:
         return Installer("uv", cache, uv, choice.file.name)
     tool = find_tool(choice.manager, cache) or bootstrap_tool(choice.manager, cache)
     return Installer(choice.manager, cache, None, choice.file.name, tool)
+
+
+def found_for_lockfile(choice: Choice, cache: Path) -> Installer | None:
+    """The installer `for_lockfile` would return when its tool is there already (None when it
+    would install it from PyPI first), saying nothing."""
+    assert choice.locked
+    if choice.manager == "uv":
+        uv = find_uv(cache)
+        return None if uv is None else Installer("uv", cache, uv, choice.file.name)
+    tool = find_tool(choice.manager, cache)
+    return None if tool is None else Installer(choice.manager, cache, None, choice.file.name, tool)
 
 
 def lock_outdated(name: str, text: str) -> bool:
