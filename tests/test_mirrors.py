@@ -485,6 +485,11 @@ def test_the_promisor_settings_name_each_url_uv_may_fetch(tmp_path: Path) -> Non
         "remote.https://github.com/acme/private-utils.partialCloneFilter",
         "blob:none",
     ) in handed.promisors()
+    # The URL as written first: a lazy fetch asks each promisor remote in turn.
+    assert handed.promisors()[0] == (
+        "remote.ssh://git@github.com/acme/private-utils.git.promisor",
+        "true",
+    )
 
 
 def test_a_full_mirror_is_fetched_for_poetry_and_a_partial_one_is_replaced(tmp_path: Path) -> None:

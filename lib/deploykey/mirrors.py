@@ -828,15 +828,23 @@ class Mirrors:
         the commit's files.) The scp-like form is left out: uv
         takes `git+ssh://` URLs only. A full mirror ignores the filter (upload-pack without
         `uploadpack.allowFilter` sends everything), so every mirror gets these settings, and a
-        uv cache made partial stays served whatever the next build's mirror is."""
+        uv cache made partial stays served whatever the next build's mirror is.
+        A lazy fetch asks each promisor remote in turn, in the order read, until one has the
+        objects (promisor-remote.c, promisor_remote_get_direct): a wrong mirror costs a failed
+        fetch (about 6 ms here), so each repository's URL as the app wrote it (the one uv
+        fetches) comes first, then the other forms."""
+        written = [req.remote for req, _path in self.repositories]
+        others = [
+            name
+            for req, _path in self.repositories
+            for form in url_forms(req)
+            if "://" in form
+            for name in (form, form + ".git")
+        ]
         entries: list[tuple[str, str]] = []
-        for req, _path in self.repositories:
-            for form in url_forms(req):
-                if "://" not in form:
-                    continue
-                for name in (form, form + ".git"):
-                    entries.append((f"remote.{name}.promisor", "true"))
-                    entries.append((f"remote.{name}.partialCloneFilter", FILTER))
+        for name in dict.fromkeys(written + others):
+            entries.append((f"remote.{name}.promisor", "true"))
+            entries.append((f"remote.{name}.partialCloneFilter", FILTER))
         return entries
 
     def env(self) -> dict[str, str]:
