@@ -86,7 +86,8 @@ def test_uv_cold_warm_and_a_new_tag(
     assert "Installing deploykey's dependencies" in cold.stdout
     assert f"installing uv into {cache / 'uv'}" in cold.stdout
     assert "with uv" in cold.stdout and " + tagged==1.0" in cold.stdout
-    assert fetches(git_server, utils_key, "acme/tagged") == 1  # the mirror's clone, nothing else
+    # The mirror's partial clone, then its files by id (mirrors.Fetcher._fill), nothing else.
+    assert fetches(git_server, utils_key, "acme/tagged") == 2
     ran = build.run_app("import tagged; print(tagged.__version__)")
     assert ran.stdout.strip() == "1.0", ran.stderr
 
@@ -122,7 +123,8 @@ def test_uv_cold_warm_and_a_new_tag(
     retagged = build.compile(env=env)
     assert retagged.returncode == 0, retagged.stdout + retagged.stderr
     assert " + tagged==1.1" in retagged.stdout
-    assert fetches(git_server, utils_key, "acme/tagged") == counted + 1  # one incremental fetch
+    # One incremental fetch, then the new commit's files by id.
+    assert fetches(git_server, utils_key, "acme/tagged") == counted + 2
     ran = build.run_app("import tagged; print(tagged.__version__)")
     assert ran.stdout.strip() == "1.1", ran.stderr
 

@@ -8,6 +8,7 @@ against the real sshd git server, and end with no key anywhere.
 
 from __future__ import annotations
 
+import base64
 import os
 import platform
 import shutil
@@ -17,10 +18,10 @@ from pathlib import Path
 import pytest
 
 import installers
-from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, text_has_key
+from conftest import BIN, Build, GeneratedKey, files_with_key, key_dirs, make_key, text_has_key
 from gitserver import GitServer
 from installers import GREETING, LOCKFILES, REPO, Tools
-from test_installers_heroku import IMPORT, key_dirs_with, lib_key, locked, tools, write_app
+from test_installers_heroku import IMPORT, key_dirs_with, lib_key, lock, locked, tools, write_app
 
 __all__ = ["lib_key", "locked", "tools"]  # fixtures, shared with tests/test_installers_heroku.py
 
@@ -414,3 +415,54 @@ def test_poetry_is_installed_from_pypi_once_then_reused(
     assert f"$ {poetry}/bin/python -m poetry sync --only main" in out
     assert_runs_from_the_venv(build)
     assert_no_key(build, lib_key, out, before)
+
+
+# ---------------------------------------------------------------- a history the app does not need
+
+HISTORY = "acme/uvhistory-lib"
+
+
+def test_a_uv_lockfile_app_gets_a_partial_mirror_and_a_warm_build_sends_nothing(
+    build: Build, tools: Tools, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """uv.lock pins v1.0; the repository then grows 1.2 MB of history the app does not need (on
+    main, past the pin). The cold build's host sends about what pip's `clone --filter=blob:none`
+    would (commits and trees, the files of what is checked out), not the history; the mirror kept
+    is partial; uv installs from it with no network (its lazy fetches reach the mirror); the warm
+    build sends nothing."""
+    from deploykey import mirrors
+
+    server = build.server
+    installers.serve_noindex(server, HISTORY)
+    key = make_key(tmp_path_factory.mktemp("keys"))
+    server.grant(key.label, key.public, [HISTORY])
+    root = tmp_path_factory.mktemp("lock-uv-history")
+    files = lock(server, key, tools, root, "uv", installers.manifests("uv", (HISTORY,)), (HISTORY,))
+    host = server.root / "repos" / f"{HISTORY}.git"
+    if not (host / "refs" / "tags" / "v2.0").exists():  # once a session (add_commit: loose refs)
+        for n in (1, 2, 3):
+            data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
+            server.add_commit(HISTORY, data, f"d{n}")
+        server.add_commit(HISTORY, {"data.txt": "small\n"}, "v2.0")
+    history = sum(p.stat().st_size for p in (host / "objects").rglob("*") if p.is_file())
+    write_app(build, files)
+    build.set_key(key.text)
+    before, dirs = server.sent(HISTORY), key_dirs()
+    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
+    result = run_compile(build, env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    cold = server.sent(HISTORY) - before
+    assert 0 < cold < history / 8, (cold, history)
+    [mirror] = build.cache.glob("**/acme/uvhistory-lib.git")
+    assert mirrors.is_partial(mirror), out
+    ran = build.run_app("import uvhistory_lib; print(uvhistory_lib.hello())")
+    assert ran.stdout == "hello from uvhistory-lib\n", ran.stderr
+    assert_no_key(build, key, out, dirs)
+    shutil.rmtree(build.app / ".venv")
+    shutil.rmtree(build.app_path)  # the slug run_app extracted
+    build.set_key(key.text)
+    result = run_compile(build, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(in the mirror, no network)" in result.stdout
+    assert server.sent(HISTORY) - before == cold  # the warm build: not one byte

@@ -412,12 +412,92 @@ def test_a_partial_mirror_holds_what_pip_checks_out_and_no_other_file(tmp_path: 
     assert git("hash-object", str(tmp_path / "pip" / "big.bin")).strip() == blob[2]
 
 
-def test_a_full_mirror_is_fetched_for_uv_and_a_partial_one_is_replaced(tmp_path: Path) -> None:
+def test_uvs_fetch_of_a_partial_mirror_asks_for_what_pip_does_with_no_network(
+    tmp_path: Path,
+) -> None:
+    """uv 0.13's git calls (crates/uv-git/src/git.rs: `git init`, `rev-parse <commit>^0`, `fetch
+    --force --update-head-ok <url> +<commit>:refs/commit/<commit>`, `clone --local`, `reset
+    --hard`), with the installer's settings, the upstream gone and no network protocol: they
+    work, uv's database holds the history's commits and trees but no file it did not check out,
+    and its checkout is v2.0's (v1.0's file, in v2.0's history, is not in the mirror). Without the promisor settings the mirror's upload-pack needs
+    every file of the history and fails."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v2.0")
+    fetcher, upstream = partial_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    commit = git("--git-dir", str(upstream), "rev-parse", "v2.0^{commit}").strip()
+    blob = {
+        n: git("--git-dir", str(upstream), "rev-parse", f"v{n}.0:big.bin").strip() for n in (1, 2)
+    }
+    upstream.rename(tmp_path / "gone.git")
+    handed = mirrors.Mirrors(fetcher.root, ((req, path),), (("ssh", "github.com"),))
+    url = "ssh://git@github.com/acme/private-upstream.git"
+    db, checkout = tmp_path / "uv" / "db", tmp_path / "uv" / "checkout"
+    db.mkdir(parents=True)
+
+    def uv_calls(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        git("init", "-q", cwd=db, env=env)
+        subprocess.run(["git", "rev-parse", f"{commit}^0"], cwd=db, env=env, capture_output=True)
+        refspec = f"+{commit}:refs/commit/{commit}"
+        return subprocess.run(
+            ["git", "fetch", "--force", "--update-head-ok", url, refspec],
+            cwd=db,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    without = {
+        **env_with(
+            mirrors.as_env(handed.settings()[: -len(handed.promisors())]), tmp_path / "home"
+        ),
+        "GIT_ALLOW_PROTOCOL": "file",
+    }
+    failed = uv_calls(without)
+    assert failed.returncode != 0 and "lazy fetching disabled" in failed.stderr, failed.stderr
+    shutil.rmtree(db)
+    db.mkdir()
+    env = {**env_with(handed.env(), tmp_path / "home"), "GIT_ALLOW_PROTOCOL": "file"}
+    fetched = uv_calls(env)
+    assert fetched.returncode == 0, fetched.stderr
+    held = objects(db / ".git")
+    assert commit in held and blob[1] not in held and blob[2] not in held
+    git("clone", "-q", "--local", str(db), str(checkout), env=env)
+    git("reset", "-q", "--hard", commit, cwd=checkout, env=env)
+    assert git("hash-object", str(checkout / "big.bin")).strip() == blob[2]
+    assert blob[1] not in objects(checkout / ".git")
+
+
+def test_the_promisor_settings_name_each_url_uv_may_fetch(tmp_path: Path) -> None:
+    handed, _commit = mirrored(tmp_path, "ssh://git@github.com/acme/private-utils.git@v1.0")
+    names = {
+        key.removesuffix(".promisor") for key, _ in handed.promisors() if key.endswith(".promisor")
+    }
+    assert names == {
+        f"remote.{url}{suffix}"
+        for url in (
+            "ssh://git@github.com/acme/private-utils",
+            "https://github.com/acme/private-utils",
+        )
+        for suffix in ("", ".git")
+    }
+    assert (
+        "remote.https://github.com/acme/private-utils.partialCloneFilter",
+        "blob:none",
+    ) in handed.promisors()
+    # The URL as written first: a lazy fetch asks each promisor remote in turn.
+    assert handed.promisors()[0] == (
+        "remote.ssh://git@github.com/acme/private-utils.git.promisor",
+        "true",
+    )
+
+
+def test_a_full_mirror_is_fetched_for_poetry_and_a_partial_one_is_replaced(tmp_path: Path) -> None:
     key = mirrors.SealKey.derive([b"deploy key bytes"])
     req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
     fetcher, upstream = partial_fetcher(tmp_path, key)
     path = fetcher.fetch(req).path
-    full = mirrors.Fetcher(fetcher.git, fetcher.env, fetcher.root, key)  # uv: partial=False
+    full = mirrors.Fetcher(fetcher.git, fetcher.env, fetcher.root, key)  # Poetry: partial=False
     assert full.needs_network(req) and full.fetch(req).network
     assert full.discarded == [(path, mirrors.PARTIAL_NOT_ENOUGH)]
     assert not mirrors.is_partial(path) and objects(path) == objects(upstream)

@@ -392,20 +392,15 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
 
 
 def partial_ok(plan: Plan) -> bool:
-    """Whether the installer is sure to be pip (Pipenv's is pip too): pip clones with
-    `--filter=blob:none`, so a partial mirror (history without its files, and every file of what
-    is checked out) serves it. uv fetches whole histories (`git fetch` with no filter, refused by
-    a shallow mirror), Poetry clones them: for them, and for `auto` (uv, unless it cannot be
-    installed), full mirrors."""
+    """Whether the installer is sure to read a partial mirror (history without its files, and
+    every file of what is checked out): pip clones with `--filter=blob:none` (Pipenv's is pip
+    too), and uv's fetch asks for the same filter when its URL is a promisor remote
+    (`Mirrors.promisors`). Poetry's system git client runs `git clone --recurse-submodules --
+    <url>` (python-poetry/poetry src/poetry/vcs/git/system.py, SystemGit.clone), which takes no
+    filter from config (git 2.39 builtin/clone.c: `--filter` only) and needs every file of the
+    history: Poetry, and an installer not known here, get full mirrors."""
     choice = plan.choice
-    if choice is None:
-        return False
-    if choice.manager == "pipenv":
-        return True
-    editable = bool(plan.requirements.editable_vcs)
-    return choice.manager == "pip" and (
-        plan.settings.get("DEPLOYKEY_INSTALLER") == "pip" or editable
-    )
+    return choice is not None and choice.manager in ("pip", "pipenv", "uv")
 
 
 def seal_secrets(plan: Plan) -> list[bytes]:

@@ -26,13 +26,16 @@ git runs against a cached mirror, and before a tag or commit in it is believed w
 network, the seal must check against the mirror exactly as it is now: any added, removed, changed
 or linked entry, or a seal made with another key, and the mirror is discarded and fetched again.
 
-When the installer is pip (or Pipenv's pip), a mirror is partial: `clone --filter=blob:none`
+When the installer is pip (or Pipenv's pip) or uv, a mirror is partial: `clone --filter=blob:none`
 (every commit and tree, no file: what pip's own clone asks GitHub for), then, with the key, every
 file of the commits the install checks out, fetched by id (`_fill`). So the network and the cache
-grow with what was asked for, not with history. Shallow mirrors were measured and refused: uv's
-`git fetch` from a shallow repository rejects every ref (`shallow roots are not allowed to be
-updated`), and git 2.39's `clone --filter` from one loops in lazy fetches. uv, Poetry and
-submodules get full mirrors (a partial one is discarded for them): they fetch whole histories.
+grow with what was asked for, not with history. uv's fetch names no filter: the installer's git
+is told that each mirrored URL is a promisor remote with pip's filter (`Mirrors.promisors`), so
+uv asks the mirror for what pip asks for and takes each file it checks out from it by id.
+Shallow mirrors were measured and refused: uv's `git fetch` from a shallow repository rejects
+every ref (`shallow roots are not allowed to be updated`), and git 2.39's `clone --filter` from
+one loops in lazy fetches. Poetry (whose `git clone` takes no filter from config) and submodules
+get full mirrors (a partial one is discarded for them): they fetch whole histories.
 """
 
 from __future__ import annotations
@@ -123,8 +126,9 @@ class Fetcher:
     root: Path
     seal: SealKey | None = None  # None: no secret of the build's own, no cached mirror is used
     # Partial mirrors (history without its files, and every file of the commits the install
-    # checks out) when the installer is pip: it clones with `--filter=blob:none`. uv and Poetry
-    # fetch or clone whole histories, and `git submodule update` too: for them, full mirrors.
+    # checks out) when the installer is pip (it clones with `--filter=blob:none`) or uv (told
+    # to, see Mirrors.promisors). Poetry clones whole histories, and `git submodule update`
+    # too: for them, full mirrors.
     partial: bool = False
     notes: dict[Path, str] = field(default_factory=dict)  # fetched otherwise than asked, and why
     locks: dict[Path, threading.Lock] = field(default_factory=dict)
@@ -213,7 +217,7 @@ class Fetcher:
                 self.discard(path)
                 self.discarded.append((path, why))
             if path.is_dir() and (why := self._layout(path, req)) is not None:
-                self.discard(path)  # sealed and sound, but uv or Poetry would need its history
+                self.discard(path)  # sound, but Poetry or a submodule needs its history
                 self.discarded.append((path, why))
             if not path.is_dir():
                 result = self._clone(req, path)
@@ -283,8 +287,8 @@ class Fetcher:
         return self.partial and ".gitmodules" not in req.file
 
     def _layout(self, path: Path, req: GitRequirement) -> str | None:
-        """Why a sound mirror cannot serve this build: a partial one when the installer (uv,
-        Poetry) or `git submodule update` needs every file of the history. A full mirror serves
+        """Why a sound mirror cannot serve this build: a partial one when the installer
+        (Poetry) or `git submodule update` needs every file of the history. A full mirror serves
         every installer."""
         if is_partial(path) and not self._wants_partial(req):
             return PARTIAL_NOT_ENOUGH
@@ -803,6 +807,44 @@ class Mirrors:
                 entries.append((f"url.{target}.insteadOf", f"{scheme}://{host}/"))
         if self.submodules:
             entries.append(("protocol.file.allow", "always"))
+        return entries + self.promisors()
+
+    def promisors(self) -> list[tuple[str, str]]:
+        """Each repository's URLs made promisor remotes with pip's filter, so that uv's fetch of
+        a partial mirror asks for what pip's clone asks for, and takes the rest from the mirror
+        when it checks out. uv 0.13 runs `git init`, then `git fetch --force --update-head-ok
+        <url> +<commit>:refs/commit/<commit>`, then `clone --local` and `reset --hard <commit>`
+        (astral-sh/uv crates/uv-git/src/git.rs, fetch_with_cli, GitCheckout::clone_into): no
+        filter, so a partial mirror's upload-pack would need every file of the history, which
+        it cannot fetch ("lazy fetching disabled"). git 2.39 names the remote of `git fetch
+        <url>` by its URL (remote.c, remotes_remote_get_1); any `remote.<name>.promisor` makes
+        <name> a promisor remote (promisor-remote.c, promisor_remote_config; git-config(1)); a
+        fetch from one inherits its `partialclonefilter` (builtin/fetch.c,
+        fetch_one_setup_partial); and a missing object is then fetched by id from it (lazy
+        fetch), here from the mirror, through the same `insteadOf`: no network, and by id, so
+        index-pack checks every object against its name. (Seen with uv 0.13.9 under GIT_TRACE:
+        its `rev-parse <commit>^0` in the new database already fetches the commit that way, with
+        its history's commits and trees, and uv then skips its own fetch; `reset --hard` fetches
+        the commit's files.) The scp-like form is left out: uv
+        takes `git+ssh://` URLs only. A full mirror ignores the filter (upload-pack without
+        `uploadpack.allowFilter` sends everything), so every mirror gets these settings, and a
+        uv cache made partial stays served whatever the next build's mirror is.
+        A lazy fetch asks each promisor remote in turn, in the order read, until one has the
+        objects (promisor-remote.c, promisor_remote_get_direct): a wrong mirror costs a failed
+        fetch (about 6 ms here), so each repository's URL as the app wrote it (the one uv
+        fetches) comes first, then the other forms."""
+        written = [req.remote for req, _path in self.repositories]
+        others = [
+            name
+            for req, _path in self.repositories
+            for form in url_forms(req)
+            if "://" in form
+            for name in (form, form + ".git")
+        ]
+        entries: list[tuple[str, str]] = []
+        for name in dict.fromkeys(written + others):
+            entries.append((f"remote.{name}.promisor", "true"))
+            entries.append((f"remote.{name}.partialCloneFilter", FILTER))
         return entries
 
     def env(self) -> dict[str, str]:
@@ -828,7 +870,11 @@ def planted(git: str, fetched: Mirrors) -> UserError | None:
         env=run.child_env(),
         stdin=b"",
     )
-    ours = {(name[len("url.") : -len(".insteadOf")], form) for name, form in fetched.settings()}
+    ours = {
+        (name[len("url.") : -len(".insteadOf")], form)
+        for name, form in fetched.settings()
+        if name.startswith("url.")
+    }
     forms = [form for req, _ in fetched.repositories for form in url_forms(req)]
     records = listed.text.split("\0") if listed.ok else []
     for origin, entry in zip(records[0::2], records[1::2], strict=False):
