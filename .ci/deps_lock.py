@@ -6,7 +6,7 @@
 For each of pyproject.toml's dependencies, one version (the newest release within its range that
 has wheels, unless named) and the sha256 of every wheel PyPI has for it, from PyPI's JSON API
 (https://pypi.org/pypi/NAME/json: its releases; the per-version URL is not served by every proxy). No sdists: the bootstrap installs wheels only. The lock
-is in pip's --require-hashes format; lib/deploykey/bootstrap.py reads it too.
+is in pip's --require-hashes format; lib/deploykey/kit/bootstrap.py reads it too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ LOCK = KIT / "lib" / "deploykey" / "deps.lock"
 PYPI = "https://pypi.org/pypi"
 HEADER = """\
 # deploykey's own dependencies: one version of each (within pyproject.toml's ranges) and the
-# sha256 of every wheel PyPI has for it. lib/deploykey/bootstrap.py installs only these files
+# sha256 of every wheel PyPI has for it. lib/deploykey/kit/bootstrap.py installs only these files
 # (pip --require-hashes) and hashes them again before every import. Written by
 # `python3 .ci/deps_lock.py` (see there to pin another version); do not edit by hand.
 """

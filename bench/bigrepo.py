@@ -2,7 +2,7 @@
 
     python3 bench/bigrepo.py [--commits 30] [--size-mb 2]
 
-A local OpenSSH server (tests/gitserver.py, served as GitHub serves: protocol v2, partial clone and
+A local OpenSSH server (tests/support/gitserver.py, served as GitHub serves: protocol v2, partial clone and
 fetch by id allowed) holds acme/big: COMMITS commits that each replace a SIZE-MB random file, then
 a release that removes it and holds a small package, tagged v1.0 (the tree at the tag is small,
 the history is not). The server counts what its git-upload-pack sends. In one run, side by side:
@@ -37,8 +37,8 @@ sys.path.insert(0, str(KIT / "tests"))
 from build import offline_env, timed, wheelhouse  # noqa: E402 - bench/build.py
 
 from conftest import flit_package  # noqa: E402
-from gitserver import GIT_USER, GitServer, run_git, serve_as_github  # noqa: E402
-from installers import install_tools, venv_with_pip  # noqa: E402
+from support.gitserver import GIT_USER, GitServer, run_git, serve_as_github  # noqa: E402
+from support.installers import install_tools, venv_with_pip  # noqa: E402
 
 REPO = "acme/big"
 REQUIREMENT = "big @ git+ssh://git@github.com/acme/big.git@{tag}\n"

@@ -31,7 +31,7 @@ import sys, time
 began = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 sys.argv = sys.argv[1:]
-from deploykey import bootstrap
+from deploykey.kit import bootstrap
 bootstrap.check_python()
 bootstrap.ensure()
 ensured = time.perf_counter()

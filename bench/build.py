@@ -2,7 +2,7 @@
 
     python3 bench/build.py [--n 1 5 20] [--runs 3]
 
-A local OpenSSH server (tests/gitserver.py) serves N private packages, next to public ones (requests
+A local OpenSSH server (tests/support/gitserver.py) serves N private packages, next to public ones (requests
 and what it needs) from a local wheelhouse; the app needs all of them. Each run times, in order:
   (a) plain: the seeds' recipe, a hand-written ssh config and `pip install -r` in a fresh venv and a
       fresh HOME, as every Heroku build starts;
@@ -33,7 +33,7 @@ KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
 from conftest import KIT_PINS, download_wheels, flit_package  # noqa: E402
-from gitserver import GitServer  # noqa: E402
+from support.gitserver import GitServer  # noqa: E402
 
 PUBLIC = ("requests==2.32.3",)
 WHEELS = ("flit_core==3.9.0", "uv", *KIT_PINS, *PUBLIC)

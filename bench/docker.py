@@ -3,8 +3,8 @@
     python3 bench/docker.py [--n 3] [--runs 3]
 
 Needs what .ci/setup installs (Debian's docker.io, debootstrap); run as root. It starts its own
-dockerd (tests/engine.py: Engine 20.10 with BuildKit, private data root) and a local OpenSSH git
-server (tests/gitserver.py) with N private packages; the app needs them and `requests` (with its
+dockerd (tests/support/engine.py: Engine 20.10 with BuildKit, private data root) and a local OpenSSH git
+server (tests/support/gitserver.py) with N private packages; the app needs them and `requests` (with its
 dependencies), which both builds take from a wheelhouse in the build context instead of PyPI. Each
 build starts from an empty builder cache (`docker builder prune --all`; each run starts with the
 next build in turn) and times `docker build`:
@@ -41,9 +41,9 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
-import engine as engines  # noqa: E402
 from conftest import FLIT, KIT_PINS, download_wheels, flit_package  # noqa: E402
-from gitserver import GitServer  # noqa: E402
+from support import engine as engines  # noqa: E402
+from support.gitserver import GitServer  # noqa: E402
 
 PUBLIC = ("requests==2.32.3",)
 KIT_DEPS = (*KIT_PINS, "uv")

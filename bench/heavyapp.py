@@ -2,7 +2,7 @@
 
     python3 bench/heavyapp.py [--runs 3] [--cache DIR]
 
-The app of issue 23: one private package (served by tests/gitserver.py, a real sshd) plus numpy,
+The app of issue 23: one private package (served by tests/support/gitserver.py, a real sshd) plus numpy,
 pandas, scipy, Django, boto3 and requests (HEAVY), installed from a local wheelhouse (downloaded
 from PyPI once into --cache). Each run times, in order, as bench/build.py does (its Scenario):
   (a) plain pip: the seeds' recipe, a hand-written ssh config and `pip install -r` into a fresh
@@ -30,7 +30,7 @@ from pathlib import Path
 import build
 from build import Scenario, download_wheels
 
-from gitserver import GitServer
+from support.gitserver import GitServer
 
 # requests is in build.PUBLIC already; boto3's and pandas's own dependencies come with them.
 HEAVY = ("numpy==2.2.1", "pandas==2.2.3", "scipy==1.15.0", "django==5.1.4", "boto3==1.35.90")

@@ -2,14 +2,14 @@
 
     python3 bench/lockfiles.py [--n 1 5] [--runs 3] [--tools uv poetry]
 
-A local OpenSSH server (tests/gitserver.py) serves N private packages that build with no index
-(tests/installers.py); the app is a pyproject.toml naming them, locked by the tool itself (uv.lock,
+A local OpenSSH server (tests/support/gitserver.py) serves N private packages that build with no index
+(tests/support/installers.py); the app is a pyproject.toml naming them, locked by the tool itself (uv.lock,
 poetry.lock) through a hand-written ssh config, as a developer does. Each run times, in order:
   (a) by hand: the tool's locked install (`uv sync --locked`, `poetry sync --only main`) into a
       fresh project venv with a hand-written ssh config and an empty tool cache, as a fresh build;
   (b) deploykey cold: bin/compile (DEPLOYKEY_INSTALL=venv) with an empty CACHE_DIR;
   (c) deploykey warm: bin/compile again, a fresh checkout, the same CACHE_DIR.
-The tools are the pinned ones of tests/installers.py (uv 0.13.9, Poetry 2.5.1). Medians over the
+The tools are the pinned ones of tests/support/installers.py (uv 0.13.9, Poetry 2.5.1). Medians over the
 runs, and each one's ratio to (a) in the same run; then, for each cell, where deploykey's cold and
 warm builds spend their time (bench/heavyapp.py's `phases`: from each step header of bin/compile's
 output to the next, medians).
@@ -33,8 +33,8 @@ sys.path.insert(0, str(KIT / "tests"))
 
 from heavyapp import phases  # noqa: E402
 
-from gitserver import GitServer  # noqa: E402
-from installers import Tools, install_tools, noindex_package  # noqa: E402
+from support.gitserver import GitServer  # noqa: E402
+from support.installers import Tools, install_tools, noindex_package  # noqa: E402
 
 MANAGERS = {
     "uv": ("uv.lock", "uv lock", "uv sync --locked --no-default-groups --no-progress"),

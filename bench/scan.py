@@ -34,7 +34,8 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "lib"))
 
-from deploykey import keys, scan  # noqa: E402
+from deploykey.leak import scan  # noqa: E402
+from deploykey.secrets import keys  # noqa: E402
 
 WORDS = [
     "def",

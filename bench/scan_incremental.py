@@ -25,7 +25,8 @@ sys.path.insert(0, str(KIT / "bench"))
 
 from scan import build_tree, new_key, options, plant  # noqa: E402
 
-from deploykey import build, scan  # noqa: E402
+from deploykey import build  # noqa: E402
+from deploykey.leak import scan  # noqa: E402
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """The main job, end to end on one machine: build examples/app as Heroku would, with a deploy key.
 
-1. Start a local OpenSSH server that serves git like GitHub (tests/gitserver.py), holding
+1. Start a local OpenSSH server that serves git like GitHub (tests/support/gitserver.py), holding
    examples/private-utils as acme/private-utils, tag v1.0.
 2. Generate a deploy key (never stored anywhere but a temp dir) and grant it that one repository.
 3. Lay out a Heroku build: BUILD_DIR (a copy of examples/app plus a deploykey.yml that points
@@ -23,7 +23,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(KIT / "tests"))
 
-from gitserver import GitServer  # noqa: E402
+from support.gitserver import GitServer  # noqa: E402
 
 
 def say(text: str) -> None:

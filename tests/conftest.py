@@ -27,12 +27,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest.register_assert_rewrite("support")
 
-import engine as engines  # noqa: E402
-from deploykey.bootstrap import pins  # noqa: E402
-from githubapi import GitHubAPI, GitHubGit, Token, make_app_key  # noqa: E402
-from gitserver import GitServer  # noqa: E402
-from nonroot import NonRoot, kit_deps, public_dir  # noqa: E402
+from deploykey.kit.bootstrap import pins  # noqa: E402
+from support import engine as engines  # noqa: E402
+from support.githubapi import GitHubAPI, GitHubGit, Token, make_app_key  # noqa: E402
+from support.gitserver import GitServer  # noqa: E402
+from support.nonroot import NonRoot, kit_deps, public_dir  # noqa: E402
 
 KIT = Path(__file__).resolve().parents[1]
 BIN = KIT / "bin"
@@ -420,7 +421,7 @@ ANY_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-
 
 def key_fragments(key_text: str) -> list[bytes]:
     """What a copy of the key would contain: its body lines (after the first, which is header and
-    public key) and a run of its base64 encoding. Computed here, independently of deploykey.scan."""
+    public key) and a run of its base64 encoding. Computed here, independently of deploykey.leak.scan."""
     lines = [line for line in key_text.strip().splitlines() if not line.startswith("-----")]
     fragments = [line.encode() for line in lines[1:] if len(line) >= 40]
     encoded = base64.b64encode(key_text.encode())
@@ -590,7 +591,7 @@ def image_members(layers: list[bytes], config: object, docker: bool) -> dict[str
     return members
 
 
-# ---------------------------------------------------------------- a GitHub App (tests/githubapi.py)
+# ---------------------------------------------------------------- a GitHub App (tests/support/githubapi.py)
 
 
 APP_ID = 424242

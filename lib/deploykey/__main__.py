@@ -8,7 +8,7 @@ import sys
 
 
 def entry() -> None:
-    from deploykey import bootstrap
+    from deploykey.kit import bootstrap
 
     bootstrap.check_python()
     command = sys.argv[1] if len(sys.argv) > 1 else ""

@@ -16,35 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykey import (
-    access,
-    credentials,
-    doctor,
-    githubapp,
-    hosts,
-    install,
-    installer,
-    keydir,
-    keys,
-    mirrors,
-    output,
-    permissions,
-    run,
-    scan,
-    sshconfig,
-    trust,
-)
-from deploykey.access import Access
-from deploykey.config import HostConfig, Settings
-from deploykey.credentials import Token
-from deploykey.errors import UserError
-from deploykey.install import Target
-from deploykey.installer import Choice
-from deploykey.keys import Key
-from deploykey.mirrors import Mirrors
-from deploykey.requirements import GitRequirement, Requirements
-from deploykey.scrub import Cleanup
-from deploykey.sources import EnvSource
+from deploykey.core import output, permissions, run, trust
+from deploykey.core.errors import UserError
+from deploykey.core.sources import EnvSource
+from deploykey.fetch import access, doctor, mirrors
+from deploykey.fetch.access import Access
+from deploykey.fetch.mirrors import Mirrors
+from deploykey.installers import install, installer
+from deploykey.installers.install import Target
+from deploykey.installers.installer import Choice
+from deploykey.leak import scan
+from deploykey.leak.scrub import Cleanup
+from deploykey.manifests.requirements import GitRequirement, Requirements
+from deploykey.secrets import credentials, githubapp, hosts, keydir, keys, sshconfig
+from deploykey.secrets.config import HostConfig, Settings
+from deploykey.secrets.credentials import Token
+from deploykey.secrets.keys import Key
 
 KEY_NAME = "DEPLOY_KEY"
 DEFAULT_HOSTS = ("github.com", "gitlab.com", "bitbucket.org")
@@ -110,7 +97,8 @@ def read_keys(
 def read_requirements(app_dir: Path, settings: Settings) -> tuple[Path, Requirements]:
     """The requirements file to install (DEPLOYKEY_REQUIREMENTS), and the private git dependencies
     of every manifest and lockfile the app has, that file included (see manifests/)."""
-    from deploykey import manifests, requirements
+    from deploykey import manifests
+    from deploykey.manifests import requirements
 
     name = settings.get("DEPLOYKEY_REQUIREMENTS")
     path = app_dir / name
@@ -338,7 +326,7 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
     """Phase 1, with the keys: open access, fetch every private repository the app needs (and what
     their fetched commits name in turn) into mirrors under `root`. Phase 2: remove the keys,
     always, also on failure or a signal: nothing that runs after this can read them."""
-    from deploykey import scrub
+    from deploykey.leak import scrub
 
     cleanup = Cleanup()
     key_dir: Path | None = None
@@ -572,7 +560,7 @@ def install_cycle(
     fetch (kept_first)."""
     import tempfile
 
-    from deploykey import scrub
+    from deploykey.leak import scrub
 
     cleanup = Cleanup()
     failure: BaseException | None = None
@@ -706,7 +694,7 @@ def pip_env(plan: Plan, fetched: Mirrors, ca_bundle: Path | None = None) -> dict
     """The installer's environment: the allow-list, the user's PIP_*/UV_*/POETRY_*/PIPENV_* config
     vars, the git settings that send the private URLs to the mirrors, and the trusted CAs in the
     form each installer reads (trust.py). No key, no ssh command, no token."""
-    from deploykey.childenv import INSTALLER_PREFIXES, child_env
+    from deploykey.core.childenv import INSTALLER_PREFIXES, child_env
 
     extra = {
         name: value.decode("utf-8", "replace").strip()

@@ -17,19 +17,20 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from deploykey import __version__, errors, output
-from deploykey.errors import EXIT_BUG, EXIT_USAGE, PLATFORMS, Interrupted, UserError
+from deploykey import __version__
+from deploykey.core import errors, output
+from deploykey.core.errors import EXIT_BUG, EXIT_USAGE, PLATFORMS, Interrupted, UserError
 
 
 def _detect(args: argparse.Namespace) -> int:
     """Both platforms. A CNB lifecycle sets CNB_* variables and passes PLATFORM_DIR PLAN_PATH;
     Heroku passes BUILD_DIR and no CNB_* variable. The variables decide, not the count."""
-    from deploykey import cnb
+    from deploykey.platforms import cnb
 
     if cnb.under_lifecycle():
         errors.use(PLATFORMS["cnb"])
         return cnb.detect(args.arguments)
-    from deploykey import heroku
+    from deploykey.platforms import heroku
 
     errors.use(PLATFORMS["heroku"])
     if len(args.arguments) != 1:
@@ -43,27 +44,28 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from deploykey import cnb
+    from deploykey.platforms import cnb
 
     errors.use(PLATFORMS["cnb"])
     return cnb.build_step(args.arguments)
 
 
 def _cnb_scan(_args: argparse.Namespace) -> int:
-    from deploykey import cnb
+    from deploykey.platforms import cnb
 
     errors.use(PLATFORMS["cnb"])
     return cnb.scan_step()
 
 
 def _scan_buildpack(args: argparse.Namespace) -> int:
-    from deploykey import kitfile
+    from deploykey.kit import kitfile
 
     return kitfile.write_scan_buildpack(args.directory)
 
 
 def _pyz(args: argparse.Namespace) -> int:
-    from deploykey import kitfile, output
+    from deploykey.core import output
+    from deploykey.kit import kitfile
 
     kitfile.write_pyz(Path(args.path))
     output.detail(f"wrote {args.path}: run it with `python3 {args.path} COMMAND`")
@@ -71,7 +73,7 @@ def _pyz(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from deploykey import docker
+    from deploykey.platforms import docker
 
     errors.use(docker.platform(ci=False))
     return docker.install_command(
@@ -88,7 +90,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from deploykey import docker
+    from deploykey.platforms import docker
 
     errors.use(docker.platform(ci=False))
     return docker.fetch_command(
@@ -101,7 +103,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from deploykey import docker
+    from deploykey.platforms import docker
 
     errors.use(docker.platform(ci=True))
     if not args.shell:
@@ -115,14 +117,14 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from deploykey import docker
+    from deploykey.platforms import docker
 
     errors.use(docker.platform(ci=True))
     return docker.cleanup_command(tuple(args.paths), args.shell, args.env_dir, tuple(args.key_file))
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from deploykey import docker
+    from deploykey.platforms import docker
 
     errors.use(docker.platform(ci=False))
     return docker.scan_command(
@@ -135,7 +137,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _scan_image(args: argparse.Namespace) -> int:
-    from deploykey import docker
+    from deploykey.platforms import docker
 
     errors.use(docker.platform(ci=False))
     return docker.scan_image_command(args.archive, args.env_dir, tuple(args.key_file))
@@ -157,42 +159,42 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from deploykey import heroku
+    from deploykey.platforms import heroku
 
     errors.use(heroku.platform(args.env_dir, args.dry_run))
     return heroku.compile(args.build_dir, args.cache_dir, args.env_dir, dry_run=args.dry_run)
 
 
 def _release(args: argparse.Namespace) -> int:
-    from deploykey import heroku
+    from deploykey.platforms import heroku
 
     errors.use(PLATFORMS["heroku"])
     return heroku.release(args.build_dir)
 
 
 def _pre_compile(_args: argparse.Namespace) -> int:
-    from deploykey import apphooks
+    from deploykey.platforms import apphooks
 
     errors.use(PLATFORMS["heroku"])
     return apphooks.pre_compile()
 
 
 def _post_compile(_args: argparse.Namespace) -> int:
-    from deploykey import apphooks
+    from deploykey.platforms import apphooks
 
     errors.use(PLATFORMS["heroku"])
     return apphooks.post_compile()
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from deploykey import local
+    from deploykey.platforms import local
 
     errors.use(errors.local(local.env_source(args.app_dir, args.env_dir)))
     return local.doctor(args.app_dir, args.env_dir)
 
 
 def _hooks(args: argparse.Namespace) -> int:
-    from deploykey import apphooks
+    from deploykey.platforms import apphooks
 
     return apphooks.write_hooks(args.app_dir, post_only=args.post_compile_only)
 

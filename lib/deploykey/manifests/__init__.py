@@ -3,7 +3,7 @@
 One module per format, each with `NAMES` (the file names or globs it reads), `read(app_dir, path)`
 and `parse(label, text)`, in the plain registry `READERS` (as pre-commit's `languages/`):
 
-    requirements_txt  requirements*.txt, requirements/*.txt, *.in   (deploykey.requirements)
+    requirements_txt  requirements*.txt, requirements/*.txt, *.in   (deploykey.manifests.requirements)
     setup_cfg         setup.cfg
     pyproject         pyproject.toml
     pipfile           Pipfile, Pipfile.lock
@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from deploykey.errors import UserError
+from deploykey.core.errors import UserError
 from deploykey.manifests import (
     pipfile,
     poetry_lock,
@@ -31,7 +31,7 @@ from deploykey.manifests import (
     setup_cfg,
     uv_lock,
 )
-from deploykey.requirements import GitRequirement, Requirements
+from deploykey.manifests.requirements import GitRequirement, Requirements
 
 
 class Reader(Protocol):

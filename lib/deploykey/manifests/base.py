@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from deploykey import requirements
-from deploykey.errors import UserError
-from deploykey.requirements import GitRequirement, Requirements
+from deploykey.core.errors import UserError
+from deploykey.manifests import requirements
+from deploykey.manifests.requirements import GitRequirement, Requirements
 
 # The URL forms uv, Poetry, Pipenv and PEP 751 write in a `git =` / `url =` value: `ssh://`,
 # `git+ssh://`, `https://` (and `git+https://`), and git's scp-like `user@host:path`, which Poetry

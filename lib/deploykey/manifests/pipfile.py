@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykey.manifests import base
-from deploykey.requirements import Requirements
+from deploykey.manifests.requirements import Requirements
 
 NAMES = ("Pipfile", "Pipfile.lock")
 

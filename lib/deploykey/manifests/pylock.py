@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykey.manifests import base
-from deploykey.requirements import Requirements
+from deploykey.manifests.requirements import Requirements
 
 NAMES = ("pylock.toml", "pylock.*.toml")
 

@@ -1,12 +1,11 @@
-"""requirements*.txt and pip-tools' .in files, read by `deploykey.requirements` as pip does."""
+"""requirements*.txt and pip-tools' .in files, read by `deploykey.manifests.requirements` as pip does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploykey import requirements
-from deploykey.manifests import base
-from deploykey.requirements import Requirements
+from deploykey.manifests import base, requirements
+from deploykey.manifests.requirements import Requirements
 
 NAMES = requirements.DETECT_GLOBS
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-from deploykey.errors import UserError
+from deploykey.core.errors import UserError
 from deploykey.manifests import base
-from deploykey.requirements import Requirements
+from deploykey.manifests.requirements import Requirements
 
 NAMES = ("setup.cfg",)
 

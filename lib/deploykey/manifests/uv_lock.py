@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from deploykey.errors import UserError
+from deploykey.core.errors import UserError
 from deploykey.manifests import base
-from deploykey.requirements import Requirements
+from deploykey.manifests.requirements import Requirements
 
 NAMES = ("uv.lock",)
 REFS = ("tag", "branch", "rev")

@@ -1,0 +1,83 @@
+"""The next build's fetch runs no program build code could have put on PATH.
+
+A CI runner or a laptop keeps the build user's HOME, and PATH often starts with a directory in it
+(`~/.local/bin`, `~/bin`): build N's code writes a `git`, `ssh`, `sh` or `ssh-add` there, and build
+N+1's fetch, the one step with a key, would run it. The tools deploykey runs with a secret are
+looked up only in the directories of PATH this user cannot write (nor swap: a writable parent).
+As root nothing can be told apart (root writes every directory): SECURITY.md says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import GeneratedKey, files_with_key
+from support.app_dirs import app_dir, own_key
+from support.gitserver import GitServer
+from support.nonroot import PATH, NonRoot
+
+# Each one records that it ran, then does what the real one does, so that the build would succeed.
+PLANTED = ("git", "ssh", "ssh-add", "ssh-agent", "ssh-keygen", "openssl", "sh", "tr", "dirname")
+
+
+def plant(nonroot: NonRoot, bin_dir: Path, marker: Path) -> None:
+    for name in PLANTED:
+        real = next(
+            str(Path(entry) / name) for entry in PATH.split(":") if (Path(entry) / name).exists()
+        )
+        nonroot.write(
+            str((bin_dir / name).relative_to(nonroot.root)),
+            f'#!/bin/dash\necho {name} >> {marker}\nexec {real} "$@"\n'.encode(),
+            owner=nonroot.uid,
+            mode=0o755,
+        )
+
+
+def test_tools_planted_on_a_writable_path_never_run_with_the_key(
+    nonroot: NonRoot, git_server: GitServer, utils_key: GeneratedKey
+) -> None:
+    """Build N left programs in `~/.local/bin`, first on PATH (as pip's `--user` scripts are);
+    build N+1's `deploykey fetch` runs none of them, and fetches with the system's tools."""
+    key = own_key(nonroot, utils_key)
+    cache = nonroot.mkdir("cache", owner=nonroot.uid)
+    app = app_dir(nonroot, git_server)
+    env = nonroot.environ()
+    bin_dir = nonroot.mkdir("home/.local/bin", owner=nonroot.uid)
+    marker = nonroot.root / "home" / "ran"
+    plant(nonroot, bin_dir, marker)
+    env["PATH"] = f"{bin_dir}:{PATH}"
+    result = nonroot.run(
+        "fetch", "--key-file", str(key), "--cache-dir", str(cache), cwd=app, env=env
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert not marker.exists(), marker.read_text()
+    assert files_with_key([cache, app, nonroot.root / "home"], utils_key.text) == []
+
+
+def test_a_tool_found_only_where_build_code_can_write_is_refused(
+    nonroot: NonRoot, git_server: GitServer, utils_key: GeneratedKey
+) -> None:
+    """With git found only in a directory the build user can write, the fetch does not run it:
+    it says where git was found and why it is not used."""
+    key = own_key(nonroot, utils_key)
+    cache = nonroot.mkdir("cache", owner=nonroot.uid)
+    app = app_dir(nonroot, git_server)
+    bin_dir = nonroot.mkdir("home/bin", owner=nonroot.uid)
+    os.symlink("/usr/bin/git", bin_dir / "git")
+    # Every other program of the system, from a directory only root writes.
+    system = nonroot.mkdir("system-bin")
+    for program in Path("/usr/bin").iterdir():
+        if program.name != "git":
+            os.symlink(program, system / program.name)
+    env = nonroot.environ()
+    env["PATH"] = f"{bin_dir}:{system}"
+    result = nonroot.run(
+        "fetch", "--key-file", str(key), "--cache-dir", str(cache), cwd=app, env=env
+    )
+    err = result.stderr
+    assert result.returncode == 1, result.stdout + err
+    assert f" !     `git` is only in {bin_dir}, which nobody (uid {nonroot.uid}) can write" in err
+    assert "(tool::writable: README.md#tool-writable)" in err
+    assert "Traceback" not in err
