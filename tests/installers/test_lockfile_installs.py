@@ -418,5 +418,15 @@ def test_a_uv_lockfile_app_gets_a_partial_mirror_and_a_warm_build_sends_nothing(
     build.set_key(key.text)
     result = run_compile(build, env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "(in the mirror, no network)" in result.stdout
+    assert "-----> Restoring" in result.stdout  # the kept environment: no fetch at all
     assert server.sent(HISTORY) - before == cold  # the warm build: not one byte
+    # Without the kept environment, uv installs again from the partial mirror it left.
+    [kept] = build.cache.glob("**/deploykey/venvs")
+    shutil.rmtree(kept)
+    shutil.rmtree(build.app / ".venv")
+    build.set_key(key.text)
+    result = run_compile(build, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "-----> Restoring" not in result.stdout
+    assert "(in the mirror, no network)" in result.stdout
+    assert server.sent(HISTORY) - before == cold
