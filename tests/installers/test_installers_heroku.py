@@ -200,7 +200,9 @@ def test_app_hooks_failed_install(
     mirror = f"file://{build.cache}/deploykey/mirrors/github.com/{REPO}"
     settings = [line.strip() for line in block[1:-1]]
     assert any(line.startswith(f'[url "{mirror}') for line in settings), left
-    assert all(line.startswith(("[url ", "insteadOf = ", "#")) for line in settings if line), left
+    # The mirror rules, and each mirrored URL as a promisor remote (mirrors.Mirrors.promisors).
+    ours = ("[url ", "insteadOf = ", "[remote ", "promisor = ", "partialCloneFilter = ", "#")
+    assert all(line.startswith(ours) for line in settings if line), left
 
     # The next build: a fresh checkout and config vars, the same cache and HOME. Its pre_compile
     # takes the block out before anything else, and post_compile leaves .gitconfig as it was.
