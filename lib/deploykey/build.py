@@ -15,12 +15,12 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploykey.core import output, permissions, run, trust
 from deploykey.core.errors import UserError
 from deploykey.core.sources import EnvSource
-from deploykey.fetch import access, doctor, mirrors
-from deploykey.fetch.access import Access
+from deploykey.fetch import mirrors
 from deploykey.fetch.mirrors import Mirrors
 from deploykey.installers import install, installer
 from deploykey.installers.install import Target
@@ -28,10 +28,17 @@ from deploykey.installers.installer import Choice
 from deploykey.leak import scan
 from deploykey.leak.scrub import Cleanup
 from deploykey.manifests.requirements import GitRequirement, Requirements
-from deploykey.secrets import credentials, githubapp, hosts, keydir, keys, sshconfig
+from deploykey.secrets import credentials, githubapp, hosts, keydir, keys
 from deploykey.secrets.config import HostConfig, Settings
 from deploykey.secrets.credentials import Token
 from deploykey.secrets.keys import Key
+
+if TYPE_CHECKING:
+    # Imported where the fetch, the doctor and a dry run's plan use them: a warm build that
+    # restores its kept environment fetches nothing, and importing them (the ssh agent, routing,
+    # ssh config, socket) was 12-17 ms of its start-up (python3 -X importtime).
+    from deploykey.fetch import doctor
+    from deploykey.fetch.access import Access
 
 KEY_NAME = "DEPLOY_KEY"
 DEFAULT_HOSTS = ("github.com", "gitlab.com", "bitbucket.org")
@@ -238,6 +245,8 @@ def plan(
 
 def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -> None:
     """What a real run would do, with the files it would write (the checks follow)."""
+    from deploykey.secrets import sshconfig
+
     chosen = keydir.where(plan.outside)
     placeholder = chosen.path.with_name(keydir.PREFIX + "XXXXXXXX")
     output.step("Plan")
@@ -297,6 +306,8 @@ def show_plan(plan: Plan, steps: Sequence[str], kit_cache: Path | None = None) -
 def open_access(plan: Plan, cleanup: Cleanup, directory: keydir.KeyDir | None = None) -> Access:
     """The key dir (a new temp dir, or the one given), and the routes learnt from each key's
     greeting; `cleanup` removes it."""
+    from deploykey.fetch import access
+
     if directory is None:
         for stale, reason in keydir.sweep():
             output.detail(f"removed {stale}, {reason}")
@@ -326,6 +337,7 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
     """Phase 1, with the keys: open access, fetch every private repository the app needs (and what
     their fetched commits name in turn) into mirrors under `root`. Phase 2: remove the keys,
     always, also on failure or a signal: nothing that runs after this can read them."""
+    from deploykey.fetch import doctor
     from deploykey.leak import scrub
 
     cleanup = Cleanup()
@@ -470,6 +482,8 @@ def write_record(
 ) -> Path:
     """What the fetch left in the cache, for an install that runs later without the keys (a
     second Docker RUN, with no secret mounted): the mirrors, the pins, and what they are for."""
+    from deploykey.fetch import doctor
+
     record = {
         "wanted": _wanted(plan),
         "root": str(fetched.root),
@@ -580,6 +594,8 @@ def install_cycle(
             if kept is not None:  # nothing to fetch: the environment is restored
                 fetched, pinned = kept, []
             elif recorded is None:
+                from deploykey.fetch import doctor
+
                 fetched, findings = fetch(plan, cache / mirrors.DIR)
                 pinned = doctor.pins(findings)
             else:  # fetched by an earlier step (`deploykey fetch`): no key here at all

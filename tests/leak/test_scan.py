@@ -585,6 +585,7 @@ def test_every_batch_of_files_is_searched_by_every_process(
     import os
 
     monkeypatch.setattr(scan, "BATCH", 1)
+    monkeypatch.setattr(scan, "FORK_FROM", 0)  # forked copies for a few names too
     key = make_key(keys_dir)
     tree = tmp_path / "tree"
     leaks = {f"m{index}.py" for index in (3, 17, 39)}
@@ -603,6 +604,29 @@ def test_every_batch_of_files_is_searched_by_every_process(
     assert {Path(hit.path).name for hit in again.hits} == leaks
 
 
+def test_a_few_files_are_searched_without_forking(tmp_path: Path, keys_dir: Path) -> None:
+    """Up to FORK_FROM names are searched in this process alone (a forked copy costs more than
+    it takes over); more are shared with forked copies. Both find the same leak."""
+    import os
+
+    key = make_key(keys_dir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for index in range(scan.FORK_FROM + 1):
+        (tree / f"m{index}.py").write_text(key.text if index == 7 else f"module {index}\n")
+    shared = scan.scan([tree], [load(key)])
+    assert shared.processes == min(scan.PROCESSES, len(os.sched_getaffinity(0)))
+    assert shared.processes > 1, "this test needs a machine with 2 CPUs or more"
+    (tree / "m0.py").unlink()
+    alone = scan.scan([tree], [load(key)])
+    assert alone.processes == 1
+    assert alone.files == scan.FORK_FROM
+    assert [Path(hit.path).name for hit in alone.hits] == [
+        Path(hit.path).name for hit in shared.hits
+    ]
+    assert [Path(hit.path).name for hit in alone.hits] == ["m7.py"]
+
+
 def test_the_needles_never_leave_the_scans_processes(
     tmp_path: Path, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -612,6 +636,7 @@ def test_the_needles_never_leave_the_scans_processes(
     import builtins
 
     monkeypatch.setattr(scan, "BATCH", 1)  # every forked copy searches some of the files
+    monkeypatch.setattr(scan, "FORK_FROM", 0)  # forked copies for a few names too
     key = make_key(keys_dir)
     loaded = load(key)
     tree = tmp_path / "tree"
@@ -662,6 +687,7 @@ def test_a_failed_process_fails_the_scan(
         search_batch(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(scan, "BATCH", 1)
+    monkeypatch.setattr(scan, "FORK_FROM", 0)  # forked copies for a few names too
     monkeypatch.setattr(scan, "_search_batch", failing_in_copies)
     key = make_key(keys_dir)
     tree = tmp_path / "tree"

@@ -509,6 +509,7 @@ def test_every_name_of_a_file_goes_to_the_process_that_reads_it(
     list them) are still one unit of work, so each file is read once and its other names
     compared with what was read."""
     monkeypatch.setattr(scan, "BATCH", 1)
+    monkeypatch.setattr(scan, "FORK_FROM", 0)  # forked copies for a few names too
     key = load(make_key(keys_dir))
     record = record_for(key, tree.parent / "cache")
     links = tree.parent / "cache" / "uv-cache"

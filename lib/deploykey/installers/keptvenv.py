@@ -59,8 +59,10 @@ CA_FILES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO")
 # test guesses of a password the settings hold (PIP_INDEX_URL=https://user:password@host/...,
 # UV_INDEX_<NAME>_PASSWORD, POETRY_HTTP_BASIC_<NAME>_PASSWORD). A credential changes no byte of
 # what a lockfile installs (versions and hashes are locked), so it is left out: a URL's userinfo,
-# and the value of a setting whose name says it holds one.
-USERINFO = re.compile(rb"(?<=://)[^/@\s]*@")
+# and the value of a setting whose name says it holds one. Matched with its `://` and put back
+# (no look-behind, which tries every byte: 1.5 ms for the 220 kB system CA bundle, hashed for
+# SSL_CERT_FILE, REQUESTS_CA_BUNDLE and GIT_SSL_CAINFO; with the literal, 0.06 ms, the same bytes).
+USERINFO = re.compile(rb"://[^/@\s]*@")
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|AUTH|CREDENTIAL|KEY", re.IGNORECASE)
 
 
@@ -177,6 +179,15 @@ def of(
             output.detail(f"{where} is not kept for the next build: {why}")
         return None
     home = Path(env.get("HOME", "/nonexistent"))
+    named = (
+        [(lockfile.name, lockfile)]
+        + [(name, app_dir / name) for name in APP_FILES]
+        + [(f"~/{name}", home / name) for name in HOME_FILES]
+        + [(name, Path(name)) for name in SYSTEM_FILES]
+        + [(f"${name}", Path(env[name])) for name in CA_FILES if name in env]
+    )
+    # Each file read once: the three CA settings name the same bundle.
+    digests = {path: _digest(path) for path in dict.fromkeys(path for _label, path in named)}
     # Not where it is made: a restore moves it (_move). The tool's settings name it (VIRTUAL_ENV,
     # UV_PROJECT_ENVIRONMENT, PATH): as a placeholder.
     here = str(where)
@@ -191,14 +202,7 @@ def of(
         # os.uname().machine is what platform.machine() returns on Linux (and 2 ms less to import)
         "python": [sys.executable, sys.version, os.uname().machine, _stat(Path(sys.executable))],
         "tool": _tool(installer),
-        "files": {
-            label: _digest(path)
-            for label, path in [(lockfile.name, lockfile)]
-            + [(name, app_dir / name) for name in APP_FILES]
-            + [(f"~/{name}", home / name) for name in HOME_FILES]
-            + [(name, Path(name)) for name in SYSTEM_FILES]
-            + [(f"${name}", Path(env[name])) for name in CA_FILES if name in env]
-        },
+        "files": {label: digests[path] for label, path in named},
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return Kept(installer.cache / DIR, digest, installer.shown)
@@ -256,7 +260,7 @@ def _stat(path: Path) -> list[int] | None:
 
 def _public(value: str) -> str:
     """A setting without the userinfo of the URLs it holds."""
-    return USERINFO.sub(b"", value.encode("utf-8", "surrogateescape")).decode(
+    return USERINFO.sub(b"://", value.encode("utf-8", "surrogateescape")).decode(
         "utf-8", "surrogateescape"
     )
 
@@ -264,7 +268,7 @@ def _public(value: str) -> str:
 def _digest(path: Path) -> str | None:
     """The file's sha256, without the userinfo of the URLs in it (pip.conf's index-url)."""
     try:
-        return hashlib.sha256(USERINFO.sub(b"", path.read_bytes())).hexdigest()
+        return hashlib.sha256(USERINFO.sub(b"://", path.read_bytes())).hexdigest()
     except OSError:
         return None
 
