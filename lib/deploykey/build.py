@@ -388,7 +388,8 @@ def partial_ok(plan: Plan) -> bool:
     (`Mirrors.promisors`). Poetry's system git client runs `git clone --recurse-submodules --
     <url>` (python-poetry/poetry src/poetry/vcs/git/system.py, SystemGit.clone), which takes no
     filter from config (git 2.39 builtin/clone.c: `--filter` only) and needs every file of the
-    history: Poetry, and an installer not known here, get full mirrors."""
+    history from a partial mirror: Poetry gets a shallow one (`shallow_ok`), and an installer
+    not known here a full one."""
     choice = plan.choice
     return choice is not None and choice.manager in ("pip", "pipenv", "uv")
 

@@ -34,8 +34,10 @@ is told that each mirrored URL is a promisor remote with pip's filter (`Mirrors.
 uv asks the mirror for what pip asks for and takes each file it checks out from it by id.
 Shallow mirrors were measured and refused: uv's `git fetch` from a shallow repository rejects
 every ref (`shallow roots are not allowed to be updated`), and git 2.39's `clone --filter` from
-one loops in lazy fetches. Poetry (whose `git clone` takes no filter from config) and submodules
-get full mirrors (a partial one is discarded for them): they fetch whole histories.
+one loops in lazy fetches. Poetry, whose `git clone` takes no filter from config, gets a shallow
+mirror instead: `clone --depth=1`, then `fetch --depth=1` of the commit asked for (see
+`Fetcher._shallow_fetch`); a clone of it is shallow and checks that commit out. Submodules get full
+mirrors (a partial or shallow one is discarded for them): `git submodule update` fetches histories.
 """
 
 from __future__ import annotations
@@ -128,8 +130,7 @@ class Fetcher:
     seal: SealKey | None = None  # None: no secret of the build's own, no cached mirror is used
     # Partial mirrors (history without its files, and every file of the commits the install
     # checks out) when the installer is pip (it clones with `--filter=blob:none`) or uv (told
-    # to, see Mirrors.promisors). Poetry clones whole histories, and `git submodule update`
-    # too: for them, full mirrors.
+    # to, see Mirrors.promisors). `git submodule update` fetches whole histories: full mirrors.
     partial: bool = False
     # Shallow mirrors (the commits asked for, each with its whole tree, no history behind it)
     # when the installer is Poetry: its `git clone` of a shallow mirror is shallow too, and its
@@ -296,8 +297,9 @@ class Fetcher:
 
     def _layout(self, path: Path, req: GitRequirement) -> str | None:
         """Why a sound mirror cannot serve this build: a partial one when the installer
-        (Poetry) or `git submodule update` needs every file of the history. A full mirror serves
-        every installer."""
+        (Poetry) or `git submodule update` needs every file of the history; a shallow one when
+        the installer is not Poetry (uv's fetch refuses it, pip's filtered clone of it loops) or
+        a submodule needs history. A full mirror serves every installer."""
         if is_partial(path) and not self._wants_partial(req):
             return PARTIAL_NOT_ENOUGH
         if is_shallow(path) and not self._wants_shallow(req):
