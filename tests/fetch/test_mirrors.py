@@ -615,6 +615,10 @@ def test_a_shallow_mirror_holds_the_commits_asked_for_and_serves_poetrys_clone(
     again, _ = shallow_fetcher(tmp_path, key)
     assert again.needs_network(later) and again.fetch(later).network
     assert again.discarded == [] and newest in objects(path) and blob[1] in objects(path)
+    # A branch by name (asked again every build): kept under its own name, from FETCH_HEAD.
+    branch = requirement("ssh://git@github.com/acme/private-upstream.git@main")
+    assert again.needs_network(branch) and again.fetch(branch).result.ok
+    assert git("--git-dir", str(path), "rev-parse", "refs/heads/main").strip() == newest
     assert mirrors.check_seal(path, key) is None
 
 
