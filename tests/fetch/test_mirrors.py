@@ -692,3 +692,14 @@ def test_a_changed_shallow_mirror_is_discarded_and_fetched_again(
     assert git("--git-dir", str(path), "rev-parse", "v1.0^{commit}").strip() == host
     assert (path / "shallow").read_text() == before
     assert mirrors.check_seal(path, key) is None
+
+
+def test_a_short_commit_id_gets_a_full_mirror_and_says_so(tmp_path: Path) -> None:
+    """A host serves a commit by its full id only: a short one is fetched in full, as before."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    fetcher, upstream = shallow_fetcher(tmp_path, key)
+    short = git("--git-dir", str(upstream), "rev-parse", "--short", "v2.0^{commit}").strip()
+    fetched = fetcher.fetch(requirement(f"ssh://git@github.com/acme/private-upstream.git@{short}"))
+    assert fetched.result.ok and f"{short} could not be fetched by itself" in fetched.note
+    assert not mirrors.is_shallow(fetched.path) and objects(fetched.path) == objects(upstream)
+    assert mirrors.check_seal(fetched.path, key) is None

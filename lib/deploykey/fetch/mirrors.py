@@ -232,6 +232,8 @@ class Fetcher:
                 result = run.Result(("git", "cat-file", "-e", str(wanted(req))), 0, ())
             elif is_shallow(path):
                 result = self._shallow_fetch(req, path)
+                if not result.ok:
+                    result = self._in_full(req, path)
             else:
                 result = run.run(
                     sealedgit.argv(
@@ -430,7 +432,19 @@ class Fetcher:
         partial.rename(path)
         if shallow_clone and not _settled(self.git, path, req):
             result = self._shallow_fetch(req, path)
+            if not result.ok:
+                result = self._in_full(req, path)
         return result
+
+    def _in_full(self, req: GitRequirement, path: Path) -> run.Result:
+        """A shallow mirror that could not get what was asked for by itself (a short commit id:
+        a host serves a commit by its full id only) is cloned in full, as before shallow
+        mirrors: a full mirror serves Poetry too, and a real failure (the host, the key) fails
+        the full clone the same way."""
+        self.discard(path)
+        with self.guard:
+            self.notes[path] = SHALLOW_IN_FULL.format(name=wanted(req) or "HEAD")
+        return self._clone(req, path, full=True)
 
     def discard(self, path: Path) -> None:
         """Removes a mirror that may not be used, and its seal; a link (at its place or above it,
@@ -461,6 +475,7 @@ SHALLOW_NOT_ENOUGH = (
     "a shallow mirror (the commits asked for, no history), and this build's installer or a "
     "submodule needs history"
 )
+SHALLOW_IN_FULL = ", in full: {name} could not be fetched by itself into a shallow mirror"
 PARTIAL_NOT_ENOUGH = (
     "a partial mirror (history without its files), and this build's installer or a submodule "
     "needs every file of the history"
