@@ -40,9 +40,8 @@ sys.path.insert(0, str(KIT / "tests"))
 
 from build import offline_env, timed, wheelhouse  # noqa: E402 - bench/build.py
 
-from conftest import flit_package  # noqa: E402
 from support.gitserver import GIT_USER, GitServer, run_git, serve_as_github  # noqa: E402
-from support.installers import install_tools, venv_with_pip  # noqa: E402
+from support.installers import install_tools, noindex_package, venv_with_pip  # noqa: E402
 
 REPO = "acme/big"
 REQUIREMENT = "big @ git+ssh://git@github.com/acme/big.git@{tag}\n"
@@ -69,7 +68,9 @@ def big_repo(server: GitServer, commits: int, size: int) -> None:
         run_git("add", "-A", cwd=work)
         run_git("commit", "-q", "-m", f"data {n}", cwd=work)
     (work / "data.bin").unlink()
-    for relative, content in flit_package("big", "1.0").items():
+    # A package that builds with no index (requires = []): Poetry's isolated build of it, like
+    # pip's and uv's, needs nothing from PyPI (the bench runs offline).
+    for relative, content in noindex_package("big").items():
         (work / relative).parent.mkdir(parents=True, exist_ok=True)
         (work / relative).write_text(content)
     run_git("add", "-A", cwd=work)
