@@ -13,7 +13,11 @@ the history is not). The server counts what its git-upload-pack sends. In one ru
   (d) deploykey after a new tag v1.1 (one small commit), the same cache;
   (e) deploykey warm: bin/compile again, nothing new;
   (f) deploykey cold with uv (DEPLOYKEY_INSTALLER=uv): a partial mirror too, uv's fetch told to
-      ask it for pip's filter (mirrors.Mirrors.promisors).
+      ask it for pip's filter (mirrors.Mirrors.promisors);
+  (g) Poetry by hand: `poetry lock` then `poetry sync` with the same ssh config (its system git
+      client: `git clone` of the whole history);
+  (h) deploykey cold with Poetry: bin/compile of that poetry.lock app with an empty cache (a
+      shallow mirror: the locked commit and the default branch's, with their trees).
 For each: MB the server sent, seconds, the mirror's size in the cache after it, and the bytes'
 ratio to (a) in the same run.
 """
@@ -36,12 +40,21 @@ sys.path.insert(0, str(KIT / "tests"))
 
 from build import offline_env, timed, wheelhouse  # noqa: E402 - bench/build.py
 
-from conftest import flit_package  # noqa: E402
 from support.gitserver import GIT_USER, GitServer, run_git, serve_as_github  # noqa: E402
-from support.installers import install_tools, venv_with_pip  # noqa: E402
+from support.installers import install_tools, noindex_package, venv_with_pip  # noqa: E402
 
 REPO = "acme/big"
 REQUIREMENT = "big @ git+ssh://git@github.com/acme/big.git@{tag}\n"
+POETRY_APP = """\
+[project]
+name = "app"
+version = "0"
+requires-python = ">=3.9"
+dependencies = ["big @ git+ssh://git@github.com/acme/big.git@{tag}"]
+
+[tool.poetry]
+package-mode = false
+"""
 MB = 1024 * 1024
 
 
@@ -55,7 +68,9 @@ def big_repo(server: GitServer, commits: int, size: int) -> None:
         run_git("add", "-A", cwd=work)
         run_git("commit", "-q", "-m", f"data {n}", cwd=work)
     (work / "data.bin").unlink()
-    for relative, content in flit_package("big", "1.0").items():
+    # A package that builds with no index (requires = []): Poetry's isolated build of it, like
+    # pip's and uv's, needs nothing from PyPI (the bench runs offline).
+    for relative, content in noindex_package("big").items():
         (work / relative).parent.mkdir(parents=True, exist_ok=True)
         (work / relative).write_text(content)
     run_git("add", "-A", cwd=work)
@@ -92,6 +107,7 @@ class Bench:
         )
         server.grant("bench", Path(f"{self.key}.pub").read_text(), [REPO])
         self.tag = "v1.0"
+        self.locked = work  # the app (g) locked, copied by (h)
 
     def fresh(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.work))
@@ -138,13 +154,40 @@ class Bench:
         argv += ["--no-index", "--find-links", str(self.wheels), "-r", "requirements.txt"]
         timed(argv, env, cwd=app)
 
-    def deploykey(self, cache: Path, installer: str) -> Path:
+    def poetry_app(self) -> Path:
+        app = self.fresh("app-")
+        (app / "pyproject.toml").write_text(POETRY_APP.format(tag=self.tag))
+        return app
+
+    def poetry_env(self, env: dict[str, str]) -> dict[str, str]:
+        # deploykey's installs set it too (mirrors.Mirrors.env): Poetry's system git client.
+        env = {**env, "POETRY_SYSTEM_GIT_CLIENT": "true"}
+        env["POETRY_CACHE_DIR"] = str(self.fresh("poetry-cache-"))
+        env["PATH"] = f"{self.tools.poetry.parent}:{env['PATH']}"
+        return env
+
+    def poetry(self) -> None:
+        env, app = self.poetry_env(self.by_hand()), self.poetry_app()
+        env["POETRY_VIRTUALENVS_IN_PROJECT"] = "true"
+        timed([str(self.tools.poetry), "lock"], env, cwd=app)
+        timed([str(self.tools.poetry), "sync", "--only", "main"], env, cwd=app)
+        self.locked = app
+
+    def deploykey(self, cache: Path, installer: str, poetry: bool = False) -> Path:
         app, home = self.fresh("app-"), self.fresh("home-")
-        (app / "requirements.txt").write_text(REQUIREMENT.format(tag=self.tag))
+        if poetry:
+            shutil.copy(self.locked / "pyproject.toml", app)
+            shutil.copy(self.locked / "poetry.lock", app)
+        else:
+            (app / "requirements.txt").write_text(REQUIREMENT.format(tag=self.tag))
         (app / "deploykey.yml").write_text(self.server.deploykey_yml())
         env_dir = self.fresh("env-")
         (env_dir / "DEPLOY_KEY").write_text(self.key.read_text())
-        env = {**self.env(home), "DEPLOYKEY_APP_PATH": str(app), "DEPLOYKEY_INSTALLER": installer}
+        env = {**self.env(home), "DEPLOYKEY_APP_PATH": str(app)}
+        if poetry:
+            env = self.poetry_env(env)
+        else:
+            env["DEPLOYKEY_INSTALLER"] = installer
         env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not shutil.which("uv", path=p))
         timed([str(KIT / "bin" / "compile"), str(app), str(cache), str(env_dir)], env)
         [mirror] = cache.glob("**/acme/big.git")
@@ -178,6 +221,11 @@ def main() -> int:
         uv_cache = bench.fresh("cache-")
         rows["(f) deploykey cold (uv)"] = bench.measured(
             "f", lambda: bench.deploykey(uv_cache, "uv")
+        )
+        rows["(g) Poetry by hand (lock, sync)"] = bench.measured("g", bench.poetry)
+        poetry_cache = bench.fresh("cache-")
+        rows["(h) deploykey cold (Poetry)"] = bench.measured(
+            "h", lambda: bench.deploykey(poetry_cache, "poetry", poetry=True)
         )
     finally:
         server.stop()

@@ -354,7 +354,9 @@ def fetch(plan: Plan, root: Path) -> tuple[Mirrors, list[doctor.Finding]]:
                 key_dir = opened.key_dir
                 git = run.which("git", "fetch git dependencies")
                 seal = mirrors.SealKey.derive(seal_secrets(plan))
-                fetcher = mirrors.Fetcher(git, opened.env(), root, seal, partial_ok(plan))
+                fetcher = mirrors.Fetcher(
+                    git, opened.env(), root, seal, partial_ok(plan), shallow_ok(plan)
+                )
                 findings = doctor.check(
                     plan.requirements, opened, plan.tokens, plan.settings, fetcher
                 )
@@ -398,9 +400,22 @@ def partial_ok(plan: Plan) -> bool:
     (`Mirrors.promisors`). Poetry's system git client runs `git clone --recurse-submodules --
     <url>` (python-poetry/poetry src/poetry/vcs/git/system.py, SystemGit.clone), which takes no
     filter from config (git 2.39 builtin/clone.c: `--filter` only) and needs every file of the
-    history: Poetry, and an installer not known here, get full mirrors."""
+    history from a partial mirror: Poetry gets a shallow one (`shallow_ok`), and an installer
+    not known here a full one."""
     choice = plan.choice
     return choice is not None and choice.manager in ("pip", "pipenv", "uv")
+
+
+def shallow_ok(plan: Plan) -> bool:
+    """Whether the installer is Poetry, whose system git client (deploykey sets
+    POETRY_SYSTEM_GIT_CLIENT, `Mirrors.env`) runs `git clone --recurse-submodules -- <url>` then
+    `git checkout <the lock's commit>` (python-poetry/poetry src/poetry/vcs/git/system.py,
+    SystemGit; backend.py, Git._clone_legacy): git clones a shallow repository into a shallow
+    clone (git-clone(1), "--depth"; upload-pack stops at the `shallow` commits), and the
+    checkout needs nothing but the commit: so a shallow mirror, the commits asked for with
+    their trees and no history (`Fetcher._shallow_fetch`), serves it."""
+    choice = plan.choice
+    return choice is not None and choice.manager == "poetry"
 
 
 def seal_secrets(plan: Plan) -> list[bytes]:

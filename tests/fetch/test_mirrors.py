@@ -545,3 +545,161 @@ def test_a_changed_partial_mirror_is_discarded_and_fetched_again(
         assert after.fetch(req).network and after.discarded == [(path, why)]
         assert not (path / "shallow").exists() and mirrors.check_seal(path, seal) is None
         change(path)
+
+
+def shallow_fetcher(tmp_path: Path, seal: mirrors.SealKey | None) -> tuple[mirrors.Fetcher, Path]:
+    """A Fetcher for Poetry (shallow mirrors), over partial_fetcher's upstream."""
+    fetcher, upstream = partial_fetcher(tmp_path, seal)
+    return mirrors.Fetcher("git", fetcher.env, fetcher.root, seal, shallow=True), upstream
+
+
+def poetry_clone(tmp_path: Path, handed: mirrors.Mirrors, commit: str, dest: str) -> Path:
+    """Poetry 2.5's system git client, with the installer's settings and no network protocol:
+    `git clone --recurse-submodules -- <url> <dest>`, then `git checkout <commit>`
+    (poetry/vcs/git/system.py, SystemGit.clone and checkout)."""
+    env = {**env_with(handed.env(), tmp_path / "home"), "GIT_ALLOW_PROTOCOL": "file"}
+    url = "ssh://git@github.com/acme/private-upstream.git"
+    target = tmp_path / dest
+    git("clone", "--recurse-submodules", "--", url, str(target), env=env)
+    git("--git-dir", str(target / ".git"), "--work-tree", str(target), "checkout", commit, env=env)
+    return target
+
+
+def test_a_shallow_mirror_holds_the_commits_asked_for_and_serves_poetrys_clone(
+    tmp_path: Path,
+) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    fetcher, upstream = shallow_fetcher(tmp_path, key)
+    sha = {
+        n: git("--git-dir", str(upstream), "rev-parse", f"v{n}.0^{{commit}}").strip()
+        for n in (1, 2)
+    }
+    blob = {
+        n: git("--git-dir", str(upstream), "rev-parse", f"v{n}.0:big.bin").strip() for n in (1, 2)
+    }
+    tagged = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    first = fetcher.fetch(tagged)
+    assert first.result.ok and first.network, first.result.text
+    path = first.path
+    assert mirrors.is_shallow(path) and not mirrors.is_partial(path)
+    assert mirrors.check_seal(path, key) is None
+    held = objects(path)
+    assert blob[1] in held and blob[2] not in held and sha[2] not in held
+    # A lockfile's commit (v2.0's, behind the default branch): its own tree, kept under a tag
+    # Poetry's clone copies; then the next build needs no network for either.
+    pinned = requirement(f"ssh://git@github.com/acme/private-upstream.git@{sha[2]}")
+    assert fetcher.fetch(pinned).network
+    assert blob[2] in objects(path)
+    assert (
+        git("--git-dir", str(path), "rev-parse", f"refs/tags/deploykey/{sha[2]}").strip() == sha[2]
+    )
+    warm, _ = shallow_fetcher(tmp_path, key)
+    for req in (tagged, pinned):
+        assert not warm.needs_network(req) and not warm.fetch(req).network
+    assert warm.discarded == []
+    # Poetry's own git calls, the upstream gone: both commits check out, shallow.
+    upstream.rename(tmp_path / "gone.git")
+    handed = mirrors.Mirrors(warm.root, ((pinned, path),), (("ssh", "github.com"),))
+    for n, dest in ((1, "src-v1"), (2, "src-v2")):
+        checkout = poetry_clone(tmp_path, handed, sha[n], dest)
+        assert git("hash-object", str(checkout / "big.bin")).strip() == blob[n]
+        assert (checkout / ".git" / "shallow").is_file()
+    (tmp_path / "gone.git").rename(upstream)
+    # A new commit later: its own delta, into the same shallow mirror.
+    work = tmp_path / "work"
+    (work / "README").write_text("release 4\n")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "r4", cwd=work)
+    git("push", "-q", str(upstream), "HEAD:main", cwd=work)
+    newest = git("rev-parse", "HEAD", cwd=work).strip()
+    later = requirement(f"ssh://git@github.com/acme/private-upstream.git@{newest}")
+    again, _ = shallow_fetcher(tmp_path, key)
+    assert again.needs_network(later) and again.fetch(later).network
+    assert again.discarded == [] and newest in objects(path) and blob[1] in objects(path)
+    # A branch by name (asked again every build): kept under its own name, from FETCH_HEAD.
+    branch = requirement("ssh://git@github.com/acme/private-upstream.git@main")
+    assert again.needs_network(branch) and again.fetch(branch).result.ok
+    assert git("--git-dir", str(path), "rev-parse", "refs/heads/main").strip() == newest
+    assert mirrors.check_seal(path, key) is None
+
+
+def test_a_shallow_mirror_is_replaced_for_pip_and_a_partial_one_for_poetry(tmp_path: Path) -> None:
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    poetry, _ = shallow_fetcher(tmp_path, key)
+    path = poetry.fetch(req).path
+    pip, _ = partial_fetcher(tmp_path, key)
+    assert pip.needs_network(req) and pip.fetch(req).network
+    assert pip.discarded == [(path, mirrors.SHALLOW_NOT_ENOUGH)] and mirrors.is_partial(path)
+    poetry, _ = shallow_fetcher(tmp_path, key)
+    assert poetry.fetch(req).network and poetry.discarded == [(path, mirrors.PARTIAL_NOT_ENOUGH)]
+    assert mirrors.is_shallow(path)
+
+
+def _swap_for_full(path: Path) -> None:
+    """Build code replaces the shallow mirror with a full one whose v1.0 is its own commit."""
+    upstream = path.parents[4] / "upstream.git"
+    work = path.parent / "attacker-work"
+    git("clone", "-q", str(upstream), str(work))
+    git("checkout", "-q", "v1.0", cwd=work)
+    (work / "README").write_text("attacker\n")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "evil", cwd=work)
+    git("tag", "-f", "v1.0", cwd=work)
+    shutil.rmtree(path)
+    git("clone", "-q", "--bare", str(work), str(path))
+    shutil.rmtree(work)
+    config = (
+        (path / "config")
+        .read_text()
+        .replace(str(work), "ssh://git@github.com/acme/private-upstream.git")
+    )
+    (path / "config").write_text(config)
+    for refspec in mirrors.REFSPECS:
+        git("--git-dir", str(path), "config", "--add", mirrors.FETCH_KEY, refspec)
+
+
+def _plant_shallow(path: Path) -> None:
+    """A `shallow` line naming another commit: git would not look behind it."""
+    head = git("--git-dir", str(path), "rev-parse", "HEAD").strip()
+    (path / "shallow").write_text(head + "\n")
+
+
+def _tamper_config(path: Path) -> None:
+    git("--git-dir", str(path), "config", "uploadpack.packObjectsHook", "touch /tmp/owned")
+
+
+@pytest.mark.parametrize(
+    "change", [_swap_for_full, _plant_shallow, _tamper_config], ids=["swap", "shallow", "config"]
+)
+def test_a_changed_shallow_mirror_is_discarded_and_fetched_again(
+    tmp_path: Path, change: Callable[[Path], None]
+) -> None:
+    """Build code of build N edits the cached shallow mirror: build N+1 discards it, fetches
+    again, and holds the host's v1.0."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    req = requirement("ssh://git@github.com/acme/private-upstream.git@v1.0")
+    fetcher, upstream = shallow_fetcher(tmp_path, key)
+    path = fetcher.fetch(req).path
+    host = git("--git-dir", str(upstream), "rev-parse", "v1.0^{commit}").strip()
+    before = (path / "shallow").read_text()
+    change(path)
+    after, _ = shallow_fetcher(tmp_path, key)
+    assert after.needs_network(req)
+    assert after.fetch(req).network
+    assert [why for _path, why in after.discarded] in (
+        [mirrors.CHANGED],
+        ["its settings are not those deploykey writes for this repository"],
+    )
+    assert git("--git-dir", str(path), "rev-parse", "v1.0^{commit}").strip() == host
+    assert (path / "shallow").read_text() == before
+    assert mirrors.check_seal(path, key) is None
+
+
+def test_a_short_commit_id_gets_a_full_mirror_and_says_so(tmp_path: Path) -> None:
+    """A host serves a commit by its full id only: a short one is fetched in full, as before."""
+    key = mirrors.SealKey.derive([b"deploy key bytes"])
+    fetcher, upstream = shallow_fetcher(tmp_path, key)
+    short = git("--git-dir", str(upstream), "rev-parse", "--short", "v2.0^{commit}").strip()
+    fetched = fetcher.fetch(requirement(f"ssh://git@github.com/acme/private-upstream.git@{short}"))
+    assert fetched.result.ok and f"{short} could not be fetched by itself" in fetched.note
+    assert not mirrors.is_shallow(fetched.path) and objects(fetched.path) == objects(upstream)
+    assert mirrors.check_seal(fetched.path, key) is None

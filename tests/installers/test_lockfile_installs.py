@@ -430,3 +430,73 @@ def test_a_uv_lockfile_app_gets_a_partial_mirror_and_a_warm_build_sends_nothing(
     assert "-----> Restoring" not in result.stdout
     assert "(in the mirror, no network)" in result.stdout
     assert server.sent(HISTORY) - before == cold
+
+
+POETRY_HISTORY = "acme/poetryhistory-lib"
+
+
+def test_a_poetry_lockfile_app_gets_a_shallow_mirror_and_a_new_commit_costs_its_own(
+    build: Build, tools: Tools, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """poetry.lock pins v1.0's commit; the repository then grows 1.2 MB of history. The cold
+    build's host sends the commits asked for with their trees (a shallow mirror), not the
+    history; Poetry's own clone of the mirror installs with no network; the warm build sends
+    nothing; a lock moved to a later release costs about that release's own tree."""
+    from deploykey.fetch import mirrors
+
+    server = build.server
+    installers.serve_noindex(server, POETRY_HISTORY)
+    key = make_key(tmp_path_factory.mktemp("keys"))
+    server.grant(key.label, key.public, [POETRY_HISTORY])
+    repos = (POETRY_HISTORY,)
+    manifests = installers.manifests("poetry", repos)
+    root = tmp_path_factory.mktemp("lock-poetry-history")
+    files = lock(server, key, tools, root, "poetry", manifests, repos)
+    host = server.root / "repos" / f"{POETRY_HISTORY}.git"
+    if not (host / "refs" / "tags" / "v2.0").exists():  # once a session (add_commit: loose refs)
+        for n in (1, 2, 3):
+            data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
+            server.add_commit(POETRY_HISTORY, data, f"d{n}")
+        server.add_commit(POETRY_HISTORY, {"data.txt": "small\n"}, "v2.0")
+    history = sum(p.stat().st_size for p in (host / "objects").rglob("*") if p.is_file())
+    write_app(build, files)
+    build.set_key(key.text)
+    before, dirs = server.sent(POETRY_HISTORY), key_dirs()
+    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
+    result = run_compile(build, env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    cold = server.sent(POETRY_HISTORY) - before
+    assert 0 < cold < history / 8, (cold, history)
+    [mirror] = build.cache.glob("**/acme/poetryhistory-lib.git")
+    assert mirrors.is_shallow(mirror) and not mirrors.is_partial(mirror), out
+    ran = build.run_app("import poetryhistory_lib; print(poetryhistory_lib.hello())")
+    assert ran.stdout == "hello from poetryhistory-lib\n", ran.stderr
+    assert_no_key(build, key, out, dirs)
+    shutil.rmtree(build.app / ".venv")
+    shutil.rmtree(build.app_path)  # the slug run_app extracted
+    # Without the kept venv (installers/keptvenv.py restores it, and nothing is fetched): the
+    # mirror alone serves Poetry.
+    shutil.rmtree(build.cache / "deploykey" / "venvs")
+    build.set_key(key.text)
+    result = run_compile(build, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(in the mirror, no network)" in result.stdout, result.stdout
+    assert server.sent(POETRY_HISTORY) - before == cold  # the warm build: not one byte
+    # A release after these builds, and the developer moves the lock to it: one depth-1 fetch
+    # into the same mirror, about the new tree's size (the default branch's v2.0 came cold).
+    if not (host / "refs" / "tags" / "v3.0").exists():
+        data = {"data.txt": base64.b64encode(os.urandom(30_000)).decode()}
+        server.add_commit(POETRY_HISTORY, data, "v3.0")
+    newer = {name: text.replace("v1.0", "v3.0") for name, text in manifests.items()}
+    root = tmp_path_factory.mktemp("lock-poetry-history-v2")
+    for name, text in lock(server, key, tools, root, "poetry", newer, repos).items():
+        (build.app / name).write_text(text)
+    shutil.rmtree(build.app / ".venv")
+    shutil.rmtree(build.app_path, ignore_errors=True)
+    build.set_key(key.text)
+    sent = server.sent(POETRY_HISTORY)
+    result = run_compile(build, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 30_000 < server.sent(POETRY_HISTORY) - sent < history / 8
+    assert mirrors.is_shallow(mirror) and "discarded" not in result.stdout + result.stderr

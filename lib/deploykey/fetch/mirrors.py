@@ -34,8 +34,10 @@ is told that each mirrored URL is a promisor remote with pip's filter (`Mirrors.
 uv asks the mirror for what pip asks for and takes each file it checks out from it by id.
 Shallow mirrors were measured and refused: uv's `git fetch` from a shallow repository rejects
 every ref (`shallow roots are not allowed to be updated`), and git 2.39's `clone --filter` from
-one loops in lazy fetches. Poetry (whose `git clone` takes no filter from config) and submodules
-get full mirrors (a partial one is discarded for them): they fetch whole histories.
+one loops in lazy fetches. Poetry, whose `git clone` takes no filter from config, gets a shallow
+mirror instead: `clone --depth=1`, then `fetch --depth=1` of the commit asked for (see
+`Fetcher._shallow_fetch`); a clone of it is shallow and checks that commit out. Submodules get full
+mirrors (a partial or shallow one is discarded for them): `git submodule update` fetches histories.
 """
 
 from __future__ import annotations
@@ -128,9 +130,12 @@ class Fetcher:
     seal: SealKey | None = None  # None: no secret of the build's own, no cached mirror is used
     # Partial mirrors (history without its files, and every file of the commits the install
     # checks out) when the installer is pip (it clones with `--filter=blob:none`) or uv (told
-    # to, see Mirrors.promisors). Poetry clones whole histories, and `git submodule update`
-    # too: for them, full mirrors.
+    # to, see Mirrors.promisors). `git submodule update` fetches whole histories: full mirrors.
     partial: bool = False
+    # Shallow mirrors (the commits asked for, each with its whole tree, no history behind it)
+    # when the installer is Poetry: its `git clone` of a shallow mirror is shallow too, and its
+    # `git checkout <commit>` needs only that commit (see `_shallow_fetch`).
+    shallow: bool = False
     notes: dict[Path, str] = field(default_factory=dict)  # fetched otherwise than asked, and why
     locks: dict[Path, threading.Lock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -225,6 +230,10 @@ class Fetcher:
             elif _settled(self.git, path, req):
                 network = False
                 result = run.Result(("git", "cat-file", "-e", str(wanted(req))), 0, ())
+            elif is_shallow(path):
+                result = self._shallow_fetch(req, path)
+                if not result.ok:
+                    result = self._in_full(req, path)
             else:
                 result = run.run(
                     sealedgit.argv(
@@ -245,6 +254,7 @@ class Fetcher:
             if (
                 result.ok
                 and network
+                and not is_shallow(path)
                 and FULL_SHA.match(commit)
                 and not holds_commit(self.git, path, commit)
             ):
@@ -289,11 +299,60 @@ class Fetcher:
 
     def _layout(self, path: Path, req: GitRequirement) -> str | None:
         """Why a sound mirror cannot serve this build: a partial one when the installer
-        (Poetry) or `git submodule update` needs every file of the history. A full mirror serves
-        every installer."""
+        (Poetry) or `git submodule update` needs every file of the history; a shallow one when
+        the installer is not Poetry (uv's fetch refuses it, pip's filtered clone of it loops) or
+        a submodule needs history. A full mirror serves every installer."""
         if is_partial(path) and not self._wants_partial(req):
             return PARTIAL_NOT_ENOUGH
+        if is_shallow(path) and not self._wants_shallow(req):
+            return SHALLOW_NOT_ENOUGH
         return None
+
+    def _wants_shallow(self, req: GitRequirement) -> bool:
+        """Poetry, but not a submodule (`git clone --recurse-submodules` checks out each one's
+        gitlink commit, which a depth-1 fetch of the superproject does not bring)."""
+        return self.shallow and ".gitmodules" not in req.file
+
+    def _shallow_fetch(self, req: GitRequirement, path: Path) -> run.Result:
+        """Brings the commit asked for into a shallow mirror, with its tree and no history
+        (`fetch --depth=1`), under a ref the installer's clone copies: Poetry's system git client
+        runs `git clone --recurse-submodules -- <url>` then `git checkout <revision>`, the
+        lockfile's commit (python-poetry/poetry src/poetry/vcs/git/system.py, SystemGit; the
+        revision is the lock's resolved_reference, installation/executor.py), and a clone copies
+        refs/heads/* and refs/tags/* only, so a commit held under any other ref is not in it
+        ("is not present on remote"). A lockfile's commit is kept as the tag
+        `deploykey/<commit>`; a tag or branch under its own name (read from FETCH_HEAD, which
+        says which one git found, in git's order: tags first); the default branch as it is.
+        git 2.39 upload-pack serves a commit by id over protocol v2, as GitHub does."""
+        name = wanted(req)
+        if name is None:
+            head = _head_branch(path)
+            refspec = f"+{head}:{head}" if head else "HEAD"
+        elif FULL_SHA.match(name):
+            refspec = f"+{name}:{PIN_PREFIX}{name}"
+        else:
+            refspec = name
+        result = run.run(
+            sealedgit.argv(
+                self.git,
+                *IN_FOREGROUND,
+                "--git-dir",
+                str(path),
+                "fetch",
+                "--quiet",
+                "--depth=1",
+                "--no-tags",
+                "--recurse-submodules=no",
+                "origin",
+                refspec,
+            ),
+            env=self.env,
+            source=(req.host_port, req.repo),
+        )
+        _check_room(result, req, path)
+        if result.ok and refspec == name:
+            _keep_fetched(self.git, path, name)
+        return result
 
     def _fill(self, req: GitRequirement, path: Path, result: run.Result) -> run.Result:
         """Brings every file of the commits the install checks out into a partial mirror, in one
@@ -337,7 +396,9 @@ class Fetcher:
         clone leaves nothing half-written where a later build would trust it. Partial when the
         installer allows it (`_fill` then brings the files the install needs)."""
         partial_clone = self._wants_partial(req) and not full
+        shallow_clone = self._wants_shallow(req) and not full
         clone = ["clone", "--bare", "--quiet", *([f"--filter={FILTER}"] if partial_clone else [])]
+        clone += ["--depth=1"] if shallow_clone else []  # the default branch's commit only
         with self.guard:
             self.made.update(parent for parent in path.parents if not parent.exists())
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,7 +430,21 @@ class Fetcher:
                 [self.git, "--git-dir", str(partial), "config", "uploadpack.allowFilter", "true"]
             )
         partial.rename(path)
+        if shallow_clone and not _settled(self.git, path, req):
+            result = self._shallow_fetch(req, path)
+            if not result.ok:
+                result = self._in_full(req, path)
         return result
+
+    def _in_full(self, req: GitRequirement, path: Path) -> run.Result:
+        """A shallow mirror that could not get what was asked for by itself (a short commit id:
+        a host serves a commit by its full id only) is cloned in full, as before shallow
+        mirrors: a full mirror serves Poetry too, and a real failure (the host, the key) fails
+        the full clone the same way."""
+        self.discard(path)
+        with self.guard:
+            self.notes[path] = SHALLOW_IN_FULL.format(name=wanted(req) or "HEAD")
+        return self._clone(req, path, full=True)
 
     def discard(self, path: Path) -> None:
         """Removes a mirror that may not be used, and its seal; a link (at its place or above it,
@@ -396,6 +471,11 @@ CHUNK = 1 << 20
 NO_SEAL = "it has no seal (kept by an older deploykey, or its seal was removed)"
 OTHER_KEY = "not sealed by this build's key (a rotated key, or a seal written by build code)"
 CHANGED = "changed since it was sealed (by build code?)"
+SHALLOW_NOT_ENOUGH = (
+    "a shallow mirror (the commits asked for, no history), and this build's installer or a "
+    "submodule needs history"
+)
+SHALLOW_IN_FULL = ", in full: {name} could not be fetched by itself into a shallow mirror"
 PARTIAL_NOT_ENOUGH = (
     "a partial mirror (history without its files), and this build's installer or a submodule "
     "needs every file of the history"
@@ -606,11 +686,47 @@ def _settled(git: str, path: Path, req: GitRequirement) -> bool:
     ref = wanted(req)
     if ref is None:
         return False
-    if FULL_SHA.match(ref):
+    if FULL_SHA.match(ref) and is_shallow(path):
+        # Only a commit at a ref the installer's clone copies (see Fetcher._shallow_fetch).
+        held = ref in _refs(git, path).values()
+    elif FULL_SHA.match(ref):
         held = holds_commit(git, path, ref)
     else:
         held = (path / "refs" / "tags" / ref).is_file() or _packed_tag(path, ref)
     return held and not (is_partial(path) and _missing(git, path, _checked_out(git, path, req)))
+
+
+def is_shallow(path: Path) -> bool:
+    """A mirror made by `clone --depth`: git lists the commits whose parents it does not have in
+    its `shallow` file (gitrepository-layout(5)). The seal covers that file."""
+    return (path / "shallow").is_file()
+
+
+PIN_PREFIX = "refs/tags/deploykey/"  # a lockfile's commit in a shallow mirror
+
+
+def _head_branch(path: Path) -> str | None:
+    """The branch a bare mirror's HEAD names (`ref: refs/heads/main`), if it names one."""
+    try:
+        head = (path / "HEAD").read_text().strip()
+    except OSError:
+        return None
+    name = head.removeprefix("ref: ")
+    return name if name != head and name.startswith("refs/heads/") else None
+
+
+def _keep_fetched(git: str, path: Path, name: str) -> None:
+    """A tag or branch fetched by its name into FETCH_HEAD (`<sha>\\t\\t(tag|branch) '<name>'
+    of <url>`, git 2.39 builtin/fetch.c, append_fetch_head) kept under the ref it is."""
+    try:
+        line = (path / "FETCH_HEAD").read_text().partition("\n")[0]
+    except OSError:
+        return
+    sha, _, what = line.partition("\t\t")
+    kind = what.partition(" ")[0]
+    prefix = {"tag": "refs/tags/", "branch": "refs/heads/"}.get(kind)
+    if prefix and FULL_SHA.match(sha):
+        _local([git, "--git-dir", str(path), "update-ref", f"{prefix}{name}", sha])
 
 
 def is_partial(path: Path) -> bool:
@@ -834,10 +950,15 @@ class Mirrors:
         objects (promisor-remote.c, promisor_remote_get_direct): a wrong mirror costs a failed
         fetch (about 6 ms here), so each repository's URL as the app wrote it (the one uv
         fetches) comes first, then the other forms."""
-        written = [req.remote for req, _path in self.repositories]
+        # Not for a shallow mirror (Poetry's): with its URL a promisor remote, the mirror's own
+        # pack-objects, serving the installer's clone, asks that remote (the mirror itself,
+        # through insteadOf) for what lies behind its shallow commits, again and again (seen
+        # with git 2.39.5: `git clone` of a shallow mirror never returned).
+        served = [(req, path) for req, path in self.repositories if not is_shallow(path)]
+        written = [req.remote for req, _path in served]
         others = [
             name
-            for req, _path in self.repositories
+            for req, _path in served
             for form in url_forms(req)
             if "://" in form
             for name in (form, form + ".git")
