@@ -280,6 +280,7 @@ class Fetcher:
             if network and path.is_dir():
                 # What git wrote, run by deploykey on a mirror it had verified (or a new clone),
                 # is deploykey's: sealed now, for the next build to check.
+                _promisors_readable(path)
                 write_seal(path, self.seal)
                 with self.guard:  # and trusted for the rest of this build, sealed or not
                     self.checked[path] = None
@@ -510,6 +511,18 @@ class SealKey:
             return hmac.new(prk, label + b"\x01", hashlib.sha256).digest()
 
         return cls(expand(b"mac"), expand(b"ident").hex()[:16])
+
+
+def _promisors_readable(mirror: Path) -> None:
+    """git writes a partial mirror's `.promisor` files 0600 and its packs 0444 (umask 022):
+    each is made readable as its pack is, so that what `deploykey fetch` made can be read by
+    another user, the build user of a keyless CNB build (README's recipe mounts it read-only).
+    They hold ref names and commit ids, as the packs do; no secret."""
+    for promisor in (mirror / "objects" / "pack").glob("*.promisor"):
+        pack = promisor.with_suffix(".pack")
+        if promisor.is_symlink() or pack.is_symlink() or not pack.is_file():
+            continue
+        promisor.chmod(stat.S_IMODE(pack.stat().st_mode))
 
 
 def seal_path(mirror: Path) -> Path:
