@@ -376,6 +376,39 @@ def test_poetry_is_installed_from_pypi_once_then_reused(
 HISTORY = "acme/uvhistory-lib"
 
 
+def cold_build_with_history(
+    build: Build, tools: Tools, tmp_path_factory: pytest.TempPathFactory, manager: str, repo: str
+) -> tuple[GeneratedKey, dict[str, str], dict[str, str], int, int, set[str], str]:
+    """An app whose lockfile (`manager`'s) pins `repo` at v1.0, after which the repository grows
+    1.2 MB of history the app does not need; its cold build, which must succeed sending less than
+    an eighth of that history. The key, the manifests, the build's environment, the bytes the
+    cold build cost, the history's size, the key dirs before it and its output."""
+    server = build.server
+    installers.serve_noindex(server, repo)
+    key = make_key(tmp_path_factory.mktemp("keys"))
+    server.grant(key.label, key.public, [repo])
+    manifests = installers.manifests(manager, (repo,))
+    root = tmp_path_factory.mktemp(f"lock-{manager}-history")
+    files = lock(server, key, tools, root, manager, manifests, (repo,))
+    host = server.root / "repos" / f"{repo}.git"
+    if not (host / "refs" / "tags" / "v2.0").exists():  # once a session (add_commit: loose refs)
+        for n in (1, 2, 3):
+            data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
+            server.add_commit(repo, data, f"d{n}")
+        server.add_commit(repo, {"data.txt": "small\n"}, "v2.0")
+    history = sum(p.stat().st_size for p in (host / "objects").rglob("*") if p.is_file())
+    write_app(build, files)
+    build.set_key(key.text)
+    before, dirs = server.sent(repo), key_dirs()
+    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
+    result = run_compile(build, env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    cold = server.sent(repo) - before
+    assert 0 < cold < history / 8, (cold, history)
+    return key, manifests, env, cold, history, dirs, out
+
+
 def test_a_uv_lockfile_app_gets_a_partial_mirror_and_a_warm_build_sends_nothing(
     build: Build, tools: Tools, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -387,27 +420,10 @@ def test_a_uv_lockfile_app_gets_a_partial_mirror_and_a_warm_build_sends_nothing(
     from deploykey.fetch import mirrors
 
     server = build.server
-    installers.serve_noindex(server, HISTORY)
-    key = make_key(tmp_path_factory.mktemp("keys"))
-    server.grant(key.label, key.public, [HISTORY])
-    root = tmp_path_factory.mktemp("lock-uv-history")
-    files = lock(server, key, tools, root, "uv", installers.manifests("uv", (HISTORY,)), (HISTORY,))
-    host = server.root / "repos" / f"{HISTORY}.git"
-    if not (host / "refs" / "tags" / "v2.0").exists():  # once a session (add_commit: loose refs)
-        for n in (1, 2, 3):
-            data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
-            server.add_commit(HISTORY, data, f"d{n}")
-        server.add_commit(HISTORY, {"data.txt": "small\n"}, "v2.0")
-    history = sum(p.stat().st_size for p in (host / "objects").rglob("*") if p.is_file())
-    write_app(build, files)
-    build.set_key(key.text)
-    before, dirs = server.sent(HISTORY), key_dirs()
-    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
-    result = run_compile(build, env)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
-    cold = server.sent(HISTORY) - before
-    assert 0 < cold < history / 8, (cold, history)
+    key, manifests, env, cold, history, dirs, out = cold_build_with_history(
+        build, tools, tmp_path_factory, "uv", HISTORY
+    )
+    before = server.sent(HISTORY) - cold
     [mirror] = build.cache.glob("**/acme/uvhistory-lib.git")
     assert mirrors.is_partial(mirror), out
     ran = build.run_app("import uvhistory_lib; print(uvhistory_lib.hello())")
@@ -445,29 +461,12 @@ def test_a_poetry_lockfile_app_gets_a_shallow_mirror_and_a_new_commit_costs_its_
     from deploykey.fetch import mirrors
 
     server = build.server
-    installers.serve_noindex(server, POETRY_HISTORY)
-    key = make_key(tmp_path_factory.mktemp("keys"))
-    server.grant(key.label, key.public, [POETRY_HISTORY])
     repos = (POETRY_HISTORY,)
-    manifests = installers.manifests("poetry", repos)
-    root = tmp_path_factory.mktemp("lock-poetry-history")
-    files = lock(server, key, tools, root, "poetry", manifests, repos)
+    key, manifests, env, cold, history, dirs, out = cold_build_with_history(
+        build, tools, tmp_path_factory, "poetry", POETRY_HISTORY
+    )
+    before = server.sent(POETRY_HISTORY) - cold
     host = server.root / "repos" / f"{POETRY_HISTORY}.git"
-    if not (host / "refs" / "tags" / "v2.0").exists():  # once a session (add_commit: loose refs)
-        for n in (1, 2, 3):
-            data = {"data.txt": base64.b64encode(os.urandom(300_000)).decode()}
-            server.add_commit(POETRY_HISTORY, data, f"d{n}")
-        server.add_commit(POETRY_HISTORY, {"data.txt": "small\n"}, "v2.0")
-    history = sum(p.stat().st_size for p in (host / "objects").rglob("*") if p.is_file())
-    write_app(build, files)
-    build.set_key(key.text)
-    before, dirs = server.sent(POETRY_HISTORY), key_dirs()
-    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
-    result = run_compile(build, env)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
-    cold = server.sent(POETRY_HISTORY) - before
-    assert 0 < cold < history / 8, (cold, history)
     [mirror] = build.cache.glob("**/acme/poetryhistory-lib.git")
     assert mirrors.is_shallow(mirror) and not mirrors.is_partial(mirror), out
     ran = build.run_app("import poetryhistory_lib; print(poetryhistory_lib.hello())")
