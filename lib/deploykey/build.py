@@ -604,8 +604,9 @@ def install_cycle(
                     f"the temporary cache {cache}",
                     lambda: shutil.rmtree(str(temporary), ignore_errors=True),
                 )
+            bundle = installer_bundle(cleanup)  # once: the kept environment's digest reads it
             ready = recorded is None and keep and venv is not None
-            kept = kept_first(plan, cache, venv, cleanup) if ready and venv is not None else None
+            kept = kept_first(plan, cache, venv, bundle) if ready and venv is not None else None
             if kept is not None:  # nothing to fetch: the environment is restored
                 fetched, pinned = kept, []
             elif recorded is None:
@@ -627,7 +628,7 @@ def install_cycle(
             overrides = cache / "overrides.txt" if pins else None
             if overrides is not None:
                 overrides.write_text("".join(line + "\n" for line in pins))
-            env = chosen.env(pip_env(plan, fetched, installer_bundle(cleanup)))
+            env = chosen.env(pip_env(plan, fetched, bundle))
             job = install.Job(
                 chosen, choice.file, env, plan.app_dir, fetched, overrides, keep, kept is not None
             )
@@ -658,7 +659,7 @@ def install_cycle(
     output.step("Done: private dependencies installed; the keys were gone before the install")
 
 
-def kept_first(plan: Plan, cache: Path, venv: Path, cleanup: Cleanup) -> Mirrors | None:
+def kept_first(plan: Plan, cache: Path, venv: Path, bundle: Path | None) -> Mirrors | None:
     """Before any fetch: whether the build cache keeps the environment a uv.lock or poetry.lock
     install would make now (keptvenv.py: the same lockfile, manifests, Python, tool and
     settings), to be restored with no fetch at all (no ssh-agent, no ssh, no git): it holds the
@@ -682,7 +683,7 @@ def kept_first(plan: Plan, cache: Path, venv: Path, cleanup: Cleanup) -> Mirrors
     if chosen is None:
         return None
     nothing = Mirrors(cache / mirrors.DIR, (), ())
-    env = chosen.env(pip_env(plan, nothing, installer_bundle(cleanup)))
+    env = chosen.env(pip_env(plan, nothing, bundle))
     job = install.Job(chosen, choice.file, env, plan.app_dir, nothing, None, True)
     kept = install.kept_for(venv, job)
     return nothing if kept is not None and kept.present else None
