@@ -7,16 +7,44 @@
 # with the kit's config against ALIAS, an ssh_config Host block holding that one key. Transitive
 # dependencies and submodules are fetched by git the same way, so they are routed too.
 set -eu
-dir=$(dirname -- "$0")
+# The key dir, without forking dirname: git runs `sh KEY_DIR/ssh`, always a path with a slash.
+case "$0" in
+  */*) dir=${0%/*} ;;
+  *) dir=. ;;
+esac
+dir=${dir:-/}
 ssh=@SSH@
 
+newline='
+'
 last=""
 for arg in "$@"; do last=$arg; done
 repo=""
 case "$last" in
   git-upload-pack\ * | git-receive-pack\ * | git-upload-archive\ *)
-    repo=${last#* }
-    repo=$(printf '%s' "$repo" | tr -d "'\"" | tr 'ABCDEFGHIJKLMNOPQRSTUVWXYZ' 'abcdefghijklmnopqrstuvwxyz')
+    # Every ' and " dropped (git quotes the path: '/org/repo.git'), in the shell itself.
+    rest=${last#* }
+    repo=""
+    while :; do
+      case "$rest" in
+        *[\'\"]*)
+          before=${rest%%[\'\"]*}
+          repo=$repo$before
+          rest=${rest#"$before"?}
+          ;;
+        *)
+          repo=$repo$rest
+          break
+          ;;
+      esac
+    done
+    # Lowercased by tr, whose $(...) also drops trailing newlines: only when that changes
+    # anything (an upper-case letter, a trailing newline), so the result is tr's for every path.
+    case "$repo" in
+      *[ABCDEFGHIJKLMNOPQRSTUVWXYZ]* | *"$newline")
+        repo=$(printf '%s' "$repo" | tr 'ABCDEFGHIJKLMNOPQRSTUVWXYZ' 'abcdefghijklmnopqrstuvwxyz')
+        ;;
+    esac
     repo=${repo#/}
     repo=${repo%/}
     repo=${repo%.git}

@@ -139,6 +139,102 @@ def test_router_leaves_other_hosts_and_options(router: Path) -> None:
     assert route(router, "-l", "git", "github.com", command)[4] == "deploy_key_billing.github.com"
 
 
+def original_repo(command: str) -> str:
+    """The repository the router matches routes against, as its first version computed it:
+    `printf '%s' PATH | tr -d "'\""` lowercased by `tr` (ASCII letters only), in `$(...)` (which
+    drops trailing newlines), then one leading `/`, one trailing `/` and one `.git` removed."""
+    path = command.split(" ", 1)[1]
+    text = path.replace("'", "").replace('"', "")
+    text = "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text).rstrip("\n")
+    text = text.removeprefix("/").removesuffix("/")
+    return text.removesuffix(".git")
+
+
+PARSED = [
+    "git-upload-pack '/acme/billing.git'",
+    "git-upload-pack 'acme/billing.git'",
+    "git-upload-pack /acme/billing.git",
+    "git-upload-pack '/ACME/Billing.GIT'",
+    "git-upload-pack '/Acme/BILLING.git'",
+    'git-upload-pack "/acme/billing.git"',
+    "git-upload-pack '/acme/bill'\\''ing.git'",  # git's quoting of a ' in the path
+    "git-upload-pack '/acme/\"billing\".git'",
+    "git-upload-pack ''\"'/acme/billing.git'\"''",
+    "git-upload-pack '/acme/billing.git/'",
+    "git-upload-pack '/acme/billing/'",
+    "git-upload-pack '/acme/billing.git.git'",
+    "git-upload-pack '//acme/billing.git'",
+    "git-upload-pack '/org/group/sub/deep.git'",
+    "git-upload-pack '/Org/Group/Sub/Deep.git'",
+    "git-upload-pack '/acme/tools-cli.git'",
+    "git-upload-pack '/ACME/TOOLS-CLI'",
+    "git-upload-pack '/acme/billing.git\n'",
+    "git-upload-pack '/acme/billing\n\n'",
+    "git-upload-pack '/acme/BILLING\n'",
+    "git-upload-pack '/acme/billing.git'\n",
+    "git-upload-pack '/acme/émile.git'",
+    "git-upload-pack '/ACME/ÉMILE.git'",
+    "git-upload-pack '/acme/%s%d.git'",
+    "git-upload-pack ''",
+    "git-upload-pack '/'",
+    "git-receive-pack '/ACME/Billing.git'",
+    "git-upload-archive '/acme/Tools-x.git'",
+]
+
+
+@pytest.mark.parametrize("command", PARSED)
+def test_router_parses_the_repository_path_as_tr_did(tmp_path: Path, command: str) -> None:
+    """Quotes, upper case, nested paths, trailing slashes and newlines: the router matches routes
+    against exactly the path its first version (two `tr` processes) computed. A route for that
+    path, then a catch-all: the first is taken only if the router's path is that one."""
+    expected = original_repo(command)
+    fake_ssh = tmp_path / "print-args"
+    fake_ssh.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake_ssh.chmod(0o755)
+    script = tmp_path / "ssh"
+    script.write_text(routing.router_script(str(fake_ssh)))
+    assert "\n" not in expected and " " not in expected
+    pattern = expected.replace("\\", "?")  # a backslash escapes in a glob: any one character
+    (tmp_path / "routes").write_text(
+        f"github.com {pattern} exact.github.com\ngithub.com * other.github.com\n"
+        if expected
+        else "github.com ?* other.github.com\ngithub.com * exact.github.com\n"
+    )
+    config = str(tmp_path / "ssh_config")
+    for shell in ("sh", "bash"):
+        args = ["-o", "SendEnv=GIT_PROTOCOL", "-p", "2222", "git@github.com", command]
+        result = subprocess.run([shell, str(script), *args], capture_output=True, check=True)
+        printed = result.stdout.decode().split("\n")
+        assert printed[:7] == ["-F", config, "-o", "SendEnv=GIT_PROTOCOL", "-p", "2222"] + [
+            "git@exact.github.com"
+        ], (shell, expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "destination"),
+    [
+        (["-p", "22", "github.com"], "deploy_key_billing.github.com"),
+        (["-p22", "github.com"], "deploy_key_billing.github.com"),
+        (
+            ["-o", "Port=22", "-o", "SendEnv=GIT_PROTOCOL", "git@github.com"],
+            "git@deploy_key_billing.github.com",
+        ),
+        (["-oSendEnv=GIT_PROTOCOL", "github.com"], "deploy_key_billing.github.com"),
+        (["-4", "-6", "-T", "github.com"], "deploy_key_billing.github.com"),
+        (["-o", "github.com", "gitlab.com"], "gitlab.com"),  # an option's value is no host
+        (["-p", "github.com", "git@github.com"], "git@deploy_key_billing.github.com"),
+        (["-l", "git", "-i", "github.com", "github.com"], "deploy_key_billing.github.com"),
+        (["user@name@github.com"], "user@name@deploy_key_billing.github.com"),
+    ],
+)
+def test_router_finds_the_destination_among_options(
+    router: Path, args: list[str], destination: str
+) -> None:
+    command = "git-upload-pack '/Acme/Billing.git'"
+    printed = route(router, *args, command)
+    assert printed[2:] == [*args[:-1], destination, command]
+
+
 # ---------------------------------------------------------------- end to end, against the real sshd
 
 from conftest import Build, GeneratedKey, files_with_key, key_dirs, snapshot  # noqa: E402
