@@ -65,6 +65,7 @@ DIR = "mirrors"  # under the kit's part of the build cache
 NOT_FETCHED = "not-fetched"
 SAFE_PART = re.compile(r"^[A-Za-z0-9._~-]+$")
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # SHA-1 or SHA-256
 FETCH_KEY = "remote.origin.fetch"
 # Later fetches update every branch and tag (and drop deleted ones), never GitHub's refs/pull/*.
 REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
@@ -361,7 +362,10 @@ class Fetcher:
         checks out the mirror's HEAD, then the commit asked for. The objects are asked for by
         id, as git's own lazy fetch does (promisor-remote.c, fetch_objects: `fetch --filter
         --stdin`); a host that refuses that gets the mirror fetched in full instead."""
-        missing = _missing(self.git, path, _checked_out(self.git, path, req))
+        # Resolved once: the fill fetches objects by id into no ref (no refspec, no FETCH_HEAD)
+        # and leaves HEAD alone, so the same names name the same commits after it.
+        commits = _checked_out(self.git, path, req)
+        missing = _missing(self.git, path, commits)
         if missing:
             filled = run.run(
                 sealedgit.argv(
@@ -385,7 +389,7 @@ class Fetcher:
                 source=(req.host_port, req.repo),
             )
             _check_room(filled, req, path)
-            if _missing(self.git, path, _checked_out(self.git, path, req)):
+            if _missing(self.git, path, commits):
                 self.discard(path)
                 with self.guard:
                     self.notes[path] = FETCHED_IN_FULL.format(why="it did not send files by id")
@@ -420,16 +424,11 @@ class Fetcher:
             shutil.rmtree(partial, ignore_errors=True)
             _check_room(result, req, path)
             return result
-        # A bare clone records no refspec of its own.
-        for refspec in REFSPECS:
-            _local([self.git, "--git-dir", str(partial), "config", "--add", FETCH_KEY, refspec])
+        # A bare clone records no refspec of its own; a partial mirror serves filtered clones.
+        _add_settings(partial, partial_clone)
         if partial_clone and NO_FILTER in result.text:
             with self.guard:  # git cloned in full, and kept the promisor settings: harmless
                 self.notes[path] = FETCHED_IN_FULL.format(why="it does not filter (allowFilter)")
-        if partial_clone:
-            _local(
-                [self.git, "--git-dir", str(partial), "config", "uploadpack.allowFilter", "true"]
-            )
         partial.rename(path)
         if shallow_clone and not _settled(self.git, path, req):
             result = self._shallow_fetch(req, path)
@@ -665,6 +664,23 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def _add_settings(clone: Path, partial: bool) -> None:
+    """What deploykey adds to a new clone's config (`_untouched` allows these and nothing else):
+    the refspecs (REFSPECS), and for a partial mirror `uploadpack.allowFilter`. Appended as
+    sections of their own, in git's syntax (git-config(1): a section may appear more than once,
+    its entries add up), instead of three `git config` runs: `git config --list` reads exactly
+    what those runs wrote, in the same order. The clone is the one git has just made in a new
+    directory beside the mirror (no build code runs during the fetch); its config is opened
+    without following a link all the same."""
+    lines = ['[remote "origin"]'] + [f"\tfetch = {refspec}" for refspec in REFSPECS]
+    lines += ["[uploadpack]", "\tallowFilter = true"] if partial else []
+    fd = os.open(clone / "config", os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
+    with os.fdopen(fd, "r+b") as config:
+        size = os.fstat(fd).st_size
+        ended = size == 0 or os.pread(fd, 1, size - 1) == b"\n"  # git ends its lines; if not
+        config.write(("" if ended else "\n").encode() + "\n".join(lines).encode() + b"\n")
+
+
 def _untouched(git: str, path: Path, req: GitRequirement) -> bool:
     """The mirror's config holds only what clone and deploykey wrote, for this repository's URL:
     no hook path, no ssh command, no credential helper, no include, nothing a fetch would run."""
@@ -759,9 +775,34 @@ def _checked_out(git: str, path: Path, req: GitRequirement) -> list[str]:
     names = [req.commit] if req.commit else []
     if req.ref and not req.commit:
         names = [f"refs/tags/{req.ref}", f"refs/heads/{req.ref}", req.ref]
-    asked = next(filter(None, (_commit(git, path, name) for name in names)), None)
-    head = _commit(git, path, "HEAD")
+    *found, head = _commits(git, path, [*names, "HEAD"])
+    asked = next(filter(None, found), None)
     return list(dict.fromkeys(sha for sha in (asked, head) if sha))
+
+
+def _commits(git: str, path: Path, names: Sequence[str]) -> list[str | None]:
+    """The commit each name (a commit id, a ref, HEAD) peels to, or None: one `cat-file
+    --batch-check` for all of them, which reads each line as `rev-parse --verify` reads its
+    argument (get_oid_with_context), instead of one `rev-parse` each. A name that is not one line,
+    or an answer that is not one line per name, is asked of `rev-parse` instead."""
+    if not any("\n" in name or "\r" in name for name in names):
+        result = run.capture(
+            sealedgit.argv(
+                git, "--git-dir", str(path), "cat-file", "--batch-check=%(objectname) %(objecttype)"
+            ),
+            env=sealedgit.env(),
+            stdin="".join(f"{name}^{{commit}}\n" for name in names).encode(),
+        )
+        if result.ok and len(result.lines) == len(names):
+            return [_peeled(line) for line in result.lines]
+    return [_commit(git, path, name) for name in names]
+
+
+def _peeled(line: str) -> str | None:
+    """A line of `cat-file --batch-check=%(objectname) %(objecttype)` for `<name>^{commit}`:
+    `<sha> commit`, or `<name>^{commit} missing` (or `ambiguous`)."""
+    sha, _, kind = line.rpartition(" ")
+    return sha if kind == "commit" and OBJECT_ID.match(sha) else None
 
 
 def _commit(git: str, path: Path, name: str) -> str | None:
