@@ -105,6 +105,7 @@ def open(
 ) -> Access:
     """Fill a new key dir, learn what each key opens, route; on failure the key dir is removed,
     on success the caller removes it."""
+    run.preload()  # `sh`, for the fetch's first git, imported while the agent starts
     try:
         ssh = run.which("ssh", "connect to the git host") if keys or agent else "ssh"
         if keys:
