@@ -108,16 +108,20 @@ def mirror_path(root: Path, req: GitRequirement) -> Path:
 @dataclass(frozen=True)
 class Fetched:
     """One repository in its mirror: the result of the fetch (for the doctor's wording) and the
-    refs it holds afterwards."""
+    refs it holds afterwards (read only for a requirement that names no commit: the doctor reads
+    them for a tag, a branch or HEAD)."""
 
     path: Path
     result: run.Result
     refs: Mapping[str, str]
     network: bool
     note: str = ""  # how it was fetched, when not as asked (a host that refused a partial clone)
+    # Commits this fetch found in the mirror (each name it resolved, peeled to its commit): in it
+    # for the rest of the build (a fetch adds objects; gc drops none this young).
+    commits: frozenset[str] = frozenset()
 
     def has_commit(self, git: str, sha: str) -> bool:
-        return holds_commit(git, self.path, sha)
+        return sha in self.commits or holds_commit(git, self.path, sha)
 
 
 @dataclass
@@ -252,15 +256,21 @@ class Fetcher:
                 )
                 _check_room(result, req, path)
             commit = wanted(req) or ""
-            if (
-                result.ok
-                and network
-                and not is_shallow(path)
-                and FULL_SHA.match(commit)
-                and not holds_commit(self.git, path, commit)
-            ):
+            # A locked commit and HEAD, peeled in one cat-file: the check below, and (unless it
+            # fetches) the commits the fill needs (_checked_out reads the same two names).
+            peeled: list[str | None] | None = None
+            if result.ok and network and not is_shallow(path) and FULL_SHA.match(commit):
+                if req.commit:
+                    peeled = _commits(self.git, path, [req.commit, "HEAD"])
+                    held = peeled[0] is not None
+                else:
+                    held = holds_commit(self.git, path, commit)
+            else:
+                held = True
+            if not held:
                 # On no branch or tag any more (a force-push): ask for the commit itself, kept
                 # under a ref of its own so that git's gc never drops it.
+                peeled = None
                 refspec = f"{commit}:refs/deploykey/{commit}"
                 run.run(
                     sealedgit.argv(
@@ -276,8 +286,9 @@ class Fetcher:
                     env=self.env,
                     source=(req.host_port, req.repo),
                 )
+            seen: list[str] = []
             if result.ok and network and is_partial(path):
-                result = self._fill(req, path, result)
+                result, seen = self._fill(req, path, result, peeled)
             if network and path.is_dir():
                 # What git wrote, run by deploykey on a mirror it had verified (or a new clone),
                 # is deploykey's: sealed now, for the next build to check.
@@ -288,10 +299,10 @@ class Fetcher:
             if result.ok:
                 with self.guard:
                     self.fetched.setdefault(path, req)
-            refs = _refs(self.git, path) if result.ok else {}
+            refs = _refs(self.git, path) if result.ok and not req.commit else {}
             with self.guard:
                 note = self.notes.get(path, "") if network else ""
-            return Fetched(path, result, refs, network, note)
+            return Fetched(path, result, refs, network, note, frozenset(seen))
 
     def _wants_partial(self, req: GitRequirement) -> bool:
         """pip clones a requirement's repository with `--filter=blob:none` (pip
@@ -356,15 +367,23 @@ class Fetcher:
             _keep_fetched(self.git, path, name)
         return result
 
-    def _fill(self, req: GitRequirement, path: Path, result: run.Result) -> run.Result:
+    def _fill(
+        self,
+        req: GitRequirement,
+        path: Path,
+        result: run.Result,
+        peeled: Sequence[str | None] | None = None,
+    ) -> tuple[run.Result, list[str]]:
         """Brings every file of the commits the install checks out into a partial mirror, in one
         fetch of exactly the missing objects, while the key is there: the installer's clone
         checks out the mirror's HEAD, then the commit asked for. The objects are asked for by
         id, as git's own lazy fetch does (promisor-remote.c, fetch_objects: `fetch --filter
-        --stdin`); a host that refuses that gets the mirror fetched in full instead."""
+        --stdin`); a host that refuses that gets the mirror fetched in full instead. Also the
+        commits checked out (none after a fetch in full). `peeled`: the lockfile's commit and HEAD,
+        already peeled by the caller (`_commits`)."""
         # Resolved once: the fill fetches objects by id into no ref (no refspec, no FETCH_HEAD)
         # and leaves HEAD alone, so the same names name the same commits after it.
-        commits = _checked_out(self.git, path, req)
+        commits = _checked_out(self.git, path, req, peeled)
         missing = _missing(self.git, path, commits)
         if missing:
             filled = run.run(
@@ -393,8 +412,8 @@ class Fetcher:
                 self.discard(path)
                 with self.guard:
                     self.notes[path] = FETCHED_IN_FULL.format(why="it did not send files by id")
-                return self._clone(req, path, full=True)
-        return result
+                return self._clone(req, path, full=True), []
+        return result, commits
 
     def _clone(self, req: GitRequirement, path: Path, full: bool = False) -> run.Result:
         """A new bare mirror, made beside its place and renamed into it: a failed or interrupted
@@ -768,14 +787,17 @@ def is_partial(path: Path) -> bool:
     return "partialclonefilter" in text.lower()
 
 
-def _checked_out(git: str, path: Path, req: GitRequirement) -> list[str]:
+def _checked_out(
+    git: str, path: Path, req: GitRequirement, peeled: Sequence[str | None] | None = None
+) -> list[str]:
     """The commits an installer's clone of the mirror checks out: its HEAD (`git clone` checks
     out the default branch first), and the commit the requirement names (a lockfile's pin, else
-    its tag or branch, read in doctor._check_ref's order)."""
+    its tag or branch, read in doctor._check_ref's order). `peeled`: `_commits` of exactly
+    these names and HEAD, when the caller has it."""
     names = [req.commit] if req.commit else []
     if req.ref and not req.commit:
         names = [f"refs/tags/{req.ref}", f"refs/heads/{req.ref}", req.ref]
-    *found, head = _commits(git, path, [*names, "HEAD"])
+    *found, head = peeled if peeled is not None else _commits(git, path, [*names, "HEAD"])
     asked = next(filter(None, found), None)
     return list(dict.fromkeys(sha for sha in (asked, head) if sha))
 
