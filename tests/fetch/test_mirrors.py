@@ -703,3 +703,40 @@ def test_a_short_commit_id_gets_a_full_mirror_and_says_so(tmp_path: Path) -> Non
     assert fetched.result.ok and f"{short} could not be fetched by itself" in fetched.note
     assert not mirrors.is_shallow(fetched.path) and objects(fetched.path) == objects(upstream)
     assert mirrors.check_seal(fetched.path, key) is None
+
+
+def test_commits_peels_each_name_as_rev_parse_does(tmp_path: Path) -> None:
+    """`_commits` (one cat-file --batch-check) gives, name by name, what one `rev-parse --verify
+    NAME^{commit}` each gave: commits, short ids, annotated and lightweight tags, branches, HEAD,
+    a tag and a branch of one name, what is no commit (a tree, a blob), what is not there, and
+    names that look like options."""
+    work = tmp_path / "work"
+    work.mkdir()
+    git("init", "-q", "-b", "main", cwd=work)
+    git("config", "user.email", "t@example.com", cwd=work)
+    git("config", "user.name", "t", cwd=work)
+    (work / "README").write_text("one\n")
+    git("add", "README", cwd=work)
+    git("commit", "-q", "-m", "one", cwd=work)
+    first = git("rev-parse", "HEAD", cwd=work).strip()
+    (work / "README").write_text("two\n")
+    git("commit", "-q", "-am", "two", cwd=work)
+    git("tag", "light", first, cwd=work)
+    git("tag", "-a", "-m", "v", "v1.0", cwd=work)
+    git("branch", "both", first, cwd=work)
+    git("tag", "both", cwd=work)
+    blob = git("rev-parse", "HEAD:README", cwd=work).strip()
+    tree = git("rev-parse", "HEAD^{tree}", cwd=work).strip()
+    annotated = git("rev-parse", "v1.0", cwd=work).strip()
+    mirror = tmp_path / "m.git"
+    git("clone", "-q", "--bare", str(work), str(mirror))
+    names = [
+        first, first[:12], annotated, "v1.0", "refs/tags/v1.0", "light", "refs/tags/light",
+        "main", "refs/heads/main", "HEAD", "both", "refs/heads/both", "refs/tags/both", blob,
+        tree, "0" * 40, "nothere", "refs/tags/nothere", "-q", "--all", "main~1", "v1.0^{}",
+        "with space", "",
+    ]  # fmt: skip
+    expected = [mirrors._commit("git", mirror, name) for name in names]
+    assert mirrors._commits("git", mirror, names) == expected
+    assert expected[0] == expected[1] == expected[5] == first and expected[4] != annotated
+    assert expected[13] is None and expected[14] is None and expected[15] is None

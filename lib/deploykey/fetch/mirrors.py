@@ -808,11 +808,8 @@ def _commits(git: str, path: Path, names: Sequence[str]) -> list[str | None]:
     argument (get_oid_with_context), instead of one `rev-parse` each. A name that is not one line,
     or an answer that is not one line per name, is asked of `rev-parse` instead."""
     if not any("\n" in name or "\r" in name for name in names):
-        result = run.capture(
-            sealedgit.argv(
-                git, "--git-dir", str(path), "cat-file", "--batch-check=%(objectname) %(objecttype)"
-            ),
-            env=sealedgit.env(),
+        result = _local(
+            [git, "--git-dir", str(path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
             stdin="".join(f"{name}^{{commit}}\n" for name in names).encode(),
         )
         if result.ok and len(result.lines) == len(names):
@@ -865,11 +862,11 @@ def _packed_tag(path: Path, ref: str) -> bool:
     return f" refs/tags/{ref}\n" in text
 
 
-def _local(argv: Sequence[str]) -> run.Result:
+def _local(argv: Sequence[str], stdin: bytes = b"") -> run.Result:
     """A read of a mirror on disk: a short git run straight through subprocess (run.capture), not
     through `sh`, whose start costs tens of milliseconds a call in a build that makes dozens.
     Sealed like the fetch (the key dir exists while it runs), and with no protocol at all."""
-    return run.capture(sealedgit.argv(*argv), env=sealedgit.env(), stdin=b"")
+    return run.capture(sealedgit.argv(*argv), env=sealedgit.env(), stdin=stdin)
 
 
 def holds_commit(git: str, path: Path, sha: str) -> bool:
