@@ -187,8 +187,11 @@ OTHER = "hosts:\n  github.com:\n    hostname: evil.example.com\n    port: 22\n"
 
 
 def parsed_load(app: Path, record: config.Parsed, yml: str) -> config.Settings:
+    """A build's load, and the keep at its end (a build that went well)."""
     (app / "deploykey.yml").write_text(yml)
-    return config.load(app, None, {}, parsed=record)
+    settings = config.load(app, None, {}, parsed=record)
+    settings.keep_parse()
+    return settings
 
 
 def test_the_parse_is_kept_and_taken_back_without_pyyaml(tmp_path: Path) -> None:
@@ -252,7 +255,16 @@ def test_a_record_build_code_could_write_is_not_believed(tmp_path: Path, plant: 
 def test_a_dry_run_keeps_no_parse(tmp_path: Path) -> None:
     record = config.Parsed(tmp_path / "cache" / "deploykey.yml.parsed", b"k" * 32)
     (tmp_path / "deploykey.yml").write_text(REAL)
-    config.load(tmp_path, None, {"DEPLOYKEY_DRY_RUN": "1"}, parsed=record)
+    config.load(tmp_path, None, {"DEPLOYKEY_DRY_RUN": "1"}, parsed=record).keep_parse()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_nothing_is_kept_before_the_build_says_so(tmp_path: Path) -> None:
+    """A build that fails after loading the settings (a bad key, a host key mismatch) never calls
+    keep_parse: the cache gets nothing new."""
+    record = config.Parsed(tmp_path / "cache" / "deploykey.yml.parsed", b"k" * 32)
+    (tmp_path / "deploykey.yml").write_text(REAL)
+    config.load(tmp_path, None, {}, parsed=record)
     assert not (tmp_path / "cache").exists()
 
 

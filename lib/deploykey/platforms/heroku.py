@@ -242,6 +242,7 @@ def _handoff(plan: build.Plan) -> int:
         "their mirrors.\n" + fetched.export()
     )
     output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
+    plan.settings.keep_parse()
     output.step("Checking the app and the cache for the keys")
     record = build.scan_record(build.seal_secrets(plan), plan.cache_dir / CACHE)
     leak = build.leak_check(

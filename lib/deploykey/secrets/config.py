@@ -205,6 +205,15 @@ class Settings:
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict)
     given: frozenset[str] = frozenset()  # the DEPLOYKEY_* settings set, not defaulted
     github_app: AppConfig = field(default_factory=AppConfig)
+    # deploykey.yml's parse to keep for the next build (Parsed), its bytes and the mapping.
+    unkept: tuple[Parsed, bytes, Any] | None = field(default=None, compare=False, repr=False)
+
+    def keep_parse(self) -> None:
+        """Keeps deploykey.yml's parse for the next build: called once the fetch and install
+        went well, before the leak check, so a build that fails leaves nothing new behind."""
+        if self.unkept is not None:
+            parsed, data, mapping = self.unkept
+            parsed.keep(data, mapping)
 
     def get(self, name: str) -> str:
         return self.values[name]
@@ -244,7 +253,8 @@ class Parsed:
     code can write the cache, but never had the key (`bootstrap.seal_key`: from the build's
     private keys), so it can neither forge a record nor make one for other bytes; a record of
     another deploykey.yml, another key (a rotation), a link or anything but a regular file is
-    not read, and deploykey.yml is parsed again. Nothing is kept in a dry run."""
+    not read, and deploykey.yml is parsed again. Kept by a build that went well
+    (Settings.keep_parse), not in a dry run."""
 
     file: Path
     key: bytes
@@ -309,9 +319,11 @@ def load(
     given = frozenset(s.name for s in SETTINGS if _raw(s.name, env, environ).strip())
     config_file = app_dir / CONFIG_FILE
     if config_file.is_file():
-        keep = None if values["DEPLOYKEY_DRY_RUN"] in TRUE else parsed
-        hosts, keys, tokens, app = _read_config(config_file, parsed, keep)
-        return Settings(values, hosts, config_file, keys, tokens, given, app)
+        data, mapping, recorded = _load_config(config_file, parsed)
+        hosts, keys, tokens, app = _read_config(config_file, mapping)
+        dry = values["DEPLOYKEY_DRY_RUN"] in TRUE
+        unkept = (parsed, data, mapping) if parsed and not recorded and not dry else None
+        return Settings(values, hosts, config_file, keys, tokens, given, app, unkept)
     return Settings(values, {}, None, given=given)
 
 
@@ -346,18 +358,22 @@ def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) 
     return value
 
 
-def _read_config(
-    path: Path, parsed: Parsed | None = None, keep: Parsed | None = None
-) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig], AppConfig]:
+def _load_config(path: Path, parsed: Parsed | None) -> tuple[bytes, Any, bool]:
+    """deploykey.yml's bytes, what PyYAML makes of them (or the record of that: Parsed), and
+    whether it came from the record."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UserError("config::invalid", path=path, detail=str(exc)) from None
-    data = parsed.recorded(raw) if parsed else NOT_RECORDED
-    if data is NOT_RECORDED:
-        data = _parse(path, raw)
-        if keep:
-            keep.keep(raw, data)
+    mapping = parsed.recorded(raw) if parsed else NOT_RECORDED
+    if mapping is not NOT_RECORDED:
+        return raw, mapping, True
+    return raw, _parse(path, raw), False
+
+
+def _read_config(
+    path: Path, data: Any
+) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig], AppConfig]:
     if data is None:
         return {}, {}, {}, AppConfig()
     if not isinstance(data, dict):
