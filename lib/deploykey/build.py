@@ -648,6 +648,8 @@ def install_cycle(
         failure = exc
     for what in cleanup.done:
         output.detail(f"removed {what}")
+    if failure is None and keep:
+        plan.settings.keep_parse()
     output.step("Checking what the build keeps for the keys")
     leak = leak_check(scanned, plan.secret_keys, plan.secret_tokens, plan.settings, record=record)
     if failure is not None:

@@ -501,7 +501,6 @@ def test_bytecode_changed_by_build_code_never_runs(tmp_path: Path, how: str) -> 
     for directory in (app, cache, env_dir):
         directory.mkdir()
     (app / "requirements.txt").write_text("# none\n")
-    (app / "deploykey.yml").write_text("# nothing to set: read with yaml all the same\n")
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
     )
@@ -512,6 +511,8 @@ def test_bytecode_changed_by_build_code_never_runs(tmp_path: Path, how: str) -> 
 
     def build() -> subprocess.CompletedProcess[str]:
         shutil.rmtree(app / ".venv", ignore_errors=True)  # each build has a build dir of its own
+        # Other bytes each build: read with yaml each time (a parse of the same bytes is kept).
+        (app / "deploykey.yml").write_text(f"# nothing to set ({os.urandom(8).hex()})\n")
         return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300)
 
     first = build()

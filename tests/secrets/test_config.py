@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import KIT
 from deploykey.core import sources
 from deploykey.core.errors import UserError
 from deploykey.secrets import config
@@ -174,3 +178,99 @@ def test_keys_and_tokens(tmp_path: Path) -> None:
     assert tokens["GITHUB_TOKEN"] == config.TokenConfig(
         "GITHUB_TOKEN", "github.com", "x-access-token"
     )
+
+
+# deploykey.yml's parse kept in the build cache (config.Parsed): build code writes the cache, so a
+# record is believed only under the build's key and for deploykey.yml's bytes as they are now.
+REAL = "hosts:\n  github.com:\n    hostname: ssh.github.com\n    port: 443\n"
+OTHER = "hosts:\n  github.com:\n    hostname: evil.example.com\n    port: 22\n"
+
+
+def parsed_load(app: Path, record: config.Parsed, yml: str) -> config.Settings:
+    """A build's load, and the keep at its end (a build that went well)."""
+    (app / "deploykey.yml").write_text(yml)
+    settings = config.load(app, None, {}, parsed=record)
+    settings.keep_parse()
+    return settings
+
+
+def test_the_parse_is_kept_and_taken_back_without_pyyaml(tmp_path: Path) -> None:
+    """A second load with the same bytes and key takes the mapping from the record: in a fresh
+    interpreter, PyYAML is never imported (what the record is for: its import was 12% of a warm
+    build's instructions)."""
+    record = config.Parsed(tmp_path / "cache" / "deploykey.yml.parsed", b"k" * 32)
+    assert parsed_load(tmp_path, record, REAL).host("github.com").hostname == "ssh.github.com"
+    assert record.file.is_file() and oct(record.file.stat().st_mode & 0o777) == "0o600"
+    code = (
+        f"import sys; sys.path.insert(0, {str(KIT / 'lib')!r}); from pathlib import Path; "
+        "from deploykey.secrets import config; "
+        f"record = config.Parsed(Path({str(record.file)!r}), b'k' * 32); "
+        f"s = config.load(Path({str(tmp_path)!r}), None, {{}}, parsed=record); "
+        "print(s.host('github.com').hostname, 'yaml' in sys.modules)"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.split() == ["ssh.github.com", "False"]
+
+
+def forged(record: config.Parsed, yml: str, key: bytes) -> bytes:
+    """The record build code would plant: OTHER's mapping, sealed with `key`, for `yml`'s bytes."""
+    other = config.Parsed(record.file.with_name("scratch"), key)
+    other.keep(yml.encode(), {"hosts": {"github.com": {"hostname": "evil.example.com"}}})
+    return other.file.with_name("scratch").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "plant",
+    ["another key", "another deploykey.yml", "a record of before", "garbage", "a link", "a fifo"],
+)
+def test_a_record_build_code_could_write_is_not_believed(tmp_path: Path, plant: str) -> None:
+    """Whatever build code leaves where the record is, the next load reads deploykey.yml itself:
+    a mapping sealed with another key, or sealed for other bytes (it cannot have the build's key,
+    so this is the most it can do), an earlier build's record for an older deploykey.yml, bytes
+    of its own, a link to a record, a fifo (reading it would wait forever)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    record = config.Parsed(cache / "deploykey.yml.parsed", b"k" * 32)
+    app = tmp_path / "app"
+    app.mkdir()
+    if plant == "another key":
+        record.file.write_bytes(forged(record, REAL, b"x" * 32))
+    elif plant == "another deploykey.yml":
+        record.file.write_bytes(forged(record, OTHER, b"k" * 32))
+    elif plant == "a record of before":
+        parsed_load(app, record, OTHER)  # an earlier build, when deploykey.yml said OTHER
+    elif plant == "garbage":
+        record.file.write_bytes(b"\0" * 32 + b'{"hosts": {}}')
+    elif plant == "a link":
+        forged_file = cache / "elsewhere"
+        forged_file.write_bytes(forged(record, REAL, b"k" * 32))
+        record.file.symlink_to(forged_file)
+    else:
+        os.mkfifo(record.file)
+    settings = parsed_load(app, record, REAL)
+    assert settings.host("github.com").hostname == "ssh.github.com"
+    assert settings.host("github.com").port == 443
+
+
+def test_a_dry_run_keeps_no_parse(tmp_path: Path) -> None:
+    record = config.Parsed(tmp_path / "cache" / "deploykey.yml.parsed", b"k" * 32)
+    (tmp_path / "deploykey.yml").write_text(REAL)
+    config.load(tmp_path, None, {"DEPLOYKEY_DRY_RUN": "1"}, parsed=record).keep_parse()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_nothing_is_kept_before_the_build_says_so(tmp_path: Path) -> None:
+    """A build that fails after loading the settings (a bad key, a host key mismatch) never calls
+    keep_parse: the cache gets nothing new."""
+    record = config.Parsed(tmp_path / "cache" / "deploykey.yml.parsed", b"k" * 32)
+    (tmp_path / "deploykey.yml").write_text(REAL)
+    config.load(tmp_path, None, {}, parsed=record)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_mapping_json_would_change_is_not_kept(tmp_path: Path) -> None:
+    """A date (YAML's timestamp) is no JSON value: parsed each time, never recorded."""
+    record = config.Parsed(tmp_path / "cache" / "deploykey.yml.parsed", b"k" * 32)
+    with pytest.raises(UserError):  # an unknown key: the same error with or without a record
+        parsed_load(tmp_path, record, "when: 2026-12-06\n")
+    assert not record.file.exists()

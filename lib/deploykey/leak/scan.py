@@ -47,7 +47,6 @@ import io
 import itertools
 import lzma
 import os
-import pickle  # noqa: S403 - only between this process and its own forked copies
 import re
 import signal
 import stat
@@ -881,6 +880,8 @@ def _fork(numbers: int, batches: Sequence[Batch], work: _Work) -> tuple[int, int
             signal.signal(number, signal.SIG_DFL)
         os.close(results_read)
         found = _batches_from(numbers, batches, work)
+        import pickle  # noqa: S403 - only between this process and its own forked copies
+
         with os.fdopen(results_write, "wb") as stream:
             pickle.dump(found, stream)
         status = 0
@@ -895,6 +896,8 @@ def _collect(pid: int, results: int) -> _Found:
     _, status = os.waitpid(pid, 0)
     if status != 0 or not sent:
         raise RuntimeError(f"a scan process failed (wait status {status})")
+    import pickle  # noqa: S403 - imported where used: a scan of few files forks no copy
+
     return cast(_Found, pickle.loads(sent))  # noqa: S301 - from our own fork
 
 

@@ -6,12 +6,15 @@ requirements file, which the requirements reader finds by itself when it is in t
 
 from __future__ import annotations
 
-import configparser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploykey.core.errors import UserError
 from deploykey.manifests import base
 from deploykey.manifests.requirements import Requirements
+
+if TYPE_CHECKING:
+    import configparser
 
 NAMES = ("setup.cfg",)
 
@@ -21,6 +24,8 @@ def read(app_dir: Path, path: Path) -> Requirements:
 
 
 def parse(label: str, text: str) -> Requirements:
+    import configparser  # here: an app without setup.cfg never needs it (1% of a warm build)
+
     config = configparser.ConfigParser(interpolation=None)
     try:
         config.read_string(text, source=label)

@@ -21,6 +21,7 @@ from deploykey.core import errors, output, sources, trust
 from deploykey.core.errors import UserError
 from deploykey.fetch import mirrors
 from deploykey.installers import install
+from deploykey.kit import bootstrap
 from deploykey.leak import scrub
 from deploykey.secrets import config, credentials, githubapp
 
@@ -70,7 +71,7 @@ def release(build_dir: str) -> int:
 def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False) -> int:
     app_dir, cache = Path(build_dir).resolve(), Path(cache_dir).resolve()
     env = sources.read(env_dir)
-    settings = config.load(app_dir, env)
+    settings = config.load(app_dir, env, parsed=None if dry_run else parsed_config(cache))
     dry_run = dry_run or settings.dry_run
     output.step("deploykey: private git dependencies" + (" (dry run)" if dry_run else ""))
     adopt_trust(env, app_dir)
@@ -81,6 +82,13 @@ def compile(build_dir: str, cache_dir: str, env_dir: str, dry_run: bool = False)
         if plan.target.kind == "off":
             return _handoff(plan)
         return _install(plan)
+
+
+def parsed_config(cache: Path) -> config.Parsed | None:
+    """Where deploykey.yml's parse is kept in the build cache, sealed with a key from the
+    build's private keys (config.Parsed); None with no private key (an agent, tokens only)."""
+    key = bootstrap.seal_key()
+    return config.Parsed(cache / CACHE / "deploykey.yml.parsed", key) if key else None
 
 
 def adopt_trust(env: sources.EnvSource, app_dir: Path) -> None:
@@ -234,6 +242,7 @@ def _handoff(plan: build.Plan) -> int:
         "their mirrors.\n" + fetched.export()
     )
     output.detail(f"wrote {target}: the git settings for the next buildpack ({plan.target.reason})")
+    plan.settings.keep_parse()
     output.step("Checking the app and the cache for the keys")
     record = build.scan_record(build.seal_secrets(plan), plan.cache_dir / CACHE)
     leak = build.leak_check(

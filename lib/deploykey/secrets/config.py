@@ -7,9 +7,13 @@ config vars never reach a buildpack's environment, only its env dir.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
 import reprlib
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +205,15 @@ class Settings:
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict)
     given: frozenset[str] = frozenset()  # the DEPLOYKEY_* settings set, not defaulted
     github_app: AppConfig = field(default_factory=AppConfig)
+    # deploykey.yml's parse to keep for the next build (Parsed), its bytes and the mapping.
+    unkept: tuple[Parsed, bytes, Any] | None = field(default=None, compare=False, repr=False)
+
+    def keep_parse(self) -> None:
+        """Keeps deploykey.yml's parse for the next build: called once the fetch and install
+        went well, before the leak check, so a build that fails leaves nothing new behind."""
+        if self.unkept is not None:
+            parsed, data, mapping = self.unkept
+            parsed.keep(data, mapping)
 
     def get(self, name: str) -> str:
         return self.values[name]
@@ -230,16 +243,87 @@ class Settings:
         return found
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """Where bin/compile keeps what PyYAML made of deploykey.yml for the next build, and the key
+    it seals that with. PyYAML's import alone was 12% of the instructions of a warm build that
+    restores its environment (94 of 771 million, callgrind, bench/lockfiles.py's uv app): the next
+    build with the same deploykey.yml takes the mapping from the record instead, when the record's
+    HMAC checks, over the sha256 of deploykey.yml's bytes as they are now and the mapping. Build
+    code can write the cache, but never had the key (`bootstrap.seal_key`: from the build's
+    private keys), so it can neither forge a record nor make one for other bytes; a record of
+    another deploykey.yml, another key (a rotation), a link or anything but a regular file is
+    not read, and deploykey.yml is parsed again. Kept by a build that went well
+    (Settings.keep_parse), not in a dry run."""
+
+    file: Path
+    key: bytes
+
+    def recorded(self, data: bytes) -> Any:
+        """The mapping recorded for these bytes, or NOT_RECORDED."""
+        try:
+            fd = os.open(self.file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return NOT_RECORDED
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > LARGEST_RECORD:
+                return NOT_RECORDED
+            record = file.read(LARGEST_RECORD)
+        seal, body = record[:32], record[32:]
+        if not hmac.compare_digest(seal, self._seal(data, body)):
+            return NOT_RECORDED
+        return json.loads(body)
+
+    def keep(self, data: bytes, parsed: Any) -> None:
+        """Best effort: a mapping JSON cannot give back as it is (a date, a key that is not a
+        string) is not kept, nor anything where the cache is not a directory of this user's."""
+        try:
+            body = json.dumps(parsed, sort_keys=True).encode()
+        except (TypeError, ValueError):
+            return
+        if json.loads(body) != parsed or len(body) + 32 > LARGEST_RECORD:
+            return
+        staging = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+        try:
+            self.file.parent.mkdir(mode=0o700, exist_ok=True)
+            info = self.file.parent.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                return
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with os.fdopen(os.open(staging, flags, 0o600), "wb") as out:
+                out.write(self._seal(data, body) + body)
+            staging.replace(self.file)
+        except OSError:
+            staging.unlink(missing_ok=True)
+
+    def _seal(self, data: bytes, body: bytes) -> bytes:
+        mac = hmac.new(self.key, b"deploykey/config-parse/v1", hashlib.sha256)
+        for part in (hashlib.sha256(data).digest(), body):
+            mac.update(len(part).to_bytes(8, "big") + part)
+        return mac.digest()
+
+
+NOT_RECORDED = object()
+LARGEST_RECORD = 1 << 20
+
+
 def load(
-    app_dir: Path, env: EnvSource | None, environ: Mapping[str, str] | None = None
+    app_dir: Path,
+    env: EnvSource | None,
+    environ: Mapping[str, str] | None = None,
+    parsed: Parsed | None = None,
 ) -> Settings:
     environ = os.environ if environ is None else environ
     values = {setting.name: _value(setting, env, environ) for setting in SETTINGS}
     given = frozenset(s.name for s in SETTINGS if _raw(s.name, env, environ).strip())
     config_file = app_dir / CONFIG_FILE
     if config_file.is_file():
-        hosts, keys, tokens, app = _read_config(config_file)
-        return Settings(values, hosts, config_file, keys, tokens, given, app)
+        data, mapping, recorded = _load_config(config_file, parsed)
+        hosts, keys, tokens, app = _read_config(config_file, mapping)
+        dry = values["DEPLOYKEY_DRY_RUN"] in TRUE
+        unkept = (parsed, data, mapping) if parsed and not recorded and not dry else None
+        return Settings(values, hosts, config_file, keys, tokens, given, app, unkept)
     return Settings(values, {}, None, given=given)
 
 
@@ -274,24 +358,22 @@ def _value(setting: Setting, env: EnvSource | None, environ: Mapping[str, str]) 
     return value
 
 
-def _read_config(
-    path: Path,
-) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig], AppConfig]:
-    import yaml
-
+def _load_config(path: Path, parsed: Parsed | None) -> tuple[bytes, Any, bool]:
+    """deploykey.yml's bytes, what PyYAML makes of them (or the record of that: Parsed), and
+    whether it came from the record."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "YAML syntax error"
-        raise UserError("config::invalid", path=path, detail=f"{problem}{where}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise UserError("config::invalid", path=path, detail=str(exc)) from None
-    except RecursionError:
-        # PyYAML composes nested flow collections by recursion.
-        detail = "its lists or mappings are nested too deeply"
-        raise UserError("config::invalid", path=path, detail=detail) from None
+    mapping = parsed.recorded(raw) if parsed else NOT_RECORDED
+    if mapping is not NOT_RECORDED:
+        return raw, mapping, True
+    return raw, _parse(path, raw), False
+
+
+def _read_config(
+    path: Path, data: Any
+) -> tuple[dict[str, HostConfig], dict[str, tuple[str, ...]], dict[str, TokenConfig], AppConfig]:
     if data is None:
         return {}, {}, {}, AppConfig()
     if not isinstance(data, dict):
@@ -317,6 +399,24 @@ def _read_config(
         str(name): _token(path, str(name), value) for name, value in sections["tokens"].items()
     }
     return hosts, keys, tokens, _app(path, sections["github_app"])
+
+
+def _parse(path: Path, raw: bytes) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw.decode("utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "YAML syntax error"
+        raise UserError("config::invalid", path=path, detail=f"{problem}{where}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError("config::invalid", path=path, detail=str(exc)) from None
+    except RecursionError:
+        # PyYAML composes nested flow collections by recursion.
+        detail = "its lists or mappings are nested too deeply"
+        raise UserError("config::invalid", path=path, detail=detail) from None
 
 
 # A URL deploykey sends the App's JWT or a token to: https, or http on this machine only.

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import struct
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploykey.core import output
 from deploykey.core.sources import EnvSource
 from deploykey.secrets.config import Settings
+
+if TYPE_CHECKING:
+    # Imported by the token server, which only a fetch with tokens starts: a warm build that
+    # restores its environment never does (socket was 1.4% of its instructions, callgrind).
+    import socket
 
 HELPER = "git-credential-deploykey"
 INDEX = "tokens"
@@ -129,6 +134,8 @@ class Server:
         self.done.set()
         # A connection of its own wakes the thread in accept() at once, instead of at its next
         # timeout (a warm build waited that long for nothing); it is closed unanswered.
+        import socket
+
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
             wake.connect(str(self.path))
         if self.thread is not None:
@@ -152,6 +159,8 @@ class Server:
                     self._answer(connection)
 
     def _answer(self, connection: socket.socket) -> None:
+        import socket
+
         credentials = connection.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
         )
@@ -170,6 +179,8 @@ class Server:
 
 def serve(key_dir: Path) -> Server:
     """A Unix socket in the key dir (0700: this user only), answered by a thread of this process."""
+    import socket
+
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = key_dir / SOCKET
     previous = os.umask(0o177)
