@@ -47,6 +47,21 @@ def _facts(path: Path, blocker: Path) -> dict[str, object]:
     }
 
 
+def read_regular(path: Path, largest: int) -> bytes | None:
+    """The bytes of a file build code could have written or swapped (in the build cache, the temp
+    dir): None for a link, a FIFO (reading one would wait forever), anything but a regular file,
+    a file this user cannot read, or one bigger than `largest`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > largest:
+            return None
+        return file.read(largest)
+
+
 def read_secret(path: Path) -> bytes:
     """A key file: a BuildKit secret in /run/secrets, or one given with --key-file. One that exists
     but that this user may not read is a mount without `uid=`, never a bug."""

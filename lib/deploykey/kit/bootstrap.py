@@ -45,7 +45,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from deploykey.core import output
+from deploykey.core import output, permissions
 from deploykey.core.childenv import child_env
 from deploykey.core.errors import UserError
 
@@ -489,15 +489,7 @@ def _normal(name: str) -> str:
 def _read(path: Path) -> bytes | None:
     """A regular file's bytes; None for a link, a FIFO (reading one would wait forever), a file
     this user cannot read, or one far bigger than any wheel pinned."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > LARGEST:
-            return None
-        return file.read()
+    return permissions.read_regular(path, LARGEST)
 
 
 def _digest(path: Path) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploykey.core import permissions
 from deploykey.core.errors import UserError
 from deploykey.core.sources import EnvSource
 from deploykey.secrets import hosts
@@ -261,15 +262,9 @@ class Parsed:
 
     def recorded(self, data: bytes) -> Any:
         """The mapping recorded for these bytes, or NOT_RECORDED."""
-        try:
-            fd = os.open(self.file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+        record = permissions.read_regular(self.file, LARGEST_RECORD)
+        if record is None:
             return NOT_RECORDED
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > LARGEST_RECORD:
-                return NOT_RECORDED
-            record = file.read(LARGEST_RECORD)
         seal, body = record[:32], record[32:]
         if not hmac.compare_digest(seal, self._seal(data, body)):
             return NOT_RECORDED
