@@ -62,6 +62,26 @@ def read_regular(path: Path, largest: int) -> bytes | None:
         return file.read(largest)
 
 
+def write_private(file: Path, data: bytes) -> bool:
+    """Best effort: `data` as `file` (mode 0600), written beside it and renamed into place, in a
+    directory made if need be (0700) that must be this user's own and no link (build code's
+    cache: a link there would send the file elsewhere). False when nothing was written."""
+    staging = file.with_name(f".{file.name}.{os.getpid()}")
+    try:
+        file.parent.mkdir(mode=0o700, exist_ok=True)
+        info = file.parent.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(staging, flags, 0o600), "wb") as out:
+            out.write(data)
+        staging.replace(file)
+    except OSError:
+        staging.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def read_secret(path: Path) -> bytes:
     """A key file: a BuildKit secret in /run/secrets, or one given with --key-file. One that exists
     but that this user may not read is a mount without `uid=`, never a bug."""

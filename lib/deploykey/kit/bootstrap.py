@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import hashlib
 import hmac
 import importlib
@@ -293,24 +294,14 @@ class Bytecode:
         if key is None or not self.writable:
             return
         body = marshal.dumps(code)
-        file = self._file(origin)
-        staging = file.with_name(f".{file.name}.{os.getpid()}")
-        try:
-            self.directory.mkdir(mode=0o700, exist_ok=True)
-            info = self.directory.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                return
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            with os.fdopen(os.open(staging, flags, 0o600), "wb") as out:
-                out.write(self._seal(key, origin, body) + body)
-            staging.replace(file)
-            if not self.pruned:  # once a run: what wheels no longer kept (another lock) compiled
-                self.pruned = True
+        if not permissions.write_private(self._file(origin), self._seal(key, origin, body) + body):
+            return
+        if not self.pruned:  # once a run: what wheels no longer kept (another lock) compiled
+            self.pruned = True
+            with contextlib.suppress(OSError):
                 for old in self.directory.iterdir():
                     if old.name.split("-")[0] not in self.wheels:
                         old.unlink()
-        except OSError:
-            staging.unlink(missing_ok=True)
 
     def _key(self) -> bytes | None:
         if not self.derived:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import reprlib
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,18 +278,7 @@ class Parsed:
             return
         if json.loads(body) != parsed or len(body) + 32 > LARGEST_RECORD:
             return
-        staging = self.file.with_name(f".{self.file.name}.{os.getpid()}")
-        try:
-            self.file.parent.mkdir(mode=0o700, exist_ok=True)
-            info = self.file.parent.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                return
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            with os.fdopen(os.open(staging, flags, 0o600), "wb") as out:
-                out.write(self._seal(data, body) + body)
-            staging.replace(self.file)
-        except OSError:
-            staging.unlink(missing_ok=True)
+        permissions.write_private(self.file, self._seal(data, body) + body)
 
     def _seal(self, data: bytes, body: bytes) -> bytes:
         mac = hmac.new(self.key, b"deploykey/config-parse/v1", hashlib.sha256)
