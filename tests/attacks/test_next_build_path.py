@@ -10,9 +10,12 @@ As root nothing can be told apart (root writes every directory): SECURITY.md say
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
-from conftest import GeneratedKey, files_with_key
+import pytest
+
+from conftest import BIN, GeneratedKey, files_with_key
 from support.app_dirs import app_dir, own_key
 from support.gitserver import GitServer
 from support.nonroot import PATH, NonRoot
@@ -81,3 +84,57 @@ def test_a_tool_found_only_where_build_code_can_write_is_refused(
     assert f" !     `git` is only in {bin_dir}, which nobody (uid {nonroot.uid}) can write" in err
     assert "(tool::writable: README.md#tool-writable)" in err
     assert "Traceback" not in err
+
+
+# The python3 build N left first on PATH: it notes that it ran and copies the key file it is
+# handed the path of, then runs the real one, so that the build would succeed.
+PLANTED_PYTHON = """#!/bin/sh
+echo ran >> {marker}
+for arg; do case $prev in --key-file) cat "$arg" >> {loot} ;; esac; prev=$arg; done
+[ -f "$ENV_DIR_FOR_TEST/DEPLOY_KEY" ] && cat "$ENV_DIR_FOR_TEST/DEPLOY_KEY" >> {loot}
+exec /usr/bin/python3 "$@"
+"""
+
+
+@pytest.mark.parametrize("entry", ["deploykey", "compile", "pre_compile"])
+def test_a_python3_planted_on_a_writable_path_never_runs_the_kit(
+    nonroot: NonRoot, git_server: GitServer, utils_key: GeneratedKey, entry: str
+) -> None:
+    """Build N left a `python3` where PATH looks first (`~/.local/bin` where HOME is kept; where
+    builds share /app, `/app/.heroku/python/bin`, first on PATH when heroku/python runs
+    pre_compile); build N+1's entry point runs the kit, with the key, under the system's python3."""
+    app = app_dir(nonroot, git_server)
+    cache = nonroot.mkdir("cache", owner=nonroot.uid)
+    planted = "app-heroku/python/bin" if entry == "pre_compile" else "home/.local/bin"
+    bin_dir = nonroot.mkdir(planted, owner=nonroot.uid)
+    marker, loot = nonroot.root / "home" / "ran", nonroot.root / "home" / "loot"
+    nonroot.write(
+        f"{planted}/python3",
+        PLANTED_PYTHON.format(marker=marker, loot=loot).encode(),
+        owner=nonroot.uid,
+        mode=0o755,
+    )
+    env_dir = nonroot.mkdir("env", owner=nonroot.uid)
+    nonroot.write("env/DEPLOY_KEY", utils_key.text.encode(), owner=nonroot.uid, mode=0o600)
+    env = nonroot.environ(PATH=f"{bin_dir}:{PATH}", ENV_DIR_FOR_TEST=str(env_dir))
+    if entry == "deploykey":
+        key = own_key(nonroot, utils_key)
+        argv = [str(BIN / "deploykey"), "fetch", "--key-file", str(key), "--cache-dir", str(cache)]
+    elif entry == "compile":
+        os.chown(app, nonroot.uid, 0)  # the build dir is the build user's: the venv goes there
+        env["DEPLOYKEY_APP_PATH"] = str(app)
+        argv = [str(BIN / "compile"), str(app), str(cache), str(env_dir)]
+    else:  # as heroku-buildpack-python runs it: from the app dir, with these three exported
+        env.update(
+            BUILD_DIR=str(app), CACHE_DIR=str(cache), ENV_DIR=str(env_dir), STACK="heroku-24"
+        )
+        # The hooks as `deploykey hooks` writes them into the app, with the kit beside them.
+        written = subprocess.run([str(BIN / "deploykey"), "hooks", str(app)], capture_output=True)
+        assert written.returncode == 0, written.stderr
+        argv = [str(app / "bin" / "pre_compile")]
+    result = nonroot.run_program(argv, cwd=app, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert not marker.exists(), out
+    assert not loot.exists()
+    assert files_with_key([cache, app, nonroot.root / "home"], utils_key.text) == []

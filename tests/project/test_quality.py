@@ -19,6 +19,7 @@ SHELL_SCRIPTS = [
     "lib/deploykey/scanbuildpack/build",
     "lib/deploykey/hooks/pre_compile",
     "lib/deploykey/hooks/post_compile",
+    "lib/deploykey/python3.sh",
     "examples/demo",
     ".ci/setup",
     ".ci/run",

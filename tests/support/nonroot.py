@@ -113,6 +113,15 @@ class NonRoot:
             *(SYSTEM_PYTHON, "-I", str(KIT / "lib" / "deploykey"), *args),
         ]
 
+    def run_program(
+        self, argv: list[str], cwd: Path, env: dict[str, str]
+    ) -> subprocess.CompletedProcess[str]:
+        """`argv` (a program of the kit, as a platform runs it) as nobody."""
+        drop = ("setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups")
+        return subprocess.run(
+            [*drop, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
+
     def run(
         self, *args: str, cwd: Path, env: dict[str, str] | None = None, secrets: Path | None = None
     ) -> subprocess.CompletedProcess[str]:

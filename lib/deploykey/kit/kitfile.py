@@ -41,6 +41,23 @@ def files() -> dict[str, bytes]:
     return found
 
 
+# Where a script written out of the kit (the app hooks, the scan buildpack's bin/build) sources
+# lib/deploykey/python3.sh when run from the kit: a copy holds the file itself instead.
+SOURCE_PYTHON3 = (
+    b"# shellcheck source=/dev/null\n"
+    b'. "$here/../lib/deploykey/python3.sh"  # in a copy written out of the kit: the file itself\n'
+)
+
+
+def script(name: str) -> bytes:
+    """A shell script of the kit as written out of it: with python3.sh in it."""
+    kit = files()
+    text = kit[name]
+    if SOURCE_PYTHON3 not in text:
+        raise AssertionError(f"{name} does not source python3.sh")
+    return text.replace(SOURCE_PYTHON3, kit["deploykey/python3.sh"])
+
+
 def write_pyz(target: Path) -> None:
     with tempfile.TemporaryDirectory() as staging:
         root = Path(staging, "app")
@@ -60,9 +77,10 @@ def write_scan_buildpack(directory: str) -> int:
     toml = kit["deploykey/scanbuildpack/buildpack.toml"].decode().replace("@VERSION@", __version__)
     (target / "buildpack.toml").write_text(toml)
     for name in ("detect", "build"):
-        script = target / "bin" / name
-        script.write_bytes(kit[f"deploykey/scanbuildpack/{name}"])
-        script.chmod(0o755)
+        path = target / "bin" / name
+        name_in_kit = f"deploykey/scanbuildpack/{name}"
+        path.write_bytes(script(name_in_kit) if name == "build" else kit[name_in_kit])
+        path.chmod(0o755)
     write_pyz(target / PYZ)
     output.detail(f"wrote the deploykey/scan buildpack in {target}: buildpack.toml, bin/, {PYZ}")
     return 0

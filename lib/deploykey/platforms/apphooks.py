@@ -116,17 +116,16 @@ def post_compile() -> int:
 def write_hooks(app_dir: str, post_only: bool = False) -> int:
     """Write bin/pre_compile, bin/post_compile and bin/deploykey.pyz into an app."""
     bin_dir = Path(app_dir) / "bin"
-    files = kitfile.files()
     names = ["post_compile"] if post_only else list(HOOKS)
+    scripts = {name: kitfile.script(f"deploykey/hooks/{name}") for name in names}
     for name in names:
         existing = bin_dir / name
-        ours = files[f"deploykey/hooks/{name}"]
-        if existing.exists() and existing.read_bytes() != ours:
+        if existing.exists() and existing.read_bytes() != scripts[name]:
             raise UserError("hooks::exists", path=existing, hook=name)
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         target = bin_dir / name
-        target.write_bytes(files[f"deploykey/hooks/{name}"])
+        target.write_bytes(scripts[name])
         target.chmod(0o755)
         output.detail(f"wrote {target}")
     kitfile.write_pyz(bin_dir / kitfile.PYZ)
