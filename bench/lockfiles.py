@@ -8,7 +8,9 @@ poetry.lock) through a hand-written ssh config, as a developer does. Each run ti
   (a) by hand: the tool's locked install (`uv sync --locked`, `poetry sync --only main`) into a
       fresh project venv with a hand-written ssh config and an empty tool cache, as a fresh build;
   (b) deploykey cold: bin/compile (DEPLOYKEY_INSTALL=venv) with an empty CACHE_DIR;
-  (c) deploykey warm: bin/compile again, a fresh checkout, the same CACHE_DIR.
+  (c) deploykey warm: bin/compile again, a fresh checkout, the same CACHE_DIR;
+  (d) (a) with the repositories read from the server's copies on local disk, no network: the
+      tool's own work, below which no install from a mirror can go (issue 23's uv cold floor).
 The tools are the pinned ones of tests/support/installers.py (uv 0.13.9, Poetry 2.5.1). Medians over the
 runs, and each one's ratio to (a) in the same run; then, for each cell, where deploykey's cold and
 warm builds spend their time (bench/heavyapp.py's `phases`: from each step header of bin/compile's
@@ -140,6 +142,20 @@ class Scenario:
         app, home = self.app(), Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
         return run(MANAGERS[self.manager][2], app, self.by_hand_env(home))
 
+    def local(self) -> float:
+        """(d) as (a), the repositories read from the server's own copies on this disk (git's
+        insteadOf to file://): the tool's time without the network, which deploykey's install
+        from its mirrors cannot beat. (a) - (d) is what the network costs the tool."""
+        app, home = self.app(), Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
+        config = {
+            f"url.file://{self.server.root}/repos/.insteadOf": "ssh://git@github.com/",
+            "safe.directory": "*",  # the copies belong to the server's git user
+        }
+        env = {**self.by_hand_env(home), "GIT_CONFIG_COUNT": str(len(config))}
+        for i, (name, value) in enumerate(config.items()):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = name, value
+        return run(MANAGERS[self.manager][2], app, env)
+
     def deploykey(self, cache: Path) -> tuple[float, list[tuple[str, float]]]:
         """bin/compile's time, and its steps' (see heavyapp.phases)."""
         app, home = self.app(), Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
@@ -179,10 +195,11 @@ def main() -> int:
         for manager in args.tools:
             for n in args.n:
                 scenario = Scenario(server, n, manager, work, tools)
-                times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+                times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
                 for _ in range(args.runs):
                     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
                     times["a"].append(scenario.by_hand())
+                    times["d"].append(scenario.local())
                     for build in "bc":
                         seconds, spent = scenario.deploykey(cache)
                         times[build].append(seconds)
@@ -198,11 +215,12 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print()
     print(
-        "| tool | private deps | (a) the tool by hand | (b) deploykey cold | (c) deploykey warm |"
+        "| tool | private deps | (a) the tool by hand | (b) deploykey cold | (c) deploykey warm "
+        "| (d) the tool from a local copy |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for manager, n, m in rows:
-        cells = [f"{m['a']:.2f} s"] + [f"{m[k]:.2f} s ({m['a'] / m[k]:.1f}x)" for k in "bc"]
+        cells = [f"{m['a']:.2f} s"] + [f"{m[k]:.2f} s ({m['a'] / m[k]:.1f}x)" for k in "bcd"]
         print(f"| {manager} | {n} | " + " | ".join(cells) + " |")
     print(
         f"\n{args.runs} runs per cell, medians; ratios: (a)'s time / the cell's; {os.cpu_count()} CPUs"
