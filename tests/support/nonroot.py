@@ -108,18 +108,19 @@ class NonRoot:
 
     def argv(self, *args: str) -> list[str]:
         """`deploykey ARGS` as nobody: setpriv, as tests/support/lifecycle.py runs the CNB phases."""
-        return [
-            *("setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"),
-            *(SYSTEM_PYTHON, "-I", str(KIT / "lib" / "deploykey"), *args),
-        ]
+        return [*self.drop, SYSTEM_PYTHON, "-I", str(KIT / "lib" / "deploykey"), *args]
+
+    @property
+    def drop(self) -> tuple[str, ...]:
+        """What runs a command as nobody."""
+        return ("setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups")
 
     def run_program(
         self, argv: list[str], cwd: Path, env: dict[str, str]
     ) -> subprocess.CompletedProcess[str]:
         """`argv` (a program of the kit, as a platform runs it) as nobody."""
-        drop = ("setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups")
         return subprocess.run(
-            [*drop, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+            [*self.drop, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
         )
 
     def run(
