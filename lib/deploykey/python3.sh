@@ -7,7 +7,8 @@
 # key. Where HOME outlives the build (~/.local/bin first on PATH) or builds share /app
 # (/app/.heroku/python/bin, first on PATH when heroku-buildpack-python runs pre_compile), an earlier
 # build's code leaves a python3 there. As root, the first on PATH: root writes everything
-# (SECURITY.md).
+# (SECURITY.md). Every other program it and bin/ run is the system's (`command -p`: /bin:/usr/bin),
+# and bin/'s shell is /bin/bash, not `env bash`, which looks bash up on PATH too.
 
 # Sets python3, or says why there is none and returns 1.
 # shellcheck disable=SC2034
@@ -21,7 +22,7 @@ deploykey_python3() {
       return 0
     fi
     target=$entry
-    if [ -L "$entry/python3" ]; then target=$(readlink -f "$entry/python3") && target=${target%/*}; fi
+    if [ -L "$entry/python3" ]; then target=$(command -p readlink -f "$entry/python3") && target=${target%/*}; fi
     if ! _deploykey_changeable "$entry" && ! _deploykey_changeable "$target"; then
       python3=$entry/python3
       return 0
@@ -29,7 +30,7 @@ deploykey_python3() {
     found=${found:-$entry/python3}
   done
   if [ -n "$found" ]; then
-    echo " !     deploykey: the only python3 on PATH is $found, which this user ($(id -un)) can" >&2
+    echo " !     deploykey: the only python3 on PATH is $found, which this user ($(command -p id -un)) can" >&2
     echo " !     change: an earlier build's code could have replaced it, and it would run with the key." >&2
     echo " !     Fix: install python3 (3.10 or newer) where only root writes (the build image's" >&2
     echo " !     /usr/bin/python3; Debian and Ubuntu: apt-get install python3), or put such a directory" >&2

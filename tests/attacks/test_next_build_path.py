@@ -86,6 +86,8 @@ def test_a_tool_found_only_where_build_code_can_write_is_refused(
     assert "Traceback" not in err
 
 
+# The programs bin/'s scripts ran before the kit, each looked up on PATH.
+STARTERS = ("bash", "readlink", "basename", "dirname", "id")
 # The python3 build N left first on PATH: it notes that it ran and copies the key file it is
 # handed the path of, then runs the real one, so that the build would succeed.
 PLANTED_PYTHON = """#!/bin/sh
@@ -97,12 +99,13 @@ exec /usr/bin/python3 "$@"
 
 
 @pytest.mark.parametrize("entry", ["deploykey", "compile", "pre_compile"])
-def test_a_python3_planted_on_a_writable_path_never_runs_the_kit(
+def test_a_python3_or_bash_planted_on_a_writable_path_never_runs_the_kit(
     nonroot: NonRoot, git_server: GitServer, utils_key: GeneratedKey, entry: str
 ) -> None:
-    """Build N left a `python3` where PATH looks first (`~/.local/bin` where HOME is kept; where
+    """Build N left a `python3` (and a `bash`, `readlink`, `basename`, `dirname`, `id`) where PATH looks first (`~/.local/bin` where HOME is kept; where
     builds share /app, `/app/.heroku/python/bin`, first on PATH when heroku/python runs
-    pre_compile); build N+1's entry point runs the kit, with the key, under the system's python3."""
+    pre_compile); build N+1's entry point runs none of them: its shell is /bin/bash, its tools are
+    bash's builtins or the system's (`command -p`), and the kit runs under the system's python3."""
     app = app_dir(nonroot, git_server)
     cache = nonroot.mkdir("cache", owner=nonroot.uid)
     planted = "app-heroku/python/bin" if entry == "pre_compile" else "home/.local/bin"
@@ -114,6 +117,9 @@ def test_a_python3_planted_on_a_writable_path_never_runs_the_kit(
         owner=nonroot.uid,
         mode=0o755,
     )
+    for name in STARTERS:  # what starts the interpreter: `#!/usr/bin/env bash`, and bash's tools
+        script = f'#!/bin/dash\necho {name} >> {marker}\nexec /usr/bin/{name} "$@"\n'
+        nonroot.write(f"{planted}/{name}", script.encode(), owner=nonroot.uid, mode=0o755)
     env_dir = nonroot.mkdir("env", owner=nonroot.uid)
     nonroot.write("env/DEPLOY_KEY", utils_key.text.encode(), owner=nonroot.uid, mode=0o600)
     env = nonroot.environ(PATH=f"{bin_dir}:{PATH}", ENV_DIR_FOR_TEST=str(env_dir))
