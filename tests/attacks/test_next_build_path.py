@@ -117,7 +117,7 @@ def test_a_python3_or_bash_planted_on_a_writable_path_never_runs_the_kit(
         owner=nonroot.uid,
         mode=0o755,
     )
-    for name in STARTERS:  # what starts the interpreter: `#!/usr/bin/env bash`, and bash's tools
+    for name in STARTERS:  # bash (`#!/usr/bin/env bash` looked it up on PATH) and its tools
         script = f'#!/bin/dash\necho {name} >> {marker}\nexec /usr/bin/{name} "$@"\n'
         nonroot.write(f"{planted}/{name}", script.encode(), owner=nonroot.uid, mode=0o755)
     env_dir = nonroot.mkdir("env", owner=nonroot.uid)
