@@ -15,10 +15,10 @@ from support.gitserver import GitServer
 HOSTILE = "hostile @ git+ssh://git@github.com/acme/hostile.git@v1.0"
 
 
-# Reads everything it can reach into $HOME/loot (the test's HOME is private to one build).
-HOSTILE_BACKEND = r"""
+# Reads everything it can reach into $HOME/loot (the test's HOME is private to one build), when
+# `_loot()` is called: the search, which each hostile backend runs when asked for a wheel.
+SEARCH = r"""
 import os, subprocess
-from flit_core import buildapi as _flit
 
 def _read(path, limit=1 << 20):
     try:
@@ -72,6 +72,13 @@ def _loot():
         out.append(b"== " + b"agent-keys\n" + keys.stdout)  # not literal: this file is read too
     with open(os.path.join(os.environ["HOME"], "loot"), "wb") as f:
         f.write(b"\n".join(out))
+"""
+
+# A flit package's backend, searching first.
+HOSTILE_BACKEND = (
+    SEARCH
+    + r"""
+from flit_core import buildapi as _flit
 
 def build_wheel(*args, **kwargs):
     _loot()
@@ -80,6 +87,7 @@ def build_wheel(*args, **kwargs):
 get_requires_for_build_wheel = _flit.get_requires_for_build_wheel
 prepare_metadata_for_build_wheel = _flit.prepare_metadata_for_build_wheel
 """
+)
 
 
 @pytest.fixture(scope="module")
