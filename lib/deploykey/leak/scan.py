@@ -864,6 +864,10 @@ def _in_every_process(batches: Sequence[Batch], work: _Work) -> _Found:
 
 
 def _fork(numbers: int, batches: Sequence[Batch], work: _Work) -> tuple[int, int]:
+    # Imported before the fork, once: each copy inherits it to send its results, and the parent
+    # has it to read them (_collect). A scan of few files forks no copy, and imports nothing.
+    import pickle  # noqa: F401, S403 - only between this process and its own forked copies
+
     results_read, results_write = os.pipe()
     try:
         pid = os.fork()
@@ -880,7 +884,7 @@ def _fork(numbers: int, batches: Sequence[Batch], work: _Work) -> tuple[int, int
             signal.signal(number, signal.SIG_DFL)
         os.close(results_read)
         found = _batches_from(numbers, batches, work)
-        import pickle  # noqa: S403 - only between this process and its own forked copies
+        import pickle  # noqa: S403 - loaded before the fork: a lookup in sys.modules
 
         with os.fdopen(results_write, "wb") as stream:
             pickle.dump(found, stream)
@@ -896,7 +900,7 @@ def _collect(pid: int, results: int) -> _Found:
     _, status = os.waitpid(pid, 0)
     if status != 0 or not sent:
         raise RuntimeError(f"a scan process failed (wait status {status})")
-    import pickle  # noqa: S403 - imported where used: a scan of few files forks no copy
+    import pickle  # noqa: S403 - loaded by _fork
 
     return cast(_Found, pickle.loads(sent))  # noqa: S301 - from our own fork
 
