@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Build, GeneratedKey, key_dirs, make_key
+from conftest import Build, GeneratedKey, make_key
 from support import installers
 from support.gitserver import GitServer
 from support.heroku_apps import lock, tools, write_app
 from support.hostile import SEARCH, assert_found_nothing
 from support.installers import Tools
-from support.lockfile_apps import compile_env, run_compile, tool_links
+from support.lockfile_apps import compile_with_key
 
 __all__ = ["tools"]  # a fixture, from tests/support/heroku_apps.py
 
@@ -68,10 +68,7 @@ def test_a_hostile_locked_dependency_finds_no_key(
 ) -> None:
     key, apps = hostile_locked
     write_app(build, apps[manager])
-    build.set_key(key.text)
-    before = key_dirs()
-    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
-    result = run_compile(build, env)
+    result, before = compile_with_key(build, tools, key.text)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert f"removed DEPLOY_KEY from {build.env_dir}" in result.stdout

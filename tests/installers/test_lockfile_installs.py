@@ -27,6 +27,7 @@ from support.lockfile_apps import (
     SHOWN,
     break_lockfile,
     compile_env,
+    compile_with_key,
     run_compile,
     tool_links,
 )
@@ -69,10 +70,7 @@ def test_compile_installs_the_lockfile_with_its_tool(
     lockfile = LOCKFILES[manager]
     assert lockfile is not None
     pushed = (build.app / lockfile).read_bytes()
-    build.set_key(lib_key.text)
-    before = key_dirs()
-    env = compile_env(build, tools, tool_links(tools, build.root / "scratch"))
-    result = run_compile(build, env)
+    result, before = compile_with_key(build, tools, lib_key.text)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     how = "uv sync" if manager == "uv" else SHOWN[manager]

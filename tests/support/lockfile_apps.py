@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import BIN, Build
+from conftest import BIN, Build, key_dirs
 from support import installers
 from support.installers import Tools
 
@@ -46,6 +46,18 @@ def compile_env(
         env["PATH"] = f"{path_first}:{env['PATH']}"
     env.update(DEPLOYKEY_APP_PATH=str(build.app_path), DEPLOYKEY_INSTALL="venv", **extra)
     return env
+
+
+def compile_with_key(
+    build: Build, tools: Tools, key: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """The key set, then bin/compile into a venv with the pinned tools first on PATH; and the key
+    dirs there were before it ran."""
+    build.set_key(key)
+    before = key_dirs()
+    return run_compile(
+        build, compile_env(build, tools, tool_links(tools, build.root / "scratch"))
+    ), before
 
 
 def run_compile(build: Build, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
