@@ -23,7 +23,7 @@ deploykey_python3() {
     fi
     target=$entry
     if [ -L "$entry/python3" ]; then target=$(command -p readlink -f "$entry/python3") && target=${target%/*}; fi
-    if ! _deploykey_changeable "$entry" && ! _deploykey_changeable "$target"; then
+    if ! _deploykey_changeable "$entry" && { [ "$target" = "$entry" ] || ! _deploykey_changeable "$target"; }; then
       python3=$entry/python3
       return 0
     fi
@@ -44,10 +44,12 @@ deploykey_python3() {
 # Whether this user can change what directory $1 holds (childenv.writable): write it, or rename it
 # or a directory above it, as written and as resolved.
 _deploykey_changeable() {
-  local path resolved parent
+  local path written=$1 resolved parent
   resolved=$(cd -P -- "$1" 2>/dev/null && pwd) || return 0
-  for path in "$1" "$resolved"; do
-    while [ "${#path}" -gt 1 ] && [ "${path%/}" != "$path" ]; do path=${path%/}; done
+  while [ "${#written}" -gt 1 ] && [ "${written%/}" != "$written" ]; do written=${written%/}; done
+  set -- "$written"
+  [ "$resolved" = "$written" ] || set -- "$written" "$resolved" # each once, as childenv's
+  for path; do
     [ -w "$path" ] && return 0
     while [ "$path" != / ]; do
       parent=${path%/*}
