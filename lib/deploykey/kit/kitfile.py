@@ -18,6 +18,7 @@ from deploykey import __version__
 from deploykey.core import output
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from importlib.abc import Traversable
 
 PYZ = "deploykey.pyz"
@@ -49,9 +50,8 @@ SOURCE_PYTHON3 = (
 )
 
 
-def script(name: str) -> bytes:
-    """A shell script of the kit as written out of it: with python3.sh in it."""
-    kit = files()
+def script(kit: Mapping[str, bytes], name: str) -> bytes:
+    """A shell script of the kit (`files()`) as written out of it: with python3.sh in it."""
     text = kit[name]
     if SOURCE_PYTHON3 not in text:
         raise AssertionError(f"{name} does not source python3.sh")
@@ -79,7 +79,7 @@ def write_scan_buildpack(directory: str) -> int:
     for name in ("detect", "build"):
         path = target / "bin" / name
         name_in_kit = f"deploykey/scanbuildpack/{name}"
-        path.write_bytes(script(name_in_kit) if name == "build" else kit[name_in_kit])
+        path.write_bytes(script(kit, name_in_kit) if name == "build" else kit[name_in_kit])
         path.chmod(0o755)
     write_pyz(target / PYZ)
     output.detail(f"wrote the deploykey/scan buildpack in {target}: buildpack.toml, bin/, {PYZ}")

@@ -117,7 +117,8 @@ def write_hooks(app_dir: str, post_only: bool = False) -> int:
     """Write bin/pre_compile, bin/post_compile and bin/deploykey.pyz into an app."""
     bin_dir = Path(app_dir) / "bin"
     names = ["post_compile"] if post_only else list(HOOKS)
-    scripts = {name: kitfile.script(f"deploykey/hooks/{name}") for name in names}
+    kit = kitfile.files()
+    scripts = {name: kitfile.script(kit, f"deploykey/hooks/{name}") for name in names}
     for name in names:
         existing = bin_dir / name
         if existing.exists() and existing.read_bytes() != scripts[name]:
